@@ -1,0 +1,74 @@
+"""Shared fixtures. Eight simulated CPU devices so sharding is exercised on any machine."""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pathlib
+
+import numpy as np
+import pytest
+
+REAL = pathlib.Path(__file__).resolve().parents[2] / "shared" / "real"
+if not REAL.is_dir():
+  REAL = pathlib.Path(os.environ.get("VASA_JAX_REAL", "/work/shared/real"))
+
+
+@pytest.fixture(scope="session")
+def real_dir():
+  if not REAL.is_dir():
+    pytest.skip("real media folder (../shared/real) not present")
+  return REAL
+
+
+def make_fake_records(n_clips=6, frames=12, size=32, identities=3, seed=0):
+  """Records in the shared schema with frame content that encodes (clip, frame)."""
+  from vasa_jax.data import records
+  rng = np.random.default_rng(seed)
+  recs = []
+  for c in range(n_clips):
+    f = np.zeros((frames, size, size, 3), np.uint8)
+    for t in range(frames):
+      f[t, :, :, 0] = 10 * c + 5
+      f[t, :, :, 1] = 10 * t + 5
+      f[t, : size // 2, : size // 4, 2] = 250   # a bright patch on the left: flips are visible
+    pose = np.stack([np.linspace(-0.2, 0.2, frames)] * 6, axis=1).astype(np.float32)
+    pose[:, 5] = 0.6
+    tracks = {"pose": pose, "gaze": np.full((frames, 2), 0.1, np.float32),
+              "mouth": rng.uniform(size=(frames, 3)).astype(np.float32),
+              "blink": np.zeros(frames, np.float32),
+              "emotion_intensity": np.zeros(frames, np.float32)}
+    audio = np.repeat(np.arange(frames, dtype=np.float32) / 100.0, records.SAMPLES_PER_FRAME)
+    recs.append(records.make_record(
+        frames=f, audio=audio, clip_id=f"clip{c}", identity=f"person{c % identities}",
+        source="test", tracks=tracks,
+        controls={"gaze": (0.1, -0.1), "distance": 0.6, "emotion": 1, "emotion_intensity": 0.5}))
+  return recs
+
+
+class ListSource:
+  """A random-access source over decoded records, as tfds.data_source returns them."""
+
+  def __init__(self, recs):
+    self._recs = [self._as_read(r) for r in recs]
+
+  @staticmethod
+  def _as_read(r):
+    out = dict(r)
+    out["frames"] = np.asarray(r["frames"], dtype=object)
+    for k in ("clip_id", "identity", "source"):
+      out[k] = r[k].encode()
+    return out
+
+  def __len__(self):
+    return len(self._recs)
+
+  def __getitem__(self, i):
+    return self._recs[int(i)]
+
+
+@pytest.fixture(scope="session")
+def fake_source():
+  return ListSource(make_fake_records())

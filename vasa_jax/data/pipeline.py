@@ -1,0 +1,299 @@
+"""grain input pipelines for both training stages.
+
+Sources are TFDS array_record datasets read with `tfds.data_source` (no TensorFlow), one or
+several concatenated (synthetic + real). Each process reads its own shard
+(`ShardOptions(process_index, process_count)`), batches its share of the global batch, and
+`sharding.to_global` assembles `jax.Array`s on the mesh. Iterator state is a small JSON blob
+(`iterator.get_state()`), saved with the checkpoint so a restarted run sees the same data.
+
+Stage 1 example (face latent model):
+  source / driving: two frames of one clip; cross: a frame of a clip of another identity.
+  Each is a dict {image uint8 [S,S,3], pose [6], gaze [2], mouth [3], blink [], emotion_intensity []}
+  plus has_* label flags and identity indices.
+Stage 2 example (motion diffusion):
+  a window of W frames: per-frame tracks [W, ...], audio [W*640]; the previous K frames' tracks
+  and audio with prev_mask [K] (0 where the window starts before frame K); clip controls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import grain.python as grain
+import numpy as np
+
+from vasa_jax.data import records
+
+SPF = records.SAMPLES_PER_FRAME
+
+
+# ----------------------------------------------------------------------------- sources
+
+def open_source(name: str, split: str, data_dir: str | None = None, **builder_kwargs):
+  """A random-access view of a built TFDS dataset (`name` like synthetic_talking_heads/r256_n1000)."""
+  import tensorflow_datasets as tfds
+
+  import vasa_jax.data  # noqa: F401  (registers the builders)
+  builder = tfds.builder(name, data_dir=data_dir, **builder_kwargs)
+  if not builder.is_prepared():
+    raise FileNotFoundError(
+        f"dataset {name} is not built in {builder.data_dir}; run `vasa-jax data build {name}` first")
+  return builder.as_data_source(split=split)
+
+
+class ConcatSource(grain.RandomAccessDataSource):
+  """Several random-access sources as one, each optionally repeated to weight the mix."""
+
+  def __init__(self, sources: Sequence, repeats: Sequence[int] | None = None):
+    repeats = list(repeats or [1] * len(sources))
+    if len(repeats) != len(sources) or min(repeats) < 1:
+      raise ValueError("repeats must be positive, one per source")
+    self._sources = list(sources)
+    self._lengths = [len(s) for s in sources]
+    self._offsets = np.cumsum([0] + [n * r for n, r in zip(self._lengths, repeats)])
+    if self._offsets[-1] == 0:
+      raise ValueError("all data sources are empty")
+
+  def __len__(self) -> int:
+    return int(self._offsets[-1])
+
+  def __getitem__(self, index: int):
+    index = int(index)
+    k = int(np.searchsorted(self._offsets, index, side="right") - 1)
+    return self._sources[k][(index - self._offsets[k]) % self._lengths[k]]
+
+  def __repr__(self) -> str:
+    return f"ConcatSource(lengths={self._lengths})"
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+  flip: float = 0.5          # probability of a horizontal flip (labels mirrored)
+  scale: float = 0.06        # zoom in/out by up to this fraction
+  shift: float = 0.03        # translate by up to this fraction of the side
+  brightness: float = 0.15   # additive, in [0, 1] units
+  contrast: float = 0.15     # multiplicative around the mean
+  saturation: float = 0.2
+  hue: float = 0.03          # channel mixing strength
+
+  @classmethod
+  def none(cls) -> "AugmentConfig":
+    return cls(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+  @classmethod
+  def from_dict(cls, d) -> "AugmentConfig":
+    if d is None or d is False:
+      return cls.none()
+    if isinstance(d, AugmentConfig):
+      return d
+    return cls(**dict(d))
+
+
+def _sample_aug(cfg: AugmentConfig, rng: np.random.Generator) -> dict:
+  return {
+      "flip": bool(rng.random() < cfg.flip),
+      "scale": 1.0 + rng.uniform(-cfg.scale, cfg.scale),
+      "shift": rng.uniform(-cfg.shift, cfg.shift, size=2),
+      "brightness": rng.uniform(-cfg.brightness, cfg.brightness),
+      "contrast": 1.0 + rng.uniform(-cfg.contrast, cfg.contrast),
+      "saturation": 1.0 + rng.uniform(-cfg.saturation, cfg.saturation),
+      "mix": np.eye(3) + rng.uniform(-cfg.hue, cfg.hue, size=(3, 3)),
+  }
+
+
+def _apply_aug(image: np.ndarray, a: dict) -> np.ndarray:
+  import cv2
+  s = image.shape[0]
+  if a["scale"] != 1.0 or np.any(a["shift"]):
+    m = np.array([[a["scale"], 0, 0], [0, a["scale"], 0]], np.float64)
+    c = (s - 1) / 2.0
+    m[:, 2] = c - a["scale"] * c + a["shift"] * s
+    image = cv2.warpAffine(image, m, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+  if a["flip"]:
+    image = image[:, ::-1]
+  x = image.astype(np.float32) / 255.0
+  x = x @ a["mix"].T.astype(np.float32)
+  grey = x.mean(axis=-1, keepdims=True)
+  x = grey + (x - grey) * a["saturation"]
+  x = (x - x.mean()) * a["contrast"] + x.mean() + a["brightness"]
+  return (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _mirror_labels(labels: dict) -> dict:
+  out = dict(labels)
+  pose = np.array(labels["pose"], np.float32, copy=True)
+  pose[..., [0, 2, 3]] *= -1.0    # yaw, roll, tx change sign in a mirror
+  gaze = np.array(labels["gaze"], np.float32, copy=True)
+  gaze[..., 0] *= -1.0
+  out["pose"], out["gaze"] = pose, gaze
+  return out
+
+
+def _frame_labels(rec, t: int) -> dict:
+  return {name: np.asarray(rec[name][t], np.float32) for name in records.TRACKS}
+
+
+def _flags(rec) -> dict:
+  return {f: np.int32(rec[f]) for f in records.LABEL_FLAGS}
+
+
+# ----------------------------------------------------------------------------- stage 1
+
+class Stage1Transform(grain.RandomMapTransform):
+  """Clip record -> {source, driving, cross} frames with labels (see module docstring)."""
+
+  def __init__(self, source, augment: AugmentConfig | dict | None = None,
+               min_gap: int = 1, max_tries: int = 8):
+    self._source = source
+    self._augment = AugmentConfig.from_dict(augment)
+    self._min_gap = min_gap
+    self._max_tries = max_tries
+
+  def random_map(self, rec, rng: np.random.Generator):
+    t = int(rec["num_frames"])
+    i = int(rng.integers(t))
+    if t > self._min_gap:
+      while True:
+        j = int(rng.integers(t))
+        if abs(j - i) >= self._min_gap:
+          break
+    else:
+      j = i
+    other = None
+    for _ in range(self._max_tries):
+      cand = self._source[int(rng.integers(len(self._source)))]
+      if int(cand["identity_index"]) != int(rec["identity_index"]):
+        other = cand
+        break
+    has_cross = other is not None
+    if other is None:   # a single-identity dataset: fall back to the same clip, flagged
+      other = rec
+    k = int(rng.integers(int(other["num_frames"])))
+    a_clip = _sample_aug(self._augment, rng)
+    a_other = _sample_aug(self._augment, rng)
+    out = {}
+    for name, r, t_, a in (("source", rec, i, a_clip), ("driving", rec, j, a_clip),
+                           ("cross", other, k, a_other)):
+      labels = _frame_labels(r, t_)
+      if a["flip"]:
+        labels = _mirror_labels(labels)
+      out[name] = {"image": _apply_aug(records.decode_jpeg(r["frames"][t_]), a), **labels}
+    out.update(_flags(rec))
+    out["cross_has_pose"] = np.int32(other["has_pose"])
+    out["has_cross"] = np.int32(has_cross)
+    out["identity_index"] = np.int64(rec["identity_index"])
+    out["cross_identity_index"] = np.int64(other["identity_index"])
+    out["frame_index"] = np.asarray([i, j], np.int32)
+    return out
+
+
+# ----------------------------------------------------------------------------- stage 2
+
+class Stage2Transform(grain.RandomMapTransform):
+  """Clip record -> a window of W frames + previous K frames (see module docstring)."""
+
+  def __init__(self, window: int, context: int, with_frames: bool = False):
+    if window < 1 or context < 0:
+      raise ValueError("window must be >= 1 and context >= 0")
+    self.window, self.context, self.with_frames = window, context, with_frames
+
+  def random_map(self, rec, rng: np.random.Generator):
+    w, k = self.window, self.context
+    t = int(rec["num_frames"])
+    audio = records.audio_to_float(rec["audio"])
+    # A window may start anywhere a full window fits; clips shorter than W are padded (mask).
+    t0 = int(rng.integers(max(t - w, 0) + 1))
+    frame_idx = np.arange(t0, t0 + w)
+    valid = frame_idx < t
+    prev_idx = np.arange(t0 - k, t0)
+    prev_valid = prev_idx >= 0
+    out = {"mask": valid.astype(np.float32), "prev_mask": prev_valid.astype(np.float32),
+           "start": np.int32(t0)}
+    for name in records.TRACKS:
+      track = np.asarray(rec[name], np.float32)
+      out[name] = _take(track, frame_idx, valid)
+      out["prev_" + name] = _take(track, prev_idx, prev_valid)
+    out["audio"] = _take_audio(audio, t0, w)
+    out["prev_audio"] = _take_audio(audio, t0 - k, k)
+    out["control_gaze"] = np.asarray(rec["control_gaze"], np.float32)
+    out["control_distance"] = np.float32(rec["control_distance"])
+    out["control_emotion"] = np.int32(rec["control_emotion"])
+    out["control_emotion_intensity"] = np.float32(rec["control_emotion_intensity"])
+    for f in ("has_control_gaze", "has_control_distance", "has_control_emotion"):
+      out[f] = np.int32(rec[f])
+    out.update(_flags(rec))
+    out["identity_index"] = np.int64(rec["identity_index"])
+    if self.with_frames:
+      s = int(rec["size"])
+      frames = np.zeros((w, s, s, 3), np.uint8)
+      for n, ti in enumerate(frame_idx):
+        if ti < t:
+          frames[n] = records.decode_jpeg(rec["frames"][ti])
+      out["frames"] = frames
+    return out
+
+
+def _take(track: np.ndarray, idx: np.ndarray, valid: np.ndarray) -> np.ndarray:
+  out = np.zeros((idx.shape[0], *track.shape[1:]), np.float32)
+  out[valid] = track[idx[valid]]
+  return out
+
+
+def _take_audio(audio: np.ndarray, t0: int, n: int) -> np.ndarray:
+  out = np.zeros(n * SPF, np.float32)
+  a0, a1 = t0 * SPF, (t0 + n) * SPF
+  lo, hi = max(a0, 0), min(a1, audio.shape[0])
+  if hi > lo:
+    out[lo - a0: hi - a0] = audio[lo:hi]
+  return out
+
+
+# ----------------------------------------------------------------------------- loaders
+
+def make_loader(
+    source,
+    transform: grain.RandomMapTransform,
+    *,
+    batch_size: int,
+    seed: int = 0,
+    shuffle: bool = True,
+    num_epochs: int | None = None,
+    worker_count: int = 0,
+    shard_index: int | None = None,
+    shard_count: int | None = None,
+) -> grain.DataLoader:
+  """A grain DataLoader over this process's shard, yielding per-process batches.
+
+  `batch_size` is the per-process batch (global batch / process count). Shard index/count
+  default to this JAX process's index and the process count.
+  """
+  if shard_index is None or shard_count is None:
+    import jax
+    shard_index, shard_count = jax.process_index(), jax.process_count()
+  if len(source) < shard_count:
+    raise ValueError(f"dataset has {len(source)} clips, fewer than the {shard_count} shards")
+  sampler = grain.IndexSampler(
+      num_records=len(source),
+      shard_options=grain.ShardOptions(shard_index=shard_index, shard_count=shard_count,
+                                       drop_remainder=True),
+      shuffle=shuffle, num_epochs=num_epochs, seed=seed)
+  return grain.DataLoader(
+      data_source=source, sampler=sampler,
+      operations=[transform, grain.Batch(batch_size=batch_size, drop_remainder=True)],
+      worker_count=worker_count,
+      read_options=grain.ReadOptions(num_threads=2, prefetch_buffer_size=64))
+
+
+def stage1_loader(source, *, batch_size: int, seed: int = 0, augment=None, worker_count: int = 0,
+                  **kw) -> grain.DataLoader:
+  return make_loader(source, Stage1Transform(source, augment), batch_size=batch_size, seed=seed,
+                     worker_count=worker_count, **kw)
+
+
+def stage2_loader(source, *, batch_size: int, window: int, context: int, seed: int = 0,
+                  with_frames: bool = False, worker_count: int = 0, **kw) -> grain.DataLoader:
+  return make_loader(source, Stage2Transform(window, context, with_frames), batch_size=batch_size,
+                     seed=seed, worker_count=worker_count, **kw)

@@ -1,0 +1,216 @@
+"""Media at the edges: images and audio in any common format, H.264/AAC mp4 out.
+
+Everything decodes through the ffmpeg binary that `imageio-ffmpeg` ships inside its wheel, so
+no system ffmpeg is needed. Writers are atomic: they write a temporary file next to the target
+and rename it, so a failure never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import tempfile
+from typing import Iterable, Iterator
+
+import numpy as np
+
+FPS = 25
+SAMPLE_RATE = 16000
+
+
+class MediaError(ValueError):
+  """A media file could not be read or written (message is one human-readable line)."""
+
+
+def ffmpeg_exe() -> str:
+  import imageio_ffmpeg
+  return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _last_error_line(stderr: bytes) -> str:
+  lines = [l.strip() for l in stderr.decode("utf-8", "replace").splitlines() if l.strip()]
+  return lines[-1] if lines else "unknown ffmpeg error"
+
+
+# ----------------------------------------------------------------------------- audio
+
+def load_audio(path: str, sr: int = SAMPLE_RATE, *, max_seconds: float | None = None) -> np.ndarray:
+  """Decodes any audio (or the audio stream of a video) to float32 mono at `sr`."""
+  if not os.path.isfile(path):
+    raise MediaError(f"audio file not found: {path}")
+  cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", path, "-vn", "-map", "0:a:0?"]
+  if max_seconds is not None:
+    cmd += ["-t", str(max_seconds)]
+  cmd += ["-f", "f32le", "-acodec", "pcm_f32le", "-ac", "1", "-ar", str(sr), "-"]
+  proc = subprocess.run(cmd, capture_output=True)
+  if proc.returncode != 0:
+    raise MediaError(f"cannot decode audio from {path}: {_last_error_line(proc.stderr)}")
+  audio = np.frombuffer(proc.stdout, dtype=np.float32).copy()
+  if audio.size == 0:
+    raise MediaError(f"no audio samples in {path} (missing or empty audio stream)")
+  if not np.all(np.isfinite(audio)):
+    raise MediaError(f"audio in {path} contains non-finite samples")
+  return audio
+
+
+def resample(audio: np.ndarray, sr_in: int, sr_out: int = SAMPLE_RATE) -> np.ndarray:
+  """Resamples float audio (mono [N] or [N, C] -> mono) with a polyphase filter."""
+  from math import gcd
+
+  from scipy.signal import resample_poly
+  audio = np.asarray(audio, dtype=np.float32)
+  if audio.ndim == 2:
+    audio = audio.mean(axis=1)
+  if sr_in == sr_out:
+    return audio
+  g = gcd(int(sr_in), int(sr_out))
+  return resample_poly(audio, sr_out // g, sr_in // g).astype(np.float32)
+
+
+def as_audio(audio, sr: int = SAMPLE_RATE) -> np.ndarray:
+  """Accepts a path, an array at `sr`, or a (samples, rate) pair; returns float32 mono at `sr`."""
+  if isinstance(audio, (str, os.PathLike)):
+    return load_audio(os.fspath(audio), sr)
+  if isinstance(audio, tuple) and len(audio) == 2:
+    samples, rate = audio
+    samples = np.asarray(samples)
+    if samples.dtype.kind in "iu":
+      samples = samples.astype(np.float32) / float(np.iinfo(samples.dtype).max)
+    return resample(samples, int(rate), sr)
+  return resample(np.asarray(audio, dtype=np.float32), sr, sr)
+
+
+# ----------------------------------------------------------------------------- images
+
+def load_image(image) -> np.ndarray:
+  """Loads PNG/JPEG/WebP/... (RGB, RGBA, grey, palette; EXIF rotation honoured) as uint8 RGB."""
+  from PIL import Image, ImageOps, UnidentifiedImageError
+  if isinstance(image, np.ndarray):
+    arr = image
+    if arr.dtype != np.uint8:
+      arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    if arr.ndim == 2:
+      arr = np.repeat(arr[..., None], 3, axis=-1)
+    if arr.shape[-1] == 4:
+      img = Image.fromarray(arr, "RGBA")
+    else:
+      return np.ascontiguousarray(arr[..., :3])
+  elif isinstance(image, Image.Image):
+    img = image
+  else:
+    path = os.fspath(image)
+    if not os.path.isfile(path):
+      raise MediaError(f"image file not found: {path}")
+    try:
+      img = Image.open(path)
+      img.load()
+    except (UnidentifiedImageError, OSError) as e:
+      raise MediaError(f"cannot read image {path}: {e}") from None
+  img = ImageOps.exif_transpose(img)
+  if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    rgba = img.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    img = Image.alpha_composite(background, rgba)
+  return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+# ----------------------------------------------------------------------------- video
+
+@contextlib.contextmanager
+def atomic_output(path: str) -> Iterator[str]:
+  """Yields a temporary path in the target's folder; renames it onto `path` only on success."""
+  path = os.path.abspath(path)
+  folder = os.path.dirname(path)
+  os.makedirs(folder, exist_ok=True)
+  stem, ext = os.path.splitext(os.path.basename(path))
+  fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".partial{ext}", dir=folder)
+  os.close(fd)
+  try:
+    yield tmp
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def write_video(
+    path: str,
+    frames: Iterable[np.ndarray],
+    *,
+    fps: int = FPS,
+    audio: np.ndarray | None = None,
+    sample_rate: int = SAMPLE_RATE,
+    crf: int = 18,
+    metadata: dict[str, str] | None = None,
+) -> str:
+  """Writes uint8 RGB frames as H.264 (yuv420p) mp4 with optional AAC audio, atomically.
+
+  `frames` may be any iterable (a generator streams with bounded memory). The video is cut to
+  the audio's length when audio is given, so the two always end together.
+  """
+  frames = iter(frames)
+  try:
+    first = np.asarray(next(frames))
+  except StopIteration:
+    raise MediaError(f"no frames to write to {path}") from None
+  if first.ndim != 3 or first.shape[-1] != 3 or first.dtype != np.uint8:
+    raise MediaError(f"frames must be uint8 [H, W, 3], got {first.dtype} {first.shape}")
+  h, w = first.shape[:2]
+  with atomic_output(path) as tmp, tempfile.TemporaryDirectory() as tmpdir:
+    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-y",
+           "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps), "-i", "-"]
+    if audio is not None:
+      import soundfile as sf
+      wav = os.path.join(tmpdir, "audio.wav")
+      sf.write(wav, np.asarray(audio, np.float32), sample_rate, subtype="PCM_16")
+      cmd += ["-i", wav]
+    pad = "pad=ceil(iw/2)*2:ceil(ih/2)*2"
+    cmd += ["-vf", pad, "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf),
+            "-pix_fmt", "yuv420p", "-movflags", "+faststart"]
+    if audio is not None:
+      cmd += ["-c:a", "aac", "-b:a", "128k", "-shortest"]
+    for k, v in (metadata or {}).items():
+      cmd += ["-metadata", f"{k}={v}"]
+    cmd += ["-f", "mp4", tmp]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+      proc.stdin.write(np.ascontiguousarray(first).tobytes())
+      for frame in frames:
+        frame = np.asarray(frame)
+        if frame.shape != first.shape or frame.dtype != np.uint8:
+          raise MediaError(f"frame shape/dtype changed mid-video: {frame.dtype} {frame.shape}")
+        proc.stdin.write(np.ascontiguousarray(frame).tobytes())
+      proc.stdin.close()
+    except BrokenPipeError:
+      pass
+    except BaseException:
+      proc.kill()
+      proc.wait()
+      raise
+    stderr = proc.stderr.read()
+    if proc.wait() != 0:
+      raise MediaError(f"ffmpeg failed writing {path}: {_last_error_line(stderr)}")
+  return path
+
+
+def read_video(path: str, *, fps: int | None = FPS, size: int | None = None) -> np.ndarray:
+  """Decodes a whole (short) video to uint8 [T, H, W, 3], resampled to `fps` when given."""
+  import imageio_ffmpeg
+  if not os.path.isfile(path):
+    raise MediaError(f"video file not found: {path}")
+  kwargs = {}
+  if fps is not None:
+    kwargs["output_params"] = ["-r", str(fps)]
+  if size is not None:
+    kwargs["size"] = (size, size)
+  try:
+    gen = imageio_ffmpeg.read_frames(path, **kwargs)
+    meta = next(gen)
+    w, h = meta["size"] if size is None else (size, size)
+    frames = [np.frombuffer(b, np.uint8).reshape(h, w, 3) for b in gen]
+  except (RuntimeError, OSError, StopIteration) as e:
+    raise MediaError(f"cannot decode video {path}: {str(e).strip().splitlines()[-1] if str(e).strip() else e}") from None
+  if not frames:
+    raise MediaError(f"no frames in {path}")
+  return np.stack(frames)

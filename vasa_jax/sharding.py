@@ -1,0 +1,69 @@
+"""Device meshes and global batches.
+
+The mesh has two named axes, `data` and `fsdp`; batches are split over both (every device
+sees different examples), parameters may be split over `fsdp` by logical axis rules. The same
+code runs on 1 CPU, 8 simulated CPU devices, a GPU or a TPU pod slice.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+BATCH_AXES = ("data", "fsdp")
+
+
+def make_mesh(data: int = -1, fsdp: int = 1, devices=None) -> Mesh:
+  """A (data, fsdp) mesh over all devices; -1 means "the rest"."""
+  devices = list(jax.devices() if devices is None else devices)
+  n = len(devices)
+  if data == -1 and fsdp == -1:
+    raise ValueError("at most one of data/fsdp may be -1")
+  if data == -1:
+    data = n // fsdp
+  if fsdp == -1:
+    fsdp = n // data
+  if data * fsdp != n:
+    raise ValueError(f"mesh data={data} x fsdp={fsdp} does not match {n} devices")
+  arr = np.asarray(devices).reshape(data, fsdp)
+  return Mesh(arr, BATCH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 2)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) dimension split over every device of the mesh."""
+  return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def per_process_batch_size(global_batch_size: int, mesh: Mesh | None = None) -> int:
+  n_dev = mesh.size if mesh is not None else jax.device_count()
+  if global_batch_size % n_dev:
+    raise ValueError(f"global batch size {global_batch_size} is not divisible by {n_dev} devices")
+  if global_batch_size % jax.process_count():
+    raise ValueError(f"global batch size {global_batch_size} is not divisible by "
+                     f"{jax.process_count()} processes")
+  return global_batch_size // jax.process_count()
+
+
+def to_global(batch, mesh: Mesh):
+  """Process-local numpy batch (leading dim = per-process batch) -> global jax.Arrays."""
+  sharding = batch_sharding(mesh)
+
+  def put(x):
+    x = np.asarray(x)
+    if x.dtype == object:
+      return x  # strings stay on the host
+    return jax.make_array_from_process_local_data(sharding, x)
+
+  return jax.tree_util.tree_map(put, batch)
+
+
+def global_shape(local_shape, process_count: int | None = None):
+  pc = jax.process_count() if process_count is None else process_count
+  return (local_shape[0] * pc, *local_shape[1:])
+
+
+def num_devices(mesh: Mesh) -> int:
+  return math.prod(mesh.devices.shape)
