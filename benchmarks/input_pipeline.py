@@ -1,0 +1,67 @@
+"""Input-pipeline throughput: can decoding keep up with training on this machine?
+
+Builds (or reuses) a small synthetic_talking_heads dataset at --size, then times the stage-1
+pipeline (3 JPEG decodes + augmentation per example) and the stage-2 pipeline, in-process and
+with grain worker processes. Prints JSON, including the dataset's bytes per clip and the size a
+1,000-clip corpus would take.
+
+  python benchmarks/input_pipeline.py [--size 256] [--clips 16] [--data-dir DIR] [--workers 2]
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _rate(it, n_batches, batch_size):
+  next(it)  # warm-up (worker start, first reads)
+  t0 = time.perf_counter()
+  for _ in range(n_batches):
+    next(it)
+  return n_batches * batch_size / (time.perf_counter() - t0)
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument("--size", type=int, default=256)
+  p.add_argument("--clips", type=int, default=16)
+  p.add_argument("--seconds", type=float, default=4.0)
+  p.add_argument("--data-dir", default=None)
+  p.add_argument("--workers", type=int, default=2)
+  p.add_argument("--batch-size", type=int, default=16)
+  p.add_argument("--batches", type=int, default=20)
+  a = p.parse_args()
+
+  from vasa_jax.data import SyntheticConfig, SyntheticTalkingHeads, pipeline
+  data_dir = a.data_dir or os.path.join(tempfile.gettempdir(), "vasa_jax_bench_tfds")
+  cfg = SyntheticConfig(name=f"bench_r{a.size}_n{a.clips}", size=a.size, clips=a.clips,
+                        seconds=a.seconds, test_fraction=0.2)
+  builder = SyntheticTalkingHeads(config=cfg, data_dir=data_dir)
+  t0 = time.perf_counter()
+  if not builder.is_prepared():
+    builder.download_and_prepare(file_format="array_record")
+  build_s = time.perf_counter() - t0
+  src = builder.as_data_source(split="train")
+  nbytes = sum(s.num_bytes for s in builder.info.splits.values())
+  per_clip = nbytes / a.clips
+  out = {"size": a.size, "clips": a.clips, "clip_seconds": a.seconds, "build_seconds": round(build_s, 1),
+         "bytes_per_clip": int(per_clip), "gb_per_1000_clips": round(per_clip * 1000 / 1e9, 2),
+         "cpu_cores": os.cpu_count()}
+  for workers in (0, a.workers):
+    it = iter(pipeline.stage1_loader(src, batch_size=a.batch_size, seed=0, worker_count=workers,
+                                     shard_index=0, shard_count=1))
+    out[f"stage1_examples_per_s_workers{workers}"] = round(_rate(it, a.batches, a.batch_size), 1)
+    it = iter(pipeline.stage2_loader(src, batch_size=a.batch_size, window=50, context=10, seed=0,
+                                     worker_count=workers, shard_index=0, shard_count=1))
+    out[f"stage2_examples_per_s_workers{workers}"] = round(_rate(it, a.batches, a.batch_size), 1)
+  print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+  main()

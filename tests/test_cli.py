@@ -1,0 +1,67 @@
+"""The `vasa-jax` command line as a user runs it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from vasa_jax import media
+
+
+def run(*args, cwd=None):
+  return subprocess.run([sys.executable, "-m", "vasa_jax", *args], capture_output=True, text=True,
+                        cwd=cwd, timeout=600)
+
+
+def test_synth_writes_playable_clips_with_ground_truth(tmp_path):
+  out = tmp_path / "s"
+  r = run("synth", "--out", str(out), "--clips", "2", "--seconds", "2", "--size", "64",
+          "--seed", "3", "--workers", "2")
+  assert r.returncode == 0, r.stderr
+  summary = json.loads(r.stdout)
+  assert summary["clips"] == 2 and summary["frames"] == 100
+  for i in range(2):
+    mp4 = out / f"clip_{i:05d}.mp4"
+    frames = media.read_video(str(mp4))
+    assert frames.shape == (50, 64, 64, 3)
+    audio = media.load_audio(str(mp4))
+    assert abs(len(audio) / 16000 - 2.0) < 0.1 and np.abs(audio).max() > 0.05
+    info = subprocess.run([media.ffmpeg_exe(), "-i", str(mp4)], capture_output=True, text=True).stderr
+    assert "h264" in info and "aac" in info and "25 fps" in info
+    gt = np.load(out / f"clip_{i:05d}.npz")
+    assert gt["pose"].shape == (50, 6) and gt["mouth"].shape == (50, 3) and gt["blink"].shape == (50,)
+    assert gt["gaze"].shape == (50, 2) and gt["emotion_intensity"].shape == (50,)
+    meta = json.loads((out / f"clip_{i:05d}.json").read_text())
+    assert meta["text"] and meta["phones"] and meta["identity"].startswith("synth-s3-")
+  index = json.loads((out / "index.json").read_text())
+  assert len(index["clips"]) == 2
+  # Two clips of the default corpus are two different people.
+  assert index["clips"][0]["identity"] != index["clips"][1]["identity"]
+
+
+def test_synth_is_deterministic(tmp_path):
+  a = run("synth", "--out", str(tmp_path / "a"), "--clips", "1", "--seconds", "1", "--size", "48",
+          "--workers", "1", "--seed", "11")
+  b = run("synth", "--out", str(tmp_path / "b"), "--clips", "1", "--seconds", "1", "--size", "48",
+          "--workers", "1", "--seed", "11")
+  assert a.returncode == 0 and b.returncode == 0
+  ga, gb = np.load(tmp_path / "a" / "clip_00000.npz"), np.load(tmp_path / "b" / "clip_00000.npz")
+  for k in ga.files:
+    np.testing.assert_array_equal(ga[k], gb[k])
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path):
+  for args in (["synth", "--out", str(tmp_path), "--clips", "0"],
+               ["synth", "--out", str(tmp_path), "--size", "8"],
+               ["data", "build", "no_such_dataset/x", "--data-dir", str(tmp_path)],
+               ["data", "build", "talking_face_videos/r64", "--data-dir", str(tmp_path)],
+               ["data", "build", "talking_face_videos/r64", "--data-dir", str(tmp_path),
+                "--manual-dir", str(tmp_path / "missing")],
+               ["data", "info", "synthetic_talking_heads/tiny", "--data-dir", str(tmp_path)]):
+    r = run(*args)
+    assert r.returncode == 2, (args, r.stderr)
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("vasa-jax: error:"), (args, r.stderr)
+  assert not any(p.suffix == ".mp4" for p in tmp_path.rglob("*"))

@@ -1,0 +1,1 @@
+"""Trainers for both stages and what they share."""

@@ -1,0 +1,149 @@
+"""Pieces every trainer shares: checkpoints, metric writers, progress, NaN guard, EMA, shardings.
+
+Checkpoints are orbax: one CheckpointManager per workdir holding the train state (a plain dict
+of params / optimizer states / EMA / step) and the grain iterator state, so a restarted run
+continues with the same parameters and the same data order. If the newest checkpoint cannot be
+read (a run killed while writing it), the previous one is used, with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import linen as nn
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteError(FloatingPointError):
+  """A loss or gradient became NaN/Inf; the message names the step and the term."""
+
+
+# ----------------------------------------------------------------------------- shardings
+
+def state_shardings(abstract_state, mesh: Mesh, rules) -> Any:
+  """NamedShardings for a state pytree whose leaves may carry flax logical partitioning.
+
+  Leaves boxed with `nn.with_logical_partitioning` are mapped to the mesh through `rules`
+  (e.g. fsdp-sharded kernels); everything else is replicated.
+  """
+  specs = nn.get_partition_spec(abstract_state)
+  mesh_specs = nn.logical_to_mesh(specs, rules)
+
+  def to_sharding(spec):
+    return NamedSharding(mesh, spec if isinstance(spec, P) else P())
+
+  return jax.tree_util.tree_map(to_sharding, mesh_specs, is_leaf=lambda x: isinstance(x, P) or x is None)
+
+
+def unbox(tree):
+  """Drops flax partitioning boxes (nn.Partitioned) leaving the raw arrays."""
+  return nn.meta.unbox(tree)
+
+
+# ----------------------------------------------------------------------------- numerics
+
+def ema_update(ema, params, decay: float):
+  return jax.tree_util.tree_map(lambda e, p: e * decay + (1.0 - decay) * p.astype(e.dtype), ema, params)
+
+
+def global_norm(tree) -> jax.Array:
+  leaves = [jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree_util.tree_leaves(tree)]
+  return jnp.sqrt(sum(leaves)) if leaves else jnp.zeros(())
+
+
+def check_finite(metrics: dict, step: int) -> None:
+  """Raises NonFiniteError naming the first non-finite metric (losses, grad norms)."""
+  bad = [k for k, v in metrics.items() if not np.all(np.isfinite(np.asarray(v)))]
+  if bad:
+    raise NonFiniteError(
+        f"non-finite value at step {step} in {', '.join(sorted(bad))}; stopping. The last good "
+        "checkpoint is intact: lower the learning rate or inspect the data, then restart.")
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+class Checkpointer:
+  """orbax CheckpointManager for {state, data-iterator} with keep-N and safe restore."""
+
+  def __init__(self, workdir: str, *, keep: int = 3, save_every: int = 1000, async_save: bool = True):
+    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, save_interval_steps=1,
+            enable_async_checkpointing=async_save))
+    self.save_every = save_every
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state, data_iter=None, *, force: bool = False) -> bool:
+    if not force and (step % self.save_every) != 0:
+      return False
+    import grain.python as grain
+    items = {"state": ocp.args.StandardSave(state)}
+    if data_iter is not None:
+      items["data"] = grain.PyGrainCheckpointSave(data_iter)
+    return self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+
+  def restore(self, abstract_state, data_iter=None):
+    """Restores the newest readable checkpoint; returns (state, step) or (None, None)."""
+    import grain.python as grain
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    for i, step in enumerate(steps):
+      items = {"state": ocp.args.StandardRestore(abstract_state)}
+      if data_iter is not None:
+        items["data"] = grain.PyGrainCheckpointRestore(data_iter)
+      try:
+        out = self.manager.restore(step, args=ocp.args.Composite(**items))
+      except Exception as e:  # truncated/corrupt checkpoint: fall back to the previous one
+        log.warning("checkpoint at step %d is unreadable (%s: %s); trying an older one",
+                    step, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+        continue
+      if i:
+        log.warning("restored step %d instead of the newest step %d", step, steps[0])
+      return out["state"], step
+    return None, None
+
+  def wait(self):
+    self.manager.wait_until_finished()
+
+  def close(self):
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+# ----------------------------------------------------------------------------- logging
+
+def create_writer(workdir: str):
+  from clu import metric_writers
+  return metric_writers.create_default_writer(
+      os.path.join(workdir, "tensorboard"), just_logging=jax.process_index() > 0,
+      asynchronous=True)
+
+
+class Progress:
+  """Steps/s and ETA, logged every `every` steps."""
+
+  def __init__(self, total_steps: int, start_step: int, every: int = 50):
+    self.total, self.every = total_steps, every
+    self._t, self._s = time.perf_counter(), start_step
+
+  def __call__(self, step: int) -> dict:
+    if step % self.every:
+      return {}
+    now = time.perf_counter()
+    rate = (step - self._s) / max(now - self._t, 1e-9)
+    self._t, self._s = now, step
+    eta = (self.total - step) / rate if rate > 0 else float("inf")
+    log.info("step %d/%d  %.2f steps/s  ETA %.0f s", step, self.total, rate, eta)
+    return {"steps_per_second": rate, "eta_seconds": eta}
