@@ -3,20 +3,30 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 
-.PHONY: setup test demo bench clean
+.PHONY: setup setup-dev test demo bench clean
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt setup.py
+# Runtime environment: everything `vasa-jax` needs, from PyPI only.
+$(STAMP): requirements.txt requirements-nodeps.txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-test: setup
+# Test-only extras (torch CPU for grid-sample parity tests).
+setup-dev: $(DEV_STAMP)
+
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(DEV_STAMP)
+
+test: setup-dev
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 demo: setup

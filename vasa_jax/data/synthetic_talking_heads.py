@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from vasa_jax.data import records
+from vasa_jax.workers import default_workers, pool
 
 
 @dataclasses.dataclass
@@ -82,13 +83,13 @@ class SyntheticTalkingHeads(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, specs):
     from vasa_jax.synth import corpus
     cfg = self.builder_config
-    workers = self._workers or corpus.default_workers()
+    workers = self._workers or default_workers()
     jobs = [(s, cfg.seconds, cfg.size, cfg.jpeg_quality) for s in specs]
     if workers == 1:
       for key, rec in map(_make_record, jobs):
         yield key, rec
       return
-    with corpus.pool(workers) as ex:
+    with pool(workers) as ex:
       for key, rec in ex.map(_make_record, jobs, chunksize=1):
         yield key, rec
 

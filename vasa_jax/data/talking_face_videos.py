@@ -5,9 +5,11 @@ resolution, fps or codec, audio in the container or in a sibling file with the s
 Each video is resampled to 25 fps and 16 kHz mono, the face is detected and tracked, every
 continuous single-face segment gets one stable square crop, and segments are cut into clips.
 Videos or segments that cannot be used are skipped with a reason: the build logs each skip and
-writes them all to `skipped.tsv` in the dataset folder. Identities come from an optional
-`identities.tsv`/`identities.csv` or `INVENTORY.tsv` (file, identity columns) in manual_dir, else
-from the folder layout; splits are identity-disjoint.
+writes them all to `skipped.tsv` in the dataset folder. Identities come from a table with file and
+identity columns (`identity_map=` / `--identity-map`, or `identities.tsv`, `identities.csv` or
+`INVENTORY.tsv` found in manual_dir), else from the folder layout; the same table may pair silent
+videos with a separate audio file (`audio` column or `paired audio: ...` notes). Splits are
+identity-disjoint.
 
     vasa-jax data build talking_face_videos/r256 --manual-dir /data/voxceleb2/dev/mp4 --data-dir DIR
 """
@@ -21,6 +23,7 @@ import os
 import tensorflow_datasets as tfds
 
 from vasa_jax.data import records
+from vasa_jax.workers import default_workers, pool
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,7 @@ class VideosConfig(tfds.core.BuilderConfig):
   min_seconds: float = 2.0
   max_seconds: float = 10.0
   crop_scale: float = 1.8
-  test_fraction: float = 0.1
+  test_fraction: float = 0.1   # 0: everything goes to `train` (no `test` split)
   jpeg_quality: int = 92
 
 
@@ -70,7 +73,7 @@ class TalkingFaceVideos(tfds.core.GeneratorBasedBuilder):
     root = os.fspath(dl_manager.manual_dir)
     if not os.path.isdir(root):
       raise FileNotFoundError(f"manual_dir is not a readable folder: {root}")
-    identity_map = None
+    identity_map = audio_map = None
     path = self._identity_map_path
     if path is None:
       for name in IDENTITY_FILES:
@@ -78,8 +81,13 @@ class TalkingFaceVideos(tfds.core.GeneratorBasedBuilder):
           path = os.path.join(root, name)
           break
     if path is not None:
+      if not os.path.isfile(path):
+        raise FileNotFoundError(f"identity map not found: {path}")
       identity_map = video.read_identity_map(path)
-    files = video.find_videos(root, identity_map=identity_map)
+      # The same table may pair silent videos with a separate speech file (audio column, or
+      # INVENTORY.tsv's "paired audio: ..." notes).
+      audio_map = video.read_audio_map(path) or None
+    files = video.find_videos(root, identity_map=identity_map, audio_map=audio_map)
     if self._max_videos:
       files = files[: self._max_videos]
     if not files:
@@ -89,26 +97,35 @@ class TalkingFaceVideos(tfds.core.GeneratorBasedBuilder):
     train = [f for f in files if not records.is_test_identity(f.identity, cfg.test_fraction)]
     log.info("talking_face_videos: %d videos, %d identities (%d train videos, %d test videos)",
              len(files), len({f.identity for f in files}), len(train), len(test))
-    return {"train": self._generate_examples(train, "train"),
-            "test": self._generate_examples(test, "test")}
+    splits = {"train": self._generate_examples(train, "train")}
+    if cfg.test_fraction > 0:
+      if not test or not train:
+        raise ValueError(
+            f"{len(files)} videos of {len({f.identity for f in files})} identities cannot be split "
+            f"identity-disjointly with test_fraction={cfg.test_fraction} (train {len(train)}, "
+            f"test {len(test)} videos); add videos or use a config with test_fraction=0")
+      splits["test"] = self._generate_examples(test, "test")
+    return splits
 
   def _generate_examples(self, files, split):
-    from vasa_jax.synth import corpus
     cfg = self.builder_config
     jobs = [(f, cfg) for f in files]
-    workers = self._workers or corpus.default_workers()
+    workers = self._workers or default_workers()
     kept = 0
     if workers == 1 or len(jobs) <= 1:
       results = map(_process, jobs)
       for out in results:
         kept += yield from self._emit(out)
     else:
-      with corpus.pool(workers) as ex:
+      with pool(workers) as ex:
         for out in ex.map(_process, jobs, chunksize=1):
           kept += yield from self._emit(out)
     self._write_skips()
     log.info("talking_face_videos[%s]: %d clips from %d videos, %d skips", split, kept,
              len(files), len(self.skipped))
+    if kept == 0:
+      raise ValueError(f"split {split!r}: none of its {len(files)} videos gave a usable clip "
+                       f"(reasons in {os.fspath(self.data_path)}/skipped.tsv)")
 
   def _emit(self, out):
     recs, skips = out

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Iterator
 
 import numpy as np
@@ -22,6 +20,7 @@ from vasa_jax.synth import motion as motion_lib
 from vasa_jax.synth import render as render_lib
 from vasa_jax.synth import sentences as sentences_lib
 from vasa_jax.synth import speech as speech_lib
+from vasa_jax.workers import default_workers, pool
 
 FPS = 25
 SAMPLE_RATE = 16000
@@ -165,15 +164,6 @@ def _mouth_energy_corr(clip: SynthClip) -> float:
   if energy.std() < 1e-8 or m.std() < 1e-8:
     return float("nan")
   return float(np.corrcoef(energy, m)[0, 1])
-
-
-def pool(workers: int) -> ProcessPoolExecutor:
-  """Worker processes for rendering (spawned: safe next to an initialised JAX runtime)."""
-  return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-
-
-def default_workers() -> int:
-  return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 def build_corpus(out_dir: str, *, clips: int, seconds: float, size: int, seed: int = 0,
