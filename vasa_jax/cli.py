@@ -181,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  try:  # TFDS/absl chatter (e.g. "variant folder not found") is not for users
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.ERROR)
+  except ImportError:
+    pass
   args = build_parser().parse_args(argv)
   try:
     return args.func(args)

@@ -71,6 +71,12 @@ def is_test_identity(identity: str, test_fraction: float) -> bool:
   return h / 2**32 < test_fraction
 
 
+def is_test_number(n: int, test_fraction: float) -> bool:
+  """Split for numbered identities (synthetic): a golden-ratio sequence, so even a handful of
+  identities splits close to the requested fraction, deterministically."""
+  return ((n * 0.6180339887498949) % 1.0) < test_fraction
+
+
 def encode_jpeg(frame: np.ndarray, quality: int = 92) -> bytes:
   import cv2
   ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(frame[..., ::-1]),

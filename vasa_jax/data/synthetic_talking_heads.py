@@ -72,8 +72,8 @@ class SyntheticTalkingHeads(tfds.core.GeneratorBasedBuilder):
     from vasa_jax.synth import corpus
     cfg = self.builder_config
     specs = [corpus.ClipSpec(cfg.seed, i, cfg.clips_per_identity) for i in range(cfg.clips)]
-    test = [s for s in specs if records.is_test_identity(s.identity, cfg.test_fraction)]
-    train = [s for s in specs if not records.is_test_identity(s.identity, cfg.test_fraction)]
+    test = [s for s in specs if records.is_test_number(s.identity_number, cfg.test_fraction)]
+    train = [s for s in specs if not records.is_test_number(s.identity_number, cfg.test_fraction)]
     if not train or not test:
       raise ValueError(
           f"config {cfg.name}: {cfg.clips} clips give an empty split (train {len(train)}, "
