@@ -259,9 +259,7 @@ def read_audio_map(tsv_or_csv: str) -> dict[str, str]:
 # ----------------------------------------------------------------------------- ffmpeg helpers
 
 
-def ffmpeg_exe() -> str:
-  import imageio_ffmpeg
-  return imageio_ffmpeg.get_ffmpeg_exe()
+from vasa_jax.media import ffmpeg_exe  # noqa: E402  (re-exported: one ffmpeg for the project)
 
 
 @dataclasses.dataclass
