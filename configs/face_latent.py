@@ -1,0 +1,191 @@
+r"""Stage 1: face latent model (appearance volume, identity, pose + dynamics codes, 3D warps).
+
+Launch (one GPU, the `demo` variant):
+
+  vasa-jax train --config configs/face_latent.py:demo --workdir /tmp/face_latent_demo
+
+Variants (the part after the colon; `key=value` pairs after a comma override fields, dotted
+paths allowed, e.g. `demo,batch_size=8,model.dtype=bfloat16`):
+  tiny   32x32, volume 4 x 8 x 8 x 4: initialises and runs a train step in seconds (tests).
+  demo   256x256, volume 16 x 64 x 64 x 32, ~20M generator parameters: one GPU, hours.
+  paper  512x512, volume 16 x 64 x 64 x 96 (S/8), ~190M generator parameters (VASA-1 scale).
+
+Any field can also be set from the command line: `--config.optim.lr_g=1e-4`.
+"""
+
+from __future__ import annotations
+
+import ast
+
+import ml_collections
+
+# Logical parameter axes (vasa_jax/models/layers.py) -> mesh axes. Ordered; first match wins.
+# Conv output channels and dense outputs are split over `fsdp`; tiny outputs (RGB, flow xyz,
+# logits, pose) and norms stay replicated. With the default mesh (fsdp=1) everything is
+# replicated and the rules are a no-op.
+LOGICAL_AXIS_RULES = (
+    ("batch", ("data", "fsdp")),
+    ("conv_in", None),
+    ("conv_out", "fsdp"),
+    ("embed", None),
+    ("mlp", "fsdp"),
+    ("norm", None),
+    ("out_small", None),
+)
+
+VARIANTS = ("tiny", "demo", "paper")
+
+
+def _model(variant: str) -> ml_collections.ConfigDict:
+  m = ml_collections.ConfigDict()
+  m.dtype = "float32"             # compute dtype: "float32" | "bfloat16" (params stay float32)
+  m.groups = 32                   # GroupNorm groups (reduced to a divisor of the width)
+  m.align_corners = False         # grid_sample_3d semantics of the warps
+  # Geometry (vasa_jax/models/warp.py): the volume cube spans the field of view at ref_distance.
+  m.ref_distance = 0.65           # metres; tz of the reference pose (rigid warp = identity)
+  m.fov_deg = 14.0                # vertical field of view of the portrait camera
+  m.max_angle = 1.5707963267948966   # pose head: angles = max_angle * tanh(.)
+  m.max_shift_m = 0.1             # tx, ty = max_shift_m * tanh(.)
+  m.tz_log_range = 0.35           # tz = ref_distance * exp(tz_log_range * tanh(.)) ~ [0.46, 0.92]
+  m.motion_hidden = 256
+  m.disc = ml_collections.ConfigDict()
+  if variant == "tiny":
+    m.image_size = 32
+    m.down = 4                    # h = w = image_size / down
+    m.vol_depth, m.vol_channels = 4, 4
+    m.app_widths = (8, 16, 16)    # log2(down) + 1 stages
+    m.app_blocks2d, m.app_blocks3d = 1, 1
+    m.encoder_size = 0            # 0: identity/motion encoders see the full image
+    m.id_widths = (8, 16)
+    m.motion_widths = (8, 16)
+    m.enc_blocks = 1
+    m.id_dim, m.dyn_dim = 16, 8
+    m.motion_hidden = 16
+    m.flow_hidden, m.flow_widths = 16, (8, 8)
+    m.canon_channels, m.canon_blocks = 4, 1
+    m.dec_width, m.dec_blocks, m.dec_up_widths = 16, 1, (16, 8)
+    m.groups = 4
+    m.disc.widths, m.disc.scales = (8, 16), 2
+  elif variant == "demo":
+    m.image_size = 256
+    m.down = 4
+    m.vol_depth, m.vol_channels = 16, 32
+    m.app_widths = (64, 128, 256)
+    m.app_blocks2d, m.app_blocks3d = 1, 2
+    m.encoder_size = 128          # identity/motion encoders run on a 128x128 resize
+    m.id_widths = (32, 64, 128, 256, 256)
+    m.motion_widths = (32, 64, 128, 256, 256)
+    m.enc_blocks = 1
+    m.id_dim, m.dyn_dim = 256, 128
+    m.flow_hidden, m.flow_widths = 256, (64, 32, 16)
+    m.canon_channels, m.canon_blocks = 32, 3
+    m.dec_width, m.dec_blocks, m.dec_up_widths = 256, 3, (128, 64)
+    m.disc.widths, m.disc.scales = (64, 128, 256, 256), 2
+  elif variant == "paper":
+    m.image_size = 512
+    m.down = 8
+    m.vol_depth, m.vol_channels = 16, 96
+    m.app_widths = (64, 128, 256, 512)
+    m.app_blocks2d, m.app_blocks3d = 3, 6
+    m.encoder_size = 256
+    m.id_widths = (64, 128, 256, 512, 512, 512)
+    m.motion_widths = (64, 128, 256, 512, 512, 512)
+    m.enc_blocks = 2
+    m.id_dim, m.dyn_dim = 512, 256
+    m.motion_hidden = 512
+    m.flow_hidden, m.flow_widths = 512, (128, 64, 32)
+    m.canon_channels, m.canon_blocks = 96, 8
+    m.dec_width, m.dec_blocks, m.dec_up_widths = 512, 12, (256, 128, 64)
+    m.disc.widths, m.disc.scales = (64, 128, 256, 512), 3
+  else:
+    raise ValueError(f"unknown variant {variant!r}; use one of {VARIANTS}")
+  return m
+
+
+def _loss(variant: str) -> ml_collections.ConfigDict:
+  w = ml_collections.ConfigDict()
+  w.l1 = 1.0                # pixel L1 on the reconstruction
+  w.ms_ssim = 1.0           # 1 - multi-scale SSIM
+  w.laplacian = 1.0         # Laplacian-pyramid L1
+  w.vgg = 0.0               # VGG19 perceptual loss; needs loss.vgg_weights (a local .npz)
+  w.vgg_weights = ""        # path to VGG19 weights (.npz); empty: no VGG loss
+  w.gan = 0.1               # hinge generator loss
+  w.feature_matching = 1.0  # discriminator feature matching
+  w.consistency = 1.0       # latent cycle consistency (pose_i, dyn_j) / (pose_j, dyn_i)
+  w.identity = 0.5          # cross-identity z_id preservation (cosine)
+  w.pose = 1.0              # supervised pose where has_pose == 1
+  w.gan_start_step = 0 if variant == "tiny" else 2000   # GAN terms off before this step
+  return w
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  parts = (arg or "demo").split(",")
+  variant, overrides = parts[0].strip() or "demo", [p for p in parts[1:] if p.strip()]
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown variant {variant!r}; use one of {VARIANTS}")
+
+  c = ml_collections.ConfigDict()
+  c.stage = "face_latent"
+  c.variant = variant
+  c.seed = 0
+  c.model = _model(variant)
+  c.loss = _loss(variant)
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr_g = 2e-4
+  c.optim.lr_d = 2e-4
+  c.optim.b1 = 0.5
+  c.optim.b2 = 0.999
+  c.optim.weight_decay = 0.0
+  c.optim.warmup_steps = {"tiny": 0, "demo": 1000, "paper": 5000}[variant]
+  c.optim.grad_clip = 1.0
+  c.ema_decay = 0.999
+
+  c.batch_size = {"tiny": 2, "demo": 16, "paper": 64}[variant]
+  c.steps = {"tiny": 2, "demo": 200_000, "paper": 1_000_000}[variant]
+
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
+  c.logical_axis_rules = LOGICAL_AXIS_RULES
+
+  size = c.model.image_size
+  c.data = ml_collections.ConfigDict()
+  c.data.data_dir = ""      # "" -> $VASA_JAX_DATA_DIR or ~/tensorflow_datasets
+  if variant == "tiny":
+    c.data.datasets = (("synthetic_talking_heads/tiny", 1.0),)
+  else:
+    c.data.datasets = ((f"synthetic_talking_heads/r{size}_n1000", 0.5),
+                       (f"talking_face_videos/r{size}", 0.5))
+  c.data.image_size = size  # frames are resized to the model's size when a dataset differs
+  c.data.split = "train"
+  c.data.worker_count = 0 if variant == "tiny" else 8
+  c.data.augment = ml_collections.ConfigDict(dict(
+      flip=0.5, scale=0.06, shift=0.03, brightness=0.15, contrast=0.15, saturation=0.2,
+      hue=0.03))
+
+  c.log_every = {"tiny": 1, "demo": 50, "paper": 100}[variant]
+  c.ckpt_every = {"tiny": 1, "demo": 2000, "paper": 5000}[variant]
+  c.keep = 3
+
+  for ov in overrides:
+    _apply_override(c, ov)
+  return c
+
+
+def _apply_override(c: ml_collections.ConfigDict, item: str) -> None:
+  if "=" not in item:
+    raise ValueError(f"config override {item!r} is not key=value")
+  key, raw = (s.strip() for s in item.split("=", 1))
+  try:
+    value = ast.literal_eval(raw)
+  except (ValueError, SyntaxError):
+    value = raw
+  *path, leaf = key.split(".")
+  node = c
+  for p in path:
+    node = node[p]
+  if leaf not in node:
+    raise KeyError(f"config override {key!r}: no such field")
+  old = node[leaf]
+  if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+    value = float(value)
+  node[leaf] = value
