@@ -3,6 +3,7 @@
   vasa-jax synth --out DIR --clips N --seconds S --size PX --seed K
   vasa-jax data build NAME [--data-dir DIR] [--manual-dir DIR]
   vasa-jax data info NAME [--data-dir DIR]
+  vasa-jax train --config configs/face_latent.py:demo --workdir DIR [--config.key=value ...]
   vasa-jax demo [--out DIR]
 
 Bad input ends with one line on stderr and exit status 2.
@@ -124,6 +125,76 @@ def cmd_data_info(args) -> int:
   return 0
 
 
+# ----------------------------------------------------------------------------- train
+
+TRAINERS = {"face_latent": "vasa_jax.train.face_latent"}
+
+
+def load_config(spec: str, overrides=()):
+  """`configs/face_latent.py:demo` (+ `--config.a.b=value` overrides) -> ConfigDict."""
+  import ast
+  import importlib.util
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise UsageError(f"config file not found: {path}")
+  mod_spec = importlib.util.spec_from_file_location(
+      "vasa_jax_config_" + os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(mod_spec)
+  mod_spec.loader.exec_module(module)
+  try:
+    config = module.get_config(arg or None)
+  except (ValueError, KeyError) as e:
+    raise UsageError(f"{spec}: {e}") from None
+  for item in overrides:
+    key, eq, raw = item.partition("=")
+    if not key.startswith("--config.") or not eq:
+      raise UsageError(f"unrecognised argument {item!r} (overrides look like --config.a.b=value)")
+    *parents, leaf = key[len("--config."):].split(".")
+    node = config
+    try:
+      for p_ in parents:
+        node = node[p_]
+      old = node[leaf]
+    except (KeyError, AttributeError):
+      raise UsageError(f"{key}: no such config field") from None
+    try:
+      value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+      value = raw
+    if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+      value = float(value)
+    with config.unlocked() if hasattr(config, "unlocked") else _nullcontext():
+      node[leaf] = value
+  return config
+
+
+class _nullcontext:
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *a):
+    return False
+
+
+def cmd_train(args, extra) -> int:
+  import importlib
+  config = load_config(args.config, extra)
+  stage = config.get("stage")
+  if stage not in TRAINERS:
+    raise UsageError(f"config has stage={stage!r}; trainers exist for {sorted(TRAINERS)}")
+  logging.getLogger().setLevel(logging.INFO)
+  trainer = importlib.import_module(TRAINERS[stage])
+  from vasa_jax.train.common import NonFiniteError
+  try:
+    metrics = trainer.train_and_evaluate(config, args.workdir, data_dir=args.data_dir)
+  except NonFiniteError as e:
+    print(f"vasa-jax: error: {e}", file=sys.stderr)
+    return 3
+  print(json.dumps({"workdir": os.path.abspath(args.workdir), "steps": config.steps,
+                    "final": {k: round(v, 5) for k, v in metrics.items()}}, indent=1))
+  return 0
+
+
 # ----------------------------------------------------------------------------- demo
 
 def cmd_demo(args) -> int:
@@ -170,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
   i.add_argument("--workers", type=int, default=None)
   i.set_defaults(func=cmd_data_info)
 
+  t = sub.add_parser("train", help="train a stage: --config configs/<stage>.py:<variant>")
+  t.add_argument("--config", required=True, help="configs/face_latent.py:demo (plus --config.x=y)")
+  t.add_argument("--workdir", required=True, help="checkpoints, TensorBoard logs")
+  t.add_argument("--data-dir", default=None, help="TFDS data dir (default: config or ~/tensorflow_datasets)")
+  t.set_defaults(func=cmd_train, wants_extra=True)
+
   m = sub.add_parser("demo", help="what `make demo` runs")
   m.add_argument("--out", default="out")
   m.add_argument("--seconds", type=float, default=6.0)
@@ -187,8 +264,12 @@ def main(argv=None) -> int:
     absl_logging.set_verbosity(absl_logging.ERROR)
   except ImportError:
     pass
-  args = build_parser().parse_args(argv)
+  args, extra = build_parser().parse_known_args(argv)
   try:
+    if getattr(args, "wants_extra", False):
+      return args.func(args, extra)
+    if extra:
+      raise UsageError(f"unrecognised arguments: {' '.join(extra)}")
     return args.func(args)
   except UsageError as e:
     print(f"vasa-jax: error: {e}", file=sys.stderr)
