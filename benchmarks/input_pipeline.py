@@ -33,24 +33,33 @@ def main():
   p.add_argument("--clips", type=int, default=16)
   p.add_argument("--seconds", type=float, default=4.0)
   p.add_argument("--data-dir", default=None)
+  p.add_argument("--dataset", default=None,
+                 help="an already built dataset (e.g. synthetic_talking_heads/r256_n1000) instead of a fresh small one")
   p.add_argument("--workers", type=int, default=2)
   p.add_argument("--batch-size", type=int, default=16)
   p.add_argument("--batches", type=int, default=20)
   a = p.parse_args()
 
+  import tensorflow_datasets as tfds
+
   from vasa_jax.data import SyntheticConfig, SyntheticTalkingHeads, pipeline
   data_dir = a.data_dir or os.path.join(tempfile.gettempdir(), "vasa_jax_bench_tfds")
-  cfg = SyntheticConfig(name=f"bench_r{a.size}_n{a.clips}", size=a.size, clips=a.clips,
-                        seconds=a.seconds, test_fraction=0.2)
-  builder = SyntheticTalkingHeads(config=cfg, data_dir=data_dir)
   t0 = time.perf_counter()
-  if not builder.is_prepared():
-    builder.download_and_prepare(file_format="array_record")
+  if a.dataset:
+    builder = tfds.builder(a.dataset, data_dir=data_dir)
+  else:
+    cfg = SyntheticConfig(name=f"bench_r{a.size}_n{a.clips}", size=a.size, clips=a.clips,
+                          seconds=a.seconds, test_fraction=0.2)
+    builder = SyntheticTalkingHeads(config=cfg, data_dir=data_dir)
+    if not builder.is_prepared():
+      builder.download_and_prepare(file_format="array_record")
   build_s = time.perf_counter() - t0
   src = builder.as_data_source(split="train")
   nbytes = sum(s.num_bytes for s in builder.info.splits.values())
-  per_clip = nbytes / a.clips
-  out = {"size": a.size, "clips": a.clips, "clip_seconds": a.seconds, "build_seconds": round(build_s, 1),
+  n_clips = sum(s.num_examples for s in builder.info.splits.values())
+  per_clip = nbytes / n_clips
+  out = {"dataset": builder.info.full_name, "size": builder.builder_config.size, "clips": n_clips,
+         "build_seconds": round(build_s, 1),
          "bytes_per_clip": int(per_clip), "gb_per_1000_clips": round(per_clip * 1000 / 1e9, 2),
          "cpu_cores": os.cpu_count()}
   for workers in (0, a.workers):

@@ -1,0 +1,36 @@
+"""benchmarks/face_latent.py --quick runs (tiny config, CPU) and prints one JSON object."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_face_latent_benchmark_quick():
+  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "face_latent.py"),
+                         "--quick"], env=env, capture_output=True, text=True, timeout=60,
+                        cwd=ROOT)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  out = json.loads(proc.stdout)
+  for k in ("backend", "platform", "device_kind", "dtype", "frames_per_call", "repeats",
+            "peak_flops_per_s", "variants"):
+    assert k in out, k
+  assert out["quick"] is True and out["peak_flops_per_s"] is None   # CPU: no peak
+  v = out["variants"]["tiny"]
+  assert v["image_size"] == 32 and v["generator_params"] > 0 and v["render_finite"]
+  for section in ("encode", "prepare", "render"):
+    r = v[section]
+    for k in ("compile_s", "median_ms", "flops_per_call", "achieved_flops_per_s",
+              "fraction_of_peak", "memory_analysis", "device_peak_bytes_so_far"):
+      assert k in r, (section, k)
+    assert r["median_ms"] > 0
+  r = v["render"]
+  assert r["frames_per_call"] == out["frames_per_call"]
+  assert r["frames_per_s"] > 0 and r["ms_per_frame"] > 0
+  if r["flops_per_frame"] is not None:
+    assert r["flops_per_frame"] > 0
+  assert v["prepare"]["ms_per_portrait"] > 0
+  assert "train_step" not in v   # only with --train-step
