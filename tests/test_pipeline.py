@@ -126,3 +126,13 @@ def test_identity_split_is_disjoint_and_stable():
   test = {i for i in ids if records.is_test_identity(i, 0.1)}
   assert 150 < len(test) < 250
   assert test == {i for i in ids if records.is_test_identity(i, 0.1)}
+
+
+def test_worker_processes_give_the_same_batches(fake_source):
+  def batches(workers):
+    it = iter(pipeline.stage1_loader(fake_source, batch_size=2, seed=9, worker_count=workers,
+                                     shard_index=0, shard_count=1))
+    return [next(it) for _ in range(3)]
+  for a, b in zip(batches(0), batches(1)):
+    np.testing.assert_array_equal(a["source"]["image"], b["source"]["image"])
+    np.testing.assert_array_equal(a["cross"]["image"], b["cross"]["image"])

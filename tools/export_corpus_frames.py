@@ -44,7 +44,7 @@ def summarise(out, result):
   missed = set(res.get("missed", []))
   rows = []
   for f in sorted(os.listdir(out)):
-    m = re.search(r"_y([+-][\d.]+)_p([+-][\d.]+)_b([\d.]+)", f)
+    m = re.search(r"_y([+-][\d.]+)_p([+-][\d.]+)_b(\d+\.\d+)", f)
     if m:
       rows.append((abs(float(m.group(1))), abs(float(m.group(2))), float(m.group(3)), f in missed))
   rows = np.array(rows, dtype=float)

@@ -270,6 +270,11 @@ def make_loader(
   `batch_size` is the per-process batch (global batch / process count). Shard index/count
   default to this JAX process's index and the process count.
   """
+  if worker_count:
+    # grain's worker processes read absl flags; outside absl.app nothing has parsed them.
+    from absl import flags
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
   if shard_index is None or shard_count is None:
     import jax
     shard_index, shard_count = jax.process_index(), jax.process_count()
