@@ -29,6 +29,7 @@ def test_write_video_roundtrip_with_audio(tmp_path):
   info = subprocess.run([media.ffmpeg_exe(), "-i", str(out)], capture_output=True, text=True).stderr
   assert "h264" in info and "aac" in info and "25 fps" in info and "synthetic" in info
   assert [p for p in os.listdir(tmp_path) if "partial" in p] == []
+  assert os.stat(out).st_mode & 0o044 == 0o044          # readable by others, like any output
 
 
 def test_write_video_failure_leaves_nothing(tmp_path):

@@ -128,6 +128,9 @@ def atomic_output(path: str) -> Iterator[str]:
   os.close(fd)
   try:
     yield tmp
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600 files; outputs get normal permissions
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):
