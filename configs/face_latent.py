@@ -165,6 +165,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.log_every = {"tiny": 1, "demo": 50, "paper": 100}[variant]
   c.ckpt_every = {"tiny": 1, "demo": 2000, "paper": 5000}[variant]
   c.keep = 3
+  c.async_checkpoint = True
+  # TensorBoard image grid (source | driving | reconstruction | cross | cross reenactment),
+  # rendered with the EMA parameters; 0 = never.
+  c.image_every = {"tiny": 0, "demo": 1000, "paper": 2000}[variant]
+  c.rng_impl = ""           # "" = JAX default; "unsafe_rbg" compiles much faster on CPU
+  c.compiler_options = ml_collections.ConfigDict()   # extra XLA options for the jitted steps
 
   for ov in overrides:
     _apply_override(c, ov)

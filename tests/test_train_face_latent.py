@@ -70,8 +70,16 @@ def test_sharded_step_equals_single_device(source):
 
 def test_resume_continues_exactly_and_loss_decreases(source, tmp_path):
   # Uninterrupted run of 12 steps.
-  full = trainer.train_and_evaluate(tiny_config(steps=12, ckpt_every=4), str(tmp_path / "a"),
-                                    source=source)
+  full = trainer.train_and_evaluate(tiny_config(steps=12, ckpt_every=4, image_every=6),
+                                    str(tmp_path / "a"), source=source)
+  # TensorBoard got scalars and the EMA image grid.
+  from tensorboard.backend.event_processing import event_accumulator
+  ev = event_accumulator.EventAccumulator(str(tmp_path / "a" / "tensorboard"),
+                                          size_guidance={"images": 0, "tensors": 0})
+  ev.Reload()
+  tags = ev.Tags()
+  assert any("source_driving_recon_cross" in t for t in tags.get("tensors", []) + tags.get("images", []))
+  assert any("loss/l1" in t for t in tags.get("tensors", []) + tags.get("scalars", []))
   # Same run stopped at step 4 (as if killed after that checkpoint), then restarted.
   trainer.train_and_evaluate(tiny_config(steps=4, ckpt_every=4), str(tmp_path / "b"), source=source)
   resumed = trainer.train_and_evaluate(tiny_config(steps=12, ckpt_every=4), str(tmp_path / "b"),

@@ -219,7 +219,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, sourc
   data_iter = iter(loader)
 
   # --- model, state, shardings ----------------------------------------------------------------
-  rng = jax.random.key(config.seed, impl=config.get("rng_impl", None))
+  rng = jax.random.key(config.seed, impl=config.get("rng_impl") or None)
   state, shardings = create_state(config, mesh, rng)
   ckpt = common.Checkpointer(workdir, keep=config.keep, save_every=config.ckpt_every,
                              async_save=config.get("async_checkpoint", True))
