@@ -4,6 +4,7 @@
   vasa-jax data build NAME [--data-dir DIR] [--manual-dir DIR]
   vasa-jax data info NAME [--data-dir DIR]
   vasa-jax train --config configs/face_latent.py:demo --workdir DIR [--config.key=value ...]
+  vasa-jax eval reenact --config configs/face_latent.py:demo --workdir DIR --dataset NAME:SPLIT
   vasa-jax demo [--out DIR]
 
 Bad input ends with one line on stderr and exit status 2.
@@ -195,6 +196,11 @@ def cmd_train(args, extra) -> int:
   return 0
 
 
+def cmd_eval(args, extra) -> int:
+  from vasa_jax.eval import reenact
+  return reenact.main(extra)
+
+
 # ----------------------------------------------------------------------------- demo
 
 def cmd_demo(args) -> int:
@@ -246,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
   t.add_argument("--workdir", required=True, help="checkpoints, TensorBoard logs")
   t.add_argument("--data-dir", default=None, help="TFDS data dir (default: config or ~/tensorflow_datasets)")
   t.set_defaults(func=cmd_train, wants_extra=True)
+
+  e = sub.add_parser("eval", help="evaluate a checkpoint: `vasa-jax eval reenact --help`",
+                     add_help=False)
+  e.add_argument("what", choices=("reenact",), help="reenact: stage-1 self/cross reenactment")
+  e.set_defaults(func=cmd_eval, wants_extra=True)
 
   m = sub.add_parser("demo", help="what `make demo` runs")
   m.add_argument("--out", default="out")

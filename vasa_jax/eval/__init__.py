@@ -1,0 +1,1 @@
+"""Evaluation of trained models (stage 1: self / cross reenactment, `vasa_jax.eval.reenact`)."""
