@@ -164,17 +164,9 @@ def load_config(spec: str, overrides=()):
       value = raw
     if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
       value = float(value)
-    with config.unlocked() if hasattr(config, "unlocked") else _nullcontext():
+    with config.unlocked():
       node[leaf] = value
   return config
-
-
-class _nullcontext:
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *a):
-    return False
 
 
 def cmd_train(args, extra) -> int:
