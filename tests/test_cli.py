@@ -59,9 +59,21 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
                ["data", "build", "talking_face_videos/r64", "--data-dir", str(tmp_path)],
                ["data", "build", "talking_face_videos/r64", "--data-dir", str(tmp_path),
                 "--manual-dir", str(tmp_path / "missing")],
-               ["data", "info", "synthetic_talking_heads/tiny", "--data-dir", str(tmp_path)]):
-    r = run(*args)
+               ["data", "info", "synthetic_talking_heads/tiny", "--data-dir", str(tmp_path)],
+               ["train", "--config", str(tmp_path / "nope.py"), "--workdir", str(tmp_path / "w")],
+               ["train", "--config", "configs/face_latent.py:huge", "--workdir", str(tmp_path / "w")],
+               ["train", "--config", "configs/face_latent.py:tiny", "--workdir", str(tmp_path / "w"),
+                "--config.no_such_field=1"]):
+    r = run(*args, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert r.returncode == 2, (args, r.stderr)
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0].startswith("vasa-jax: error:"), (args, r.stderr)
   assert not any(p.suffix == ".mp4" for p in tmp_path.rglob("*"))
+
+
+def test_config_overrides_reach_the_config():
+  from vasa_jax.cli import load_config
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  c = load_config(os.path.join(root, "configs/face_latent.py") + ":tiny,batch_size=4",
+                  ["--config.optim.lr_g=1e-3", "--config.model.dtype=bfloat16"])
+  assert c.batch_size == 4 and c.optim.lr_g == 1e-3 and c.model.dtype == "bfloat16"
