@@ -71,6 +71,9 @@ class ListSource:
   def __len__(self):
     return len(self._recs)
 
+  def __repr__(self):  # stable across processes: grain checks it when restoring iterator state
+    return f"ListSource({[r['clip_id'] for r in self._recs]})"
+
   def __getitem__(self, i):
     return self._recs[int(i)]
 

@@ -104,3 +104,58 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(source, tmp_path):
   ck = common.Checkpointer(wd)
   assert ck.latest_step() == 2                   # nothing non-finite was saved
   ck.close()
+
+
+_KILL_SCRIPT = r"""
+import os, sys
+sys.path.insert(0, {tests!r})
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+import conftest  # noqa: F401  (same env setup as the tests)
+from conftest import ListSource, make_fake_records
+import test_train_face_latent as t
+src = ListSource(make_fake_records(n_clips=8, frames=10, size=32, identities=4))
+t.trainer.train_and_evaluate(t.tiny_config(steps={steps}, ckpt_every=1), {workdir!r}, source=src)
+"""
+
+
+def test_kill_9_loses_at_most_the_steps_since_the_last_checkpoint(tmp_path):
+  import signal
+  import subprocess
+  import sys
+  import time
+  wd = str(tmp_path / "killed")
+  script = tmp_path / "run.py"
+  tests = os.path.dirname(os.path.abspath(__file__))
+  script.write_text(_KILL_SCRIPT.format(tests=tests, steps=10_000, workdir=wd))
+  proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  ckdir = os.path.join(wd, "checkpoints")
+  deadline = time.time() + 240
+  try:
+    while time.time() < deadline:
+      steps = [int(d) for d in os.listdir(ckdir) if d.isdigit()] if os.path.isdir(ckdir) else []
+      if len(steps) >= 1 and max(steps) >= 3:
+        break
+      time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)           # no chance to clean up
+  finally:
+    proc.wait()
+  ck = common.Checkpointer(wd)
+  latest = ck.latest_step()
+  ck.close()
+  assert latest is not None and latest >= 3
+  # A restart continues from the newest complete checkpoint and trains on.
+  out = trainer.train_and_evaluate(tiny_config(steps=latest + 2, ckpt_every=1), wd,
+                                   source=ListSource(make_fake_records(n_clips=8, frames=10, size=32, identities=4)))
+  assert np.isfinite(out["loss/total"])
+  ck = common.Checkpointer(wd)
+  assert ck.latest_step() == latest + 2
+  ck.close()
+
+
+def test_mismatched_checkpoint_is_refused_not_overwritten(source, tmp_path):
+  wd = str(tmp_path / "mm")
+  trainer.train_and_evaluate(tiny_config(steps=1), wd, source=source)
+  other = ListSource(make_fake_records(n_clips=5, frames=10, size=32, identities=3, seed=1))
+  with pytest.raises(common.CheckpointRestoreError, match="none can be restored"):
+    trainer.train_and_evaluate(tiny_config(steps=3), wd, source=other)

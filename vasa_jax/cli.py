@@ -177,12 +177,15 @@ def cmd_train(args, extra) -> int:
     raise UsageError(f"config has stage={stage!r}; trainers exist for {sorted(TRAINERS)}")
   logging.getLogger().setLevel(logging.INFO)
   trainer = importlib.import_module(TRAINERS[stage])
-  from vasa_jax.train.common import NonFiniteError
+  from vasa_jax.train.common import CheckpointRestoreError, NonFiniteError
   try:
     metrics = trainer.train_and_evaluate(config, args.workdir, data_dir=args.data_dir)
   except NonFiniteError as e:
     print(f"vasa-jax: error: {e}", file=sys.stderr)
     return 3
+  except CheckpointRestoreError as e:
+    print(f"vasa-jax: error: {e}", file=sys.stderr)
+    return 2
   print(json.dumps({"workdir": os.path.abspath(args.workdir), "steps": config.steps,
                     "final": {k: round(v, 5) for k, v in metrics.items()}}, indent=1))
   return 0

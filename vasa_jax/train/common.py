@@ -27,6 +27,10 @@ class NonFiniteError(FloatingPointError):
   """A loss or gradient became NaN/Inf; the message names the step and the term."""
 
 
+class CheckpointRestoreError(RuntimeError):
+  """Checkpoints exist but none of them matches what this run expects."""
+
+
 # ----------------------------------------------------------------------------- shardings
 
 def state_shardings(abstract_state, mesh: Mesh, rules) -> Any:
@@ -99,6 +103,7 @@ class Checkpointer:
     """Restores the newest readable checkpoint; returns (state, step) or (None, None)."""
     import grain.python as grain
     steps = sorted(self.manager.all_steps(), reverse=True)
+    errors = []
     for i, step in enumerate(steps):
       items = {"state": ocp.args.StandardRestore(abstract_state)}
       if data_iter is not None:
@@ -106,12 +111,17 @@ class Checkpointer:
       try:
         out = self.manager.restore(step, args=ocp.args.Composite(**items))
       except Exception as e:  # truncated/corrupt checkpoint: fall back to the previous one
-        log.warning("checkpoint at step %d is unreadable (%s: %s); trying an older one",
-                    step, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+        errors.append(f"step {step}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        log.warning("checkpoint at step %d is unreadable (%s); trying an older one", step, errors[-1])
         continue
       if i:
         log.warning("restored step %d instead of the newest step %d", step, steps[0])
       return out["state"], step
+    if steps:
+      # Starting from scratch would silently overwrite a run: refuse instead.
+      raise CheckpointRestoreError(
+          f"{self.directory} holds checkpoints {sorted(steps)} but none can be restored "
+          f"(newest: {errors[0]}); is this the same config and data as the run that wrote them?")
     return None, None
 
   def wait(self):
