@@ -82,12 +82,14 @@ def default_schedule():
 
 
 def alpha_sigma(schedule, t) -> Tuple[jax.Array, jax.Array]:
-  """(alpha_t, sigma_t) from a schedule: alpha_sigma(t), log_snr(t), or vdm gamma(t) = -logSNR."""
+  """(alpha_t, sigma_t) from a schedule: alpha_sigma(t), log_snr(t) / logsnr(t), or vdm
+  gamma(t) = -logSNR."""
   if hasattr(schedule, "alpha_sigma"):
     a, s = schedule.alpha_sigma(t)
     return jnp.asarray(a, jnp.float32), jnp.asarray(s, jnp.float32)
-  if hasattr(schedule, "log_snr"):
-    lsnr = jnp.asarray(schedule.log_snr(t), jnp.float32)
+  if hasattr(schedule, "log_snr") or hasattr(schedule, "logsnr"):
+    fn = getattr(schedule, "log_snr", None) or schedule.logsnr
+    lsnr = jnp.asarray(fn(t), jnp.float32)
   elif hasattr(schedule, "gamma"):
     lsnr = -jnp.asarray(schedule.gamma(t), jnp.float32)
   else:

@@ -230,6 +230,8 @@ def _restore(workdir, config, *, use_ema: bool = True):
   ckpt = common.Checkpointer(os.fspath(workdir), async_save=False)
   try:
     state, step = ckpt.restore(abstract)
+  except common.CheckpointRestoreError:
+    state = None
   finally:
     common.log.removeFilter(held)
     ckpt.close()
