@@ -38,6 +38,7 @@ generated so far and their audio (``prev_motion`` / ``prev_audio`` / ``prev_mask
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
@@ -175,14 +176,12 @@ def make_step(denoise: Denoiser, *, steps: int, schedule=None, cfg=None, eta: fl
 
     x0 = guided_denoise(denoise, z_t, t, cond, cfg).astype(z_t.dtype)
     eps = (z_t - alpha_t * x0) / sigma_t
-    z_s = alpha_s * x0 + sigma_s * eps
-    if eta:
-      ratio = jnp.clip(1.0 - (alpha_t / alpha_s) ** 2, 0.0, None)
-      c = eta * (sigma_s / sigma_t) * jnp.sqrt(ratio)
-      c = jnp.minimum(c, sigma_s)
-      noise = jax.random.normal(jax.random.fold_in(rng, i), z_t.shape, z_t.dtype)
-      z_s = alpha_s * x0 + jnp.sqrt(jnp.clip(sigma_s ** 2 - c ** 2, 0.0, None)) * eps + c * noise
-    return z_s
+    if not eta:
+      return alpha_s * x0 + sigma_s * eps
+    ratio = jnp.clip(1.0 - (alpha_t / alpha_s) ** 2, 0.0, None)
+    c = jnp.minimum(eta * (sigma_s / sigma_t) * jnp.sqrt(ratio), sigma_s)
+    noise = jax.random.normal(jax.random.fold_in(rng, i), z_t.shape, z_t.dtype)
+    return alpha_s * x0 + jnp.sqrt(jnp.clip(sigma_s ** 2 - c ** 2, 0.0, None)) * eps + c * noise
 
   return step
 
@@ -294,7 +293,7 @@ def _first_prev(first_prev, b, k, d, a, batched):
 
 def stream(denoise_fn: Denoiser, audio_feats, controls=None, *, window: int, context: int,
            steps: int = 50, cfg=None, rng=None, first_prev=None, motion_dim: Optional[int] = None,
-           schedule=None, eta: float = 0.0, compiler_options=None
+           schedule=None, eta: float = 0.0, compiler_options=None, params=None
            ) -> Iterator[Tuple[int, np.ndarray]]:
   """Yield ``(start_frame, motion)`` window by window as soon as each is sampled.
 
@@ -303,6 +302,8 @@ def stream(denoise_fn: Denoiser, audio_feats, controls=None, *, window: int, con
   dict of conditions dropped in every CFG branch). cfg=None: no guidance (DEFAULT_CFG
   holds DESIGN.md's defaults). ``motion_dim`` D is required unless
   ``first_prev`` (motion [K',D] / [B,K',D], or {"motion": ..., "audio": ...}) shows it.
+  With ``params`` given, the denoiser is called as ``denoise_fn(params, x_t, t, cond, drop)``
+  and the params are an argument of the compiled sampler (not baked-in constants).
   """
   audio = jnp.asarray(audio_feats, jnp.float32)
   batched = audio.ndim == 3
@@ -321,7 +322,10 @@ def stream(denoise_fn: Denoiser, audio_feats, controls=None, *, window: int, con
   rng = jax.random.PRNGKey(0) if rng is None else rng
 
   sampler = _cached_sampler(denoise_fn, shape=(b, w, d), steps=int(steps), cfg=dict(cfg or {}),
-                            schedule=schedule, eta=eta, compiler_options=compiler_options)
+                            schedule=schedule, eta=eta, compiler_options=compiler_options,
+                            with_params=params is not None)
+  if params is not None:
+    sampler = functools.partial(sampler, params)
   ctrl = _batch_controls(controls, b, batched)
   n_win = max(1, math.ceil(t_total / w))
   pad = n_win * w - t_total
