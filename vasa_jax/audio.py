@@ -195,10 +195,7 @@ class AudioEncoder(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    x = nn.LayerNorm(dtype=jnp.float32, param_dtype=jnp.float32,
-                     scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
-                     bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("norm",)),
-                     name="in_norm")(x.astype(jnp.float32))
+    x = _layer_norm(x, jnp.float32, "in_norm")
     h = layers.Dense(self.hidden, dtype=self.dtype, name="stem")(x.astype(self.dtype))
     for i in range(self.num_layers):
       y = layers.act(_layer_norm(h, self.dtype, f"norm{i}"))

@@ -1,0 +1,169 @@
+r"""Stage 2: motion diffusion transformer (MotionDiT) over [z_pose, z_dyn] windows.
+
+Launch (one GPU, the `demo` variant; needs a trained stage-1 checkpoint for the motion latents):
+
+  vasa-jax train --config configs/motion_dit.py:demo --workdir /tmp/motion_dit_demo \
+      --config.face_latent_checkpoint=/tmp/face_latent_demo
+
+Variants (the part after the colon; `key=value` pairs after a comma override fields, dotted
+paths allowed, e.g. `demo,batch_size=32,model.dtype=bfloat16`):
+  tiny   motion 6+8, width 32, 2 layers, W=8, K=2: initialises and trains in seconds (tests).
+  demo   motion 6+128, width 256, 6 layers, 4 heads, W=50, K=10 (~7.7M parameters): one GPU, hours.
+  paper  motion 6+256, width 512, 8 layers, 8 heads, W=100, K=10 (~40M parameters; VASA-1 scale).
+
+Any field can also be set from the command line: `--config.train.p_drop=0.2`.
+"""
+
+from __future__ import annotations
+
+import ast
+
+import ml_collections
+
+# Logical axes (vasa_jax/models/motion_dit.py) -> mesh axes. Ordered; first match wins.
+# Dense outputs ("mlp") and attention heads split over `fsdp`; the residual width ("embed"),
+# norms, tiny outputs and positional tables stay replicated. With fsdp=1 this is a no-op.
+LOGICAL_AXIS_RULES = (
+    ("batch", ("data", "fsdp")),
+    ("length", None),
+    ("embed", None),
+    ("mlp", "fsdp"),
+    ("heads", "fsdp"),
+    ("kv", None),
+    ("vocab", None),
+    ("conv_in", None),
+    ("conv_out", "fsdp"),
+    ("norm", None),
+    ("out_small", None),
+)
+
+VARIANTS = ("tiny", "demo", "paper")
+EMOTIONS = ("neutral", "happy", "sad", "angry", "surprised")
+
+
+def _model(variant: str) -> ml_collections.ConfigDict:
+  m = ml_collections.ConfigDict()
+  m.dtype = "float32"             # compute dtype: "float32" | "bfloat16" (params stay float32)
+  m.pose_dim = 6                  # yaw, pitch, roll, tx, ty, tz
+  m.dyn_dim = {"tiny": 8, "demo": 128, "paper": 256}[variant]   # = face_latent model.dyn_dim
+  m.motion_dim = m.get_ref("pose_dim") + m.get_ref("dyn_dim")   # derived: D = 6 + dyn_dim
+  m.window = {"tiny": 8, "demo": 50, "paper": 100}[variant]     # W frames per window
+  m.context = {"tiny": 2, "demo": 10, "paper": 10}[variant]     # K previous frames
+  m.width = {"tiny": 32, "demo": 256, "paper": 512}[variant]
+  m.layers = {"tiny": 2, "demo": 6, "paper": 8}[variant]
+  m.heads = {"tiny": 2, "demo": 4, "paper": 8}[variant]
+  m.mlp_ratio = 4.0
+  m.dropout = 0.0
+  m.time_scale = 1000.0           # sinusoidal embedding of t * time_scale
+  # Audio: per-frame input features (log-mel: 2 mel frames x 80 bins per video frame; set to
+  # the encoder's width for a pretrained FeatureSource) -> learned AudioEncoder -> audio_dim.
+  m.audio_features = "log_mel"
+  m.n_mels = 80
+  m.audio_in_dim = 2 * m.n_mels
+  m.audio_dim = {"tiny": 16, "demo": 128, "paper": 256}[variant]
+  m.audio_hidden = {"tiny": 16, "demo": 256, "paper": 512}[variant]
+  m.audio_layers = {"tiny": 1, "demo": 3, "paper": 4}[variant]
+  m.audio_kernel = 3
+  # Controls.
+  m.num_emotions = len(EMOTIONS)  # + 1 learned 'empty' index
+  m.gaze_scale = 0.3              # radians -> unit scale for the gaze MLP
+  m.distance_mean = 0.65          # metres; also the sampler's default distance
+  m.distance_scale = 0.1
+  return m
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  parts = (arg or "demo").split(",")
+  variant, overrides = parts[0].strip() or "demo", [p for p in parts[1:] if p.strip()]
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown variant {variant!r}; use one of {VARIANTS}")
+
+  c = ml_collections.ConfigDict()
+  c.stage = "motion_dit"
+  c.variant = variant
+  c.seed = 0
+  c.model = _model(variant)
+  c.face_latent_checkpoint = ""   # stage-1 checkpoint dir that turns frames into motion latents
+
+  c.diffusion = ml_collections.ConfigDict()
+  c.diffusion.schedule = "cosine"
+  c.diffusion.logsnr_min = -20.0   # alpha(1) ~ 5e-5
+  c.diffusion.logsnr_max = 20.0    # sigma(0) ~ 5e-5: x_0 is the data
+
+  c.train = ml_collections.ConfigDict()
+  c.train.p_drop = 0.1            # audio, gaze, distance, emotion: each dropped independently
+  c.train.p_drop_prev = 0.5       # previous-window context
+  c.train.p_mask_tail = 0.1       # mask the last U[1, W/2] frames of audio
+  c.train.velocity_weight = 1.0   # frame-difference MSE term (0 disables)
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = {"tiny": 1e-3, "demo": 2e-4, "paper": 1e-4}[variant]
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.weight_decay = 0.01
+  c.optim.warmup_steps = {"tiny": 0, "demo": 1000, "paper": 5000}[variant]
+  c.optim.grad_clip = 1.0
+  c.ema_decay = 0.9999
+
+  c.batch_size = {"tiny": 2, "demo": 64, "paper": 256}[variant]
+  c.steps = {"tiny": 2, "demo": 100_000, "paper": 500_000}[variant]
+
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
+  c.logical_axis_rules = LOGICAL_AXIS_RULES
+
+  c.data = ml_collections.ConfigDict()
+  c.data.data_dir = ""      # "" -> $VASA_JAX_DATA_DIR or ~/tensorflow_datasets
+  if variant == "tiny":
+    c.data.datasets = (("synthetic_talking_heads/tiny", 1.0),)
+  else:
+    size = 256 if variant == "demo" else 512
+    c.data.datasets = ((f"synthetic_talking_heads/r{size}_n1000", 0.5),
+                       (f"talking_face_videos/r{size}", 0.5))
+  c.data.split = "train"
+  c.data.window = c.model.get_ref("window")
+  c.data.context = c.model.get_ref("context")
+  c.data.worker_count = 0 if variant == "tiny" else 8
+  c.data.motion_stats = ""  # .npz with per-dim mean/std of the motion latents ("" = computed)
+
+  c.sampler = ml_collections.ConfigDict()
+  c.sampler.steps = 50
+  c.sampler.eta = 0.0
+  c.sampler.cfg_audio = 0.5
+  c.sampler.cfg_gaze = 1.0
+  c.sampler.gaze = (0.0, 0.0)     # frontal
+  c.sampler.distance = c.model.get_ref("distance_mean")
+  c.sampler.emotion = "empty"     # one of EMOTIONS or "empty" (index num_emotions)
+
+  c.log_every = {"tiny": 1, "demo": 50, "paper": 100}[variant]
+  c.eval_every = {"tiny": 0, "demo": 2000, "paper": 5000}[variant]
+  c.ckpt_every = {"tiny": 1, "demo": 2000, "paper": 5000}[variant]
+  c.keep = 3
+  c.async_checkpoint = True
+  c.rng_impl = ""           # "" = JAX default; "unsafe_rbg" compiles much faster on CPU
+  c.compiler_options = ml_collections.ConfigDict()
+
+  for ov in overrides:
+    _apply_override(c, ov)
+  return c
+
+
+def _apply_override(c: ml_collections.ConfigDict, item: str) -> None:
+  if "=" not in item:
+    raise ValueError(f"config override {item!r} is not key=value")
+  key, raw = (s.strip() for s in item.split("=", 1))
+  try:
+    value = ast.literal_eval(raw)
+  except (ValueError, SyntaxError):
+    value = raw
+  *path, leaf = key.split(".")
+  node = c
+  for p in path:
+    node = node[p]
+  if leaf not in node:
+    raise KeyError(f"config override {key!r}: no such field")
+  old = node[leaf]
+  if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+    value = float(value)
+  node[leaf] = value
+  if path == ["model"] and leaf == "n_mels" and c.model.audio_features == "log_mel":
+    c.model.audio_in_dim = 2 * c.model.n_mels
