@@ -1,10 +1,18 @@
 """vasa-jax: lifelike audio-driven talking faces (a JAX/Flax re-creation of VASA-1).
 
 Sub-packages are imported lazily so that `vasa-jax synth` and data tools start fast:
-  vasa_jax.synth     procedural talking-head corpus (3D renderer, espeak-ng speech, motion)
-  vasa_jax.data      TFDS builders and grain pipelines
-  vasa_jax.media     image/audio/video input and output
-  vasa_jax.sharding  meshes and global batches
+  vasa_jax.synth      procedural talking-head corpus (3D renderer, espeak-ng speech, motion)
+  vasa_jax.data       TFDS builders and grain pipelines
+  vasa_jax.media      image/audio/video input and output
+  vasa_jax.sharding   meshes and global batches
+  vasa_jax.ops        trilinear grid sampling
+  vasa_jax.models     FaceLatentModel (stage 1), MotionDiT (stage 2)
+  vasa_jax.losses     stage-1 losses
+  vasa_jax.audio      log-mel features at 25 fps, audio encoders
+  vasa_jax.diffusion  noise schedule and x0 loss
+  vasa_jax.sampling   jit-compiled DDIM sampler with multi-condition CFG, windows, streaming
+  vasa_jax.train      trainers (stage 1 now) and shared checkpoint/logging pieces
+  vasa_jax.eval       evaluation (stage-1 reenactment)
 """
 
 __version__ = "0.1.0"
