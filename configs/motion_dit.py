@@ -84,6 +84,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.seed = 0
   c.model = _model(variant)
   c.face_latent_checkpoint = ""   # stage-1 checkpoint dir that turns frames into motion latents
+  # Its config (a spec like "configs/face_latent.py:demo"); must match that checkpoint.
+  c.face_latent_config = f"configs/face_latent.py:{'tiny' if variant == 'tiny' else variant}"
+  # "latent": motion = stage-1 encode_motion (z_pose ++ z_dyn), the VASA-1 way.
+  # "ground_truth": synthetic clips' label tracks, for debugging the diffusion stage only.
+  c.motion_source = "latent"
+  c.latent_chunk = 0              # frames per stage-1 encoder call (0: all at once)
 
   c.diffusion = ml_collections.ConfigDict()
   c.diffusion.schedule = "cosine"
@@ -103,6 +109,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optim.weight_decay = 0.01
   c.optim.warmup_steps = {"tiny": 0, "demo": 1000, "paper": 5000}[variant]
   c.optim.grad_clip = 1.0
+  c.optim.eps = 1e-8
   c.ema_decay = 0.9999
 
   c.batch_size = {"tiny": 2, "demo": 64, "paper": 256}[variant]
@@ -124,6 +131,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.context = c.model.get_ref("context")
   c.data.worker_count = 0 if variant == "tiny" else 8
   c.data.motion_stats = ""  # .npz with per-dim mean/std of the motion latents ("" = computed)
+  c.data.stats_batches = 16   # batches used to compute the statistics at the first start
+  c.data.stats_min_std = 1e-2
+  c.data.with_frames = False  # decode window frames for an injected motion function
 
   c.sampler = ml_collections.ConfigDict()
   c.sampler.steps = 50

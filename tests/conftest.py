@@ -38,7 +38,7 @@ def make_fake_records(n_clips=6, frames=12, size=32, identities=3, seed=0):
     f = np.zeros((frames, size, size, 3), np.uint8)
     for t in range(frames):
       f[t, :, :, 0] = 10 * c + 5
-      f[t, :, :, 1] = 10 * t + 5
+      f[t, :, :, 1] = 10 * (t % 25) + 5          # frame index mod 25 (uint8 range)
       f[t, : size // 2, : size // 4, 2] = 250   # a bright patch on the left: flips are visible
     pose = np.stack([np.linspace(-0.2, 0.2, frames)] * 6, axis=1).astype(np.float32)
     pose[:, 5] = 0.6

@@ -128,7 +128,7 @@ def cmd_data_info(args) -> int:
 
 # ----------------------------------------------------------------------------- train
 
-TRAINERS = {"face_latent": "vasa_jax.train.face_latent"}
+TRAINERS = {"face_latent": "vasa_jax.train.face_latent", "motion_dit": "vasa_jax.train.motion_dit"}
 
 
 def load_config(spec: str, overrides=()):

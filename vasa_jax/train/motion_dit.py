@@ -1,0 +1,325 @@
+"""Stage-2 trainer: the motion diffusion transformer (MotionDiT) on motion-latent windows.
+
+    vasa-jax train --config configs/motion_dit.py:demo --workdir DIR \
+        --config.face_latent_checkpoint=STAGE1_WORKDIR [--config.steps=1000 ...]
+
+Fields read with `config.get` (absent from configs/motion_dit.py, defaults in brackets):
+  motion_source        ["latent"] "latent": motion = stage-1 encoder latents z_pose ++ z_dyn
+                       of the frames (VASA-1); needs face_latent_checkpoint (stage-1 workdir)
+                       and face_latent_config (a "configs/face_latent.py:demo" spec or a
+                       ConfigDict). "ground_truth": synthetic tracks, debugging only
+                       (vasa_jax/data/motion.py).
+  face_latent_config   [""] see above (required for "latent").
+  data.stats_batches   [16] batches used for the motion normalisation statistics.
+  data.stats_min_std   [1e-2] floor of the per-dimension std.
+  data.with_frames     [False] decode frames for an injected motion_fn.
+  latent_chunk         [0] encode frames in chunks of this many (0: all at once).
+  optim.eps            [1e-8] Adam epsilon.
+
+Structure as in the stage-1 trainer (face_latent.py): the state is a plain dict
+{params, opt, ema, step}; the update step is one `jax.jit` with explicit shardings (batch over
+the (data, fsdp) mesh axes, parameters by logical axis rules) and donated state. Motion is
+extracted outside the step (on the global, sharded batch), normalised inside it with the
+statistics of workdir/motion_stats.json (computed from data at the first start, reused on every
+restart; `config.data.motion_stats` may point at a fixed file instead). Restarting with the
+same workdir resumes from the newest readable checkpoint, data order included.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from vasa_jax import audio as audio_lib
+from vasa_jax import sharding as sharding_lib
+from vasa_jax.data import motion as motion_lib
+from vasa_jax.data import pipeline
+from vasa_jax.models import motion_dit as md
+from vasa_jax.train import common
+from vasa_jax.train import face_latent as stage1
+
+log = logging.getLogger(__name__)
+
+# Pipeline keys the update step consumes (frames stay out of it).
+STEP_KEYS = ("motion", "prev_motion", "mask", "prev_mask", "audio", "prev_audio",
+             "control_gaze", "control_distance", "control_emotion", "control_emotion_intensity",
+             "has_control_gaze", "has_control_distance", "has_control_emotion")
+
+
+class ConfigError(ValueError):
+  """A required config field is missing or inconsistent."""
+
+
+# ----------------------------------------------------------------------------- input
+
+def make_source(config, data_dir: str | None = None):
+  """The training mix (same weighting as stage 1)."""
+  return stage1.make_source(config, data_dir)
+
+
+def motion_source_name(config) -> str:
+  return str(config.get("motion_source", "latent") or "latent")
+
+
+def _face_latent_config(config):
+  spec = config.get("face_latent_config", "")
+  if not spec:
+    raise ConfigError(
+        "motion_source='latent' needs config.face_latent_config (e.g. "
+        "'configs/face_latent.py:demo', the config the stage-1 checkpoint was trained with); "
+        "set motion_source='ground_truth' only for synthetic debugging")
+  if isinstance(spec, str):
+    from vasa_jax import cli
+    return cli.load_config(spec)
+  return spec
+
+
+def make_motion_fn(config, mesh) -> tuple[Callable, bool]:
+  """(motion_fn(global batch) -> (motion, prev_motion), needs_frames) from config.motion_source."""
+  name = motion_source_name(config)
+  d = int(config.model.motion_dim)
+  if name == "ground_truth":
+    log.warning("motion_source='ground_truth': training on synthetic label tracks, a debugging "
+                "source; the result cannot drive the stage-1 renderer")
+    return functools.partial(motion_lib.ground_truth_motion, motion_dim=d), False
+  if name != "latent":
+    raise ConfigError(f"unknown motion_source {name!r}; use 'latent' or 'ground_truth'")
+  ckpt = config.get("face_latent_checkpoint", "")
+  if not ckpt:
+    raise ConfigError("motion_source='latent' needs config.face_latent_checkpoint (the stage-1 "
+                      "workdir whose EMA encoder produces the motion latents)")
+  fl_config = _face_latent_config(config)
+  fl_dim = 6 + int(fl_config.model.dyn_dim)
+  if fl_dim != d:
+    raise ConfigError(f"config.model.motion_dim={d} but the stage-1 model gives 6 + dyn_dim = "
+                      f"{fl_dim}; set model.dyn_dim={fl_config.model.dyn_dim}")
+  from vasa_jax.eval import reenact
+  params = reenact.load_params(ckpt, fl_config)
+  log.info("motion latents from the stage-1 EMA encoder of %s", ckpt)
+  enc = motion_lib.latent_motion_fn(fl_config, params, mesh=mesh,
+                                    chunk=int(config.get("latent_chunk", 0)) or None,
+                                    compiler_options=_compiler_options(config))
+  return motion_lib.latent_motion(enc), True
+
+
+def make_loader(config, source, batch_size: int, *, frames: bool, seed: int | None = None):
+  kw = dict(batch_size=batch_size, window=int(config.data.window),
+            context=int(config.data.context),
+            seed=config.seed if seed is None else seed, worker_count=config.data.worker_count)
+  if frames:
+    return motion_lib.stage2_frames_loader(source, **kw)
+  return pipeline.stage2_loader(source, with_frames=False, **kw)
+
+
+def step_batch(batch, motion_fn, mesh):
+  """Global pipeline batch -> the update step's batch (raw motion attached, frames dropped)."""
+  m, prev = motion_fn(batch)
+  out = {k: batch[k] for k in STEP_KEYS if k in batch}
+  sh = sharding_lib.batch_sharding(mesh)
+  out["motion"] = jax.device_put(m, sh)
+  if prev is not None:
+    out["prev_motion"] = jax.device_put(prev, sh)
+  return out
+
+
+def audio_features_fn(config):
+  mc = config.model
+  if mc.get("audio_features", "log_mel") != "log_mel":
+    raise ConfigError(f"model.audio_features={mc.audio_features!r}: the trainer computes "
+                      "log-mel features only")
+  n_mels = int(mc.n_mels)
+  fpv = int(mc.audio_in_dim) // n_mels
+  if fpv * n_mels != int(mc.audio_in_dim):
+    raise ConfigError(f"model.audio_in_dim={mc.audio_in_dim} is not a multiple of n_mels={n_mels}")
+  return functools.partial(audio_lib.log_mel, n_mels=n_mels, frames_per_video_frame=fpv)
+
+
+# ----------------------------------------------------------------------------- statistics
+
+def motion_stats(config, workdir: str, source, motion_fn, mesh, *, frames: bool) -> dict:
+  """The normalisation statistics: config.data.motion_stats if set, else workdir's
+  motion_stats.json, computed (from a separate loader, so the training data order is
+  untouched) and written the first time. The values used are always those read back from the
+  file, so a first run and a resumed run normalise identically."""
+  fixed = config.data.get("motion_stats", "")
+  if fixed:
+    stats = motion_lib.load_stats(fixed)
+  else:
+    path = os.path.join(workdir, motion_lib.STATS_FILE)
+    if not os.path.exists(path):
+      n = int(config.data.get("stats_batches", 16))
+      local_bs = sharding_lib.per_process_batch_size(config.batch_size, mesh)
+      it = iter(make_loader(config, source, local_bs, frames=frames, seed=config.seed + 1))
+
+      def motions():
+        while True:
+          batch = sharding_lib.to_global(next(it), mesh)
+          m, _ = motion_fn(batch)
+          yield m, batch["mask"]
+
+      stats = motion_lib.normalization_stats(
+          motions(), n, min_std=float(config.data.get("stats_min_std", 1e-2)))
+      if jax.process_index() == 0:
+        motion_lib.save_stats(path, stats, motion_source=motion_source_name(config),
+                              batches=n, batch_size=int(config.batch_size))
+        log.info("motion statistics over %d frames written to %s", stats["count"], path)
+      else:
+        return stats
+    stats = motion_lib.load_stats(path)
+  d = int(config.model.motion_dim)
+  if len(stats["mean"]) != d:
+    raise ConfigError(f"motion statistics have {len(stats['mean'])} dims, model.motion_dim={d}")
+  return stats
+
+
+# ----------------------------------------------------------------------------- model + state
+
+def _compiler_options(config):
+  opts = config.get("compiler_options", None)
+  return dict(opts) if opts else None
+
+
+def make_model(config):
+  return md.MotionDiT(config.model)
+
+
+def make_optimizer(config):
+  o = config.optim
+  sched = optax.linear_schedule(0.0, o.lr, max(int(o.warmup_steps), 1)) if o.warmup_steps else o.lr
+  return optax.chain(optax.clip_by_global_norm(o.grad_clip),
+                     optax.adamw(sched, b1=o.b1, b2=o.b2, eps=float(o.get("eps", 1e-8)),
+                                 weight_decay=o.weight_decay))
+
+
+def init_state(config, rng, batch_size: int = 1):
+  """The full train state (boxed with logical partitioning metadata)."""
+  model = make_model(config)
+  x_t, t, cond, drop = md.dummy_inputs(config.model, batch_size)
+  params = model.init(rng, x_t, t, cond, drop)["params"]
+  return {
+      "params": params,
+      "opt": make_optimizer(config).init(params),
+      "ema": jax.tree_util.tree_map(lambda x: x, params),
+      "step": jnp.zeros((), jnp.int32),
+  }
+
+
+def create_state(config, mesh, rng):
+  """Abstract state -> shardings -> jitted, sharded init."""
+  abstract = jax.eval_shape(functools.partial(init_state, config), rng)
+  shardings = common.state_shardings(abstract, mesh, config.logical_axis_rules)
+  init = jax.jit(lambda r: common.unbox(init_state(config, r)), out_shardings=shardings,
+                 compiler_options=_compiler_options(config))
+  return init(rng), shardings
+
+
+# ----------------------------------------------------------------------------- update step
+
+def make_train_step(config, mesh, state_shardings, stats):
+  """jit(state, batch) -> (state, metrics); batch = `step_batch` output (raw motion)."""
+  model = make_model(config)
+  opt = make_optimizer(config)
+  feats = audio_features_fn(config)
+  batch_sharding = sharding_lib.batch_sharding(mesh)
+  seed, impl = int(config.seed), config.get("rng_impl") or None
+  stats = {k: np.asarray(stats[k], np.float32) for k in ("mean", "std")}
+
+  def step_fn(state, batch):
+    step = state["step"]
+    rng = jax.random.fold_in(jax.random.key(seed, impl=impl), step)
+
+    def motion_key(b):
+      prev = b.get("prev_motion")
+      return (motion_lib.normalize(b["motion"], stats),
+              None if prev is None else motion_lib.normalize(prev, stats))
+
+    tb = md.batch_from_pipeline(batch, motion_key, feats)
+
+    def loss_fn(params):
+      return md.training_loss(params, model, tb, rng, config)
+
+    (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    updates, opt_state = opt.update(grads, state["opt"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    new_state = {"params": params, "opt": opt_state,
+                 "ema": common.ema_update(state["ema"], params, config.ema_decay),
+                 "step": step + 1}
+    metrics = {f"loss/{k}": v for k, v in terms.items()}
+    metrics["norm/grad"] = common.global_norm(grads)
+    metrics["norm/params"] = common.global_norm(params)
+    metrics["norm/update"] = common.global_norm(updates)
+    metrics["stats/motion_abs"] = jnp.mean(jnp.abs(tb["motion"]))
+    return new_state, metrics
+
+  return jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding),
+                 out_shardings=(state_shardings, None), donate_argnums=(0,),
+                 compiler_options=_compiler_options(config))
+
+
+# ----------------------------------------------------------------------------- main loop
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, source=None,
+                       data_dir: str | None = None, motion_fn: Callable | None = None) -> dict:
+  """Trains to config.steps (resuming from workdir if it holds checkpoints); returns the last
+  metrics as floats. `motion_fn(global pipeline batch) -> (motion, prev_motion)` overrides
+  config.motion_source (prev_motion may be None: no previous-window context)."""
+  # --- logging + mesh -------------------------------------------------------------------------
+  os.makedirs(workdir, exist_ok=True)
+  mesh = sharding_lib.make_mesh(config.mesh.data, config.mesh.fsdp)
+  log.info("mesh %s over %d devices (%d processes)", dict(mesh.shape), mesh.size,
+           jax.process_count())
+  writer = common.create_writer(workdir)
+
+  # --- motion source + input ------------------------------------------------------------------
+  if motion_fn is None:
+    motion_fn, frames = make_motion_fn(config, mesh)
+  else:
+    frames = bool(config.data.get("with_frames", False))
+  source = source if source is not None else make_source(config, data_dir)
+  local_bs = sharding_lib.per_process_batch_size(config.batch_size, mesh)
+  stats = motion_stats(config, workdir, source, motion_fn, mesh, frames=frames)
+  data_iter = iter(make_loader(config, source, local_bs, frames=frames))
+
+  # --- model, state, shardings ----------------------------------------------------------------
+  rng = jax.random.key(config.seed, impl=config.get("rng_impl") or None)
+  state, shardings = create_state(config, mesh, rng)
+  ckpt = common.Checkpointer(workdir, keep=config.keep, save_every=config.ckpt_every,
+                             async_save=config.get("async_checkpoint", True))
+  restored, step = ckpt.restore(jax.tree_util.tree_map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings), data_iter)
+  if restored is not None:
+    state = restored
+    log.info("resumed from step %d", step)
+  start = int(state["step"])
+  log.info("MotionDiT %.2fM params", md.param_count(state["params"]) / 1e6)
+
+  # --- update step ------------------------------------------------------------------------------
+  train_step = make_train_step(config, mesh, shardings, stats)
+  progress = common.Progress(config.steps, start, every=max(config.log_every, 1))
+
+  # --- loop -------------------------------------------------------------------------------------
+  last = {}
+  step = start
+  try:
+    while step < config.steps:
+      batch = step_batch(sharding_lib.to_global(next(data_iter), mesh), motion_fn, mesh)
+      state, metrics = train_step(state, batch)
+      step += 1
+      metrics = jax.device_get(metrics)
+      common.check_finite(metrics, step)         # before any checkpoint of this state
+      last = {k: float(v) for k, v in metrics.items()}
+      if step % config.log_every == 0 or step == config.steps:
+        writer.write_scalars(step, {**last, **progress(step)})
+      ckpt.save(step, state, data_iter, force=(step == config.steps))
+  finally:
+    ckpt.close()
+    writer.flush()
+  return last
