@@ -136,3 +136,13 @@ def test_worker_processes_give_the_same_batches(fake_source):
   for a, b in zip(batches(0), batches(1)):
     np.testing.assert_array_equal(a["source"]["image"], b["source"]["image"])
     np.testing.assert_array_equal(a["cross"]["image"], b["cross"]["image"])
+
+
+def test_stage1_min_gap_longer_than_clip_falls_back(fake_source):
+  tr = pipeline.Stage1Transform(fake_source, augment=None, min_gap=100)
+  out = tr.random_map(fake_source[0], np.random.default_rng(0))
+  assert out["frame_index"][0] == out["frame_index"][1]
+  tr = pipeline.Stage1Transform(fake_source, augment=None, min_gap=8)
+  for seed in range(20):
+    i, j = tr.random_map(fake_source[1], np.random.default_rng(seed))["frame_index"]
+    assert abs(int(i) - int(j)) >= 8

@@ -155,13 +155,8 @@ class Stage1Transform(grain.RandomMapTransform):
   def random_map(self, rec, rng: np.random.Generator):
     t = int(rec["num_frames"])
     i = int(rng.integers(t))
-    if t > self._min_gap:
-      while True:
-        j = int(rng.integers(t))
-        if abs(j - i) >= self._min_gap:
-          break
-    else:
-      j = i
+    far = np.flatnonzero(np.abs(np.arange(t) - i) >= self._min_gap)
+    j = int(rng.choice(far)) if far.size else i   # a clip too short for the gap: same frame
     other = None
     for _ in range(self._max_tries):
       cand = self._source[int(rng.integers(len(self._source)))]
