@@ -142,7 +142,7 @@ def test_stage1_min_gap_longer_than_clip_falls_back(fake_source):
   tr = pipeline.Stage1Transform(fake_source, augment=None, min_gap=100)
   out = tr.random_map(fake_source[0], np.random.default_rng(0))
   assert out["frame_index"][0] == out["frame_index"][1]
-  tr = pipeline.Stage1Transform(fake_source, augment=None, min_gap=8)
+  tr = pipeline.Stage1Transform(fake_source, augment=None, min_gap=4)   # 12 frames: always possible
   for seed in range(20):
     i, j = tr.random_map(fake_source[1], np.random.default_rng(seed))["frame_index"]
-    assert abs(int(i) - int(j)) >= 8
+    assert abs(int(i) - int(j)) >= 4
