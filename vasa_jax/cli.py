@@ -176,6 +176,8 @@ def cmd_train(args, extra) -> int:
   if stage not in TRAINERS:
     raise UsageError(f"config has stage={stage!r}; trainers exist for {sorted(TRAINERS)}")
   logging.getLogger().setLevel(logging.INFO)
+  from vasa_jax import distributed
+  distributed.initialize()  # multi-process (TPU pod / SLURM / VASA_* env); no-op otherwise
   trainer = importlib.import_module(TRAINERS[stage])
   from vasa_jax.train.common import CheckpointRestoreError, NonFiniteError
   try:
@@ -186,6 +188,9 @@ def cmd_train(args, extra) -> int:
   except CheckpointRestoreError as e:
     print(f"vasa-jax: error: {e}", file=sys.stderr)
     return 2
+  if metrics.get("preempted"):
+    print(f"vasa-jax: preempted: checkpoint saved at step {int(metrics['preempted_step'])} in "
+          f"{os.path.abspath(args.workdir)}; rerun the same command to resume", file=sys.stderr)
   print(json.dumps({"workdir": os.path.abspath(args.workdir), "steps": config.steps,
                     "final": {k: round(v, 5) for k, v in metrics.items()}}, indent=1))
   return 0
@@ -208,6 +213,15 @@ def cmd_demo(args) -> int:
   print(json.dumps({"video": os.path.abspath(paths["mp4"]), "ground_truth": os.path.abspath(paths["npz"]),
                     "text": clip.meta["text"], "voice": clip.meta["voice"]}, indent=1))
   return 0
+
+
+# ----------------------------------------------------------------------------- verify
+
+def cmd_verify(args) -> int:
+  from vasa_jax import provenance
+  det, _, line = provenance.verify(args.video)
+  print(line)
+  return 0 if det.present else 1
 
 
 # ----------------------------------------------------------------------------- main
@@ -259,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
   m.add_argument("--size", type=int, default=256)
   m.add_argument("--seed", type=int, default=7)
   m.set_defaults(func=cmd_demo)
+
+  v = sub.add_parser("verify", help="check a video for the vasa-jax provenance watermark")
+  v.add_argument("video", help="video file (exit 0: watermark present, 1: absent, 2: unreadable)")
+  v.set_defaults(func=cmd_verify)
   return p
 
 

@@ -144,8 +144,8 @@ class PreemptionGuard:
   handlers are installed on entry and the previous ones restored on exit. The loop asks
   `should_stop(step)` after every step.
 
-  Multi-host (jax.distributed initialised with a preemption sync manager): jax's own notifier
-  owns SIGTERM and `multihost_utils.reached_preemption_sync_point(step)` makes every process
+  Multi-host (jax.distributed initialised with a preemption sync manager): no Python handlers
+  are installed, jax's own notifier owns SIGTERM, and `multihost_utils.reached_preemption_sync_point(step)` makes every process
   agree on the same step, so all of them save that step together. Single process: a local flag.
   """
 
@@ -166,20 +166,27 @@ class PreemptionGuard:
     self.received = signum
 
   def __enter__(self):
+    return self.install()
+
+  def __exit__(self, *exc):
+    self.restore()
+    return False
+
+  def install(self) -> "PreemptionGuard":
     if threading.current_thread() is not threading.main_thread():
       log.warning("PreemptionGuard outside the main thread: signals are not caught")
       return self
+    if self._multihost:
+      return self                             # jax's preemption notifier owns SIGTERM there
     for sig in self.signals:
-      if self._multihost and sig == signal.SIGTERM:
-        continue                              # jax's preemption notifier listens for it
       self._previous[sig] = signal.signal(sig, self._handler)
     return self
 
-  def __exit__(self, *exc):
+  def restore(self) -> None:
+    """Puts the signal handlers that were there before `install` back."""
     for sig, old in self._previous.items():
       signal.signal(sig, old if old is not None else signal.SIG_DFL)
     self._previous.clear()
-    return False
 
   # --- the loop's question ----------------------------------------------------------------------
   def should_stop(self, step: int) -> bool:
@@ -189,9 +196,7 @@ class PreemptionGuard:
         if self.received is None:
           self.received = signal.SIGTERM
         return True
-      # SIGINT on one host only stops that host's view; treat it like an interrupt everywhere
-      # would need a collective, so leave it to the sync point (SIGTERM) in multi-host runs.
-      return False
+      return False                            # (Ctrl-C stays a plain KeyboardInterrupt there)
     return self.received is not None
 
 
@@ -207,7 +212,8 @@ def _preemption_sync_available() -> bool:
 def save_on_preemption(ckpt: "Checkpointer", step: int, state, data_iter) -> dict:
   """Forced save of `state` at `step` (with the data-iterator state), waits for it to land."""
   log.warning("preempted: saving checkpoint at step %d to %s", step, ckpt.directory)
-  ckpt.save(step, state, data_iter, force=True)
+  if ckpt.latest_step() != step:             # the periodic save may already have written it
+    ckpt.save(step, state, data_iter, force=True)
   ckpt.wait()
   log.warning("preempted: checkpoint at step %d written; exiting cleanly (rerun the same "
               "command to resume)", step)

@@ -241,6 +241,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, sourc
   # --- loop -------------------------------------------------------------------------------------
   last = {}
   step = start
+  guard = common.PreemptionGuard().install()  # SIGTERM/SIGINT: checkpoint this step, stop
   try:
     while step < config.steps:
       local = next(data_iter)
@@ -255,7 +256,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, sourc
       if config.get("image_every", 0) and step % config.image_every == 0:
         writer.write_images(step, {"source_driving_recon_cross": np.asarray(preview(state["ema"], batch))[None]})
       ckpt.save(step, state, data_iter, force=(step == config.steps))
+      if guard.should_stop(step) and step < config.steps:
+        last.update(common.save_on_preemption(ckpt, step, state, data_iter))
+        break
   finally:
+    guard.restore()
     ckpt.close()
     writer.flush()
   return last

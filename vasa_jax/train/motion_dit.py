@@ -308,6 +308,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, sourc
   # --- loop -------------------------------------------------------------------------------------
   last = {}
   step = start
+  guard = common.PreemptionGuard().install()  # SIGTERM/SIGINT: checkpoint this step, stop
   try:
     while step < config.steps:
       batch = step_batch(sharding_lib.to_global(next(data_iter), mesh), motion_fn, mesh)
@@ -319,7 +320,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, sourc
       if step % config.log_every == 0 or step == config.steps:
         writer.write_scalars(step, {**last, **progress(step)})
       ckpt.save(step, state, data_iter, force=(step == config.steps))
+      if guard.should_stop(step) and step < config.steps:
+        last.update(common.save_on_preemption(ckpt, step, state, data_iter))
+        break
   finally:
+    guard.restore()
     ckpt.close()
     writer.flush()
   return last
