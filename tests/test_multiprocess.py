@@ -1,0 +1,38 @@
+"""2 CPU processes x 4 devices on loopback form one JAX job and train exactly like 1 x 8."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKER = os.path.join(HERE, "multiprocess_worker.py")
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _env():
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)   # each worker sets its own device count
+  return env
+
+
+def test_two_processes_match_one_process(tmp_path):
+  one = tmp_path / "one.json"
+  subprocess.run([sys.executable, WORKER, "0", "1", "0", str(one)], check=True, timeout=400,
+                 env=_env(), capture_output=True)
+  two = tmp_path / "two.json"
+  port = str(_free_port())
+  procs = [subprocess.Popen([sys.executable, WORKER, str(i), "2", port, str(two)], env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i in range(2)]
+  errs = [p.communicate(timeout=400)[1] for p in procs]
+  assert all(p.returncode == 0 for p in procs), [e.decode()[-2000:] for e in errs]
+  a, b = json.loads(one.read_text()), json.loads(two.read_text())
+  assert a["processes"] == 1 and b["processes"] == 2 and a["devices"] == b["devices"] == 8
+  assert abs(a["loss"] - b["loss"]) <= 1e-5 * abs(a["loss"])
+  assert abs(a["param_norm"] - b["param_norm"]) <= 1e-6 * a["param_norm"]
