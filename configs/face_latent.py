@@ -15,9 +15,10 @@ Any field can also be set from the command line: `--config.optim.lr_g=1e-4`.
 
 from __future__ import annotations
 
-import ast
 
 import ml_collections
+
+from vasa_jax.config_utils import apply_override
 
 # Logical parameter axes (vasa_jax/models/layers.py) -> mesh axes. Ordered; first match wins.
 # Conv output channels and dense outputs are split over `fsdp`; tiny outputs (RGB, flow xyz,
@@ -178,20 +179,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def _apply_override(c: ml_collections.ConfigDict, item: str) -> None:
-  if "=" not in item:
-    raise ValueError(f"config override {item!r} is not key=value")
-  key, raw = (s.strip() for s in item.split("=", 1))
-  try:
-    value = ast.literal_eval(raw)
-  except (ValueError, SyntaxError):
-    value = raw
-  *path, leaf = key.split(".")
-  node = c
-  for p in path:
-    node = node[p]
-  if leaf not in node:
-    raise KeyError(f"config override {key!r}: no such field")
-  old = node[leaf]
-  if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
-    value = float(value)
-  node[leaf] = value
+  apply_override(c, item)

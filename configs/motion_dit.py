@@ -16,9 +16,10 @@ Any field can also be set from the command line: `--config.train.p_drop=0.2`.
 
 from __future__ import annotations
 
-import ast
 
 import ml_collections
+
+from vasa_jax.config_utils import apply_override
 
 # Logical axes (vasa_jax/models/motion_dit.py) -> mesh axes. Ordered; first match wins.
 # Dense outputs ("mlp") and attention heads split over `fsdp`; the residual width ("embed"),
@@ -158,22 +159,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def _apply_override(c: ml_collections.ConfigDict, item: str) -> None:
-  if "=" not in item:
-    raise ValueError(f"config override {item!r} is not key=value")
-  key, raw = (s.strip() for s in item.split("=", 1))
-  try:
-    value = ast.literal_eval(raw)
-  except (ValueError, SyntaxError):
-    value = raw
-  *path, leaf = key.split(".")
-  node = c
-  for p in path:
-    node = node[p]
-  if leaf not in node:
-    raise KeyError(f"config override {key!r}: no such field")
-  old = node[leaf]
-  if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
-    value = float(value)
-  node[leaf] = value
-  if path == ["model"] and leaf == "n_mels" and c.model.audio_features == "log_mel":
+  apply_override(c, item)
+  key = item.split("=", 1)[0].strip()
+  if key == "model.n_mels" and c.model.audio_features == "log_mel":
     c.model.audio_in_dim = 2 * c.model.n_mels

@@ -133,39 +133,24 @@ TRAINERS = {"face_latent": "vasa_jax.train.face_latent", "motion_dit": "vasa_jax
 
 def load_config(spec: str, overrides=()):
   """`configs/face_latent.py:demo` (+ `--config.a.b=value` overrides) -> ConfigDict."""
-  import ast
-  import importlib.util
+  from vasa_jax import config_utils
   path, _, arg = spec.partition(":")
-  if not os.path.isfile(path):
-    raise UsageError(f"config file not found: {path}")
-  mod_spec = importlib.util.spec_from_file_location(
-      "vasa_jax_config_" + os.path.splitext(os.path.basename(path))[0], path)
-  module = importlib.util.module_from_spec(mod_spec)
-  mod_spec.loader.exec_module(module)
+  try:
+    module = config_utils.load_config_module(path)
+  except FileNotFoundError as e:
+    raise UsageError(str(e)) from None
   try:
     config = module.get_config(arg or None)
   except (ValueError, KeyError) as e:
     raise UsageError(f"{spec}: {e}") from None
   for item in overrides:
-    key, eq, raw = item.partition("=")
+    key, eq, _ = item.partition("=")
     if not key.startswith("--config.") or not eq:
       raise UsageError(f"unrecognised argument {item!r} (overrides look like --config.a.b=value)")
-    *parents, leaf = key[len("--config."):].split(".")
-    node = config
     try:
-      for p_ in parents:
-        node = node[p_]
-      old = node[leaf]
-    except (KeyError, AttributeError):
+      config_utils.apply_override(config, item[len("--config."):])
+    except KeyError:
       raise UsageError(f"{key}: no such config field") from None
-    try:
-      value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-      value = raw
-    if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
-      value = float(value)
-    with config.unlocked():
-      node[leaf] = value
   return config
 
 

@@ -1,0 +1,46 @@
+"""Loading the per-stage ml_collections config files and applying `key=value` overrides."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+
+import ml_collections
+
+
+def load_config_module(path: str):
+  """Imports a config file (configs/<stage>.py) by path."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"config file not found: {path}")
+  name = "vasa_jax_config_" + os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def apply_override(c: ml_collections.ConfigDict, item: str) -> None:
+  """Sets `a.b.c=value` (value parsed as a Python literal, else kept as a string).
+
+  The field must exist; an int given for a float field becomes a float.
+  """
+  if "=" not in item:
+    raise ValueError(f"config override {item!r} is not key=value")
+  key, raw = (s.strip() for s in item.split("=", 1))
+  try:
+    value = ast.literal_eval(raw)
+  except (ValueError, SyntaxError):
+    value = raw
+  *path, leaf = key.split(".")
+  node = c
+  try:
+    for p in path:
+      node = node[p]
+    old = node[leaf]
+  except (KeyError, AttributeError):
+    raise KeyError(f"config override {key!r}: no such field") from None
+  if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+    value = float(value)
+  with c.unlocked():
+    node[leaf] = value
