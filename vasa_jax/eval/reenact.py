@@ -186,11 +186,6 @@ def _functions(model, compiler_options=None) -> _Functions:
   return _FUNCTIONS[key][1]
 
 
-def _config_compiler_options(config):
-  opts = config.get("compiler_options", None) if hasattr(config, "get") else None
-  return dict(opts) if opts else None
-
-
 # ----------------------------------------------------------------------------- checkpoints
 
 def _checkpoint_dir(workdir: str) -> str:
@@ -455,7 +450,8 @@ def evaluate(workdir_or_params, config, datasets: Sequence, data_dir: str | None
   else:
     params, ckpt = workdir_or_params, None
   model = fl.FaceLatentModel(config.model)
-  opts = compiler_options if compiler_options is not None else _config_compiler_options(config)
+  from vasa_jax.train import common
+  opts = compiler_options if compiler_options is not None else common.compiler_options(config)
 
   results = {}
   for key, src in opened.items():

@@ -50,6 +50,26 @@ def state_shardings(abstract_state, mesh: Mesh, rules) -> Any:
   return jax.tree_util.tree_map(to_sharding, mesh_specs, is_leaf=lambda x: isinstance(x, P) or x is None)
 
 
+def compiler_options(config):
+  """Optional XLA options from a config's `compiler_options` (e.g. cheap CPU compiles in tests)."""
+  opts = config.get("compiler_options", None)
+  return dict(opts) if opts else None
+
+
+def create_sharded_state(init_fn, config, mesh, rng):
+  """Abstract state -> shardings -> jitted, sharded init (parameters never pass through the host).
+
+  `init_fn(config, rng)` returns the state with flax logical-partitioning boxes; the result is
+  unboxed and placed by `config.logical_axis_rules`. Returns (state, shardings).
+  """
+  import functools
+  abstract = jax.eval_shape(functools.partial(init_fn, config), rng)
+  shardings = state_shardings(abstract, mesh, config.logical_axis_rules)
+  init = jax.jit(lambda r: unbox(init_fn(config, r)), out_shardings=shardings,
+                 compiler_options=compiler_options(config))
+  return init(rng), shardings
+
+
 def unbox(tree):
   """Drops flax partitioning boxes (nn.Partitioned) leaving the raw arrays."""
   return nn.meta.unbox(tree)

@@ -65,11 +65,6 @@ def _images(batch, size: int):
 
 # ----------------------------------------------------------------------------- model + state
 
-def _compiler_options(config):
-  """Optional XLA options from the config (e.g. cheap CPU compiles for tests)."""
-  opts = config.get("compiler_options", None)
-  return dict(opts) if opts else None
-
 
 def make_models(config):
   return fl.FaceLatentModel(config.model), fl.PatchDiscriminator(config.model)
@@ -112,12 +107,7 @@ def init_state(config, rng, batch_size: int = 1):
 
 def create_state(config, mesh, rng):
   """Abstract state -> shardings -> jitted, sharded init (no host copy of the parameters)."""
-  abstract = jax.eval_shape(functools.partial(init_state, config), rng)
-  shardings = common.state_shardings(abstract, mesh, config.logical_axis_rules)
-  init = jax.jit(lambda r: common.unbox(init_state(config, r)), out_shardings=shardings,
-                 compiler_options=_compiler_options(config))
-  state = init(rng)
-  return state, shardings
+  return common.create_sharded_state(init_state, config, mesh, rng)
 
 
 # ----------------------------------------------------------------------------- update step
@@ -177,7 +167,7 @@ def make_train_step(config, mesh, state_shardings):
 
   return jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding),
                  out_shardings=(state_shardings, None), donate_argnums=(0,),
-                 compiler_options=_compiler_options(config))
+                 compiler_options=common.compiler_options(config))
 
 
 def make_preview_fn(config):
@@ -185,7 +175,7 @@ def make_preview_fn(config):
   gen, _ = make_models(config)
   size = config.model.image_size
 
-  @functools.partial(jax.jit, compiler_options=_compiler_options(config))
+  @functools.partial(jax.jit, compiler_options=common.compiler_options(config))
   def preview(ema, batch):
     batch = _images(batch, size)
     src, drv, crs = batch["source"]["image"], batch["driving"]["image"], batch["cross"]["image"]

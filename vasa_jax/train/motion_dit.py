@@ -106,7 +106,7 @@ def make_motion_fn(config, mesh) -> tuple[Callable, bool]:
   log.info("motion latents from the stage-1 EMA encoder of %s", ckpt)
   enc = motion_lib.latent_motion_fn(fl_config, params, mesh=mesh,
                                     chunk=int(config.get("latent_chunk", 0)) or None,
-                                    compiler_options=_compiler_options(config))
+                                    compiler_options=common.compiler_options(config))
   return motion_lib.latent_motion(enc), True
 
 
@@ -182,11 +182,6 @@ def motion_stats(config, workdir: str, source, motion_fn, mesh, *, frames: bool)
 
 # ----------------------------------------------------------------------------- model + state
 
-def _compiler_options(config):
-  opts = config.get("compiler_options", None)
-  return dict(opts) if opts else None
-
-
 def make_model(config):
   return md.MotionDiT(config.model)
 
@@ -214,11 +209,7 @@ def init_state(config, rng, batch_size: int = 1):
 
 def create_state(config, mesh, rng):
   """Abstract state -> shardings -> jitted, sharded init."""
-  abstract = jax.eval_shape(functools.partial(init_state, config), rng)
-  shardings = common.state_shardings(abstract, mesh, config.logical_axis_rules)
-  init = jax.jit(lambda r: common.unbox(init_state(config, r)), out_shardings=shardings,
-                 compiler_options=_compiler_options(config))
-  return init(rng), shardings
+  return common.create_sharded_state(init_state, config, mesh, rng)
 
 
 # ----------------------------------------------------------------------------- update step
@@ -261,7 +252,7 @@ def make_train_step(config, mesh, state_shardings, stats):
 
   return jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding),
                  out_shardings=(state_shardings, None), donate_argnums=(0,),
-                 compiler_options=_compiler_options(config))
+                 compiler_options=common.compiler_options(config))
 
 
 # ----------------------------------------------------------------------------- main loop
