@@ -81,3 +81,19 @@ class ListSource:
 @pytest.fixture(scope="session")
 def fake_source():
   return ListSource(make_fake_records())
+
+
+# Cheap CPU compiles for tests: -O0 XLA and rbg keys (the default threefry PRNG and full
+# optimisation make the first init/grad compiles take tens of seconds on a small shared CPU).
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def fast_key(seed):
+  import jax
+  return jax.random.key(seed, impl="unsafe_rbg")
+
+
+def load_stage_config(stage: str):
+  """The configs/<stage>.py module (e.g. "face_latent", "motion_dit")."""
+  from vasa_jax.config_utils import load_config_module
+  return load_config_module(str(pathlib.Path(__file__).resolve().parents[1] / "configs" / f"{stage}.py"))

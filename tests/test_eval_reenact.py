@@ -1,6 +1,5 @@
 """Stage-1 reenactment evaluation: metrics, self-reenactment, cross grid, checkpoint restore, CLI."""
 
-import importlib.util
 import json
 import os
 
@@ -10,7 +9,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import ListSource, make_fake_records
+from conftest import FAST_COMPILE, ListSource, load_stage_config, make_fake_records
 from vasa_jax import sharding
 from vasa_jax.data import pipeline, records
 from vasa_jax.eval import reenact
@@ -18,12 +17,10 @@ from vasa_jax.models import FaceLatentModel
 from vasa_jax.train import face_latent as trainer
 
 _CONFIG_PATH = os.path.join(os.path.dirname(__file__), "..", "configs", "face_latent.py")
-_spec = importlib.util.spec_from_file_location("face_latent_config_eval", _CONFIG_PATH)
-_cfg_mod = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_cfg_mod)
+_cfg_mod = load_stage_config("face_latent")
 
 # Cheap CPU compiles (as in tests/test_face_latent.py).
-_FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+_FAST = FAST_COMPILE
 
 
 def tiny_config(**overrides):

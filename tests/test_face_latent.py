@@ -1,8 +1,6 @@
 """Stage-1 face latent model: shapes for every variant, the tiny model for real, warps, losses."""
 
-import importlib.util
 import math
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +8,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
+from conftest import FAST_COMPILE, fast_key, load_stage_config
 from vasa_jax import losses
 from vasa_jax.models import FaceLatentModel, PatchDiscriminator, param_count, volume_shape
 from vasa_jax.models import warp as warp_lib
@@ -18,24 +17,13 @@ from vasa_jax.ops.grid_sample import grid_sample_3d, identity_grid_3d
 M = FaceLatentModel
 
 
-def _load_config_module():
-  path = pathlib.Path(__file__).resolve().parents[1] / "configs" / "face_latent.py"
-  spec = importlib.util.spec_from_file_location("configs_face_latent", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
-
-
-cfg_lib = _load_config_module()
+cfg_lib = load_stage_config("face_latent")
 
 # CPU-friendly compilation: the default threefry PRNG and full XLA optimisation make the first
 # init / grad compile take tens of seconds on a small shared CPU; rbg keys and -O0 keep the
 # whole file well under a minute.
-_FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-
-
-def _key(seed):
-  return jax.random.key(seed, impl="unsafe_rbg")
+_FAST = FAST_COMPILE
+_key = fast_key
 
 
 def _run(fn, *args):

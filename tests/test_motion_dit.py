@@ -1,7 +1,5 @@
 """Stage-2 motion model: audio features, diffusion maths, MotionDiT shapes / conditioning, loss."""
 
-import importlib.util
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -10,27 +8,17 @@ import optax
 import pytest
 from flax import linen as nn
 
+from conftest import FAST_COMPILE, fast_key, load_stage_config
 from vasa_jax import audio as audio_lib
 from vasa_jax import diffusion
 from vasa_jax.models import motion_dit as md
 
 
-def _load_config_module():
-  path = pathlib.Path(__file__).resolve().parents[1] / "configs" / "motion_dit.py"
-  spec = importlib.util.spec_from_file_location("configs_motion_dit", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
-
-
-cfg_lib = _load_config_module()
+cfg_lib = load_stage_config("motion_dit")
 
 # Cheap CPU compiles (see tests/test_face_latent.py).
-_FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-
-
-def _key(seed):
-  return jax.random.key(seed, impl="unsafe_rbg")
+_FAST = FAST_COMPILE
+_key = fast_key
 
 
 def _compile(fn, *args):

@@ -13,20 +13,16 @@ from vasa_jax.data import pipeline
 from vasa_jax.train import common
 from vasa_jax.train import face_latent as trainer
 
-import importlib.util
+from conftest import FAST_COMPILE, load_stage_config
 
-_spec = importlib.util.spec_from_file_location(
-    "face_latent_config", os.path.join(os.path.dirname(__file__), "..", "configs", "face_latent.py"))
-_cfg_mod = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_cfg_mod)
+_cfg_mod = load_stage_config("face_latent")
 
 
 def tiny_config(**overrides):
   c = _cfg_mod.get_config("tiny")
   with c.unlocked():
     c.rng_impl = "unsafe_rbg"
-    c.compiler_options = ml_collections.ConfigDict(
-        {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True})
+    c.compiler_options = ml_collections.ConfigDict(FAST_COMPILE)
     c.batch_size = 8
     c.data.augment = ml_collections.ConfigDict(dict(pipeline.AugmentConfig.none().__dict__))
     c.async_checkpoint = False

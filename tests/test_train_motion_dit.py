@@ -1,6 +1,5 @@
 """Stage-2 trainer: sharded == single-device, loss goes down, exact resume, stats stored once."""
 
-import importlib.util
 import json
 import os
 
@@ -10,23 +9,19 @@ import ml_collections
 import numpy as np
 import pytest
 
-from conftest import ListSource, make_fake_records
+from conftest import FAST_COMPILE, ListSource, load_stage_config, make_fake_records
 from vasa_jax import sharding
 from vasa_jax.data import motion as motion_lib
 from vasa_jax.train import motion_dit as trainer
 
-_spec = importlib.util.spec_from_file_location(
-    "motion_dit_config", os.path.join(os.path.dirname(__file__), "..", "configs", "motion_dit.py"))
-_cfg_mod = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_cfg_mod)
+_cfg_mod = load_stage_config("motion_dit")
 
 
 def tiny_config(**overrides):
   c = _cfg_mod.get_config("tiny")
   with c.unlocked():
     c.rng_impl = "unsafe_rbg"
-    c.compiler_options = ml_collections.ConfigDict(
-        {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True})
+    c.compiler_options = ml_collections.ConfigDict(FAST_COMPILE)
     c.batch_size = 8
     c.async_checkpoint = False
     c.motion_source = "ground_truth"
@@ -178,11 +173,7 @@ def test_injected_motion_fn(source, tmp_path):
 def test_latent_motion_fn_encodes_every_frame():
   from vasa_jax.models import face_latent as fl
   from vasa_jax.train import face_latent as stage1
-  spec = importlib.util.spec_from_file_location(
-      "face_latent_config", os.path.join(os.path.dirname(__file__), "..", "configs",
-                                         "face_latent.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
+  mod = load_stage_config("face_latent")
   fc = mod.get_config("tiny")
   model = fl.FaceLatentModel(fc.model)
   s = int(fc.model.image_size)
