@@ -1,6 +1,6 @@
 """Real talking-head videos -> clean fixed-size face-crop clips (25 fps, 16 kHz mono audio).
 
-Input: a folder of videos "as they come" (VoxCeleb2 ``idXXXXX/<yt_id>/00001.mp4``, HDTF
+Input: a folder of videos "as they come" (VoxCeleb2 ``id00012/<yt_id>/00001.mp4``, HDTF
 ``WDA_Name_000.mp4``, CelebV-HQ ``<yt_id>_<n>.mp4``, any mix of containers/codecs/rates).
 Output: `Clip`s with uint8 [T, S, S, 3] frames at 25 fps and float32 16 kHz mono audio of exactly
 T * 640 samples (docs/conventions.md), one stable square crop per clip.
