@@ -279,7 +279,7 @@ def bench_train_step(config, args, devices, peak) -> dict:
   bs = max(n_dev, (bs // n_dev) * n_dev)               # divisible by the mesh
   with config.unlocked():
     config.batch_size = bs
-  rng = jax.random.key(config.seed, impl=config.get("rng_impl", None))
+  rng = jax.random.key(config.seed, impl=config.get("rng_impl") or None)
   t0 = time.perf_counter()
   state, shardings = trainer.create_state(config, mesh, rng)
   state = jax.block_until_ready(state)

@@ -1,13 +1,15 @@
 r"""Stage 1: face latent model (appearance volume, identity, pose + dynamics codes, 3D warps).
 
-Launch (one GPU, the `demo` variant):
+Launch (the `demo` variant; CPU or one GPU):
 
   vasa-jax train --config configs/face_latent.py:demo --workdir /tmp/face_latent_demo
 
 Variants (the part after the colon; `key=value` pairs after a comma override fields, dotted
 paths allowed, e.g. `demo,batch_size=8,model.dtype=bfloat16`):
   tiny   32x32, volume 4 x 8 x 8 x 4: initialises and runs a train step in seconds (tests).
-  demo   256x256, volume 16 x 64 x 64 x 32, ~20M generator parameters: one GPU, hours.
+  demo   256x256, volume 8 x 32 x 32 x 16, ~3M generator parameters: a CPU box, hours
+         (the bundled demo weights).
+  base   256x256, volume 16 x 64 x 64 x 32, ~20M generator parameters: one GPU, a day.
   paper  512x512, volume 16 x 64 x 64 x 96 (S/8), ~190M generator parameters (VASA-1 scale).
 
 Any field can also be set from the command line: `--config.optim.lr_g=1e-4`.
@@ -34,7 +36,7 @@ LOGICAL_AXIS_RULES = (
     ("out_small", None),
 )
 
-VARIANTS = ("tiny", "demo", "paper")
+VARIANTS = ("tiny", "demo", "base", "paper")
 
 
 def _model(variant: str) -> ml_collections.ConfigDict:
@@ -68,6 +70,26 @@ def _model(variant: str) -> ml_collections.ConfigDict:
     m.groups = 4
     m.disc.widths, m.disc.scales = (8, 16), 2
   elif variant == "demo":
+    # Sized to train on a 2-core CPU box in a couple of hours (~7 GFLOP forward per training
+    # example): 256x256 output from a 32x32 feature grid; the full-resolution stages are single
+    # convolutions without residual blocks.
+    m.image_size = 256
+    m.down = 8
+    m.vol_depth, m.vol_channels = 8, 16
+    m.app_widths = (8, 32, 64, 96)
+    m.app_blocks2d, m.app_blocks3d = (0, 0, 0, 1), 1
+    m.encoder_size = 128
+    m.id_widths = (16, 24, 48, 96, 128)
+    m.motion_widths = (16, 24, 48, 96, 128)
+    m.enc_blocks = (0, 0, 1, 1, 1)
+    m.id_dim, m.dyn_dim = 128, 64
+    m.flow_hidden, m.flow_widths = 128, (32, 16, 8)
+    m.canon_channels, m.canon_blocks = 16, 2
+    m.dec_width, m.dec_blocks, m.dec_up_widths = 96, 1, (32, 16, 8)
+    m.dec_up_blocks = (1, 0, 0)
+    m.groups = 8
+    m.disc.widths, m.disc.scales = (16, 32, 64, 128), 2
+  elif variant == "base":
     m.image_size = 256
     m.down = 4
     m.vol_depth, m.vol_channels = 16, 32
@@ -115,7 +137,7 @@ def _loss(variant: str) -> ml_collections.ConfigDict:
   w.consistency = 1.0       # latent cycle consistency (pose_i, dyn_j) / (pose_j, dyn_i)
   w.identity = 0.5          # cross-identity z_id preservation (cosine)
   w.pose = 1.0              # supervised pose where has_pose == 1
-  w.gan_start_step = 0 if variant == "tiny" else 2000   # GAN terms off before this step
+  w.gan_start_step = {"tiny": 0, "demo": 1500}.get(variant, 2000)   # GAN terms off before this step
   return w
 
 
@@ -138,12 +160,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optim.b1 = 0.5
   c.optim.b2 = 0.999
   c.optim.weight_decay = 0.0
-  c.optim.warmup_steps = {"tiny": 0, "demo": 1000, "paper": 5000}[variant]
+  c.optim.warmup_steps = {"tiny": 0, "demo": 200, "base": 1000, "paper": 5000}[variant]
   c.optim.grad_clip = 1.0
   c.ema_decay = 0.999
 
-  c.batch_size = {"tiny": 2, "demo": 16, "paper": 64}[variant]
-  c.steps = {"tiny": 2, "demo": 200_000, "paper": 1_000_000}[variant]
+  c.batch_size = {"tiny": 2, "demo": 8, "base": 16, "paper": 64}[variant]
+  c.steps = {"tiny": 2, "demo": 20_000, "base": 200_000, "paper": 1_000_000}[variant]
 
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
   c.logical_axis_rules = LOGICAL_AXIS_RULES
@@ -158,18 +180,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                        (f"talking_face_videos/r{size}", 0.5))
   c.data.image_size = size  # frames are resized to the model's size when a dataset differs
   c.data.split = "train"
-  c.data.worker_count = 0 if variant == "tiny" else 8
+  c.data.worker_count = {"tiny": 0, "demo": 2}.get(variant, 8)
   c.data.augment = ml_collections.ConfigDict(dict(
       flip=0.5, scale=0.06, shift=0.03, brightness=0.15, contrast=0.15, saturation=0.2,
       hue=0.03))
 
-  c.log_every = {"tiny": 1, "demo": 50, "paper": 100}[variant]
-  c.ckpt_every = {"tiny": 1, "demo": 2000, "paper": 5000}[variant]
+  c.log_every = {"tiny": 1, "demo": 25, "base": 50, "paper": 100}[variant]
+  c.ckpt_every = {"tiny": 1, "demo": 250, "base": 2000, "paper": 5000}[variant]
   c.keep = 3
   c.async_checkpoint = True
   # TensorBoard image grid (source | driving | reconstruction | cross | cross reenactment),
   # rendered with the EMA parameters; 0 = never.
-  c.image_every = {"tiny": 0, "demo": 1000, "paper": 2000}[variant]
+  c.image_every = {"tiny": 0, "demo": 500, "base": 1000, "paper": 2000}[variant]
   c.rng_impl = ""           # "" = JAX default; "unsafe_rbg" compiles much faster on CPU
   c.compiler_options = ml_collections.ConfigDict()   # extra XLA options for the jitted steps
 

@@ -72,7 +72,8 @@ def test_config_variants_and_overrides():
   with pytest.raises(KeyError):
     cfg_lib.get_config("tiny,model.nope=1")
   assert volume_shape(cfg_lib.get_config("paper").model) == (16, 64, 64, 96)
-  assert volume_shape(cfg_lib.get_config("demo").model) == (16, 64, 64, 32)
+  assert volume_shape(cfg_lib.get_config("base").model) == (16, 64, 64, 32)
+  assert volume_shape(cfg_lib.get_config("demo").model) == (8, 32, 32, 16)
 
 
 # ----------------------------------------------------------------------------- shapes (abstract)
@@ -103,6 +104,8 @@ def test_shapes_every_variant(variant):
   n_g, n_d = param_count(nn.meta.unbox(variables)), param_count(nn.meta.unbox(dvars))
   print(f"\n{variant}: generator {n_g / 1e6:.2f}M params, discriminator {n_d / 1e6:.2f}M")
   if variant == "demo":
+    assert 1.5e6 <= n_g <= 5e6
+  if variant == "base":
     assert 15e6 <= n_g <= 30e6
   if variant == "paper":
     assert 150e6 <= n_g <= 250e6
@@ -261,6 +264,22 @@ def test_training_outputs_losses_and_grads(tiny):
   assert float(jnp.sum(jnp.abs(grads["flow_to_driving"]["out"]["conv"]["kernel"]))) > 0
   d = _run(lambda v: losses.discriminator_losses(disc.apply(v, drv), disc.apply(v, src)), dvars)
   assert np.isfinite(float(d["total"]))
+
+
+def test_training_outputs_switches(tiny):
+  """consistency=False / cross=None drop those renders; the reconstruction is unchanged."""
+  c, model, variables, src, drv = tiny
+  cross = _images(7, 2, c.image_size)
+  full = _run(lambda v: model.apply(v, src, drv, cross, method=M.training_outputs), variables)
+  lean = _run(lambda v: model.apply(v, src, drv, None, consistency=False,
+                                    method=M.training_outputs), variables)
+  assert "cons_a" in full and "cross_image" in full
+  assert not any(k.startswith(("cons_", "cross_")) for k in lean)
+  np.testing.assert_allclose(np.asarray(lean["image"]), np.asarray(full["image"]), atol=1e-5)
+  only_cross = _run(lambda v: model.apply(v, src, drv, cross, consistency=False,
+                                          method=M.training_outputs), variables)
+  np.testing.assert_allclose(np.asarray(only_cross["cross_image"]),
+                             np.asarray(full["cross_image"]), atol=1e-5)
 
 
 def test_bf16_compute():

@@ -90,8 +90,9 @@ class AppearanceEncoder(nn.Module):
     if len(widths) != n_down + 1:
       raise ValueError(f"model.app_widths needs log2(down) + 1 = {n_down + 1} entries")
     x = Conv(widths[0], (7, 7), dtype=dt, name="stem")(x.astype(dt))
+    blocks2d = layers.per_stage(c.app_blocks2d, n_down + 1, "model.app_blocks2d")
     for i in range(n_down + 1):
-      for b in range(c.app_blocks2d):
+      for b in range(blocks2d[i]):
         x = ResBlock(widths[i], 2, c.groups, dt, name=f"s{i}_res{b}")(x)
       if i < n_down:
         x = Conv(widths[i + 1], (3, 3), strides=2, dtype=dt, name=f"s{i}_down")(x)
@@ -170,10 +171,13 @@ class Decoder2D(nn.Module):
     ups = tuple(c.dec_up_widths)
     if len(ups) != n_up:
       raise ValueError(f"model.dec_up_widths needs log2(down) = {n_up} entries")
+    up_blocks = layers.per_stage(c.get("dec_up_blocks", 1), n_up, "model.dec_up_blocks")
     for i, wd in enumerate(ups):
       x = layers.upsample_nearest(x, (2, 2))
       x = Conv(wd, (3, 3), dtype=dt, name=f"up{i}_conv")(x)
-      x = ResBlock(wd, 2, c.groups, dt, name=f"up{i}_res")(x)
+      for b in range(up_blocks[i]):
+        # The first block keeps its historical name so older checkpoints still load.
+        x = ResBlock(wd, 2, c.groups, dt, name=f"up{i}_res" + (f"{b}" if b else ""))(x)
     x = act(GroupNorm(c.groups, dt, name="norm_out")(x))
     x = Conv(3, (3, 3), out_axis="out_small", dtype=dt, name="to_rgb")(x)
     return jnp.tanh(x.astype(jnp.float32))
@@ -278,7 +282,7 @@ class FaceLatentModel(nn.Module):
             "source_dyn": src["z_dyn"], "driving_pose": drv["z_pose"],
             "driving_dyn": drv["z_dyn"]}
 
-  def training_outputs(self, source, driving, cross=None):
+  def training_outputs(self, source, driving, cross=None, consistency: bool = True):
     """Everything the generator losses need, in one apply (losses.generator_losses).
 
     source, driving: two frames i, j of one clip; cross: a frame of another identity (or None).
@@ -288,7 +292,8 @@ class FaceLatentModel(nn.Module):
       cons_b  = render(pose_j, dyn_i)            driving's pose, source's dynamics
       cross   = render(pose_k, dyn_k)            source person with the other person's motion
     then the motion encoder on cons_a / cons_b (latent cycle consistency) and the identity
-    encoder on the cross reenactment.
+    encoder on the cross reenactment. consistency=False skips cons_a / cons_b (and their
+    outputs), cross=None skips the cross reenactment.
     """
     b = source.shape[0]
     src = self.encode(source)
@@ -297,30 +302,36 @@ class FaceLatentModel(nn.Module):
     pose_j, dyn_j = mot["z_pose"][:b], mot["z_dyn"][:b]
     pose_i, dyn_i = src["z_pose"], src["z_dyn"]
     prepared = self.prepare(src["v_app"], src["z_id"], pose_i, dyn_i)
-    poses = [pose_j, pose_i, pose_j]
-    dyns = [dyn_j, dyn_j, dyn_i]
+    poses, dyns = [pose_j], [dyn_j]
+    if consistency:
+      poses += [pose_i, pose_j]
+      dyns += [dyn_j, dyn_i]
     if cross is not None:
       poses.append(mot["z_pose"][b:])
       dyns.append(mot["z_dyn"][b:])
     n = len(poses)
     tiled = jax.tree_util.tree_map(lambda x: jnp.concatenate([x] * n, axis=0), prepared)
     renders = self.render(tiled, jnp.concatenate(poses, 0), jnp.concatenate(dyns, 0))
-    recon, cons_a, cons_b = renders[:b], renders[b:2 * b], renders[2 * b:3 * b]
-    back = self.encode_motion(jnp.concatenate([cons_a, cons_b], axis=0))
     out = {
-        "image": recon,
+        "image": renders[:b],
         "z_id": src["z_id"],
         "source_pose": pose_i, "source_dyn": dyn_i,
         "driving_pose": pose_j, "driving_dyn": dyn_j,
-        "cons_a": cons_a, "cons_b": cons_b,
-        "cons_a_pose": back["z_pose"][:b], "cons_a_dyn": back["z_dyn"][:b],
-        "cons_b_pose": back["z_pose"][b:], "cons_b_dyn": back["z_dyn"][b:],
     }
+    if consistency:
+      cons_a, cons_b = renders[b:2 * b], renders[2 * b:3 * b]
+      back = self.encode_motion(jnp.concatenate([cons_a, cons_b], axis=0))
+      out.update({
+          "cons_a": cons_a, "cons_b": cons_b,
+          "cons_a_pose": back["z_pose"][:b], "cons_a_dyn": back["z_dyn"][:b],
+          "cons_b_pose": back["z_pose"][b:], "cons_b_dyn": back["z_dyn"][b:],
+      })
     if cross is not None:
-      out["cross_image"] = renders[3 * b:]
+      cross_img = renders[(3 if consistency else 1) * b:]
+      out["cross_image"] = cross_img
       out["cross_pose"] = mot["z_pose"][b:]
       out["cross_dyn"] = mot["z_dyn"][b:]
-      out["cross_z_id"] = self.encode_identity(renders[3 * b:])
+      out["cross_z_id"] = self.encode_identity(cross_img)
     return out
 
 

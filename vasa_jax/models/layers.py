@@ -154,6 +154,16 @@ def resize_images(x, size: int):
   return jax.image.resize(x, (x.shape[0], size, size, x.shape[-1]), "linear", antialias=True)
 
 
+def per_stage(value, n: int, what: str) -> tuple[int, ...]:
+  """An int (same for every stage) or a sequence of n ints -> tuple of n ints."""
+  if isinstance(value, int):
+    return (value,) * n
+  value = tuple(int(v) for v in value)
+  if len(value) != n:
+    raise ValueError(f"{what} needs {n} entries (one per stage), got {len(value)}")
+  return value
+
+
 class ConvEncoder(nn.Module):
   """Image -> global feature vector: conv stem, [resblocks + stride-2 conv] per width, pool.
 
@@ -161,15 +171,16 @@ class ConvEncoder(nn.Module):
   final GN-SiLU and global average pooling.
   """
   widths: Sequence[int]
-  blocks: int = 1
+  blocks: int | Sequence[int] = 1   # resblocks per stage: one int, or one entry per width
   groups: int = 32
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     x = Conv(self.widths[0], (3, 3), dtype=self.dtype, name="stem")(x.astype(self.dtype))
+    blocks = per_stage(self.blocks, len(self.widths), "blocks")
     for i, w in enumerate(self.widths):
-      for b in range(self.blocks):
+      for b in range(blocks[i]):
         x = ResBlock(w, 2, self.groups, self.dtype, name=f"s{i}_res{b}")(x)
       x = Conv(self.widths[min(i + 1, len(self.widths) - 1)], (3, 3), strides=2,
                dtype=self.dtype, name=f"s{i}_down")(x)

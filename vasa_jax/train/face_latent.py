@@ -123,6 +123,13 @@ def make_train_step(config, mesh, state_shardings):
   size = config.model.image_size
   batch_sharding = sharding_lib.batch_sharding(mesh)
 
+  # Terms with weight 0 are not computed at all (static switches): no consistency renders
+  # without the consistency loss, no cross-identity render without the identity loss, no
+  # discriminator without the GAN / feature-matching losses.
+  use_consistency = float(weights.get("consistency", 0.0)) > 0
+  use_cross = float(weights.get("identity", 0.0)) > 0
+  use_gan = float(weights.get("gan", 0.0)) > 0 or float(weights.get("feature_matching", 0.0)) > 0
+
   def step_fn(state, batch):
     batch = _images(batch, size)
     step = state["step"]
@@ -130,9 +137,12 @@ def make_train_step(config, mesh, state_shardings):
     src, drv, crs = batch["source"]["image"], batch["driving"]["image"], batch["cross"]["image"]
 
     def g_loss(params):
-      out = gen.apply({"params": params}, src, drv, crs, method=fl.FaceLatentModel.training_outputs)
-      fake = disc.apply({"params": state["d_params"]}, out["image"])
-      real = disc.apply({"params": state["d_params"]}, drv)
+      out = gen.apply({"params": params}, src, drv, crs if use_cross else None,
+                      consistency=use_consistency, method=fl.FaceLatentModel.training_outputs)
+      fake = real = None
+      if use_gan:
+        fake = disc.apply({"params": state["d_params"]}, out["image"])
+        real = disc.apply({"params": state["d_params"]}, drv)
       terms = losses_lib.generator_losses(out, batch, weights, disc_fake=fake, disc_real=real,
                                           perceptual=perceptual, gan_scale=gan_scale)
       return terms["total"], (terms, out)
@@ -148,9 +158,12 @@ def make_train_step(config, mesh, state_shardings):
                                               disc.apply({"params": d_params}, fake_img))
       return terms["total"] * gan_scale, terms
 
-    (_, d_terms), d_grads = jax.value_and_grad(d_loss, has_aux=True)(state["d_params"])
-    d_updates, opt_d_state = opt_d.update(d_grads, state["opt_d"], state["d_params"])
-    d_params = optax.apply_updates(state["d_params"], d_updates)
+    if use_gan:
+      (_, d_terms), d_grads = jax.value_and_grad(d_loss, has_aux=True)(state["d_params"])
+      d_updates, opt_d_state = opt_d.update(d_grads, state["opt_d"], state["d_params"])
+      d_params = optax.apply_updates(state["d_params"], d_updates)
+    else:
+      d_terms, d_params, opt_d_state = {}, state["d_params"], state["opt_d"]
 
     new_state = {
         "params": params, "d_params": d_params, "opt_g": opt_g_state, "opt_d": opt_d_state,
@@ -159,7 +172,8 @@ def make_train_step(config, mesh, state_shardings):
     metrics = {f"loss/{k}": v for k, v in g_terms.items()}
     metrics.update({f"disc/{k}": v for k, v in d_terms.items()})
     metrics["norm/grad_g"] = common.global_norm(g_grads)
-    metrics["norm/grad_d"] = common.global_norm(d_grads)
+    if use_gan:
+      metrics["norm/grad_d"] = common.global_norm(d_grads)
     metrics["norm/params_g"] = common.global_norm(params)
     metrics["norm/update_g"] = common.global_norm(g_updates)
     metrics["stats/z_dyn_std"] = jnp.mean(jnp.std(out["driving_dyn"].astype(jnp.float32), axis=0))
