@@ -16,3 +16,11 @@ Sub-packages are imported lazily so that `vasa-jax synth` and data tools start f
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+  # `vasa_jax.Animator` without importing JAX at package import time.
+  if name in ("Animator", "AnimationResult", "AnimateError"):
+    from vasa_jax import animate
+    return getattr(animate, name)
+  raise AttributeError(f"module 'vasa_jax' has no attribute {name!r}")

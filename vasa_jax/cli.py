@@ -3,8 +3,15 @@
   vasa-jax synth --out DIR --clips N --seconds S --size PX --seed K
   vasa-jax data build NAME [--data-dir DIR] [--manual-dir DIR]
   vasa-jax data info NAME [--data-dir DIR]
+  vasa-jax data extract-motion --face-latent-checkpoint DIR --face-latent-config SPEC \
+      --datasets NAME,NAME [--data-dir DIR] [--source-data-dir DIR] [--name NAME]
   vasa-jax train --config configs/face_latent.py:demo --workdir DIR [--config.key=value ...]
   vasa-jax eval reenact --config configs/face_latent.py:demo --workdir DIR --dataset NAME:SPLIT
+  vasa-jax animate --image IMG --audio AUDIO --out OUT.mp4 [--checkpoint DIR] [--gaze T,P]
+      [--distance D] [--emotion NAME] [--cfg-audio X] [--cfg-gaze X] [--steps N] [--seed S]
+      [--stream] [--crop-only]
+  vasa-jax export --face-latent DIR --motion-dit DIR --out BUNDLE
+  vasa-jax verify VIDEO
   vasa-jax demo [--out DIR]
 
 Bad input ends with one line on stderr and exit status 2.
@@ -13,6 +20,7 @@ Bad input ends with one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -73,12 +81,20 @@ def _builder(args):
   if getattr(args, "max_videos", None):
     kwargs["max_videos"] = args.max_videos
   name = args.name
-  if name.split("/")[0] not in ("synthetic_talking_heads", "talking_face_videos"):
-    raise UsageError(f"unknown dataset {name!r}: use synthetic_talking_heads/<config> or "
-                     "talking_face_videos/<config>")
+  if name.split("/")[0] not in ("synthetic_talking_heads", "talking_face_videos",
+                                "motion_latents"):
+    raise UsageError(f"unknown dataset {name!r}: use synthetic_talking_heads/<config>, "
+                     "talking_face_videos/<config> or motion_latents/<name>")
+  if name.split("/")[0] == "motion_latents":
+    if not getattr(args, "reading", False):
+      raise UsageError("motion_latents is built with `vasa-jax data extract-motion`")
+    kwargs = {}   # read from its files: custom names are not registered configs
   try:
     return tfds.builder(name, data_dir=args.data_dir, **kwargs)
   except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:
+    if name.split("/")[0] == "motion_latents":
+      raise UsageError(f"{name} is not built in {args.data_dir}; run `vasa-jax data "
+                       "extract-motion`") from None
     raise UsageError(str(e).splitlines()[0]) from None
 
 
@@ -108,10 +124,17 @@ def cmd_data_build(args) -> int:
 
 
 def cmd_data_info(args) -> int:
+  from vasa_jax.data import pipeline
+  args.reading = True
   builder = _builder(args)
   if not builder.is_prepared():
-    raise UsageError(f"{args.name} is not built in {args.data_dir}; run `vasa-jax data build {args.name}`")
+    raise UsageError(f"{args.name} is not built in {args.data_dir}; run "
+                     f"`{pipeline.build_hint(args.name)}`")
   out = {"dataset": builder.info.full_name, "data_dir": os.fspath(builder.data_path), "splits": {}}
+  stats = os.path.join(os.fspath(builder.data_path), "motion_stats.json")
+  if os.path.isfile(stats):
+    with open(stats) as f:
+      out["motion_dim"] = len(json.load(f)["mean"])
   for split, si in builder.info.splits.items():
     src = builder.as_data_source(split=split)
     ids = set()
@@ -123,6 +146,55 @@ def cmd_data_info(args) -> int:
     out["splits"][split] = {"clips": len(src), "identities": len(ids), "frames": frames,
                             "hours": round(frames / 25 / 3600, 3), "bytes": si.num_bytes}
   print(json.dumps(out, indent=1))
+  return 0
+
+
+def cmd_data_extract_motion(args) -> int:
+  """Stage-1 motion latents of clip datasets -> the motion_latents/<name> dataset."""
+  from vasa_jax.data import motion_latents as ml
+  datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+  if args.batch_size < 1 or (args.max_clips is not None and args.max_clips < 1):
+    raise UsageError("need --batch-size >= 1 and --max-clips >= 1")
+  if not os.path.isdir(args.face_latent_checkpoint):
+    raise UsageError(f"--face-latent-checkpoint is not a folder: {args.face_latent_checkpoint}")
+  ckpts = os.path.join(args.face_latent_checkpoint, "checkpoints")
+  if not (os.path.isdir(ckpts) and any(n.isdigit() for n in os.listdir(ckpts))):
+    raise UsageError(f"no checkpoint in {ckpts}; train stage 1 first (vasa-jax train --config "
+                     "configs/face_latent.py:<variant>)")
+  name = args.name or (args.face_latent_config.partition(":")[2].split(",")[0] or "default")
+  if "/" in name or not name.replace("_", "").replace("-", "").isalnum():
+    raise UsageError(f"--name {name!r}: use letters, digits, '_' and '-'")
+  src_dir = args.source_data_dir or args.data_dir
+  try:
+    sources = ml.open_sources(datasets, src_dir)
+  except (ValueError, FileNotFoundError) as e:
+    raise UsageError(str(e).strip().splitlines()[0]) from None
+  total = 0
+  for _, b in sources:
+    for si in b.info.splits.values():
+      total += min(si.num_examples, args.max_clips) if args.max_clips else si.num_examples
+  config = ml.make_config(name, datasets, args.face_latent_config, args.max_clips or 0)
+  builder = ml.MotionLatents(config=config, data_dir=args.data_dir)
+  if builder.is_prepared():
+    raise UsageError(f"{ml.NAME}/{name} already exists in {os.fspath(builder.data_path)}; "
+                     "choose another --name or delete that folder")
+  # Bad config spec / a checkpoint of another config: one line, before any output.
+  _, params = ml.load_face_latent(args.face_latent_config, args.face_latent_checkpoint)
+  builder = ml.MotionLatents(
+      config=config, data_dir=args.data_dir, face_latent_checkpoint=args.face_latent_checkpoint,
+      face_latent_params=params, source_data_dir=src_dir, batch_size=args.batch_size,
+      workers=args.workers, progress=_progress(total, "encoding clips"))
+  t0 = time.perf_counter()
+  with contextlib.redirect_stdout(sys.stderr):   # TFDS's progress lines; stdout is the summary
+    builder.download_and_prepare(file_format="array_record")
+  print(json.dumps({
+      "dataset": f"{ml.NAME}/{name}", "data_dir": os.fspath(builder.data_path),
+      "sources": datasets, "motion_dim": builder.summary.get("motion_dim"),
+      "splits": builder.summary.get("splits", {}),
+      "stats": os.path.join(os.fspath(builder.data_path), ml.STATS_FILE),
+      "seconds": round(time.perf_counter() - t0, 1),
+      "train_with": f"--data-dir {args.data_dir} --config.data.motion_dataset={ml.NAME}/{name}",
+  }, indent=1))
   return 0
 
 
@@ -186,18 +258,128 @@ def cmd_eval(args, extra) -> int:
   return reenact.main(extra)
 
 
+# ----------------------------------------------------------------------------- animate
+
+def _pair(text: str, what: str) -> tuple[float, float]:
+  try:
+    t, p = (float(x) for x in text.split(","))
+  except ValueError:
+    raise UsageError(f"{what} must look like THETA,PHI (degrees), got {text!r}") from None
+  return t, p
+
+
+def _animate_one(anim, image, audio, out, args) -> dict:
+  from vasa_jax import animate as an
+  kw = dict(gaze=_pair(args.gaze, "--gaze") if args.gaze else None, distance=args.distance,
+            emotion=args.emotion, cfg_audio=args.cfg_audio, cfg_gaze=args.cfg_gaze,
+            steps=args.steps, seed=args.seed, crop_only=args.crop_only)
+  stats: dict = {}
+  t0 = time.perf_counter()
+  label = os.path.basename(out)
+  state = {"last": 0.0}
+
+  def progress(done, total):
+    now = time.perf_counter()
+    if now - state["last"] < 0.5 and done < total:
+      return
+    state["last"] = now
+    el = now - t0
+    eta = el / max(done, 1) * max(total - done, 0)
+    end = "\n" if done >= total else ""
+    print(f"\r{label}: frame {done}/{total} [{el:6.1f}s elapsed, ETA {eta:6.1f}s]", end=end,
+          file=sys.stderr, flush=True)
+    if args.stream and done and "first_frame_s" in stats and not state.get("said"):
+      state["said"] = True
+      print(f"\n{label}: first frames after {stats['first_frame_s']:.2f} s", file=sys.stderr)
+
+  try:
+    anim.save_stream(image, audio, out, progress=progress, stats=stats, **kw)
+  except an.AnimateError as e:
+    raise UsageError(str(e)) from None
+  wall = time.perf_counter() - t0
+  return {"out": os.path.abspath(out), "image": str(image), "audio": str(audio),
+          "frames": stats.get("frames"), "seconds_of_video": round(stats.get("seconds", 0.0), 3),
+          "wall_s": round(wall, 2),
+          "seconds_per_second": round(wall / max(stats.get("seconds", 1e-9), 1e-9), 3),
+          "first_frame_s": round(stats.get("first_frame_s", float("nan")), 3),
+          "faces_found": stats.get("faces_found")}
+
+
+def cmd_animate(args) -> int:
+  from vasa_jax import animate as an
+  images, audios = list(args.image), list(args.audio)
+  try:
+    jobs = an.pairs(images, audios)
+  except an.AnimateError as e:
+    raise UsageError(str(e)) from None
+  if len(jobs) > 1:
+    if args.out.lower().endswith(".mp4"):
+      raise UsageError(f"{len(jobs)} videos to write: --out must be a folder, not {args.out}")
+    outs = [os.path.join(args.out, f"{os.path.splitext(os.path.basename(i))[0]}__"
+                                   f"{os.path.splitext(os.path.basename(a))[0]}.mp4") for i, a in jobs]
+  else:
+    outs = [args.out if args.out.lower().endswith(".mp4") else os.path.join(args.out, "out.mp4")]
+  for path in images + audios:
+    if not os.path.isfile(path):
+      raise UsageError(f"file not found: {path}")
+  if args.emotion is not None and args.emotion.lower() not in an.EMOTIONS:
+    raise UsageError(f"unknown emotion {args.emotion!r}; use one of {', '.join(an.EMOTIONS)}")
+  try:
+    anim = an.Animator(args.checkpoint, max_seconds=args.max_seconds)
+  except an.AnimateError as e:
+    raise UsageError(str(e)) from None
+  results = [_animate_one(anim, i, a, o, args) for (i, a), o in zip(jobs, outs)]
+  print(json.dumps(results[0] if len(results) == 1 else results, indent=1))
+  return 0
+
+
+def cmd_export(args) -> int:
+  from vasa_jax import bundle as bundle_lib
+  from vasa_jax.data import motion as motion_lib
+  from vasa_jax.eval import reenact
+  from vasa_jax.train import common
+  from vasa_jax.train import motion_dit as md_trainer
+  fl_cfg = load_config(args.face_latent_config)
+  md_cfg = load_config(args.motion_dit_config)
+  try:
+    fl_params = reenact.load_params(args.face_latent, fl_cfg)
+    md_params, md_step = common.restore_params(args.motion_dit, md_cfg, md_trainer.init_state)
+  except FileNotFoundError as e:
+    raise UsageError(str(e)) from None
+  stats_path = os.path.join(args.motion_dit, motion_lib.STATS_FILE)
+  if not os.path.isfile(stats_path):
+    raise UsageError(f"no {motion_lib.STATS_FILE} in {args.motion_dit}")
+  stats = motion_lib.load_stats(stats_path)
+  out = bundle_lib.save(args.out, face_latent_config=fl_cfg, face_latent_params=fl_params,
+                        motion_dit_config=md_cfg, motion_dit_params=md_params,
+                        motion_stats=stats, dtype=args.dtype,
+                        provenance={"face_latent_workdir": os.path.abspath(args.face_latent),
+                                    "face_latent_config": args.face_latent_config,
+                                    "motion_dit_workdir": os.path.abspath(args.motion_dit),
+                                    "motion_dit_config": args.motion_dit_config,
+                                    "motion_dit_step": md_step})
+  size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
+  print(json.dumps({"bundle": out, "bytes": size}, indent=1))
+  return 0
+
+
 # ----------------------------------------------------------------------------- demo
 
+EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "examples")
+
+
 def cmd_demo(args) -> int:
-  from vasa_jax.synth import corpus
-  os.makedirs(args.out, exist_ok=True)
-  print("Rendering a synthetic talking head (espeak-ng speech, 3D head, ground truth)...",
+  out = os.path.join(args.out, "demo.mp4")
+  image = os.path.join(EXAMPLES, "portrait.jpg")
+  audio = os.path.join(EXAMPLES, "speech.flac")
+  print(f"Animating {os.path.relpath(image)} with {os.path.relpath(audio)} "
+        "(bundled demo weights; media licences in vasa_jax/assets/examples/ATTRIBUTION.md)",
         file=sys.stderr)
-  clip = corpus.make_clip(corpus.ClipSpec(args.seed, 0), seconds=args.seconds, size=args.size)
-  paths = corpus.write_clip(clip, args.out, name="synthetic_demo")
-  print(json.dumps({"video": os.path.abspath(paths["mp4"]), "ground_truth": os.path.abspath(paths["npz"]),
-                    "text": clip.meta["text"], "voice": clip.meta["voice"]}, indent=1))
-  return 0
+  ns = argparse.Namespace(image=[image], audio=[audio], out=out, checkpoint=args.checkpoint,
+                          gaze=None, distance=None, emotion=None, cfg_audio=0.5, cfg_gaze=1.0,
+                          steps=args.steps, seed=args.seed, stream=True, crop_only=False,
+                          max_seconds=3600.0)
+  return cmd_animate(ns)
 
 
 # ----------------------------------------------------------------------------- verify
@@ -240,6 +422,25 @@ def build_parser() -> argparse.ArgumentParser:
   i.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
   i.add_argument("--workers", type=int, default=None)
   i.set_defaults(func=cmd_data_info)
+  x = dsub.add_parser("extract-motion",
+                      help="encode clip datasets with a stage-1 checkpoint into "
+                           "motion_latents/NAME")
+  x.add_argument("--face-latent-checkpoint", required=True, help="stage-1 workdir (EMA weights)")
+  x.add_argument("--face-latent-config", default="configs/face_latent.py:demo",
+                 help="the config that checkpoint was trained with")
+  x.add_argument("--datasets", required=True,
+                 help="comma-separated clip datasets, e.g. synthetic_talking_heads/r256_n1000,"
+                      "talking_face_videos/r256")
+  x.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
+                 help="where motion_latents/NAME is written")
+  x.add_argument("--source-data-dir", default=None,
+                 help="where the clip datasets are (default: --data-dir)")
+  x.add_argument("--name", default=None, help="dataset config name (default: the stage-1 variant)")
+  x.add_argument("--max-clips", type=int, default=None,
+                 help="at most N clips per split of each dataset")
+  x.add_argument("--batch-size", type=int, default=64, help="frames per encoder call")
+  x.add_argument("--workers", type=int, default=None, help="JPEG decoding threads")
+  x.set_defaults(func=cmd_data_extract_motion)
 
   t = sub.add_parser("train", help="train a stage: --config configs/<stage>.py:<variant>")
   t.add_argument("--config", required=True, help="configs/face_latent.py:demo (plus --config.x=y)")
@@ -252,11 +453,37 @@ def build_parser() -> argparse.ArgumentParser:
   e.add_argument("what", choices=("reenact",), help="reenact: stage-1 self/cross reenactment")
   e.set_defaults(func=cmd_eval, wants_extra=True)
 
-  m = sub.add_parser("demo", help="what `make demo` runs")
+  an = sub.add_parser("animate", help="portrait + speech -> talking video (watermarked mp4)")
+  an.add_argument("--image", required=True, nargs="+", help="portrait photo(s)")
+  an.add_argument("--audio", required=True, nargs="+", help="speech file(s), any common format")
+  an.add_argument("--out", required=True, help="OUT.mp4, or a folder in batch mode")
+  an.add_argument("--checkpoint", default=None, help="bundle folder (default: bundled demo)")
+  an.add_argument("--gaze", default=None, help="main gaze THETA,PHI in degrees (default: free)")
+  an.add_argument("--distance", type=float, default=None, help="head-camera distance in metres")
+  an.add_argument("--emotion", default=None, help="neutral|happy|sad|angry|surprised")
+  an.add_argument("--cfg-audio", type=float, default=0.5, help="audio guidance scale")
+  an.add_argument("--cfg-gaze", type=float, default=1.0, help="gaze guidance scale")
+  an.add_argument("--steps", type=int, default=25, help="DDIM steps (10 is usable)")
+  an.add_argument("--seed", type=int, default=0)
+  an.add_argument("--stream", action="store_true", help="report first-frame latency per video")
+  an.add_argument("--crop-only", action="store_true", help="output the face crop, no paste-back")
+  an.add_argument("--max-seconds", type=float, default=3600.0, help="longest audio accepted")
+  an.set_defaults(func=cmd_animate)
+
+  ex = sub.add_parser("export", help="pack two training workdirs into an inference bundle")
+  ex.add_argument("--face-latent", required=True, help="stage-1 workdir")
+  ex.add_argument("--face-latent-config", default="configs/face_latent.py:demo")
+  ex.add_argument("--motion-dit", required=True, help="stage-2 workdir")
+  ex.add_argument("--motion-dit-config", default="configs/motion_dit.py:demo")
+  ex.add_argument("--out", required=True, help="bundle folder to write")
+  ex.add_argument("--dtype", default="float32", choices=("float32", "float16"))
+  ex.set_defaults(func=cmd_export)
+
+  m = sub.add_parser("demo", help="what `make demo` runs: bundled portrait + speech -> OUT/demo.mp4")
   m.add_argument("--out", default="out")
-  m.add_argument("--seconds", type=float, default=6.0)
-  m.add_argument("--size", type=int, default=256)
-  m.add_argument("--seed", type=int, default=7)
+  m.add_argument("--checkpoint", default=None, help="bundle folder (default: bundled demo)")
+  m.add_argument("--steps", type=int, default=25)
+  m.add_argument("--seed", type=int, default=0)
   m.set_defaults(func=cmd_demo)
 
   v = sub.add_parser("verify", help="check a video for the vasa-jax provenance watermark")

@@ -56,6 +56,12 @@ def compiler_options(config):
   return dict(opts) if opts else None
 
 
+def resolve_data_dir(config, data_dir: str | None = None) -> str | None:
+  """The TFDS data dir: the argument, else config.data.data_dir, else $VASA_JAX_DATA_DIR, else
+  None (TFDS's default, ~/tensorflow_datasets)."""
+  return data_dir or config.data.get("data_dir") or os.environ.get("VASA_JAX_DATA_DIR") or None
+
+
 def create_sharded_state(init_fn, config, mesh, rng):
   """Abstract state -> shardings -> jitted, sharded init (parameters never pass through the host).
 
@@ -265,3 +271,31 @@ class Progress:
     eta = (self.total - step) / rate if rate > 0 else float("inf")
     log.info("step %d/%d  %.2f steps/s  ETA %.0f s", step, self.total, rate, eta)
     return {"steps_per_second": rate, "eta_seconds": eta}
+
+
+# ----------------------------------------------------------------------------- inference restore
+
+def restore_params(workdir: str, config, init_state_fn, *, key: str = "ema"):
+  """(state[key], step) of workdir's newest readable checkpoint, on the first local device.
+
+  The abstract state comes from jax.eval_shape(init_state_fn(config, rng)), so no optimizer or
+  data iterator is needed. Raises FileNotFoundError when there is no readable checkpoint.
+  """
+  import functools
+  rng = jax.random.key(int(config.get("seed", 0)), impl=config.get("rng_impl", None) or None)
+  abstract = unbox(jax.eval_shape(functools.partial(init_state_fn, config), rng))
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
+  if not os.path.isdir(os.fspath(workdir)):
+    raise FileNotFoundError(f"workdir not found: {workdir}")
+  ckpt = Checkpointer(os.fspath(workdir), async_save=False)
+  try:
+    state, step = ckpt.restore(abstract)
+  except CheckpointRestoreError as e:
+    raise FileNotFoundError(f"no readable checkpoint in {workdir} for this config: {e}") from None
+  finally:
+    ckpt.close()
+  if state is None:
+    raise FileNotFoundError(f"no checkpoint in {workdir}")
+  return state[key], int(step)

@@ -1,0 +1,229 @@
+"""vasa_jax.Animator, bundles and `vasa-jax animate` with tiny (untrained) configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import load_stage_config
+from vasa_jax import animate as an
+from vasa_jax import bundle as bundle_lib
+from vasa_jax import provenance
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PORTRAIT = os.path.join(ROOT, "vasa_jax", "assets", "examples", "portrait.jpg")
+SPEECH = os.path.join(ROOT, "vasa_jax", "assets", "examples", "speech.flac")
+
+
+def _configs():
+  fl = load_stage_config("face_latent").get_config("tiny")
+  md = load_stage_config("motion_dit").get_config("tiny")
+  return fl, md
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory):
+  fl, md = _configs()
+  anim = an.Animator.from_configs(fl, md, seed=1)
+  d = int(md.model.motion_dim)
+  stats = {"mean": np.linspace(-0.1, 0.1, d).astype(np.float32), "std": np.full(d, 0.5, np.float32)}
+  path = str(tmp_path_factory.mktemp("bundle") / "tiny")
+  bundle_lib.save(path, face_latent_config=fl, face_latent_params=anim.fl_params,
+                  motion_dit_config=md, motion_dit_params=anim.md_params, motion_stats=stats)
+  return path
+
+
+@pytest.fixture(scope="module")
+def animator(tiny_bundle):
+  return an.Animator(tiny_bundle)
+
+
+def _speech(seconds=1.3, sr=22050):
+  t = np.arange(int(seconds * sr)) / sr
+  env = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)
+  return (0.3 * env * np.sin(2 * np.pi * 220 * t)).astype(np.float32), sr
+
+
+def test_bundle_roundtrip_float16(tmp_path, tiny_bundle):
+  b = bundle_lib.load(tiny_bundle)
+  assert b["meta"]["format"] == bundle_lib.FORMAT
+  half = bundle_lib.save(str(tmp_path / "half"), face_latent_config=b["face_latent_config"],
+                         face_latent_params=b["face_latent_params"],
+                         motion_dit_config=b["motion_dit_config"],
+                         motion_dit_params=b["motion_dit_params"],
+                         motion_stats=b["motion_stats"], dtype="float16")
+  h = bundle_lib.load(half)
+  a = np.concatenate([np.ravel(x) for x in __import__("jax").tree_util.tree_leaves(b["face_latent_params"])])
+  c = np.concatenate([np.ravel(x) for x in __import__("jax").tree_util.tree_leaves(h["face_latent_params"])])
+  assert c.dtype == np.float32 and np.allclose(a, c, atol=2e-3 * (1 + np.abs(a)).max())
+  size = lambda p: sum(os.path.getsize(os.path.join(p, f)) for f in os.listdir(p))  # noqa: E731
+  assert size(half) < size(tiny_bundle)
+
+
+def test_animate_api(animator):
+  audio, sr = _speech()
+  res = animator.animate(PORTRAIT, (audio, sr), steps=2, seed=3)
+  n = int(round(len(audio) / sr * 25))
+  assert res.frames.dtype == np.uint8 and res.frames.shape[0] == n
+  h, w = 512, 512   # pasted back into the (512 px) photo
+  assert res.frames.shape[1:] == (h, w, 3) and res.fps == 25
+  assert res.audio.shape[0] == int(round(len(audio) * 16000 / sr))
+  # Outside the crop box the photo is untouched; inside it the render was blended in.
+  from vasa_jax import media
+  photo = media.load_image(PORTRAIT)
+  x0, y0, side = animator.prepare_portrait(PORTRAIT).box
+  mask = np.ones(photo.shape[:2], bool)
+  mask[max(y0, 0):y0 + side, max(x0, 0):x0 + side] = False
+  assert mask.any()
+  np.testing.assert_array_equal(res.frames[0][mask], photo[mask])
+  cy, cx = y0 + side // 2, x0 + side // 2
+  assert np.abs(res.frames[0][cy - 5:cy + 5, cx - 5:cx + 5].astype(int)
+                - photo[cy - 5:cy + 5, cx - 5:cx + 5]).mean() > 1
+  # Deterministic for a seed; another seed gives other motion.
+  again = animator.animate(PORTRAIT, (audio, sr), steps=2, seed=3)
+  np.testing.assert_array_equal(again.frames, res.frames)
+  crop = animator.animate(PORTRAIT, (audio, sr), steps=2, seed=3, crop_only=True)
+  assert crop.frames.shape[1:] == (animator.size, animator.size, 3)
+
+
+def test_stream_matches_animate_and_reports_latency(animator):
+  audio, sr = _speech(seconds=1.0)
+  stats = {}
+  chunks = list(animator.stream(PORTRAIT, (audio, sr), steps=2, seed=5, crop_only=True,
+                                stats=stats))
+  whole = animator.animate(PORTRAIT, (audio, sr), steps=2, seed=5, crop_only=True)
+  np.testing.assert_array_equal(np.concatenate(chunks), whole.frames)
+  assert len(chunks) > 1 and stats["frames"] == whole.frames.shape[0]
+  assert 0 < stats["first_frame_s"]
+
+
+def test_controls_change_motion(animator):
+  portrait = animator.prepare_portrait(PORTRAIT)
+  audio = an._load_audio(_speech(seconds=0.5))
+
+  def motion(**kw):
+    return np.concatenate([m for _, m in animator.motion_windows(portrait, audio, steps=2,
+                                                                 seed=0, **kw)])
+  base = motion()
+  assert base.shape == (int(round(0.5 * 25)), animator.motion_dim)
+  assert not np.allclose(base, motion(emotion="happy"))
+  assert not np.allclose(base, motion(gaze=(10, -5)))
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(emotion="furious"), "unknown emotion"),
+    (dict(gaze=(90, 0)), "gaze"),
+    (dict(distance=5.0), "distance"),
+    (dict(steps=0), "steps"),
+])
+def test_bad_controls(animator, kw, msg):
+  with pytest.raises(an.AnimateError, match=msg):
+    animator.animate(PORTRAIT, _speech(0.3), **kw)
+
+
+def test_bad_inputs(animator, tmp_path):
+  with pytest.raises(an.AnimateError, match="silent"):
+    animator.animate(PORTRAIT, (np.zeros(16000, np.float32), 16000))
+  with pytest.raises(an.AnimateError, match="no face"):
+    animator.animate(np.full((200, 200, 3), 128, np.uint8), _speech(0.3))
+  bad = tmp_path / "bad.jpg"
+  bad.write_bytes(b"not an image")
+  with pytest.raises(an.AnimateError, match="cannot read image"):
+    animator.animate(str(bad), _speech(0.3))
+  with pytest.raises(an.AnimateError, match="not found"):
+    animator.animate(str(tmp_path / "missing.png"), _speech(0.3))
+  short = an.Animator(bundle=bundle_lib.load(animator.checkpoint), max_seconds=0.2)
+  with pytest.raises(an.AnimateError, match="limit"):
+    short.animate(PORTRAIT, _speech(0.5))
+  with pytest.raises(an.AnimateError, match="not found"):
+    an.Animator(str(tmp_path / "nope"))
+  with pytest.raises(an.AnimateError, match="not a vasa-jax bundle"):
+    an.Animator(str(tmp_path))
+
+
+def test_incompatible_bundle(tmp_path, tiny_bundle):
+  b = bundle_lib.load(tiny_bundle)
+  cfg = b["face_latent_config"]
+  cfg.model.dec_width = cfg.model.dec_width * 2    # params no longer fit the config
+  path = bundle_lib.save(str(tmp_path / "bad"), face_latent_config=cfg,
+                         face_latent_params=b["face_latent_params"],
+                         motion_dit_config=b["motion_dit_config"],
+                         motion_dit_params=b["motion_dit_params"], motion_stats=b["motion_stats"])
+  with pytest.raises(an.AnimateError, match="shape|do not match"):
+    an.Animator(path)
+
+
+def test_rgba_grey_exif_images(animator, tmp_path):
+  from PIL import Image
+  img = Image.open(PORTRAIT)
+  rgba = img.convert("RGBA")
+  rgba.save(tmp_path / "p.png")
+  img.convert("L").save(tmp_path / "g.png")
+  rot = img.rotate(90, expand=True)
+  exif = Image.Exif()
+  exif[0x0112] = 8    # "rotate 90 CW to view": undoes the rotation above
+  rot.save(tmp_path / "r.jpg", exif=exif)
+  boxes = [animator.prepare_portrait(str(tmp_path / n)).box for n in ("p.png", "g.png", "r.jpg")]
+  ref = animator.prepare_portrait(PORTRAIT).box
+  for b in boxes:
+    tol = 0.1 * ref[2]   # the detector sees other pixels (grey, re-encoded): ~same box
+    assert abs(b[0] - ref[0]) < tol and abs(b[1] - ref[1]) < tol and abs(b[2] - ref[2]) < tol, (b, ref)
+
+
+def _cli(*args, env=None):
+  return subprocess.run([sys.executable, "-m", "vasa_jax", *args], capture_output=True, text=True,
+                        cwd=ROOT, env=env, timeout=600)
+
+
+def test_cli_animate_writes_watermarked_video(tmp_path, tiny_bundle):
+  import soundfile as sf
+  audio, sr = _speech(seconds=1.2, sr=44100)
+  wav = tmp_path / "s.wav"
+  sf.write(wav, np.stack([audio, audio], -1), sr)     # stereo 44.1 kHz in
+  out = tmp_path / "o.mp4"
+  r = _cli("animate", "--image", PORTRAIT, "--audio", str(wav), "--out", str(out),
+           "--checkpoint", tiny_bundle, "--steps", "2", "--stream", "--emotion", "happy",
+           "--gaze", "5,0", "--distance", "0.7")
+  assert r.returncode == 0, r.stderr
+  info = json.loads(r.stdout)
+  assert info["frames"] == 30 and info["first_frame_s"] > 0
+  from vasa_jax import media
+  frames = media.read_video(str(out))
+  assert frames.shape[0] == 30
+  det, meta_ok, _ = provenance.verify(str(out))
+  assert det.present and meta_ok
+  # bad input: one line, exit 2, nothing written
+  bad = tmp_path / "b.mp4"
+  r = _cli("animate", "--image", str(tmp_path / "none.jpg"), "--audio", str(wav), "--out",
+           str(bad), "--checkpoint", tiny_bundle)
+  assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "not found" in r.stderr
+  silent = tmp_path / "silent.wav"
+  sf.write(silent, np.zeros(8000, np.float32), 16000)
+  r = _cli("animate", "--image", PORTRAIT, "--audio", str(silent), "--out", str(bad),
+           "--checkpoint", tiny_bundle)
+  assert r.returncode == 2 and "silent" in r.stderr and r.stderr.strip().count("\n") == 0
+  assert not bad.exists() and not [p for p in os.listdir(tmp_path) if ".partial" in p]
+  r = _cli("animate", "--image", PORTRAIT, "--audio", str(wav), "--out", str(bad),
+           "--checkpoint", str(tmp_path))
+  assert r.returncode == 2 and "bundle" in r.stderr
+
+
+def test_batch_pairs():
+  assert an.pairs(["a"], ["x", "y"]) == [("a", "x"), ("a", "y")]
+  assert an.pairs(["a", "b"], ["x", "y"]) == [("a", "x"), ("b", "y")]
+  with pytest.raises(an.AnimateError):
+    an.pairs(["a", "b"], ["x", "y", "z"])
+
+
+def test_feather_and_paste_back():
+  m = an.feather_mask(40)
+  assert m.shape == (40, 40) and m[20, 20] == 1 and m[0, 0] < 0.05 and np.all(np.diff(m[20, :20]) >= 0)
+  img = np.zeros((30, 30, 3), np.uint8)
+  crops = np.full((2, 8, 8, 3), 200, np.uint8)
+  out = an.paste_back(img, crops, (-5, 20, 16), an.feather_mask(16))   # box leaves the image
+  assert out.shape == (2, 30, 30, 3) and out[:, :20].max() == 0 and out[0, 27, 5].max() > 150

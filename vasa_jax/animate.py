@@ -1,0 +1,475 @@
+"""Portrait + speech -> talking video: `vasa_jax.Animator` and the `vasa-jax animate` command.
+
+    from vasa_jax import Animator
+    anim = Animator()                                   # the bundled demo weights
+    result = anim.animate("portrait.jpg", "speech.wav", gaze=(0, 0), emotion="happy")
+    result.save("out.mp4")                              # H.264 + AAC, watermarked
+    for frames in anim.stream("portrait.jpg", "speech.wav"):
+        ...                                             # uint8 [n, H, W, 3] as soon as ready
+
+Pipeline (everything that depends only on the portrait runs once):
+  1. face: BlazeFace on the photo; the largest face is cropped the way the training data was
+     cropped (square, crop_scale x the face box, centred slightly above it; edge-padded where it
+     leaves the photo) and resized to the model's resolution.
+  2. stage 1: encode the crop (appearance volume, identity, pose, dynamics), `prepare` the
+     canonical volume once.
+  3. audio: any format/rate/channels -> 16 kHz mono -> log-mel features at 25 fps.
+  4. stage 2: MotionDiT windows of W frames, each conditioned on the last K generated frames (the
+     first window on the portrait's own motion), multi-condition CFG (audio, gaze), one jitted
+     DDIM loop per window; motion is de-normalised with the bundle's statistics.
+  5. render each window's frames in fixed-size batches, paste them back into the photo with a
+     feathered edge (or return the crop only), and yield them.
+
+Controls: gaze (theta, phi) in DEGREES (camera frame: +theta looks to the image's right... as in
+docs/conventions.md), distance in metres (head to camera; 0.65 is the training average), emotion
+one of configs/motion_dit.EMOTIONS. A control left as None is a dropped condition (the model
+chooses). Every video written goes through `vasa_jax.provenance` (invisible watermark + metadata);
+there is deliberately no switch to turn that off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+import os
+import time
+from typing import Any, Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vasa_jax import audio as audio_lib
+from vasa_jax import bundle as bundle_lib
+from vasa_jax import media
+from vasa_jax import sampling
+
+log = logging.getLogger(__name__)
+
+FPS = 25
+SAMPLE_RATE = 16000
+EMOTIONS = ("neutral", "happy", "sad", "angry", "surprised")   # = configs/motion_dit.EMOTIONS
+CROP_SCALE = 1.8          # = talking_face_videos crop: side / BlazeFace box side
+CROP_SHIFT_UP = 0.1       # crop centre above the box centre, in face sides
+SILENCE_PEAK = 1e-3       # peak |sample| below this (-60 dBFS) is silence
+
+
+class AnimateError(ValueError):
+  """Bad input to the animator (one human-readable line)."""
+
+
+@dataclasses.dataclass
+class AnimationResult:
+  """frames uint8 [T,H,W,3] at `fps`, the 16 kHz mono `audio` they were made for."""
+  frames: np.ndarray
+  fps: int
+  audio: np.ndarray
+  sample_rate: int = SAMPLE_RATE
+  info: dict = dataclasses.field(default_factory=dict)
+
+  def save(self, path: str) -> str:
+    """H.264 mp4 at `fps` with the audio muxed (AAC), watermarked; written atomically."""
+    from vasa_jax import provenance
+    return provenance.write_watermarked_video(path, iter(self.frames), fps=self.fps,
+                                              audio=self.audio, sample_rate=self.sample_rate)
+
+  def __len__(self) -> int:
+    return int(self.frames.shape[0])
+
+
+@dataclasses.dataclass
+class Portrait:
+  """A photo prepared for animation (reusable across audios)."""
+  image: np.ndarray          # the photo (uint8 RGB, possibly downscaled for output)
+  crop: np.ndarray           # the model-size face crop
+  box: tuple                 # (x0, y0, side) of the crop in `image` pixels
+  prepared: Any              # FaceLatentModel.prepare output (batch 1)
+  motion: np.ndarray         # the portrait's own motion latent [6 + dyn_dim]
+  faces_found: int
+
+
+# ----------------------------------------------------------------------------- face crop
+
+def crop_box(face_box, width: int, height: int, *, scale: float = CROP_SCALE,
+             shift_up: float = CROP_SHIFT_UP) -> tuple[int, int, int]:
+  """(x0, y0, side) of the training-style square crop around a BlazeFace box."""
+  from vasa_jax.data.video import _crop_box
+  x0, y0, x1, y1 = [float(v) for v in face_box]
+  side = max(x1 - x0, y1 - y0)
+  c = np.array([(x0 + x1) / 2, (y0 + y1) / 2], np.float32)
+  return _crop_box(c, side, scale, shift_up, width, height)
+
+
+def feather_mask(side: int, feather: float = 0.12) -> np.ndarray:
+  """[side, side] float32 weights: 1 inside, a cosine ramp to 0 over `feather` of the side."""
+  ramp = max(int(round(side * feather)), 1)
+  t = np.ones(side, np.float32)
+  x = (np.arange(ramp, dtype=np.float32) + 0.5) / ramp
+  edge = 0.5 - 0.5 * np.cos(np.pi * x)
+  t[:ramp] = edge
+  t[side - ramp:] = edge[::-1]
+  return np.minimum(t[:, None], t[None, :])
+
+
+def paste_back(image: np.ndarray, crops: np.ndarray, box, mask: np.ndarray) -> np.ndarray:
+  """Blend model-size crops [n,s,s,3] into copies of `image` at box (x0, y0, side)."""
+  import cv2
+  x0, y0, side = box
+  h, w = image.shape[:2]
+  xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
+  out = np.repeat(image[None], crops.shape[0], axis=0)
+  if xb <= xa or yb <= ya:
+    return out
+  m = mask[ya - y0:yb - y0, xa - x0:xb - x0, None]
+  base = image[ya:yb, xa:xb].astype(np.float32)
+  for i, crop in enumerate(crops):
+    interp = cv2.INTER_CUBIC if side > crop.shape[0] else cv2.INTER_AREA
+    big = cv2.resize(crop, (side, side), interpolation=interp)
+    patch = big[ya - y0:yb - y0, xa - x0:xb - x0].astype(np.float32)
+    out[i, ya:yb, xa:xb] = np.clip(m * patch + (1.0 - m) * base + 0.5, 0, 255).astype(np.uint8)
+  return out
+
+
+# ----------------------------------------------------------------------------- inputs
+
+def _load_audio(audio) -> np.ndarray:
+  try:
+    a = media.as_audio(audio, SAMPLE_RATE)
+  except media.MediaError as e:
+    raise AnimateError(str(e)) from None
+  except (ValueError, TypeError) as e:
+    raise AnimateError(f"cannot use the audio: {e}") from None
+  a = np.asarray(a, np.float32).reshape(-1)
+  if a.size == 0:
+    raise AnimateError("the audio is empty")
+  if not np.all(np.isfinite(a)):
+    raise AnimateError("the audio contains non-finite samples")
+  peak = float(np.max(np.abs(a)))
+  if peak < SILENCE_PEAK:
+    raise AnimateError(f"the audio is silent (peak {20 * math.log10(max(peak, 1e-12)):.0f} "
+                       "dBFS); there is no speech to animate")
+  return a
+
+
+def _load_image(image) -> np.ndarray:
+  try:
+    return media.load_image(image)
+  except media.MediaError as e:
+    raise AnimateError(str(e)) from None
+  except (ValueError, TypeError) as e:
+    raise AnimateError(f"cannot use the image: {e}") from None
+
+
+def _gaze_radians(gaze):
+  if gaze is None:
+    return None
+  g = np.asarray(gaze, np.float32).reshape(-1)
+  if g.shape != (2,) or not np.all(np.isfinite(g)):
+    raise AnimateError(f"gaze must be two finite angles (theta, phi) in degrees, got {gaze!r}")
+  if np.any(np.abs(g) > 60):
+    raise AnimateError(f"gaze angles must be within +-60 degrees, got {tuple(g.tolist())}")
+  return np.deg2rad(g)
+
+
+def _emotion_index(emotion):
+  if emotion is None:
+    return None
+  if isinstance(emotion, (int, np.integer)):
+    if not 0 <= int(emotion) < len(EMOTIONS):
+      raise AnimateError(f"emotion index must be in [0, {len(EMOTIONS)}), got {emotion}")
+    return int(emotion)
+  name = str(emotion).strip().lower()
+  if name not in EMOTIONS:
+    raise AnimateError(f"unknown emotion {emotion!r}; use one of {', '.join(EMOTIONS)}")
+  return EMOTIONS.index(name)
+
+
+def _distance(distance):
+  if distance is None:
+    return None
+  d = float(distance)
+  if not (0.3 <= d <= 1.5):
+    raise AnimateError(f"distance must be between 0.3 and 1.5 metres, got {distance}")
+  return d
+
+
+# ----------------------------------------------------------------------------- the animator
+
+class Animator:
+  """Loads a bundle (default: the bundled demo weights) and animates portraits with speech.
+
+  Compiled functions (encode, prepare, render, the windowed sampler) are built once per
+  Animator and reused across calls, so batch use over many portraits / audios pays the
+  compilation once.
+
+  max_seconds: longest audio accepted (longer audio is an error: split it). Frames are always
+  produced window by window, so memory in `stream` / `save_stream` does not grow with length.
+  max_output_side: pasted-back videos are downscaled so the longer side is at most this.
+  """
+
+  def __init__(self, checkpoint: str | None = None, *, bundle: dict | None = None,
+               max_seconds: float = 3600.0, max_output_side: int = 1280,
+               render_batch: int = 8, face_detector=None):
+    if bundle is None:
+      try:
+        bundle = bundle_lib.load(checkpoint)
+      except bundle_lib.BundleError as e:
+        raise AnimateError(str(e)) from None
+    from vasa_jax.models import face_latent as fl
+    from vasa_jax.models import motion_dit as md
+    self.checkpoint = checkpoint or bundle_lib.default_dir()
+    self.fl_config = bundle["face_latent_config"]
+    self.md_config = bundle["motion_dit_config"]
+    self.stats = {k: np.asarray(bundle["motion_stats"][k], np.float32) for k in ("mean", "std")}
+    self.max_seconds = float(max_seconds)
+    self.max_output_side = int(max_output_side)
+    self.render_batch = int(render_batch)
+    self._detector = face_detector
+    mc, dc = self.fl_config.model, self.md_config.model
+    self.size = int(mc.image_size)
+    self.window, self.context = int(dc.window), int(dc.context)
+    self.motion_dim = int(dc.motion_dim)
+    if self.motion_dim != 6 + int(mc.dyn_dim):
+      raise AnimateError(f"{self.checkpoint}: motion_dit motion_dim {self.motion_dim} does not "
+                         f"match the face model's 6 + dyn_dim {6 + int(mc.dyn_dim)}")
+    self.face_model = fl.FaceLatentModel(mc)
+    self.dit = md.MotionDiT(dc)
+    try:
+      self._check(bundle)
+    except bundle_lib.BundleError as e:
+      raise AnimateError(f"{self.checkpoint}: {e}") from None
+    self.fl_params = jax.device_put(bundle["face_latent_params"])
+    self.md_params = jax.device_put(bundle["motion_dit_params"])
+    n_mels = int(dc.get("n_mels", 80))
+    self._features = jax.jit(functools.partial(
+        audio_lib.log_mel, n_mels=n_mels,
+        frames_per_video_frame=int(dc.audio_in_dim) // n_mels))
+    model = self.face_model
+    self._encode = jax.jit(lambda p, x: model.apply({"params": p}, x, method=fl.FaceLatentModel.encode))
+    self._prepare = jax.jit(lambda p, e: model.apply(
+        {"params": p}, e["v_app"], e["z_id"], e["z_pose"], e["z_dyn"],
+        method=fl.FaceLatentModel.prepare))
+    self._render = jax.jit(lambda p, prep, pose, dyn: fl.float_to_images(model.apply(
+        {"params": p}, prep, pose, dyn, method=fl.FaceLatentModel.render)))
+    dit = self.dit
+
+    def denoise(params, x_t, t, cond, drop):
+      return dit.apply({"params": params}, x_t, t, cond, drop)
+    self._denoise = denoise
+
+  @classmethod
+  def from_configs(cls, face_latent_config, motion_dit_config, *, seed: int = 0,
+                   motion_stats: dict | None = None, **kw) -> "Animator":
+    """An Animator with freshly initialised (untrained) parameters: tests, smoke runs."""
+    from vasa_jax.models import face_latent as fl
+    from vasa_jax.models import motion_dit as md
+    from flax import linen as nn
+    rng = jax.random.PRNGKey(seed)
+    s = int(face_latent_config.model.image_size)
+    img = jnp.zeros((1, s, s, 3), jnp.float32)
+    flp = nn.meta.unbox(fl.FaceLatentModel(face_latent_config.model).init(rng, img, img))["params"]
+    mdp = nn.meta.unbox(md.MotionDiT(motion_dit_config.model).init(
+        rng, *md.dummy_inputs(motion_dit_config.model, 1)))["params"]
+    d = int(motion_dit_config.model.motion_dim)
+    stats = motion_stats or {"mean": np.zeros(d, np.float32), "std": np.ones(d, np.float32)}
+    return cls(bundle={"face_latent_config": face_latent_config, "face_latent_params": flp,
+                       "motion_dit_config": motion_dit_config, "motion_dit_params": mdp,
+                       "motion_stats": stats}, **kw)
+
+  def _check(self, bundle):
+    from vasa_jax.models import motion_dit as md
+    s = self.size
+    img = jax.ShapeDtypeStruct((1, s, s, 3), jnp.float32)
+    try:
+      ref_fl = jax.eval_shape(self.face_model.init, jax.random.PRNGKey(0), img, img)["params"]
+      ref_md = jax.eval_shape(self.dit.init, jax.random.PRNGKey(0),
+                              *md.dummy_inputs(self.md_config.model, 1))["params"]
+    except Exception as e:   # a config the code cannot build
+      raise AnimateError(f"{self.checkpoint}: incompatible model config: {e}") from None
+    from flax import linen as nn
+    bundle_lib.check_params(bundle["face_latent_params"], nn.meta.unbox(ref_fl), "face_latent")
+    bundle_lib.check_params(bundle["motion_dit_params"], nn.meta.unbox(ref_md), "motion_dit")
+    if len(bundle["motion_stats"]["mean"]) != self.motion_dim:
+      raise AnimateError(f"{self.checkpoint}: motion statistics do not match motion_dim")
+
+  # -- portrait
+  @property
+  def detector(self):
+    if self._detector is None:
+      from vasa_jax.data.faces import get_detector
+      self._detector = get_detector()
+    return self._detector
+
+  def prepare_portrait(self, image, *, crop_only: bool = False) -> Portrait:
+    """Detect, crop and encode a portrait (path, array or PIL image)."""
+    import cv2
+
+    from vasa_jax.data.video import crop_square
+    rgb = _load_image(image)
+    h, w = rgb.shape[:2]
+    if min(h, w) < 16:
+      raise AnimateError(f"the image is too small ({w}x{h})")
+    # Detection on a copy no larger than 1280 px (BlazeFace sees 128 px anyway).
+    s = min(1.0, 1280.0 / max(h, w))
+    small = rgb if s >= 1.0 else cv2.resize(rgb, (int(round(w * s)), int(round(h * s))),
+                                            interpolation=cv2.INTER_AREA)
+    faces = self.detector.detect(small)
+    if not faces:
+      raise AnimateError("no face found in the image")
+    if len(faces) > 1:
+      log.warning("found %d faces; animating the largest", len(faces))
+    face = faces[0].scaled(1.0 / s) if s < 1.0 else faces[0]
+    # Output frame: the photo, downscaled so its longer side is at most max_output_side.
+    so = min(1.0, self.max_output_side / max(h, w))
+    out_img = rgb if so >= 1.0 else cv2.resize(rgb, (int(round(w * so)) // 2 * 2,
+                                                     int(round(h * so)) // 2 * 2),
+                                               interpolation=cv2.INTER_AREA)
+    if so < 1.0:
+      face = face.scaled(out_img.shape[1] / w)
+    box = crop_box(face.box, out_img.shape[1], out_img.shape[0])
+    crop = crop_square(out_img, box, self.size)
+    enc = self._encode(self.fl_params, jnp.asarray(crop[None]))
+    prepared = self._prepare(self.fl_params, enc)
+    motion = np.concatenate([np.asarray(enc["z_pose"][0]), np.asarray(enc["z_dyn"][0])])
+    return Portrait(image=None if crop_only else out_img, crop=crop, box=box,
+                    prepared=prepared, motion=motion.astype(np.float32), faces_found=len(faces))
+
+  # -- motion
+  def _controls(self, gaze, distance, emotion) -> dict:
+    """Unbatched controls for sampling.stream; missing ones are dropped conditions."""
+    g, d, e = _gaze_radians(gaze), _distance(distance), _emotion_index(emotion)
+    mean_d = float(self.md_config.model.distance_mean)
+    return {
+        "gaze": np.zeros(2, np.float32) if g is None else g.astype(np.float32),
+        "distance": np.float32(mean_d if d is None else d),
+        "emotion": np.int32(0 if e is None else e),
+        "drop": {"gaze": np.float32(g is None), "distance": np.float32(d is None),
+                 "emotion": np.float32(e is None)},
+    }
+
+  def _normalize(self, m):
+    return (np.asarray(m, np.float32) - self.stats["mean"]) / self.stats["std"]
+
+  def _denormalize(self, x):
+    return np.asarray(x, np.float32) * self.stats["std"] + self.stats["mean"]
+
+  def motion_windows(self, portrait: Portrait, audio_16k: np.ndarray, *, gaze=None,
+                     distance=None, emotion=None, cfg_audio: float = 0.5, cfg_gaze: float = 1.0,
+                     steps: int = 25, seed: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+    """Yields (start frame, de-normalised motion [n, 6 + dyn_dim]) window by window."""
+    if int(steps) < 1:
+      raise AnimateError(f"steps must be >= 1, got {steps}")
+    for name, v in (("cfg_audio", cfg_audio), ("cfg_gaze", cfg_gaze)):
+      if not (math.isfinite(float(v)) and 0.0 <= float(v) <= 10.0):
+        raise AnimateError(f"{name} must be between 0 and 10, got {v}")
+    feats = self._features(jnp.asarray(audio_16k))
+    ctrl = self._controls(gaze, distance, emotion)
+    cfg = {"audio": float(cfg_audio), "gaze": float(cfg_gaze) if gaze is not None else 0.0}
+    k = self.context
+    first = None
+    if k:
+      silence = self._features(jnp.zeros(k * (SAMPLE_RATE // FPS), jnp.float32))
+      first = {"motion": np.tile(self._normalize(portrait.motion)[None], (k, 1)),
+               "audio": np.asarray(silence)}
+    for start, m in sampling.stream(
+        self._denoise, feats, ctrl, window=self.window, context=k, steps=int(steps), cfg=cfg,
+        rng=jax.random.PRNGKey(int(seed)), first_prev=first, motion_dim=self.motion_dim,
+        params=self.md_params):
+      yield start, self._denormalize(m)
+
+  def render_motion(self, portrait: Portrait, motion: np.ndarray) -> Iterator[np.ndarray]:
+    """Frames (uint8 [n,H,W,3], pasted back unless crop-only) for motion [T, 6+dyn], in
+    fixed-size batches (the last one padded) so the renderer compiles once."""
+    bsz = self.render_batch
+    mask = None if portrait.image is None else feather_mask(portrait.box[2])
+    for lo in range(0, motion.shape[0], bsz):
+      part = motion[lo:lo + bsz]
+      n = part.shape[0]
+      if n < bsz:
+        part = np.concatenate([part, np.repeat(part[-1:], bsz - n, axis=0)])
+      crops = np.asarray(self._render(self.fl_params, portrait.prepared,
+                                      jnp.asarray(part[:, :6]), jnp.asarray(part[:, 6:])))[:n]
+      yield crops if portrait.image is None else paste_back(portrait.image, crops,
+                                                            portrait.box, mask)
+
+  # -- public API
+  def stream(self, image, audio, *, gaze=None, distance=None, emotion=None,
+             cfg_audio: float = 0.5, cfg_gaze: float = 1.0, steps: int = 25, seed: int = 0,
+             crop_only: bool = False, stats: dict | None = None) -> Iterator[np.ndarray]:
+    """Yields uint8 frame batches [n,H,W,3] as soon as each is rendered (25 fps overall).
+
+    If `stats` is a dict it receives first_frame_s (time from the call to the first yielded
+    frames), frames, seconds, and faces_found."""
+    yield from self._stream(image, _load_audio(audio), gaze=gaze, distance=distance,
+                            emotion=emotion, cfg_audio=cfg_audio, cfg_gaze=cfg_gaze, steps=steps,
+                            seed=seed, crop_only=crop_only, stats=stats)
+
+  def _stream(self, image, a: np.ndarray, *, gaze, distance, emotion, cfg_audio, cfg_gaze,
+              steps, seed, crop_only, stats) -> Iterator[np.ndarray]:
+    t0 = time.perf_counter()
+    seconds = a.shape[0] / SAMPLE_RATE
+    if seconds > self.max_seconds:
+      raise AnimateError(f"the audio is {seconds:.0f} s long, more than the limit of "
+                         f"{self.max_seconds:.0f} s (max_seconds / --max-seconds)")
+    portrait = image if isinstance(image, Portrait) else self.prepare_portrait(image,
+                                                                               crop_only=crop_only)
+    if stats is not None:
+      stats.update(faces_found=portrait.faces_found, seconds=seconds, frames=0)
+    for _, motion in self.motion_windows(portrait, a, gaze=gaze, distance=distance,
+                                         emotion=emotion, cfg_audio=cfg_audio,
+                                         cfg_gaze=cfg_gaze, steps=steps, seed=seed):
+      for frames in self.render_motion(portrait, motion):
+        if stats is not None:
+          if not stats["frames"]:
+            stats["first_frame_s"] = time.perf_counter() - t0
+          stats["frames"] += frames.shape[0]
+        yield frames
+
+  def animate(self, image, audio, *, gaze=None, distance=None, emotion=None,
+              cfg_audio: float = 0.5, cfg_gaze: float = 1.0, steps: int = 25, seed: int = 0,
+              crop_only: bool = False) -> AnimationResult:
+    """The whole video in memory: AnimationResult(frames, fps, audio).save(path)."""
+    a = _load_audio(audio)
+    info: dict = {}
+    frames = list(self._stream(image, a, gaze=gaze, distance=distance,
+                              emotion=emotion, cfg_audio=cfg_audio, cfg_gaze=cfg_gaze,
+                              steps=steps, seed=seed, crop_only=crop_only, stats=info))
+    return AnimationResult(frames=np.concatenate(frames, axis=0), fps=FPS, audio=a, info=info)
+
+  def save_stream(self, image, audio, out: str, *, progress=None, stats: dict | None = None,
+                  **kw) -> str:
+    """Streams frames straight into a watermarked mp4 (bounded memory for long audio).
+    `progress(frames_done, frames_total)` is called after each batch."""
+    from vasa_jax import provenance
+    a = _load_audio(audio)
+    total = audio_lib.num_video_frames(a.shape[0])
+    info = {} if stats is None else stats
+    opts = dict(gaze=None, distance=None, emotion=None, cfg_audio=0.5, cfg_gaze=1.0, steps=25,
+                seed=0, crop_only=False)
+    unknown = set(kw) - set(opts)
+    if unknown:
+      raise TypeError(f"unexpected arguments {sorted(unknown)}")
+    opts.update(kw)
+
+    def frames():
+      done = 0
+      for batch in self._stream(image, a, stats=info, **opts):
+        for f in batch:
+          yield f
+        done += batch.shape[0]
+        if progress is not None:
+          progress(done, total)
+    return provenance.write_watermarked_video(out, frames(), fps=FPS, audio=a,
+                                              sample_rate=SAMPLE_RATE)
+
+
+def pairs(images: Sequence[str], audios: Sequence[str]) -> list[tuple[str, str]]:
+  """Batch mode pairing: one image x many audios, many images x one audio, or zip equal lists."""
+  if len(images) == 1 or len(audios) == 1:
+    return [(i, a) for i in images for a in audios]
+  if len(images) == len(audios):
+    return list(zip(images, audios))
+  raise AnimateError(f"{len(images)} images and {len(audios)} audios: give one of either, or "
+                     "the same number of each")

@@ -1,0 +1,163 @@
+"""Inference bundles: the two stages' configs, EMA parameters and motion statistics in one folder.
+
+A bundle is what `vasa_jax.Animator` loads (the bundled demo weights are one):
+
+    DIR/bundle.json            format version, configs (JSON), parameter counts, provenance
+    DIR/face_latent.msgpack    stage-1 generator EMA parameters (flax.serialization)
+    DIR/motion_dit.msgpack     stage-2 MotionDiT EMA parameters
+    DIR/motion_stats.json      per-dimension mean/std of the motion latents (stage-2 space)
+
+It is written from two training workdirs by
+
+    vasa-jax export --face-latent WORKDIR1 --face-latent-config configs/face_latent.py:demo \\
+        --motion-dit WORKDIR2 --motion-dit-config configs/motion_dit.py:demo --out DIR
+
+Parameters are stored in float32, or float16 with `dtype="float16"` (half the size; they are
+cast back to float32 on load). Nothing here needs orbax or the optimizer state, so loading is
+fast and works on any device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from flax import serialization
+
+FORMAT = "vasa-jax-bundle"
+VERSION = 1
+META_FILE = "bundle.json"
+FACE_FILE = "face_latent.msgpack"
+DIT_FILE = "motion_dit.msgpack"
+STATS_FILE = "motion_stats.json"
+
+
+class BundleError(ValueError):
+  """A bundle folder is missing, incomplete or incompatible (one human-readable line)."""
+
+
+def default_dir() -> str:
+  """The demo bundle shipped with the package (vasa_jax/assets/demo)."""
+  return os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "demo")
+
+
+def _to_host(tree, dtype: str):
+  def cast(x):
+    x = np.asarray(jax.device_get(x))
+    return x.astype(np.float16) if dtype == "float16" and x.dtype == np.float32 else x
+  return jax.tree_util.tree_map(cast, tree)
+
+
+def _from_host(tree):
+  return jax.tree_util.tree_map(
+      lambda x: np.asarray(x, np.float32) if np.asarray(x).dtype == np.float16 else np.asarray(x),
+      tree)
+
+
+def _config_json(config: ml_collections.ConfigDict) -> Any:
+  return json.loads(config.to_json_best_effort())
+
+
+def save(out_dir: str, *, face_latent_config, face_latent_params, motion_dit_config,
+         motion_dit_params, motion_stats: dict, dtype: str = "float32",
+         provenance: dict | None = None) -> str:
+  """Writes a bundle atomically (a temporary folder renamed onto out_dir)."""
+  if dtype not in ("float32", "float16"):
+    raise BundleError(f"dtype must be float32 or float16, got {dtype!r}")
+  fl_dyn = int(face_latent_config.model.dyn_dim)
+  md_dim = int(motion_dit_config.model.motion_dim)
+  if md_dim != 6 + fl_dyn:
+    raise BundleError(f"motion_dit motion_dim {md_dim} != 6 + face_latent dyn_dim {fl_dyn}")
+  if len(motion_stats["mean"]) != md_dim:
+    raise BundleError(f"motion statistics have {len(motion_stats['mean'])} dims, not {md_dim}")
+  out_dir = os.path.abspath(out_dir)
+  parent = os.path.dirname(out_dir)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=".bundle.", dir=parent)
+  try:
+    fl = _to_host(face_latent_params, dtype)
+    md = _to_host(motion_dit_params, dtype)
+    with open(os.path.join(tmp, FACE_FILE), "wb") as f:
+      f.write(serialization.msgpack_serialize(fl))
+    with open(os.path.join(tmp, DIT_FILE), "wb") as f:
+      f.write(serialization.msgpack_serialize(md))
+    with open(os.path.join(tmp, STATS_FILE), "w") as f:
+      json.dump({"mean": [float(x) for x in motion_stats["mean"]],
+                 "std": [float(x) for x in motion_stats["std"]]}, f)
+    count = lambda t: int(sum(np.size(x) for x in jax.tree_util.tree_leaves(t)))  # noqa: E731
+    meta = {
+        "format": FORMAT, "version": VERSION, "dtype": dtype,
+        "face_latent": {"config": _config_json(face_latent_config), "params": count(fl)},
+        "motion_dit": {"config": _config_json(motion_dit_config), "params": count(md)},
+        "provenance": provenance or {},
+    }
+    with open(os.path.join(tmp, META_FILE), "w") as f:
+      json.dump(meta, f, indent=1)
+    if os.path.isdir(out_dir):
+      shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+  finally:
+    if os.path.isdir(tmp):
+      shutil.rmtree(tmp)
+  return out_dir
+
+
+def load(path: str | None = None) -> dict:
+  """{"face_latent_config", "face_latent_params", "motion_dit_config", "motion_dit_params",
+  "motion_stats", "meta"} from a bundle folder (default: the bundled demo)."""
+  path = os.path.abspath(os.fspath(path or default_dir()))
+  meta_path = os.path.join(path, META_FILE)
+  if not os.path.isdir(path):
+    raise BundleError(f"checkpoint folder not found: {path}")
+  if not os.path.isfile(meta_path):
+    raise BundleError(f"{path} is not a vasa-jax bundle (no {META_FILE}); make one from "
+                      "training workdirs with `vasa-jax export`")
+  try:
+    with open(meta_path) as f:
+      meta = json.load(f)
+  except (OSError, ValueError) as e:
+    raise BundleError(f"cannot read {meta_path}: {e}") from None
+  if meta.get("format") != FORMAT or int(meta.get("version", -1)) > VERSION:
+    raise BundleError(f"{path}: unsupported bundle format {meta.get('format')!r} "
+                      f"version {meta.get('version')!r} (this vasa-jax reads {FORMAT} v{VERSION})")
+  out = {"meta": meta}
+  for stage, fname in (("face_latent", FACE_FILE), ("motion_dit", DIT_FILE)):
+    fpath = os.path.join(path, fname)
+    try:
+      with open(fpath, "rb") as f:
+        params = serialization.msgpack_restore(f.read())
+    except (OSError, ValueError, TypeError) as e:
+      raise BundleError(f"cannot read {fpath}: {type(e).__name__}: {e}") from None
+    out[f"{stage}_params"] = _from_host(params)
+    out[f"{stage}_config"] = ml_collections.ConfigDict(meta[stage]["config"])
+  try:
+    with open(os.path.join(path, STATS_FILE)) as f:
+      stats = json.load(f)
+    out["motion_stats"] = {"mean": np.asarray(stats["mean"], np.float32),
+                           "std": np.asarray(stats["std"], np.float32)}
+  except (OSError, ValueError, KeyError) as e:
+    raise BundleError(f"cannot read {os.path.join(path, STATS_FILE)}: {e}") from None
+  return out
+
+
+def check_params(params, reference, what: str) -> None:
+  """Raises BundleError unless `params` has the tree structure and shapes of `reference`."""
+  flat_p = {jax.tree_util.keystr(k): np.shape(v)
+            for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+  flat_r = {jax.tree_util.keystr(k): tuple(v.shape)
+            for k, v in jax.tree_util.tree_flatten_with_path(reference)[0]}
+  missing = sorted(set(flat_r) - set(flat_p))
+  extra = sorted(set(flat_p) - set(flat_r))
+  if missing or extra:
+    raise BundleError(f"{what} parameters do not match the bundle's config (missing "
+                      f"{missing[:2]}, unexpected {extra[:2]})")
+  bad = [k for k in flat_r if tuple(flat_p[k]) != flat_r[k]]
+  if bad:
+    raise BundleError(f"{what} parameter {bad[0]} has shape {flat_p[bad[0]]}, the config "
+                      f"expects {flat_r[bad[0]]}")
