@@ -1,14 +1,23 @@
 r"""Stage 2: motion diffusion transformer (MotionDiT) over [z_pose, z_dyn] windows.
 
-Launch (one GPU, the `demo` variant; needs a trained stage-1 checkpoint for the motion latents):
+Launch (one GPU, the `demo` variant; needs a trained stage-1 checkpoint for the motion latents).
+First encode every frame once into a stored motion_latents dataset, then train on it:
 
+  vasa-jax data extract-motion --face-latent-checkpoint /tmp/face_latent_demo \
+      --face-latent-config configs/face_latent.py:demo \
+      --datasets synthetic_talking_heads/r256_n1000,talking_face_videos/r256 \
+      --data-dir ~/tensorflow_datasets --name demo
   vasa-jax train --config configs/motion_dit.py:demo --workdir /tmp/motion_dit_demo \
-      --config.face_latent_checkpoint=/tmp/face_latent_demo
+      --data-dir ~/tensorflow_datasets --config.data.motion_dataset=motion_latents/demo
+
+(Without data.motion_dataset the trainer encodes decoded frames in every step instead, which
+needs --config.face_latent_checkpoint=/tmp/face_latent_demo and is far slower.)
 
 Variants (the part after the colon; `key=value` pairs after a comma override fields, dotted
 paths allowed, e.g. `demo,batch_size=32,model.dtype=bfloat16`):
   tiny   motion 6+8, width 32, 2 layers, W=8, K=2: initialises and trains in seconds (tests).
-  demo   motion 6+128, width 256, 6 layers, 4 heads, W=50, K=10 (~7.7M parameters): one GPU, hours.
+  demo   motion 6+64, width 192, 4 layers, 4 heads, W=50, K=10 (~2.6M parameters): a CPU box,
+         an hour (the bundled demo weights; matches face_latent.py:demo's dyn_dim).
   paper  motion 6+256, width 512, 8 layers, 8 heads, W=100, K=10 (~40M parameters; VASA-1 scale).
 
 Any field can also be set from the command line: `--config.train.p_drop=0.2`.
@@ -46,12 +55,12 @@ def _model(variant: str) -> ml_collections.ConfigDict:
   m = ml_collections.ConfigDict()
   m.dtype = "float32"             # compute dtype: "float32" | "bfloat16" (params stay float32)
   m.pose_dim = 6                  # yaw, pitch, roll, tx, ty, tz
-  m.dyn_dim = {"tiny": 8, "demo": 128, "paper": 256}[variant]   # = face_latent model.dyn_dim
+  m.dyn_dim = {"tiny": 8, "demo": 64, "paper": 256}[variant]   # = face_latent model.dyn_dim
   m.motion_dim = m.get_ref("pose_dim") + m.get_ref("dyn_dim")   # derived: D = 6 + dyn_dim
   m.window = {"tiny": 8, "demo": 50, "paper": 100}[variant]     # W frames per window
   m.context = {"tiny": 2, "demo": 10, "paper": 10}[variant]     # K previous frames
-  m.width = {"tiny": 32, "demo": 256, "paper": 512}[variant]
-  m.layers = {"tiny": 2, "demo": 6, "paper": 8}[variant]
+  m.width = {"tiny": 32, "demo": 192, "paper": 512}[variant]
+  m.layers = {"tiny": 2, "demo": 4, "paper": 8}[variant]
   m.heads = {"tiny": 2, "demo": 4, "paper": 8}[variant]
   m.mlp_ratio = 4.0
   m.dropout = 0.0
@@ -62,8 +71,8 @@ def _model(variant: str) -> ml_collections.ConfigDict:
   m.n_mels = 80
   m.audio_in_dim = 2 * m.n_mels
   m.audio_dim = {"tiny": 16, "demo": 128, "paper": 256}[variant]
-  m.audio_hidden = {"tiny": 16, "demo": 256, "paper": 512}[variant]
-  m.audio_layers = {"tiny": 1, "demo": 3, "paper": 4}[variant]
+  m.audio_hidden = {"tiny": 16, "demo": 192, "paper": 512}[variant]
+  m.audio_layers = {"tiny": 1, "demo": 2, "paper": 4}[variant]
   m.audio_kernel = 3
   # Controls.
   m.num_emotions = len(EMOTIONS)  # + 1 learned 'empty' index
@@ -104,17 +113,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.velocity_weight = 1.0   # frame-difference MSE term (0 disables)
 
   c.optim = ml_collections.ConfigDict()
-  c.optim.lr = {"tiny": 1e-3, "demo": 2e-4, "paper": 1e-4}[variant]
+  c.optim.lr = {"tiny": 1e-3, "demo": 3e-4, "paper": 1e-4}[variant]
   c.optim.b1 = 0.9
   c.optim.b2 = 0.999
   c.optim.weight_decay = 0.01
-  c.optim.warmup_steps = {"tiny": 0, "demo": 1000, "paper": 5000}[variant]
+  c.optim.warmup_steps = {"tiny": 0, "demo": 200, "paper": 5000}[variant]
   c.optim.grad_clip = 1.0
   c.optim.eps = 1e-8
-  c.ema_decay = 0.9999
+  c.ema_decay = {"tiny": 0.9999, "demo": 0.999, "paper": 0.9999}[variant]
 
-  c.batch_size = {"tiny": 2, "demo": 64, "paper": 256}[variant]
-  c.steps = {"tiny": 2, "demo": 100_000, "paper": 500_000}[variant]
+  c.batch_size = {"tiny": 2, "demo": 32, "paper": 256}[variant]
+  c.steps = {"tiny": 2, "demo": 20_000, "paper": 500_000}[variant]
 
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
   c.logical_axis_rules = LOGICAL_AXIS_RULES
@@ -127,6 +136,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     size = 256 if variant == "demo" else 512
     c.data.datasets = ((f"synthetic_talking_heads/r{size}_n1000", 0.5),
                        (f"talking_face_videos/r{size}", 0.5))
+  # A built motion_latents dataset ("motion_latents/NAME", `vasa-jax data extract-motion`):
+  # train on its stored stage-1 latents and statistics instead of encoding frames ("" = off;
+  # data.datasets, motion_source and face_latent_* are then unused).
+  c.data.motion_dataset = ""
   c.data.split = "train"
   c.data.window = c.model.get_ref("window")
   c.data.context = c.model.get_ref("context")

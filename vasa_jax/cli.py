@@ -3,7 +3,7 @@
   vasa-jax synth --out DIR --clips N --seconds S --size PX --seed K
   vasa-jax data build NAME [--data-dir DIR] [--manual-dir DIR]
   vasa-jax data info NAME [--data-dir DIR]
-  vasa-jax data extract-motion --face-latent-checkpoint DIR --face-latent-config SPEC \
+  vasa-jax data extract-motion --face-latent-checkpoint DIR --face-latent-config SPEC
       --datasets NAME,NAME [--data-dir DIR] [--source-data-dir DIR] [--name NAME]
   vasa-jax train --config configs/face_latent.py:demo --workdir DIR [--config.key=value ...]
   vasa-jax eval reenact --config configs/face_latent.py:demo --workdir DIR --dataset NAME:SPLIT

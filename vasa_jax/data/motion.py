@@ -15,10 +15,17 @@ the K frames before it, D = config.model.motion_dim = 6 + dyn_dim.
   stage-1 renderer consumes, so a model trained on them cannot drive the renderer; they exist
   to exercise and debug the stage-2 trainer without a stage-1 checkpoint.
 
+* `stored_motion(batch)` -- the same latents read from a `motion_latents` dataset
+  (vasa_jax/data/motion_latents.py, `vasa-jax data extract-motion`): the stage-1 encoder ran
+  once over every frame, and `Stage2Transform(with_motion=True)` slices "motion" and
+  "prev_motion" out of the stored [T, D] arrays like any other track. No frames, no encoder at
+  train time.
+
 Normalisation: `normalization_stats` estimates a per-dimension mean / std over valid frames
 (mask 1) of a few batches; the trainer stores it as workdir/motion_stats.json (`save_stats` /
 `load_stats`) and trains on `normalize(m) = (m - mean) / std`; samples are mapped back with
-`denormalize(x) = x * std + mean`.
+`denormalize(x) = x * std + mean`. `Moments` is the float64 accumulator behind it (also used
+by the motion_latents builder for whole-dataset statistics).
 """
 
 from __future__ import annotations
@@ -157,6 +164,15 @@ def latent_motion(encode_fn):
   return motion_fn
 
 
+def stored_motion(batch):
+  """motion_fn(batch) -> (motion, prev_motion) for batches that already carry the latents
+  (`Stage2Transform(with_motion=True)` over a motion_latents dataset)."""
+  prev = batch.get("prev_motion")
+  if prev is not None and prev.shape[1] == 0:
+    prev = None
+  return batch["motion"], prev
+
+
 # ----------------------------------------------------------------------------- normalisation
 
 @jax.jit
@@ -169,18 +185,62 @@ def _moments(m, mask):
   return n, mean, m2
 
 
+class Moments:
+  """Running per-dimension count / mean / sum of squared deviations (M2), in float64.
+
+  Batches are combined with Chan et al.'s parallel update, so the estimate does not lose
+  precision to large means. `stats(min_std)` gives the {"mean", "std", "count"} dict that
+  `save_stats` / `load_stats` and the trainer use.
+  """
+
+  def __init__(self):
+    self.count, self.mean, self.m2 = 0.0, None, None
+
+  def add_moments(self, n, mean, m2) -> None:
+    """Adds a batch given by its count, mean [D] and M2 [D]."""
+    n = float(n)
+    if n == 0:
+      return
+    mean, m2 = np.asarray(mean, np.float64), np.asarray(m2, np.float64)
+    if self.mean is None:
+      self.count, self.mean, self.m2 = n, mean, m2
+      return
+    delta = mean - self.mean
+    total = self.count + n
+    self.mean = self.mean + delta * (n / total)
+    self.m2 = self.m2 + m2 + delta ** 2 * (self.count * n / total)
+    self.count = total
+
+  def add(self, m, mask=None) -> None:
+    """Adds the frames of a numpy motion array [..., D] (those with mask > 0 if given)."""
+    m = np.asarray(m, np.float64)
+    m = m.reshape(-1, m.shape[-1])
+    if mask is not None:
+      m = m[np.asarray(mask).reshape(-1) > 0]
+    if m.shape[0]:
+      mean = m.mean(axis=0)
+      self.add_moments(m.shape[0], mean, np.square(m - mean).sum(axis=0))
+
+  def stats(self, min_std: float = 1e-2) -> dict:
+    if self.mean is None:
+      raise ValueError("no valid motion frames to compute normalisation statistics from")
+    std = np.maximum(np.sqrt(self.m2 / max(self.count, 1.0)), min_std)
+    return {"mean": [float(x) for x in self.mean], "std": [float(x) for x in std],
+            "count": int(self.count)}
+
+
 def normalization_stats(motion_iter: Iterable, n_batches: int, *, min_std: float = 1e-2) -> dict:
   """Per-dimension {"mean": [D], "std": [D]} (lists of floats) over `n_batches` items.
 
   Each item is motion [B,W,D] or (motion, mask [B,W]); frames with mask 0 (past the end of a
-  clip) are left out. Batch moments are combined in float64 (Chan et al.), so the estimate does
+  clip) are left out. Batch moments are combined in float64 (`Moments`), so the estimate does
   not lose precision to large means. std is floored at `min_std` so that constant dimensions
   (e.g. zero padding) map to 0 instead of dividing by 0. Works on (sharded) jax arrays: the
   reductions run on device and only D-vectors come back.
   """
   if n_batches < 1:
     raise ValueError("n_batches must be >= 1")
-  count, mean, m2 = 0.0, None, None
+  acc = Moments()
   it = iter(motion_iter)
   for _ in range(n_batches):
     try:
@@ -190,23 +250,8 @@ def normalization_stats(motion_iter: Iterable, n_batches: int, *, min_std: float
     m, mask = item if isinstance(item, tuple) else (item, None)
     if mask is None:
       mask = jnp.ones(m.shape[:2], jnp.float32)
-    n_b, mean_b, m2_b = (np.asarray(jax.device_get(v), np.float64) for v in _moments(m, mask))
-    n_b = float(n_b)
-    if n_b == 0:
-      continue
-    if mean is None:
-      count, mean, m2 = n_b, mean_b, m2_b
-      continue
-    delta = mean_b - mean
-    total = count + n_b
-    mean = mean + delta * (n_b / total)
-    m2 = m2 + m2_b + delta ** 2 * (count * n_b / total)
-    count = total
-  if mean is None:
-    raise ValueError("no valid motion frames to compute normalisation statistics from")
-  std = np.maximum(np.sqrt(m2 / max(count, 1.0)), min_std)
-  return {"mean": [float(x) for x in mean], "std": [float(x) for x in std],
-          "count": int(count)}
+    acc.add_moments(*(np.asarray(jax.device_get(v), np.float64) for v in _moments(m, mask)))
+  return acc.stats(min_std)
 
 
 def save_stats(path: str, stats: Mapping, **meta) -> None:

@@ -13,6 +13,8 @@ Stage 1 example (face latent model):
 Stage 2 example (motion diffusion):
   a window of W frames: per-frame tracks [W, ...], audio [W*640]; the previous K frames' tracks
   and audio with prev_mask [K] (0 where the window starts before frame K); clip controls.
+  Over a motion_latents dataset (`with_motion=True`) the stored per-frame motion latents [T, D]
+  are sliced the same way into "motion" [W, D] and "prev_motion" [K, D].
 """
 
 from __future__ import annotations
@@ -30,16 +32,35 @@ SPF = records.SAMPLES_PER_FRAME
 
 # ----------------------------------------------------------------------------- sources
 
-def open_source(name: str, split: str, data_dir: str | None = None, **builder_kwargs):
-  """A random-access view of a built TFDS dataset (`name` like synthetic_talking_heads/r256_n1000)."""
+def build_hint(name: str) -> str:
+  """The command that builds dataset `name`."""
+  if name.split("/")[0] == "motion_latents":
+    return f"vasa-jax data extract-motion --name {name.partition('/')[2] or 'NAME'} ..."
+  return f"vasa-jax data build {name}"
+
+
+def open_builder(name: str, data_dir: str | None = None, **builder_kwargs):
+  """The TFDS builder of a built dataset; FileNotFoundError (with the build command) if it is
+  not built. Configs that are not registered in code (e.g. motion_latents/<your name>) are
+  read from their files."""
   import tensorflow_datasets as tfds
 
   import vasa_jax.data  # noqa: F401  (registers the builders)
-  builder = tfds.builder(name, data_dir=data_dir, **builder_kwargs)
+  try:
+    builder = tfds.builder(name, data_dir=data_dir, **builder_kwargs)
+  except ValueError as e:   # DatasetNotFoundError, or an unregistered config that is not built
+    raise FileNotFoundError(
+        f"dataset {name} is not built in {data_dir or 'the default data dir'} "
+        f"({str(e).strip().splitlines()[0]}); run `{build_hint(name)}` first") from None
   if not builder.is_prepared():
     raise FileNotFoundError(
-        f"dataset {name} is not built in {builder.data_dir}; run `vasa-jax data build {name}` first")
-  return builder.as_data_source(split=split)
+        f"dataset {name} is not built in {builder.data_dir}; run `{build_hint(name)}` first")
+  return builder
+
+
+def open_source(name: str, split: str, data_dir: str | None = None, **builder_kwargs):
+  """A random-access view of a built TFDS dataset (`name` like synthetic_talking_heads/r256_n1000)."""
+  return open_builder(name, data_dir, **builder_kwargs).as_data_source(split=split)
 
 
 class ConcatSource(grain.RandomAccessDataSource):
@@ -188,12 +209,20 @@ class Stage1Transform(grain.RandomMapTransform):
 # ----------------------------------------------------------------------------- stage 2
 
 class Stage2Transform(grain.RandomMapTransform):
-  """Clip record -> a window of W frames + previous K frames (see module docstring)."""
+  """Clip record -> a window of W frames + previous K frames (see module docstring).
 
-  def __init__(self, window: int, context: int, with_frames: bool = False):
+  with_frames: also decode the window's frames ("frames" [W,S,S,3] uint8).
+  with_motion: the record carries stored motion latents "motion" [T,D] (a motion_latents
+  dataset); they are sliced like the tracks into "motion" [W,D] and "prev_motion" [K,D].
+  """
+
+  def __init__(self, window: int, context: int, with_frames: bool = False,
+               with_motion: bool = False):
     if window < 1 or context < 0:
       raise ValueError("window must be >= 1 and context >= 0")
     self.window, self.context, self.with_frames = window, context, with_frames
+    self.with_motion = with_motion
+    self.tracks = tuple(records.TRACKS) + (("motion",) if with_motion else ())
 
   def random_map(self, rec, rng: np.random.Generator):
     w, k = self.window, self.context
@@ -207,7 +236,7 @@ class Stage2Transform(grain.RandomMapTransform):
     prev_valid = prev_idx >= 0
     out = {"mask": valid.astype(np.float32), "prev_mask": prev_valid.astype(np.float32),
            "start": np.int32(t0)}
-    for name in records.TRACKS:
+    for name in self.tracks:
       track = np.asarray(rec[name], np.float32)
       out[name] = _take(track, frame_idx, valid)
       out["prev_" + name] = _take(track, prev_idx, prev_valid)
@@ -294,6 +323,7 @@ def stage1_loader(source, *, batch_size: int, seed: int = 0, augment=None, worke
 
 
 def stage2_loader(source, *, batch_size: int, window: int, context: int, seed: int = 0,
-                  with_frames: bool = False, worker_count: int = 0, **kw) -> grain.DataLoader:
-  return make_loader(source, Stage2Transform(window, context, with_frames), batch_size=batch_size,
-                     seed=seed, worker_count=worker_count, **kw)
+                  with_frames: bool = False, with_motion: bool = False, worker_count: int = 0,
+                  **kw) -> grain.DataLoader:
+  return make_loader(source, Stage2Transform(window, context, with_frames, with_motion),
+                     batch_size=batch_size, seed=seed, worker_count=worker_count, **kw)

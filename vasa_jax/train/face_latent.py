@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 def make_source(config, data_dir: str | None = None):
   """The training mix: datasets concatenated, repeated in proportion to their weights."""
-  data_dir = data_dir or config.data.get("data_dir") or os.environ.get("VASA_JAX_DATA_DIR") or None
+  data_dir = common.resolve_data_dir(config, data_dir)
   sources, weights = [], []
   for name, weight in config.data.datasets:
     sources.append(pipeline.open_source(name, config.data.split, data_dir=data_dir))

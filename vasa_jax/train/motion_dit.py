@@ -1,15 +1,33 @@
-"""Stage-2 trainer: the motion diffusion transformer (MotionDiT) on motion-latent windows.
+r"""Stage-2 trainer: the motion diffusion transformer (MotionDiT) on motion-latent windows.
+
+Two commands: encode every frame once with the stage-1 encoder into a stored `motion_latents`
+dataset (vasa_jax/data/motion_latents.py), then train on windows of it:
+
+    vasa-jax data extract-motion --face-latent-checkpoint STAGE1_WORKDIR \
+        --face-latent-config configs/face_latent.py:demo \
+        --datasets synthetic_talking_heads/r256_n1000,talking_face_videos/r256 \
+        --data-dir DIR --name demo
+    vasa-jax train --config configs/motion_dit.py:demo --workdir WORKDIR --data-dir DIR \
+        --config.data.motion_dataset=motion_latents/demo [--config.steps=1000 ...]
+
+With `data.motion_dataset` set, the loader slices the stored latents like any other track
+(`Stage2Transform(with_motion=True)`), the normalisation statistics are the dataset's
+motion_stats.json (copied to workdir/motion_stats.json on the first start), and no stage-1
+checkpoint is needed. model.motion_dim must equal the dataset's motion dim (6 + dyn_dim).
+
+Without it, motion is encoded from decoded frames inside every step (slow, for small runs):
 
     vasa-jax train --config configs/motion_dit.py:demo --workdir DIR \
         --config.face_latent_checkpoint=STAGE1_WORKDIR [--config.steps=1000 ...]
 
 Fields read with `config.get` (absent from configs/motion_dit.py, defaults in brackets):
-  motion_source        ["latent"] "latent": motion = stage-1 encoder latents z_pose ++ z_dyn
-                       of the frames (VASA-1); needs face_latent_checkpoint (stage-1 workdir)
-                       and face_latent_config (a "configs/face_latent.py:demo" spec or a
-                       ConfigDict). "ground_truth": synthetic tracks, debugging only
-                       (vasa_jax/data/motion.py).
+  motion_source        ["latent"] (when data.motion_dataset is empty) "latent": motion =
+                       stage-1 encoder latents z_pose ++ z_dyn of the frames (VASA-1); needs
+                       face_latent_checkpoint (stage-1 workdir) and face_latent_config (a
+                       "configs/face_latent.py:demo" spec or a ConfigDict). "ground_truth":
+                       synthetic tracks, debugging only (vasa_jax/data/motion.py).
   face_latent_config   [""] see above (required for "latent").
+  data.motion_dataset  [""] a built motion_latents dataset ("motion_latents/NAME"), see above.
   data.stats_batches   [16] batches used for the motion normalisation statistics.
   data.stats_min_std   [1e-2] floor of the per-dimension std.
   data.with_frames     [False] decode frames for an injected motion_fn.
@@ -20,9 +38,10 @@ Structure as in the stage-1 trainer (face_latent.py): the state is a plain dict
 {params, opt, ema, step}; the update step is one `jax.jit` with explicit shardings (batch over
 the (data, fsdp) mesh axes, parameters by logical axis rules) and donated state. Motion is
 extracted outside the step (on the global, sharded batch), normalised inside it with the
-statistics of workdir/motion_stats.json (computed from data at the first start, reused on every
-restart; `config.data.motion_stats` may point at a fixed file instead). Restarting with the
-same workdir resumes from the newest readable checkpoint, data order included.
+statistics of workdir/motion_stats.json (computed from data, or copied from the motion
+dataset, at the first start; reused on every restart; `config.data.motion_stats` may point at
+a fixed file instead). Restarting with the same workdir resumes from the newest readable
+checkpoint, data order included.
 """
 
 from __future__ import annotations
@@ -60,12 +79,35 @@ class ConfigError(ValueError):
 
 # ----------------------------------------------------------------------------- input
 
+def motion_dataset_name(config) -> str:
+  """config.data.motion_dataset ("" when motion is encoded from frames)."""
+  return str(config.data.get("motion_dataset", "") or "")
+
+
 def make_source(config, data_dir: str | None = None):
-  """The training mix (same weighting as stage 1)."""
+  """The stored motion dataset's split if config.data.motion_dataset is set, else the clip
+  training mix (same weighting as stage 1)."""
+  name = motion_dataset_name(config)
+  if name:
+    return pipeline.open_source(name, config.data.split,
+                                data_dir=common.resolve_data_dir(config, data_dir))
   return stage1.make_source(config, data_dir)
 
 
+def check_motion_dataset(config, source) -> None:
+  """ConfigError unless the stored motion of `source` has model.motion_dim dimensions."""
+  d = int(config.model.motion_dim)
+  dim = int(np.shape(source[0]["motion"])[-1])
+  if dim != d:
+    raise ConfigError(
+        f"{motion_dataset_name(config)} holds motion latents of {dim} dims (6 + dyn_dim "
+        f"{dim - 6}) but model.motion_dim={d}; set --config.model.dyn_dim={dim - 6} or extract "
+        "the motion with the stage-1 model this config expects")
+
+
 def motion_source_name(config) -> str:
+  if motion_dataset_name(config):
+    return "dataset"
   return str(config.get("motion_source", "latent") or "latent")
 
 
@@ -86,6 +128,9 @@ def make_motion_fn(config, mesh) -> tuple[Callable, bool]:
   """(motion_fn(global batch) -> (motion, prev_motion), needs_frames) from config.motion_source."""
   name = motion_source_name(config)
   d = int(config.model.motion_dim)
+  if name == "dataset":
+    log.info("motion latents read from %s", motion_dataset_name(config))
+    return motion_lib.stored_motion, False
   if name == "ground_truth":
     log.warning("motion_source='ground_truth': training on synthetic label tracks, a debugging "
                 "source; the result cannot drive the stage-1 renderer")
@@ -116,7 +161,8 @@ def make_loader(config, source, batch_size: int, *, frames: bool, seed: int | No
             seed=config.seed if seed is None else seed, worker_count=config.data.worker_count)
   if frames:
     return motion_lib.stage2_frames_loader(source, **kw)
-  return pipeline.stage2_loader(source, with_frames=False, **kw)
+  return pipeline.stage2_loader(source, with_frames=False,
+                                with_motion=bool(motion_dataset_name(config)), **kw)
 
 
 def step_batch(batch, motion_fn, mesh):
@@ -144,36 +190,46 @@ def audio_features_fn(config):
 
 # ----------------------------------------------------------------------------- statistics
 
-def motion_stats(config, workdir: str, source, motion_fn, mesh, *, frames: bool) -> dict:
+def motion_stats(config, workdir: str, source, motion_fn, mesh, *, frames: bool,
+                 data_dir: str | None = None) -> dict:
   """The normalisation statistics: config.data.motion_stats if set, else workdir's
-  motion_stats.json, computed (from a separate loader, so the training data order is
-  untouched) and written the first time. The values used are always those read back from the
-  file, so a first run and a resumed run normalise identically."""
+  motion_stats.json, written the first time: copied from the motion dataset's
+  motion_stats.json (config.data.motion_dataset), or computed from data (from a separate
+  loader, so the training data order is untouched). The values used are always those read back
+  from the file, so a first run and a resumed run normalise identically."""
   fixed = config.data.get("motion_stats", "")
+  dataset = motion_dataset_name(config)
   if fixed:
     stats = motion_lib.load_stats(fixed)
   else:
     path = os.path.join(workdir, motion_lib.STATS_FILE)
-    if not os.path.exists(path):
-      n = int(config.data.get("stats_batches", 16))
-      local_bs = sharding_lib.per_process_batch_size(config.batch_size, mesh)
-      it = iter(make_loader(config, source, local_bs, frames=frames, seed=config.seed + 1))
-
-      def motions():
-        while True:
-          batch = sharding_lib.to_global(next(it), mesh)
-          m, _ = motion_fn(batch)
-          yield m, batch["mask"]
-
-      stats = motion_lib.normalization_stats(
-          motions(), n, min_std=float(config.data.get("stats_min_std", 1e-2)))
-      if jax.process_index() == 0:
-        motion_lib.save_stats(path, stats, motion_source=motion_source_name(config),
-                              batches=n, batch_size=int(config.batch_size))
-        log.info("motion statistics over %d frames written to %s", stats["count"], path)
+    if os.path.exists(path):
+      stats = motion_lib.load_stats(path)
+    else:
+      if dataset:
+        from vasa_jax.data import motion_latents
+        stats = motion_latents.load_dataset_stats(common.resolve_data_dir(config, data_dir),
+                                                  dataset)
+        meta = {"motion_source": "dataset", "motion_dataset": dataset}
       else:
-        return stats
-    stats = motion_lib.load_stats(path)
+        n = int(config.data.get("stats_batches", 16))
+        local_bs = sharding_lib.per_process_batch_size(config.batch_size, mesh)
+        it = iter(make_loader(config, source, local_bs, frames=frames, seed=config.seed + 1))
+
+        def motions():
+          while True:
+            batch = sharding_lib.to_global(next(it), mesh)
+            m, _ = motion_fn(batch)
+            yield m, batch["mask"]
+
+        stats = motion_lib.normalization_stats(
+            motions(), n, min_std=float(config.data.get("stats_min_std", 1e-2)))
+        meta = {"motion_source": motion_source_name(config), "batches": n,
+                "batch_size": int(config.batch_size)}
+      if jax.process_index() == 0:
+        motion_lib.save_stats(path, stats, **meta)
+        log.info("motion statistics over %d frames written to %s", stats["count"], path)
+        stats = motion_lib.load_stats(path)
   d = int(config.model.motion_dim)
   if len(stats["mean"]) != d:
     raise ConfigError(f"motion statistics have {len(stats['mean'])} dims, model.motion_dim={d}")
@@ -275,8 +331,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, sourc
   else:
     frames = bool(config.data.get("with_frames", False))
   source = source if source is not None else make_source(config, data_dir)
+  if motion_dataset_name(config):
+    check_motion_dataset(config, source)
   local_bs = sharding_lib.per_process_batch_size(config.batch_size, mesh)
-  stats = motion_stats(config, workdir, source, motion_fn, mesh, frames=frames)
+  stats = motion_stats(config, workdir, source, motion_fn, mesh, frames=frames,
+                       data_dir=data_dir)
   data_iter = iter(make_loader(config, source, local_bs, frames=frames))
 
   # --- model, state, shardings ----------------------------------------------------------------
