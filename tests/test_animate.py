@@ -227,3 +227,17 @@ def test_feather_and_paste_back():
   crops = np.full((2, 8, 8, 3), 200, np.uint8)
   out = an.paste_back(img, crops, (-5, 20, 16), an.feather_mask(16))   # box leaves the image
   assert out.shape == (2, 30, 30, 3) and out[:, :20].max() == 0 and out[0, 27, 5].max() > 150
+
+
+def test_lipsync_helpers():
+  from vasa_jax.eval import lipsync
+  rng = np.random.default_rng(0)
+  gt = np.convolve(rng.normal(size=200), np.ones(5) / 5, mode="same")
+  shifted = np.concatenate([np.zeros(3), gt[:-3]])           # pred[t + 3] = gt[t]
+  c, lag = lipsync.lagged_corr(shifted, gt)
+  assert lag == 3 and c > 0.99
+  assert abs(lipsync.lagged_corr(rng.normal(size=200), gt)[0]) < 0.35
+  x = rng.normal(size=(500, 6))
+  y = x @ np.array([1.0, -2.0, 0, 0, 0.5, 0]) + 0.01 * rng.normal(size=500)
+  probe = lipsync.MouthProbe().fit(x, y)
+  assert lipsync._corr(probe(x), y) > 0.99

@@ -254,6 +254,9 @@ def cmd_train(args, extra) -> int:
 
 
 def cmd_eval(args, extra) -> int:
+  if args.what == "lipsync":
+    from vasa_jax.eval import lipsync
+    return lipsync.main(extra)
   from vasa_jax.eval import reenact
   return reenact.main(extra)
 
@@ -342,8 +345,9 @@ def cmd_export(args) -> int:
   fl_cfg = load_config(args.face_latent_config)
   md_cfg = load_config(args.motion_dit_config)
   try:
-    fl_params = reenact.load_params(args.face_latent, fl_cfg)
-    md_params, md_step = common.restore_params(args.motion_dit, md_cfg, md_trainer.init_state)
+    fl_params = reenact.load_params(args.face_latent, fl_cfg, use_ema=args.weights == "ema")
+    md_params, md_step = common.restore_params(args.motion_dit, md_cfg, md_trainer.init_state,
+                                               key="ema" if args.weights == "ema" else "params")
   except FileNotFoundError as e:
     raise UsageError(str(e)) from None
   stats_path = os.path.join(args.motion_dit, motion_lib.STATS_FILE)
@@ -357,7 +361,7 @@ def cmd_export(args) -> int:
                                     "face_latent_config": args.face_latent_config,
                                     "motion_dit_workdir": os.path.abspath(args.motion_dit),
                                     "motion_dit_config": args.motion_dit_config,
-                                    "motion_dit_step": md_step})
+                                    "motion_dit_step": md_step, "weights": args.weights})
   size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
   print(json.dumps({"bundle": out, "bytes": size}, indent=1))
   return 0
@@ -448,9 +452,10 @@ def build_parser() -> argparse.ArgumentParser:
   t.add_argument("--data-dir", default=None, help="TFDS data dir (default: config or ~/tensorflow_datasets)")
   t.set_defaults(func=cmd_train, wants_extra=True)
 
-  e = sub.add_parser("eval", help="evaluate a checkpoint: `vasa-jax eval reenact --help`",
+  e = sub.add_parser("eval", help="evaluate: `vasa-jax eval reenact|lipsync --help`",
                      add_help=False)
-  e.add_argument("what", choices=("reenact",), help="reenact: stage-1 self/cross reenactment")
+  e.add_argument("what", choices=("reenact", "lipsync"),
+                 help="reenact: stage-1 self/cross reenactment; lipsync: stage-2 mouth sync")
   e.set_defaults(func=cmd_eval, wants_extra=True)
 
   an = sub.add_parser("animate", help="portrait + speech -> talking video (watermarked mp4)")
@@ -477,6 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
   ex.add_argument("--motion-dit-config", default="configs/motion_dit.py:demo")
   ex.add_argument("--out", required=True, help="bundle folder to write")
   ex.add_argument("--dtype", default="float32", choices=("float32", "float16"))
+  ex.add_argument("--weights", default="ema", choices=("ema", "raw"),
+                  help="EMA parameters (default) or the raw ones (short runs, where the EMA "
+                       "still remembers the initialisation)")
   ex.set_defaults(func=cmd_export)
 
   m = sub.add_parser("demo", help="what `make demo` runs: bundled portrait + speech -> OUT/demo.mp4")
