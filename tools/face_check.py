@@ -41,6 +41,9 @@ def main(argv=None):
   ap.add_argument("--detector", default="mesh", choices=("mesh", "detection", "both"))
   ap.add_argument("--upscale", type=int, default=0, help="resize frames to this size first (0: as is)")
   ap.add_argument("--list-missed", action="store_true")
+  ap.add_argument("--mouth-out", default=None,
+                  help="write per-frame mouth opening (inner-lip gap / face height, NaN where no "
+                       "face) to this .npy (face mesh only)")
   args = ap.parse_args(argv)
   import cv2
   import mediapipe as mp
@@ -50,6 +53,7 @@ def main(argv=None):
       if args.detector != "mesh" else None
   n = hit_mesh = hit_det = 0
   missed = []
+  mouth = []
   for name, img in _frames(args.path):
     if args.upscale:
       img = cv2.resize(img, (args.upscale, args.upscale), interpolation=cv2.INTER_CUBIC)
@@ -58,6 +62,14 @@ def main(argv=None):
     if mesh is not None:
       r = mesh.process(img)
       m = bool(r.multi_face_landmarks)
+      if m:
+        lm = r.multi_face_landmarks[0].landmark
+        # 13/14: inner upper/lower lip; 10/152: forehead top/chin (face height)
+        gap = abs(lm[14].y - lm[13].y)
+        height = abs(lm[152].y - lm[10].y)
+        mouth.append(gap / max(height, 1e-6))
+      else:
+        mouth.append(float("nan"))
       hit_mesh += m
       ok &= m
     if det is not None:
@@ -75,6 +87,8 @@ def main(argv=None):
     out["rate_face_detection"] = round(hit_det / max(n, 1), 4)
   if args.list_missed:
     out["missed"] = missed
+  if args.mouth_out:
+    np.save(args.mouth_out, np.asarray(mouth, np.float32))
   print(json.dumps(out))
   return 0
 

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The exact pipeline that produced the bundled demo weights (vasa_jax/assets/demo), on a 2-core
+# CPU box with no GPU (about 2.5 hours in all). Data: the synthetic corpus + the real clips of
+# ../shared/real (see INVENTORY.tsv for their sources and licences).
+#
+#   bash tools/train_demo_weights.sh DATA_DIR RUN_DIR
+#
+# Stage-1 steps, learning rate and loss switches are what fitted in one session on that machine
+# (see the issue notes); on a GPU use the config defaults and many more steps.
+set -euo pipefail
+DATA=${1:?DATA_DIR}
+RUN=${2:?RUN_DIR}
+VJ=${VJ:-.venv/bin/vasa-jax}
+FL_STEPS=${FL_STEPS:-1100}
+MD_STEPS=${MD_STEPS:-2000}
+
+# 0. datasets (synthetic r256_n1000: ~18 min; real clips: ~2 min)
+[ -d "$DATA/synthetic_talking_heads/r256_n1000" ] || \
+  $VJ data build synthetic_talking_heads/r256_n1000 --data-dir "$DATA"
+[ -d "$DATA/talking_face_videos/r256" ] || \
+  $VJ data build talking_face_videos/r256 --data-dir "$DATA" \
+    --manual-dir ../shared/real/videos --identity-map ../shared/real/INVENTORY.tsv
+
+# 1. stage 1, reconstruction-only losses (the consistency / cross-identity renders and the
+#    discriminator cost 2-3x per step on CPU). The session run used the default losses for its
+#    first 30 steps (an aborted start), lr_g 2e-4 + EMA 0.999 up to step 203, then the lines below.
+$VJ train --config configs/face_latent.py:demo --workdir "$RUN/face_latent" --data-dir "$DATA" \
+  --config.ckpt_every=200 --config.loss.consistency=0 --config.loss.identity=0 \
+  --config.loss.gan=0 --config.loss.feature_matching=0 --config.optim.lr_g=4e-4 \
+  --config.ema_decay=0.99 --config.steps="$FL_STEPS"
+
+# 2. motion latents of every frame (EMA encoder), train-split statistics
+$VJ data extract-motion --face-latent-checkpoint "$RUN/face_latent" \
+  --face-latent-config configs/face_latent.py:demo \
+  --datasets synthetic_talking_heads/r256_n1000,talking_face_videos/r256 \
+  --data-dir "$RUN/tfds" --source-data-dir "$DATA" --max-clips 300 --name demo
+
+# 3. stage 2
+$VJ train --config configs/motion_dit.py:demo --workdir "$RUN/motion_dit" --data-dir "$RUN/tfds" \
+  --config.data.motion_dataset=motion_latents/demo --config.steps="$MD_STEPS"
+
+# 4. the inference bundle (float16 halves its size)
+$VJ export --face-latent "$RUN/face_latent" --motion-dit "$RUN/motion_dit" \
+  --out vasa_jax/assets/demo --dtype float16
