@@ -59,6 +59,11 @@ def main(argv=None):
   args = ap.parse_args(argv)
   out = []
   for v in args.videos:
+    try:
+      audio = media.load_audio(v)
+    except media.MediaError as e:
+      out.append({"video": v, "skipped": str(e)})
+      continue
     with tempfile.TemporaryDirectory() as tmp:
       npy = os.path.join(tmp, "m.npy")
       r = subprocess.run([args.mp_python, os.path.join(HERE, "face_check.py"), v,
@@ -70,12 +75,17 @@ def main(argv=None):
     frames = media.read_video(v)   # resampled to 25 fps
     if len(frames) != len(mouth):  # face_check reads native fps; resample its track to 25 fps
       mouth = np.interp(np.linspace(0, len(mouth) - 1, len(frames)), np.arange(len(mouth)), mouth)
-    audio = media.load_audio(v)
     env = envelope(audio, len(mouth))
     c, lag, c0 = best_lag(mouth, env)
     out.append({"video": v, "frames": len(mouth), "face_rate": det["rate"],
                 "mouth_audio_r": round(c, 3), "lag": lag, "mouth_audio_r_lag0": round(c0, 3),
                 "mouth_std": round(float(np.nanstd(mouth)), 4)})
+  done = [o for o in out if "skipped" not in o]
+  if len(done) > 1:
+    rs = np.array([o["mouth_audio_r"] for o in done])
+    out.append({"summary": {"videos": len(done), "mouth_audio_r_mean": round(float(rs.mean()), 3),
+                            "mouth_audio_r_median": round(float(np.median(rs)), 3),
+                            "face_rate_mean": round(float(np.mean([o["face_rate"] for o in done])), 4)}})
   print(json.dumps(out, indent=1))
 
 
