@@ -125,6 +125,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.batch_size = {"tiny": 2, "demo": 32, "paper": 256}[variant]
   c.steps = {"tiny": 2, "demo": 20_000, "paper": 500_000}[variant]
 
+  # A batch with NaN/Inf in its float inputs: skip its update, warn, count it in
+  # data/skipped_batches (it still consumes a step); False: stop with NonFiniteError. More
+  # than max_skipped_batches skipped batches (since the process started) stop the run.
+  c.skip_nonfinite_batches = True
+  c.max_skipped_batches = 100
+
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
   c.logical_axis_rules = LOGICAL_AXIS_RULES
 

@@ -3,7 +3,9 @@
   python multiprocess_worker.py PROCESS_ID NUM_PROCESSES PORT OUT_JSON
 
 Each process owns 8 / NUM_PROCESSES simulated CPU devices and feeds its slice of one fixed
-global batch; two stage-1 train steps run; process 0 writes the loss and the parameter norm.
+global batch per stage; two train steps of each stage run (stage 1: face latent model; stage 2:
+MotionDiT on ground-truth motion with statistics of the global batch); process 0 writes each
+stage's loss and parameter norm.
 """
 import os, sys, json
 pid, nproc, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -15,22 +17,51 @@ jax.config.update("jax_cpu_collectives_implementation", "gloo")
 if nproc > 1:
   jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=nproc, process_id=pid)
 import numpy as np
+from jax.experimental import multihost_utils
 from conftest import ListSource, make_fake_records
-import test_train_face_latent as t
+import test_train_face_latent as t1
+import test_train_motion_dit as t2
 from vasa_jax import sharding
+from vasa_jax.data import motion as motion_lib
 from vasa_jax.data import pipeline
+per = 8 // nproc
+mesh = sharding.make_mesh()
+result = {"devices": jax.device_count(), "processes": jax.process_count()}
+
+
+def local_slice(full):
+  return jax.tree_util.tree_map(lambda x: x[pid * per:(pid + 1) * per], full)
+
+
+def summary(state, m, loss_key):
+  params = multihost_utils.process_allgather(state["params"], tiled=True)
+  norm = float(np.sqrt(sum(np.sum(np.square(np.asarray(x, np.float64))) for x in jax.tree_util.tree_leaves(params))))
+  return {"loss": float(m[loss_key]), "param_norm": norm}
+
+
+# --- stage 1: face latent model
 src = ListSource(make_fake_records(n_clips=8, frames=10, size=32, identities=4))
 full = next(iter(pipeline.stage1_loader(src, batch_size=8, seed=0, augment=None, shard_index=0, shard_count=1)))
-per = 8 // nproc
-local = jax.tree_util.tree_map(lambda x: x[pid * per:(pid + 1) * per], full)
-config = t.tiny_config()
-mesh = sharding.make_mesh()
-state, sh = t.trainer.create_state(config, mesh, jax.random.key(0, impl="unsafe_rbg"))
-step = t.trainer.make_train_step(config, mesh, sh)
+local = local_slice(full)
+config = t1.tiny_config()
+state, sh = t1.trainer.create_state(config, mesh, jax.random.key(0, impl="unsafe_rbg"))
+step = t1.trainer.make_train_step(config, mesh, sh)
 for _ in range(2):
   state, m = step(state, sharding.to_global(local, mesh))
-from jax.experimental import multihost_utils
-params = multihost_utils.process_allgather(state["params"], tiled=True)
-norm = float(np.sqrt(sum(np.sum(np.square(np.asarray(x, np.float64))) for x in jax.tree_util.tree_leaves(params))))
+result["face_latent"] = summary(state, m, "loss/total")
+
+# --- stage 2: MotionDiT (ground-truth motion; eps as in test_train_motion_dit's sharded test)
+config = t2.tiny_config(**{"optim.eps": 1e-3})
+src = ListSource(make_fake_records(n_clips=8, frames=25, size=32, identities=4))
+full = next(iter(pipeline.stage2_loader(src, batch_size=8, window=config.data.window, context=config.data.context, seed=0, shard_index=0, shard_count=1)))
+mfn = lambda b: motion_lib.ground_truth_motion(b, config.model.motion_dim)
+stats = motion_lib.normalization_stats([(mfn(full)[0], full["mask"])], 1)   # the same in every process
+local = local_slice(full)
+state, sh = t2.trainer.create_state(config, mesh, jax.random.key(0, impl="unsafe_rbg"))
+step = t2.trainer.make_train_step(config, mesh, sh, stats)
+for _ in range(2):
+  state, m = step(state, t2.trainer.step_batch(sharding.to_global(local, mesh), mfn, mesh))
+result["motion_dit"] = summary(state, m, "loss/loss")
+
 if pid == 0:
-  json.dump({"loss": float(m["loss/total"]), "param_norm": norm, "devices": jax.device_count(), "processes": jax.process_count()}, open(out, "w"))
+  json.dump(result, open(out, "w"))

@@ -241,3 +241,19 @@ def test_lipsync_helpers():
   y = x @ np.array([1.0, -2.0, 0, 0, 0.5, 0]) + 0.01 * rng.normal(size=500)
   probe = lipsync.MouthProbe().fit(x, y)
   assert lipsync._corr(probe(x), y) > 0.99
+
+
+def test_detail_composite_keeps_photo_where_nothing_moves(tiny_bundle):
+  anim = an.Animator(tiny_bundle, composite="detail")
+  portrait = anim.prepare_portrait(PORTRAIT)
+  still = np.repeat(portrait.motion[None], 3, axis=0)
+  frames = np.concatenate(list(anim.render_motion(portrait, still)))
+  from vasa_jax import media
+  photo = media.load_image(PORTRAIT)
+  assert np.abs(frames.astype(int) - photo[None]).max() <= 1
+  moved = still.copy()
+  moved[:, 0] += 0.4    # yaw (untrained flows are zero, so dynamics would not move anything)
+  changed = np.concatenate(list(anim.render_motion(portrait, moved)))
+  assert np.abs(changed.astype(int) - photo[None]).mean() > 0.5
+  with pytest.raises(an.AnimateError, match="composite"):
+    an.Animator(tiny_bundle, composite="blend")

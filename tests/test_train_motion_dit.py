@@ -191,3 +191,21 @@ def test_latent_motion_fn_encodes_every_frame():
                   method=fl.FaceLatentModel.encode_motion)
   np.testing.assert_allclose(out[3, 1], np.concatenate([z["z_pose"][0], z["z_dyn"][0]]),
                              rtol=1e-4, atol=1e-5)
+
+
+
+def test_batch_with_non_finite_input_is_skipped_up_to_the_limit(source, tmp_path, monkeypatch):
+  from test_train_face_latent import _corrupt_call, _states, assert_skipped_step
+  from vasa_jax.train import common
+  wd = str(tmp_path / "skip")
+  # to_global calls: 2 for the motion statistics (data.stats_batches), then one per step.
+  calls = _corrupt_call(monkeypatch, 2 + 2, ("audio",))   # the batch of step 2
+  out = trainer.train_and_evaluate(tiny_config(steps=3), wd, source=source)
+  assert len(calls) == 2 + 3
+  assert out[common.SKIPPED_BATCHES] == 1.0 and np.isfinite(out["loss/loss"])
+  assert_skipped_step(_states(wd), 2)
+  # More bad batches than max_skipped_batches: the data is broken, the run stops.
+  _corrupt_call(monkeypatch, 2 + 1, ("control_distance",))
+  with pytest.raises(common.TooManyBadBatchesError, match=r"max_skipped_batches=0"):
+    trainer.train_and_evaluate(tiny_config(steps=2, max_skipped_batches=0),
+                               str(tmp_path / "limit"), source=source)

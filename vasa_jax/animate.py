@@ -53,6 +53,7 @@ SAMPLE_RATE = 16000
 EMOTIONS = ("neutral", "happy", "sad", "angry", "surprised")   # = configs/motion_dit.EMOTIONS
 CROP_SCALE = 1.8          # = talking_face_videos crop: side / BlazeFace box side
 CROP_SHIFT_UP = 0.1       # crop centre above the box centre, in face sides
+COMPOSITES = ("render", "detail")
 SILENCE_PEAK = 1e-3       # peak |sample| below this (-60 dBFS) is silence
 
 
@@ -113,8 +114,15 @@ def feather_mask(side: int, feather: float = 0.12) -> np.ndarray:
   return np.minimum(t[:, None], t[None, :])
 
 
-def paste_back(image: np.ndarray, crops: np.ndarray, box, mask: np.ndarray) -> np.ndarray:
-  """Blend model-size crops [n,s,s,3] into copies of `image` at box (x0, y0, side)."""
+def paste_back(image: np.ndarray, crops: np.ndarray, box, mask: np.ndarray, *,
+               reference: np.ndarray | None = None) -> np.ndarray:
+  """Blend model-size crops [n,s,s,3] into copies of `image` at box (x0, y0, side).
+
+  reference=None ("render" compositing): the upscaled render replaces the photo inside the
+  feathered mask. reference = the render of the portrait's own motion [s,s,3] ("detail"
+  compositing): the photo keeps its pixels and only the change (render - reference), upscaled,
+  is added, so detail the model cannot reproduce survives where nothing moves.
+  """
   import cv2
   x0, y0, side = box
   h, w = image.shape[:2]
@@ -125,9 +133,14 @@ def paste_back(image: np.ndarray, crops: np.ndarray, box, mask: np.ndarray) -> n
   m = mask[ya - y0:yb - y0, xa - x0:xb - x0, None]
   base = image[ya:yb, xa:xb].astype(np.float32)
   for i, crop in enumerate(crops):
-    interp = cv2.INTER_CUBIC if side > crop.shape[0] else cv2.INTER_AREA
-    big = cv2.resize(crop, (side, side), interpolation=interp)
-    patch = big[ya - y0:yb - y0, xa - x0:xb - x0].astype(np.float32)
+    if reference is None:
+      interp = cv2.INTER_CUBIC if side > crop.shape[0] else cv2.INTER_AREA
+      big = cv2.resize(crop, (side, side), interpolation=interp)
+      patch = big[ya - y0:yb - y0, xa - x0:xb - x0].astype(np.float32)
+    else:
+      delta = crop.astype(np.float32) - reference.astype(np.float32)
+      big = cv2.resize(delta, (side, side), interpolation=cv2.INTER_LINEAR)
+      patch = base + big[ya - y0:yb - y0, xa - x0:xb - x0]
     out[i, ya:yb, xa:xb] = np.clip(m * patch + (1.0 - m) * base + 0.5, 0, 255).astype(np.uint8)
   return out
 
@@ -207,11 +220,14 @@ class Animator:
   max_seconds: longest audio accepted (longer audio is an error: split it). Frames are always
   produced window by window, so memory in `stream` / `save_stream` does not grow with length.
   max_output_side: pasted-back videos are downscaled so the longer side is at most this.
+  composite: "render" (the render replaces the face region) or "detail" (the photo keeps its
+  pixels and the change between each frame's render and the render of the portrait's own motion
+  is added: sharper where the model is blurry, at the price of ghosting under large head motion).
   """
 
   def __init__(self, checkpoint: str | None = None, *, bundle: dict | None = None,
                max_seconds: float = 3600.0, max_output_side: int = 1280,
-               render_batch: int = 8, face_detector=None):
+               render_batch: int = 8, face_detector=None, composite: str = "render"):
     if bundle is None:
       try:
         bundle = bundle_lib.load(checkpoint)
@@ -226,6 +242,9 @@ class Animator:
     self.max_seconds = float(max_seconds)
     self.max_output_side = int(max_output_side)
     self.render_batch = int(render_batch)
+    if composite not in COMPOSITES:
+      raise AnimateError(f"composite must be one of {COMPOSITES}, got {composite!r}")
+    self.composite = composite
     self._detector = face_detector
     mc, dc = self.fl_config.model, self.md_config.model
     self.size = int(mc.image_size)
@@ -384,15 +403,26 @@ class Animator:
     fixed-size batches (the last one padded) so the renderer compiles once."""
     bsz = self.render_batch
     mask = None if portrait.image is None else feather_mask(portrait.box[2])
-    for lo in range(0, motion.shape[0], bsz):
-      part = motion[lo:lo + bsz]
+
+    def render(part):
       n = part.shape[0]
       if n < bsz:
         part = np.concatenate([part, np.repeat(part[-1:], bsz - n, axis=0)])
-      crops = np.asarray(self._render(self.fl_params, portrait.prepared,
-                                      jnp.asarray(part[:, :6]), jnp.asarray(part[:, 6:])))[:n]
-      yield crops if portrait.image is None else paste_back(portrait.image, crops,
-                                                            portrait.box, mask)
+      return np.asarray(self._render(self.fl_params, portrait.prepared,
+                                     jnp.asarray(part[:, :6]), jnp.asarray(part[:, 6:])))[:n]
+
+    reference = None
+    if self.composite == "detail":
+      reference = render(portrait.motion[None])[0]
+    for lo in range(0, motion.shape[0], bsz):
+      crops = render(motion[lo:lo + bsz])
+      if portrait.image is not None:
+        yield paste_back(portrait.image, crops, portrait.box, mask, reference=reference)
+      elif reference is not None:
+        delta = crops.astype(np.float32) - reference.astype(np.float32)
+        yield np.clip(portrait.crop.astype(np.float32) + delta + 0.5, 0, 255).astype(np.uint8)
+      else:
+        yield crops
 
   # -- public API
   def stream(self, image, audio, *, gaze=None, distance=None, emotion=None,

@@ -328,7 +328,7 @@ def cmd_animate(args) -> int:
   if args.emotion is not None and args.emotion.lower() not in an.EMOTIONS:
     raise UsageError(f"unknown emotion {args.emotion!r}; use one of {', '.join(an.EMOTIONS)}")
   try:
-    anim = an.Animator(args.checkpoint, max_seconds=args.max_seconds)
+    anim = an.Animator(args.checkpoint, max_seconds=args.max_seconds, composite=args.composite)
   except an.AnimateError as e:
     raise UsageError(str(e)) from None
   results = [_animate_one(anim, i, a, o, args) for (i, a), o in zip(jobs, outs)]
@@ -382,7 +382,7 @@ def cmd_demo(args) -> int:
   ns = argparse.Namespace(image=[image], audio=[audio], out=out, checkpoint=args.checkpoint,
                           gaze=None, distance=None, emotion=None, cfg_audio=0.5, cfg_gaze=1.0,
                           steps=args.steps, seed=args.seed, stream=True, crop_only=False,
-                          max_seconds=3600.0)
+                          max_seconds=3600.0, composite=args.composite)
   return cmd_animate(ns)
 
 
@@ -473,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
   an.add_argument("--stream", action="store_true", help="report first-frame latency per video")
   an.add_argument("--crop-only", action="store_true", help="output the face crop, no paste-back")
   an.add_argument("--max-seconds", type=float, default=3600.0, help="longest audio accepted")
+  an.add_argument("--composite", default="render", choices=("render", "detail"),
+                  help="render: the render replaces the face; detail: the photo keeps its "
+                       "pixels and only the rendered change is added")
   an.set_defaults(func=cmd_animate)
 
   ex = sub.add_parser("export", help="pack two training workdirs into an inference bundle")
@@ -492,6 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
   m.add_argument("--checkpoint", default=None, help="bundle folder (default: bundled demo)")
   m.add_argument("--steps", type=int, default=25)
   m.add_argument("--seed", type=int, default=0)
+  m.add_argument("--composite", default="render", choices=("render", "detail"))
   m.set_defaults(func=cmd_demo)
 
   v = sub.add_parser("verify", help="check a video for the vasa-jax provenance watermark")

@@ -1,4 +1,4 @@
-"""Pieces every trainer shares: checkpoints, metric writers, progress, NaN guard, EMA, shardings.
+"""Pieces every trainer shares: checkpoints, metric writers, progress, NaN guards, EMA, shardings.
 
 Checkpoints are orbax: one CheckpointManager per workdir holding the train state (a plain dict
 of params / optimizer states / EMA / step) and the grain iterator state, so a restarted run
@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 
 class NonFiniteError(FloatingPointError):
   """A loss or gradient became NaN/Inf; the message names the step and the term."""
+
+
+class TooManyBadBatchesError(NonFiniteError):
+  """More than config.max_skipped_batches batches had non-finite inputs: the data is broken."""
 
 
 class CheckpointRestoreError(RuntimeError):
@@ -99,6 +103,90 @@ def check_finite(metrics: dict, step: int) -> None:
     raise NonFiniteError(
         f"non-finite value at step {step} in {', '.join(sorted(bad))}; stopping. The last good "
         "checkpoint is intact: lower the learning rate or inspect the data, then restart.")
+
+
+# ----------------------------------------------------------------------------- bad batches
+#
+# A batch whose float inputs hold NaN/Inf is skipped inside the jitted step: the step counts
+# the non-finite input values (`NONFINITE_INPUTS` in its metrics, read on the host with the
+# other metrics, so no extra sync) and, with config.skip_nonfinite_batches, keeps the old
+# params / optimizer states / EMA instead of the update (an elementwise select, so one
+# compiled program serves good and bad batches). The state's step still advances: a skipped
+# batch consumes a step (the step counts batches drawn, so checkpoints, the data iterator and
+# the per-step RNG stay aligned; the optimizer's own count, hence the LR schedule, does not
+# advance). Non-finite LOSSES on finite inputs still stop the run (check_finite).
+
+NONFINITE_INPUTS = "data/nonfinite_inputs"
+SKIPPED_BATCHES = "data/skipped_batches"
+
+
+def _float_leaves(tree):
+  return [x for x in jax.tree_util.tree_leaves(tree)
+          if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)]
+
+
+def count_nonfinite(tree) -> jax.Array:
+  """(In jit) the number of NaN/Inf values over the floating-point leaves of `tree`."""
+  counts = [jnp.sum(~jnp.isfinite(x)).astype(jnp.int32) for x in _float_leaves(tree)]
+  return sum(counts) if counts else jnp.zeros((), jnp.int32)
+
+
+def keep_if_bad(n_bad, new_state: dict, old_state: dict) -> dict:
+  """(In jit) `new_state` if n_bad == 0, else `old_state` for every entry but "step" (the new
+  step is kept: a skipped batch consumes a step)."""
+  ok = n_bad == 0
+  out = {k: jax.tree_util.tree_map(lambda n, o: jnp.where(ok, n, o), v, old_state[k])
+         for k, v in new_state.items() if k != "step"}
+  if "step" in new_state:
+    out["step"] = new_state["step"]
+  return out
+
+
+def nonfinite_fields(batch) -> list[str]:
+  """Names of the float leaves of a (global) batch holding NaN/Inf. Only called after a step
+  flagged the batch (every process does, as the flag is global)."""
+  flat = [(jax.tree_util.keystr(path), x)
+          for path, x in jax.tree_util.tree_flatten_with_path(batch)[0]
+          if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)]
+  bad = jax.device_get(jax.jit(lambda xs: [jnp.any(~jnp.isfinite(x)) for x in xs])(
+      [x for _, x in flat]))
+  return [name for (name, _), b in zip(flat, bad) if b]
+
+
+class BadBatches:
+  """Host side of skipping batches with non-finite inputs (see above).
+
+  config.skip_nonfinite_batches [True]: skip such a batch with a warning and count it;
+  False: raise NonFiniteError naming the step and the fields. config.max_skipped_batches
+  [100]: one more skipped batch than this raises TooManyBadBatchesError. The count covers the
+  batches seen since this process started (a resumed run starts again from 0).
+  """
+
+  def __init__(self, config):
+    self.enabled = bool(config.get("skip_nonfinite_batches", True))
+    self.limit = int(config.get("max_skipped_batches", 100))
+    self.count = 0
+
+  def __call__(self, metrics: dict, step: int, batch) -> bool:
+    """Pops NONFINITE_INPUTS from the host `metrics` of step `step`; True: the step skipped
+    its batch (its other metrics are meaningless), False: a normal step. May raise."""
+    n = int(np.asarray(metrics.pop(NONFINITE_INPUTS, 0)))
+    if not n:
+      return False
+    fields = ", ".join(nonfinite_fields(batch)) or "?"
+    if not self.enabled:
+      raise NonFiniteError(
+          f"non-finite input at step {step}: {n} NaN/Inf values in {fields}; stopping "
+          "(skip_nonfinite_batches=False). The last good checkpoint is intact: inspect the data.")
+    self.count += 1
+    log.warning("step %d: skipped a batch with %d non-finite input values in %s (%d skipped "
+                "so far)", step, n, fields, self.count)
+    if self.count > self.limit:
+      raise TooManyBadBatchesError(
+          f"{self.count} batches with non-finite inputs (the last at step {step}, in {fields}) "
+          f"exceed max_skipped_batches={self.limit}; stopping: the data is broken. Fix or "
+          "rebuild the dataset, or raise config.max_skipped_batches.")
+    return True
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -6,7 +6,9 @@ One `train_and_evaluate(config, workdir)`, written as banner-commented sections.
 plain dict {params, d_params, opt_g, opt_d, ema, step}; the update step is one `jax.jit` with
 explicit shardings (batch over the (data, fsdp) mesh axes, parameters by logical axis rules)
 and donated state. Restarting with the same workdir resumes from the newest readable
-checkpoint, data order included.
+checkpoint, data order included. A batch with NaN/Inf inputs is skipped (no update, a
+warning, counted in data/skipped_batches; config.skip_nonfinite_batches,
+config.max_skipped_batches; see common.BadBatches); a non-finite loss stops the run.
 """
 
 from __future__ import annotations
@@ -130,7 +132,12 @@ def make_train_step(config, mesh, state_shardings):
   use_cross = float(weights.get("identity", 0.0)) > 0
   use_gan = float(weights.get("gan", 0.0)) > 0 or float(weights.get("feature_matching", 0.0)) > 0
 
+  skip_bad = bool(config.get("skip_nonfinite_batches", True))
+
   def step_fn(state, batch):
+    # NaN/Inf in the float inputs (labels; uint8 frames cannot be non-finite, so the float
+    # images made from them cannot either): with skip_nonfinite_batches the update is dropped.
+    n_bad = common.count_nonfinite(batch)
     batch = _images(batch, size)
     step = state["step"]
     gan_scale = (step >= gan_start).astype(jnp.float32)
@@ -169,7 +176,10 @@ def make_train_step(config, mesh, state_shardings):
         "params": params, "d_params": d_params, "opt_g": opt_g_state, "opt_d": opt_d_state,
         "ema": common.ema_update(state["ema"], params, config.ema_decay), "step": step + 1,
     }
+    if skip_bad:
+      new_state = common.keep_if_bad(n_bad, new_state, state)
     metrics = {f"loss/{k}": v for k, v in g_terms.items()}
+    metrics[common.NONFINITE_INPUTS] = n_bad
     metrics.update({f"disc/{k}": v for k, v in d_terms.items()})
     metrics["norm/grad_g"] = common.global_norm(g_grads)
     if use_gan:
@@ -245,6 +255,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, sourc
   # --- loop -------------------------------------------------------------------------------------
   last = {}
   step = start
+  bad_batches = common.BadBatches(config)   # skip (and count) batches with NaN/Inf inputs
   guard = common.PreemptionGuard().install()  # SIGTERM/SIGINT: checkpoint this step, stop
   try:
     while step < config.steps:
@@ -253,10 +264,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, sourc
       state, metrics = train_step(state, batch)
       step += 1
       metrics = jax.device_get(metrics)
-      common.check_finite(metrics, step)         # before any checkpoint of this state
-      last = {k: float(v) for k, v in metrics.items()}
+      skipped = bad_batches(metrics, step, batch)  # non-finite inputs: update dropped (or raise)
+      if not skipped:
+        common.check_finite(metrics, step)       # before any checkpoint of this state
+        last = {k: float(v) for k, v in metrics.items()}
+      count = {common.SKIPPED_BATCHES: float(bad_batches.count)}
+      last.update(count)
       if step % config.log_every == 0 or step == config.steps:
-        writer.write_scalars(step, {**last, **progress(step)})
+        writer.write_scalars(step, {**(count if skipped else last), **progress(step)})
       if config.get("image_every", 0) and step % config.image_every == 0:
         writer.write_images(step, {"source_driving_recon_cross": np.asarray(preview(state["ema"], batch))[None]})
       ckpt.save(step, state, data_iter, force=(step == config.steps))

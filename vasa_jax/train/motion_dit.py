@@ -41,7 +41,9 @@ extracted outside the step (on the global, sharded batch), normalised inside it 
 statistics of workdir/motion_stats.json (computed from data, or copied from the motion
 dataset, at the first start; reused on every restart; `config.data.motion_stats` may point at
 a fixed file instead). Restarting with the same workdir resumes from the newest readable
-checkpoint, data order included.
+checkpoint, data order included. A batch with NaN/Inf inputs is skipped (no update, a
+warning, counted in data/skipped_batches; config.skip_nonfinite_batches,
+config.max_skipped_batches; see common.BadBatches); a non-finite loss stops the run.
 """
 
 from __future__ import annotations
@@ -279,7 +281,12 @@ def make_train_step(config, mesh, state_shardings, stats):
   seed, impl = int(config.seed), config.get("rng_impl") or None
   stats = {k: np.asarray(stats[k], np.float32) for k in ("mean", "std")}
 
+  skip_bad = bool(config.get("skip_nonfinite_batches", True))
+
   def step_fn(state, batch):
+    # NaN/Inf in the inputs (motion, audio, controls): with skip_nonfinite_batches the update
+    # is dropped (the step still advances; see common.keep_if_bad).
+    n_bad = common.count_nonfinite(batch)
     step = state["step"]
     rng = jax.random.fold_in(jax.random.key(seed, impl=impl), step)
 
@@ -299,7 +306,10 @@ def make_train_step(config, mesh, state_shardings, stats):
     new_state = {"params": params, "opt": opt_state,
                  "ema": common.ema_update(state["ema"], params, config.ema_decay),
                  "step": step + 1}
+    if skip_bad:
+      new_state = common.keep_if_bad(n_bad, new_state, state)
     metrics = {f"loss/{k}": v for k, v in terms.items()}
+    metrics[common.NONFINITE_INPUTS] = n_bad
     metrics["norm/grad"] = common.global_norm(grads)
     metrics["norm/params"] = common.global_norm(params)
     metrics["norm/update"] = common.global_norm(updates)
@@ -358,6 +368,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, sourc
   # --- loop -------------------------------------------------------------------------------------
   last = {}
   step = start
+  bad_batches = common.BadBatches(config)   # skip (and count) batches with NaN/Inf inputs
   guard = common.PreemptionGuard().install()  # SIGTERM/SIGINT: checkpoint this step, stop
   try:
     while step < config.steps:
@@ -365,10 +376,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, sourc
       state, metrics = train_step(state, batch)
       step += 1
       metrics = jax.device_get(metrics)
-      common.check_finite(metrics, step)         # before any checkpoint of this state
-      last = {k: float(v) for k, v in metrics.items()}
+      skipped = bad_batches(metrics, step, batch)  # non-finite inputs: update dropped (or raise)
+      if not skipped:
+        common.check_finite(metrics, step)       # before any checkpoint of this state
+        last = {k: float(v) for k, v in metrics.items()}
+      count = {common.SKIPPED_BATCHES: float(bad_batches.count)}
+      last.update(count)
       if step % config.log_every == 0 or step == config.steps:
-        writer.write_scalars(step, {**last, **progress(step)})
+        writer.write_scalars(step, {**(count if skipped else last), **progress(step)})
       ckpt.save(step, state, data_iter, force=(step == config.steps))
       if guard.should_stop(step) and step < config.steps:
         last.update(common.save_on_preemption(ckpt, step, state, data_iter))
