@@ -5,14 +5,15 @@
 #
 #   bash tools/train_demo_weights.sh DATA_DIR RUN_DIR
 #
-# Stage-1 steps, learning rate and loss switches are what fitted in one session on that machine
-# (see the issue notes); on a GPU use the config defaults and many more steps.
+# Stage-1 steps (1022: stopped by SIGTERM, which checkpoints), learning rate and loss switches
+# are what fitted in one session on that machine (see the issue notes); on a GPU use the config
+# defaults and many more steps.
 set -euo pipefail
 DATA=${1:?DATA_DIR}
 RUN=${2:?RUN_DIR}
 VJ=${VJ:-.venv/bin/vasa-jax}
-FL_STEPS=${FL_STEPS:-1100}
-MD_STEPS=${MD_STEPS:-2000}
+FL_STEPS=${FL_STEPS:-1022}
+MD_STEPS=${MD_STEPS:-3000}
 
 # 0. datasets (synthetic r256_n1000: ~18 min; real clips: ~2 min)
 [ -d "$DATA/synthetic_talking_heads/r256_n1000" ] || \
@@ -35,7 +36,7 @@ $VJ data extract-motion --face-latent-checkpoint "$RUN/face_latent" \
   --datasets synthetic_talking_heads/r256_n1000,talking_face_videos/r256 \
   --data-dir "$RUN/tfds" --source-data-dir "$DATA" --max-clips 300 --name demo
 
-# 3. stage 2
+# 3. stage 2 (the session run trained 1500 steps, then resumed the same workdir to 3000)
 $VJ train --config configs/motion_dit.py:demo --workdir "$RUN/motion_dit" --data-dir "$RUN/tfds" \
   --config.data.motion_dataset=motion_latents/demo --config.steps="$MD_STEPS"
 

@@ -473,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
   an.add_argument("--stream", action="store_true", help="report first-frame latency per video")
   an.add_argument("--crop-only", action="store_true", help="output the face crop, no paste-back")
   an.add_argument("--max-seconds", type=float, default=3600.0, help="longest audio accepted")
-  an.add_argument("--composite", default="render", choices=("render", "detail"),
+  an.add_argument("--composite", default="detail", choices=("render", "detail"),
                   help="render: the render replaces the face; detail: the photo keeps its "
                        "pixels and only the rendered change is added")
   an.set_defaults(func=cmd_animate)
@@ -495,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
   m.add_argument("--checkpoint", default=None, help="bundle folder (default: bundled demo)")
   m.add_argument("--steps", type=int, default=25)
   m.add_argument("--seed", type=int, default=0)
-  m.add_argument("--composite", default="render", choices=("render", "detail"))
+  m.add_argument("--composite", default="detail", choices=("render", "detail"))
   m.set_defaults(func=cmd_demo)
 
   v = sub.add_parser("verify", help="check a video for the vasa-jax provenance watermark")
