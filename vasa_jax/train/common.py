@@ -361,6 +361,24 @@ class Progress:
     return {"steps_per_second": rate, "eta_seconds": eta}
 
 
+# ----------------------------------------------------------------------------- per-step metrics
+
+def finish_step(metrics: dict, step: int, batch, bad_batches, last: dict) -> tuple[dict, dict]:
+  """After a train step (metrics already on the host): the skip / non-finite checks.
+
+  Returns (last, scalars): `last` = this step's metrics (the previous ones if the batch was
+  skipped) plus the skipped-batch count; `scalars` = what to log for this step (only the count
+  on a skipped step: its losses mean nothing). Raises NonFiniteError as `check_finite` does.
+  """
+  skipped = bad_batches(metrics, step, batch)  # non-finite inputs: update dropped (or raise)
+  if not skipped:
+    check_finite(metrics, step)                # before any checkpoint of this state
+    last = {k: float(v) for k, v in metrics.items()}
+  count = {SKIPPED_BATCHES: float(bad_batches.count)}
+  last = {**last, **count}
+  return last, (count if skipped else last)
+
+
 # ----------------------------------------------------------------------------- inference restore
 
 def restore_params(workdir: str, config, init_state_fn, *, key: str = "ema"):

@@ -376,14 +376,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, sourc
       state, metrics = train_step(state, batch)
       step += 1
       metrics = jax.device_get(metrics)
-      skipped = bad_batches(metrics, step, batch)  # non-finite inputs: update dropped (or raise)
-      if not skipped:
-        common.check_finite(metrics, step)       # before any checkpoint of this state
-        last = {k: float(v) for k, v in metrics.items()}
-      count = {common.SKIPPED_BATCHES: float(bad_batches.count)}
-      last.update(count)
+      last, scalars = common.finish_step(metrics, step, batch, bad_batches, last)
       if step % config.log_every == 0 or step == config.steps:
-        writer.write_scalars(step, {**(count if skipped else last), **progress(step)})
+        writer.write_scalars(step, {**scalars, **progress(step)})
       ckpt.save(step, state, data_iter, force=(step == config.steps))
       if guard.should_stop(step) and step < config.steps:
         last.update(common.save_on_preemption(ckpt, step, state, data_iter))
