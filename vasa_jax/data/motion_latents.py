@@ -84,13 +84,7 @@ def features():
       "source": tfds.features.Text(),
       "identity": tfds.features.Text(),
       "identity_index": np.int64,
-      "control_gaze": tfds.features.Tensor(shape=(2,), dtype=np.float32),
-      "control_distance": np.float32,
-      "control_emotion": np.int32,
-      "control_emotion_intensity": np.float32,
-      "has_control_gaze": np.int32,
-      "has_control_distance": np.int32,
-      "has_control_emotion": np.int32,
+      **records.control_features(),
   }
   for name, shape in records.TRACKS.items():
     feats[name] = tfds.features.Tensor(shape=(None, *shape), dtype=np.float32)

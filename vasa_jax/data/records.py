@@ -30,6 +30,21 @@ TRACKS = {
 LABEL_FLAGS = ("has_pose", "has_gaze", "has_mouth", "has_blink", "has_emotion")
 
 
+def control_features() -> dict:
+  """TFDS feature specs of the clip-level controls and their presence flags (shared by every
+  builder that stores clips)."""
+  import tensorflow_datasets as tfds
+  return {
+      "control_gaze": tfds.features.Tensor(shape=(2,), dtype=np.float32),
+      "control_distance": np.float32,
+      "control_emotion": np.int32,
+      "control_emotion_intensity": np.float32,
+      "has_control_gaze": np.int32,
+      "has_control_distance": np.int32,
+      "has_control_emotion": np.int32,
+  }
+
+
 def features(size: int):
   """The TFDS FeaturesDict shared by `synthetic_talking_heads` and `talking_face_videos`."""
   import tensorflow_datasets as tfds
@@ -45,13 +60,7 @@ def features(size: int):
       "identity_index": np.int64,   # stable integer for the identity (hash), for batching
       "source": tfds.features.Text(),  # "synthetic" or the source video path
       # Clip-level controls; gaze/emotion are missing (flag 0) where they cannot be measured.
-      "control_gaze": tfds.features.Tensor(shape=(2,), dtype=np.float32),
-      "control_distance": np.float32,
-      "control_emotion": np.int32,
-      "control_emotion_intensity": np.float32,
-      "has_control_gaze": np.int32,
-      "has_control_distance": np.int32,
-      "has_control_emotion": np.int32,
+      **control_features(),
   }
   for name, shape in TRACKS.items():
     feats[name] = tfds.features.Tensor(shape=(None, *shape), dtype=np.float32)

@@ -361,6 +361,20 @@ class Progress:
     return {"steps_per_second": rate, "eta_seconds": eta}
 
 
+def checkpointer_and_resume(config, workdir: str, state, shardings, data_iter):
+  """The run's Checkpointer, and the state restored from its newest readable checkpoint (with
+  the data iterator's position) or the fresh `state` when there is none."""
+  ckpt = Checkpointer(workdir, keep=config.keep, save_every=config.ckpt_every,
+                      async_save=config.get("async_checkpoint", True))
+  abstract = jax.tree_util.tree_map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
+  restored, step = ckpt.restore(abstract, data_iter)
+  if restored is not None:
+    log.info("resumed from step %d", step)
+    return restored, ckpt
+  return state, ckpt
+
+
 # ----------------------------------------------------------------------------- per-step metrics
 
 def finish_step(metrics: dict, step: int, batch, bad_batches, last: dict) -> tuple[dict, dict]:

@@ -235,13 +235,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, sourc
   # --- model, state, shardings ----------------------------------------------------------------
   rng = jax.random.key(config.seed, impl=config.get("rng_impl") or None)
   state, shardings = create_state(config, mesh, rng)
-  ckpt = common.Checkpointer(workdir, keep=config.keep, save_every=config.ckpt_every,
-                             async_save=config.get("async_checkpoint", True))
-  restored, step = ckpt.restore(jax.tree_util.tree_map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings), data_iter)
-  if restored is not None:
-    state = restored
-    log.info("resumed from step %d", step)
+  state, ckpt = common.checkpointer_and_resume(config, workdir, state, shardings, data_iter)
   start = int(state["step"])
   n_g = fl.param_count(state["params"])
   log.info("generator %.2fM params, discriminator %.2fM params", n_g / 1e6,
