@@ -137,6 +137,10 @@ def _loss(variant: str) -> ml_collections.ConfigDict:
   w.consistency = 1.0       # latent cycle consistency (pose_i, dyn_j) / (pose_j, dyn_i)
   w.identity = 0.5          # cross-identity z_id preservation (cosine)
   w.pose = 1.0              # supervised pose where has_pose == 1
+  # Extra L1 (image + finest Laplacian band) over the mouth region of the aligned crop: not in
+  # the paper; on for the small CPU-trained demo, whose whole-image losses left the mouth static.
+  w.mouth = {"demo": 4.0}.get(variant, 0.0)
+  w.mouth_region = (0.6, 0.5, 0.11, 0.17)   # centre y, centre x, radius y, radius x (fractions)
   w.gan_start_step = {"tiny": 0, "demo": 1500}.get(variant, 2000)   # GAN terms off before this step
   return w
 

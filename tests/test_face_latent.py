@@ -322,6 +322,24 @@ def test_image_losses():
   assert [b.shape[1] for b in r["bands"]] == [32, 16, 8]
 
 
+def test_mouth_region_loss_weights_the_mouth_not_the_forehead():
+  m = losses.mouth_mask(64, 64)
+  assert m.shape == (64, 64) and m.max() == pytest.approx(1.0)
+  assert m[38, 32] == pytest.approx(1.0) and m[6, 32] < 1e-3   # mouth vs forehead
+  x = jnp.zeros((2, 64, 64, 3))
+  mouth = _run(losses.mouth_region_loss, x, x.at[:, 36:41, 26:38].set(1.0))
+  forehead = _run(losses.mouth_region_loss, x, x.at[:, 4:9, 26:38].set(1.0))
+  assert float(mouth) > 0.05 and float(forehead) < 1e-3 * float(mouth)
+  # the term enters generator_losses only with a positive weight
+  out = {"image": x}
+  batch = {"driving": {"image": x.at[:, 36:41, 26:38].set(1.0)}}
+  on = losses.generator_losses(out, batch, {"l1": 1.0, "mouth": 2.0})
+  off = losses.generator_losses(out, batch, {"l1": 1.0, "mouth": 0.0})
+  assert "mouth" in on and "mouth" not in off
+  assert float(on["total"]) == pytest.approx(float(off["total"]) + 2.0 * float(on["mouth"]),
+                                             rel=1e-5)
+
+
 def test_hinge_signs_and_feature_matching():
   big = [{"logits": jnp.full((2, 4, 4, 1), 5.0), "features": [jnp.ones((2, 4, 4, 2))]}]
   small = [{"logits": jnp.full((2, 4, 4, 1), -5.0), "features": [jnp.zeros((2, 4, 4, 2))]}]
