@@ -102,6 +102,19 @@ def test_stream_matches_animate_and_reports_latency(animator):
   assert 0 < stats["first_frame_s"]
 
 
+def test_portrait_from_aligned_crop_skips_detection(animator):
+  rng = np.random.default_rng(0)
+  crop = rng.integers(0, 255, (3 * animator.size, 3 * animator.size, 3), np.uint8)
+  p = animator.portrait_from_crop(crop)             # noise: a detector would find no face
+  assert p.crop.shape == (animator.size, animator.size, 3) and p.image is None
+  assert p.motion.shape == (animator.motion_dim,) and np.isfinite(p.motion).all()
+  audio, sr = _speech(seconds=1.0)
+  frames = animator.animate(p, (audio, sr), steps=2).frames
+  assert frames.shape == (25, animator.size, animator.size, 3)
+  with pytest.raises(an.AnimateError, match="square"):
+    animator.portrait_from_crop(crop[:, :-5])
+
+
 def test_controls_change_motion(animator):
   portrait = animator.prepare_portrait(PORTRAIT)
   audio = an._load_audio(_speech(seconds=0.5))

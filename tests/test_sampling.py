@@ -236,6 +236,22 @@ def test_sample_long_first_prev_and_batch():
   np.testing.assert_allclose(rec2.calls[0]["prev_motion"][0, -1], prev[0, -1])
 
 
+def test_no_context_carry_ablation_keeps_the_first_context():
+  audio = _long_inputs(t_frames=19)
+  prev = np.asarray(np.random.default_rng(4).normal(size=(K, D)), np.float32)
+  rec = Recorder(fn=context_denoiser, keys=("prev_motion", "prev_mask"))
+  kw = dict(LONG, cfg=None)
+  out = sampling.sample_long(rec, audio, None, rng=jax.random.PRNGKey(0), first_prev=prev,
+                             carry_context=False, **kw)
+  steps = kw["steps"]
+  for n in range(math.ceil(19 / W)):
+    np.testing.assert_allclose(rec.calls[n * steps]["prev_motion"][0], prev, atol=1e-6)
+  carried = sampling.sample_long(context_denoiser, audio, None, rng=jax.random.PRNGKey(0),
+                                 first_prev=prev, **kw)
+  np.testing.assert_allclose(carried[:W], out[:W], atol=1e-6)   # window 0 is the same
+  assert np.abs(carried[W:] - out[W:]).max() > 1e-3               # later windows differ
+
+
 def test_stream_matches_sample_long_and_yields_early():
   audio = _long_inputs(t_frames=21)
   rng = jax.random.PRNGKey(7)

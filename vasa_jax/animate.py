@@ -358,6 +358,22 @@ class Animator:
     return Portrait(image=None if crop_only else out_img, crop=crop, box=box,
                     prepared=prepared, motion=motion.astype(np.float32), faces_found=len(faces))
 
+  def portrait_from_crop(self, crop) -> Portrait:
+    """A Portrait from an already aligned face crop (as the datasets store them: no detection;
+    resized to the model's size if needed). The output is the crop (no paste-back)."""
+    import cv2
+    crop = _load_image(crop)
+    if crop.shape[0] != crop.shape[1]:
+      raise AnimateError(f"an aligned crop must be square, got {crop.shape[1]}x{crop.shape[0]}")
+    if crop.shape[0] != self.size:
+      interp = cv2.INTER_AREA if crop.shape[0] > self.size else cv2.INTER_LINEAR
+      crop = cv2.resize(crop, (self.size, self.size), interpolation=interp)
+    enc = self._encode(self.fl_params, jnp.asarray(crop[None]))
+    prepared = self._prepare(self.fl_params, enc)
+    motion = np.concatenate([np.asarray(enc["z_pose"][0]), np.asarray(enc["z_dyn"][0])])
+    return Portrait(image=None, crop=crop, box=(0, 0, self.size), prepared=prepared,
+                    motion=motion.astype(np.float32), faces_found=1)
+
   # -- motion
   def _controls(self, gaze, distance, emotion) -> dict:
     """Unbatched controls for sampling.stream; missing ones are dropped conditions."""
@@ -379,8 +395,12 @@ class Animator:
 
   def motion_windows(self, portrait: Portrait, audio_16k: np.ndarray, *, gaze=None,
                      distance=None, emotion=None, cfg_audio: float = 0.5, cfg_gaze: float = 1.0,
-                     steps: int = 25, seed: int = 0) -> Iterator[tuple[int, np.ndarray]]:
-    """Yields (start frame, de-normalised motion [n, 6 + dyn_dim]) window by window."""
+                     steps: int = 25, seed: int = 0, carry_context: bool = True
+                     ) -> Iterator[tuple[int, np.ndarray]]:
+    """Yields (start frame, de-normalised motion [n, 6 + dyn_dim]) window by window.
+
+    carry_context=False: every window is conditioned on the portrait's motion only, not on the
+    window before it (an ablation; consecutive windows then need not join smoothly)."""
     if int(steps) < 1:
       raise AnimateError(f"steps must be >= 1, got {steps}")
     for name, v in (("cfg_audio", cfg_audio), ("cfg_gaze", cfg_gaze)):
@@ -398,7 +418,7 @@ class Animator:
     for start, m in sampling.stream(
         self._denoise, feats, ctrl, window=self.window, context=k, steps=int(steps), cfg=cfg,
         rng=jax.random.PRNGKey(int(seed)), first_prev=first, motion_dim=self.motion_dim,
-        params=self.md_params):
+        params=self.md_params, carry_context=carry_context):
       yield start, self._denormalize(m)
 
   def render_motion(self, portrait: Portrait, motion: np.ndarray) -> Iterator[np.ndarray]:

@@ -254,11 +254,9 @@ def cmd_train(args, extra) -> int:
 
 
 def cmd_eval(args, extra) -> int:
-  if args.what == "lipsync":
-    from vasa_jax.eval import lipsync
-    return lipsync.main(extra)
-  from vasa_jax.eval import reenact
-  return reenact.main(extra)
+  import importlib
+  module = importlib.import_module(f"vasa_jax.eval.{args.what}")
+  return module.main(extra)
 
 
 # ----------------------------------------------------------------------------- animate
@@ -452,10 +450,12 @@ def build_parser() -> argparse.ArgumentParser:
   t.add_argument("--data-dir", default=None, help="TFDS data dir (default: config or ~/tensorflow_datasets)")
   t.set_defaults(func=cmd_train, wants_extra=True)
 
-  e = sub.add_parser("eval", help="evaluate: `vasa-jax eval reenact|lipsync --help`",
-                     add_help=False)
-  e.add_argument("what", choices=("reenact", "lipsync"),
-                 help="reenact: stage-1 self/cross reenactment; lipsync: stage-2 mouth sync")
+  e = sub.add_parser("eval", help="evaluate: `vasa-jax eval report|reenact|lipsync|syncnet|"
+                     "capp|factors --help`", add_help=False)
+  e.add_argument("what", choices=("report", "reenact", "lipsync", "syncnet", "capp", "factors"),
+                 help="report: the evaluation suite (generated vs real footage); reenact: "
+                      "stage-1 self/cross reenactment; lipsync: stage-2 mouth probe; syncnet / "
+                      "capp / factors: train and validate that evaluator")
   e.set_defaults(func=cmd_eval, wants_extra=True)
 
   an = sub.add_parser("animate", help="portrait + speech -> talking video (watermarked mp4)")

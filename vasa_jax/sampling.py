@@ -293,8 +293,8 @@ def _first_prev(first_prev, b, k, d, a, batched):
 
 def stream(denoise_fn: Denoiser, audio_feats, controls=None, *, window: int, context: int,
            steps: int = 50, cfg=None, rng=None, first_prev=None, motion_dim: Optional[int] = None,
-           schedule=None, eta: float = 0.0, compiler_options=None, params=None
-           ) -> Iterator[Tuple[int, np.ndarray]]:
+           schedule=None, eta: float = 0.0, compiler_options=None, params=None,
+           carry_context: bool = True) -> Iterator[Tuple[int, np.ndarray]]:
   """Yield ``(start_frame, motion)`` window by window as soon as each is sampled.
 
   audio_feats [T,A] (motion [<=W, D] per item) or [B,T,A] (motion [B, <=W, D]); controls:
@@ -304,6 +304,8 @@ def stream(denoise_fn: Denoiser, audio_feats, controls=None, *, window: int, con
   ``first_prev`` (motion [K',D] / [B,K',D], or {"motion": ..., "audio": ...}) shows it.
   With ``params`` given, the denoiser is called as ``denoise_fn(params, x_t, t, cond, drop)``
   and the params are an argument of the compiled sampler (not baked-in constants).
+  ``carry_context=False`` is the "no previous-window conditioning" ablation: every window sees
+  ``first_prev`` (or nothing) instead of the frames generated before it.
   """
   audio = jnp.asarray(audio_feats, jnp.float32)
   batched = audio.ndim == 3
@@ -340,7 +342,7 @@ def stream(denoise_fn: Denoiser, audio_feats, controls=None, *, window: int, con
                 prev_audio=prev_a, prev_mask=prev_mask)
     motion = sampler(cond, jax.random.fold_in(rng, n))            # [B,W,D]
     # The next window's context: the last K frames generated so far (n < last: all valid).
-    if k:
+    if k and carry_context:
       hist_m = jnp.concatenate([prev_m, motion], axis=1)[:, -k:]
       hist_a = jnp.concatenate([prev_a, audio_p[:, lo:hi]], axis=1)[:, -k:]
       hist_mask = jnp.concatenate([prev_mask, jnp.ones((b, w), jnp.float32)], axis=1)[:, -k:]

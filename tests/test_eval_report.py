@@ -1,0 +1,69 @@
+"""The evaluation report's measures, plots and orchestration (evaluators: tests/test_eval_*)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from vasa_jax.eval import report
+
+
+def test_envelope_and_delay():
+  a = np.zeros(10 * report.SPF, np.float32)
+  a[3 * report.SPF:4 * report.SPF] = 0.5
+  env = report.envelope(a, 10)
+  assert env.shape == (10,) and env.argmax() == 3 and env[3] == pytest.approx(0.5)
+  d = report.envelope(report.delay_audio(a, 2), 10)
+  assert d.argmax() == 5 and len(report.delay_audio(a, 2)) == len(a)
+
+
+def test_lagged_corr_finds_the_lag_and_its_sign():
+  rng = np.random.default_rng(0)
+  y = rng.normal(size=200)
+  x = np.roll(y, 3)          # x[t + 3] = y[t]: the "mouth" moves 3 frames after the sound
+  r, lag = report.lagged_corr(x, y)
+  assert lag == 3 and r > 0.95
+  r0, _ = report.lagged_corr(rng.normal(size=200), y)
+  assert r0 < 0.4
+  assert np.isnan(report.lagged_corr(np.ones(50), y[:50])[0])
+
+
+def test_delta_p_and_jitter():
+  t = np.arange(50, dtype=np.float64)
+  line = np.stack([t, 2 * t, 0 * t], 1)          # constant velocity: 1, 2, 0 deg/frame
+  assert report.delta_p(line) == pytest.approx(1.0)
+  assert report.jitter(line) == pytest.approx(0.0)
+  noisy = line + np.random.default_rng(1).normal(0, 0.5, line.shape)
+  assert report.jitter(noisy) > 0.3
+  assert report.gaze_error_deg(np.radians([3.0, 4.0]), np.zeros(2)) == pytest.approx(5.0)
+
+
+def test_summarize_skips_missing_and_nan():
+  rows = [{"sync_c": 1.0, "mouth_r": float("nan")}, {"sync_c": 3.0, "mouth_r": 0.5,
+                                                     "gaze_err_deg": 2.0}]
+  s = report.summarize(rows)
+  assert s["clips"] == 2 and s["sync_c"] == 2.0 and s["mouth_r"] == 0.5
+  assert s["gaze_err_deg"] == 2.0 and s["gaze_err_deg_n"] == 1 and "capp" not in s
+
+
+def test_svg_panels_are_wellformed_and_scaled():
+  import xml.etree.ElementTree as ET
+  x = np.arange(100) / 25.0
+  svg = report.svg_panels([{"title": "a < b & c", "xlabel": "s", "ylabel": "z",
+                            "series": [("one", x, np.sin(x)), ("two", x, np.cos(x))]},
+                           {"title": "flat", "series": [("c", x, np.zeros_like(x))]}])
+  root = ET.fromstring(svg)
+  lines = root.findall("{http://www.w3.org/2000/svg}polyline")
+  assert len(lines) == 3
+  pts = np.array([[float(v) for v in p.split(",")] for p in lines[0].get("points").split()])
+  assert len(pts) == 100 and np.all(np.diff(pts[:, 0]) > 0)   # x increases left to right
+  assert pts[:, 1].max() <= 200 and pts[:, 1].min() >= 0      # inside the first panel
+
+
+def test_settings_from_args():
+  args = report._parser().parse_args(["--ablate-cfg-audio", "0,1", "--ablate-steps", "10",
+                                      "--ablate-no-prev", "--steps", "20"])
+  st = report.settings_from_args(args)
+  assert [s.name for s in st][0] == "generated" and len(st) == 5
+  assert st[1].cfg_audio == 0.0 and st[3].steps == 10 and st[3].cfg_audio == 0.5
+  assert st[4].carry_context is False and all(s.steps == 20 for s in st if s is not st[3])

@@ -1,0 +1,620 @@
+r"""The evaluation suite: generated video next to real footage, with the project's own evaluators.
+
+  vasa-jax eval report [--checkpoint BUNDLE] --data-dir D \
+      [--real talking_face_videos/r256:test] [--synthetic synthetic_talking_heads/r256_n1000:test] \
+      [--max-clips 12] [--max-seconds 6] [--steps 25] [--cfg-audio 0.5] [--cfg-gaze 1.0] \
+      [--ablate-cfg-audio 0,1.0] [--ablate-steps 10,50] [--ablate-no-prev] [--out docs/eval]
+
+For every held-out clip (real footage and unseen synthetic identities) the clip's FIRST frame is
+animated with the clip's OWN audio (and, for synthetic clips, its own gaze / distance / emotion
+controls), and the same measurements are taken on the generated video and on the real clip:
+
+  Sync-C, Sync-D  the project's SyncNet-style model (vasa_jax/eval/syncnet.py; trained here, as
+                  no pretrained SyncNet can be downloaded): mean embedding distance between
+                  0.2 s mouth-crop windows and audio windows at offsets -15..15 frames. Sync-D
+                  is the minimum over offsets (lower is better), Sync-C the median minus the
+                  minimum (higher is better); "in sync" is the share of clips whose best offset
+                  is within +-1 frame. Our scale, not the published SyncNet's: compare rows
+                  within this report only.
+  mouth r, lag    Pearson correlation between the mouth opening read from the frames by the
+                  factor regressor (vasa_jax/eval/factors.py) and the audio RMS envelope, at
+                  the best lag in +-5 frames (lag > 0: the mouth moves after the sound).
+  CAPP            the contrastive audio-pose model (vasa_jax/eval/capp.py): mean cosine
+                  similarity of 3-s head-pose windows and their audio (higher: head motion that
+                  goes with the speech). Pose is read from the frames by the stage-1 encoder.
+  delta-P         mean absolute frame-to-frame change of yaw / pitch / roll, degrees per frame
+                  (how much the head moves).
+  jitter          mean absolute second difference (acceleration) of yaw / pitch / roll in
+                  degrees per frame^2, and of the mouth opening (temporal noise).
+  identity        cosine similarity of the stage-1 identity code z_id of every frame with that
+                  of the first frame (real footage: how stable the code is on a real person).
+  control errors  (synthetic clips whose controls are known) the factor regressor's clip-mean
+                  gaze against the requested gaze (degrees), distance (metres) and the majority
+                  emotion class against the requested one; on the real row this is the
+                  regressor's own error on ground truth footage, the floor for the others.
+  PSNR, SSIM      stage-1 self-reenactment (vasa_jax/eval/reenact.py): frame 0's appearance
+                  driven by each frame's own encoded motion, against the real frame.
+
+Reference rows on the real footage show that the evaluators mean something: the same clips with
+their audio delayed by 10 frames ("shifted": the best offset moves to ~10, in-sync falls) and
+with another clip's audio ("mismatched": Sync-C, mouth r and CAPP fall to chance).
+FVD is not reported: it needs a pretrained video network (I3D) that cannot be downloaded here.
+
+Writes OUT/report.json (settings, per-row means, per-clip values), OUT/report.md (tables and the
+metric definitions above) and SVG plots (mouth opening vs audio energy, head-pose traces, sync
+offset curves) that the markdown shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import logging
+import math
+import os
+import sys
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FPS = 25
+SPF = 640   # audio samples per frame at 16 kHz
+SHIFT_FRAMES = 10
+MAX_LAG = 5
+
+
+# ----------------------------------------------------------------------------- small measures
+
+def envelope(audio: np.ndarray, n: int) -> np.ndarray:
+  """Per-frame RMS of 16 kHz audio for n frames (the same envelope as tools/mouth_sync.py)."""
+  a = np.pad(np.asarray(audio, np.float64), (0, max(0, n * SPF - len(audio))))[:n * SPF]
+  return np.sqrt((a.reshape(n, SPF) ** 2).mean(1))
+
+
+def lagged_corr(x: np.ndarray, y: np.ndarray, max_lag: int = MAX_LAG) -> tuple[float, int]:
+  """(best Pearson r, lag) of x[t + lag] against y[t]; (nan, 0) for constant or short input."""
+  best = (-math.inf, 0)
+  n = min(len(x), len(y))
+  for lag in range(-max_lag, max_lag + 1):
+    a, b = (x[lag:n], y[:n - lag]) if lag >= 0 else (x[:n + lag], y[-lag:n])
+    if len(a) < 10 or np.std(a) < 1e-9 or np.std(b) < 1e-9:
+      continue
+    c = float(np.corrcoef(a, b)[0, 1])
+    if c > best[0]:
+      best = (c, lag)
+  return (float("nan"), 0) if best[0] == -math.inf else best
+
+
+def delta_p(angles_deg: np.ndarray) -> float:
+  """Mean absolute frame-to-frame change of the pose angles [T,3] (degrees per frame)."""
+  return float(np.mean(np.abs(np.diff(angles_deg, axis=0)))) if len(angles_deg) > 1 else 0.0
+
+
+def jitter(x: np.ndarray) -> float:
+  """Mean absolute second difference over time (per frame^2) of [T] or [T,k]."""
+  return float(np.mean(np.abs(np.diff(x, n=2, axis=0)))) if len(x) > 2 else 0.0
+
+
+def gaze_error_deg(pred_rad: np.ndarray, target_rad: np.ndarray) -> float:
+  return float(np.degrees(np.linalg.norm(np.asarray(pred_rad) - np.asarray(target_rad))))
+
+
+def delay_audio(audio: np.ndarray, frames: int) -> np.ndarray:
+  """The audio `frames` video frames later (silence first), same length."""
+  a = np.asarray(audio, np.float32)
+  return np.concatenate([np.zeros(frames * SPF, np.float32), a])[:len(a)]
+
+
+# ----------------------------------------------------------------------------- evaluators
+
+@dataclasses.dataclass
+class Evaluators:
+  """The trained evaluators and the stage-1 encoder used for pose and identity."""
+  sync: Any
+  capp: Any
+  factors: Any
+  animator: Any
+
+  @functools.cached_property
+  def _encode(self):
+    import jax
+    from vasa_jax.models import face_latent as fl
+    model, M = self.animator.face_model, fl.FaceLatentModel
+
+    def enc(params, x):
+      m = model.apply({"params": params}, x, method=M.encode_motion)
+      return {"z_id": model.apply({"params": params}, x, method=M.encode_identity),
+              "z_pose": m["z_pose"]}
+    return jax.jit(enc)
+
+  def encode(self, frames: np.ndarray, batch: int = 8) -> dict:
+    """Stage-1 z_id [T,Zid] and z_pose [T,6] of aligned crops (resized to the model's size)."""
+    import cv2
+    s = self.animator.size
+    out = {"z_id": [], "z_pose": []}
+    for lo in range(0, len(frames), batch):
+      part = frames[lo:lo + batch]
+      if part.shape[1] != s:
+        part = np.stack([cv2.resize(f, (s, s), interpolation=cv2.INTER_AREA) for f in part])
+      n = len(part)
+      if n < batch:
+        part = np.concatenate([part, np.repeat(part[-1:], batch - n, axis=0)])
+      r = self._encode(self.animator.fl_params, part)
+      for k in out:
+        out[k].append(np.asarray(r[k])[:n])
+    return {k: np.concatenate(v).astype(np.float64) for k, v in out.items()}
+
+
+def load_evaluators(animator, *, sync_path=None, capp_path=None, factors_path=None) -> Evaluators:
+  from vasa_jax.eval import capp, factors, syncnet
+  return Evaluators(sync=syncnet.load(sync_path), capp=capp.load(capp_path),
+                    factors=factors.load(factors_path), animator=animator)
+
+
+def video_metrics(ev: Evaluators, frames: np.ndarray, audio: np.ndarray, *,
+                  controls: dict | None = None, keep_traces: bool = False) -> dict:
+  """Every per-video measure of the module docstring for aligned crops [T,S,S,3] + 16 kHz audio."""
+  t = len(frames)
+  audio = np.asarray(audio, np.float32)[:t * SPF]
+  out: dict[str, Any] = {"frames": t}
+  s = ev.sync.score(frames, audio)
+  out.update(sync_c=float(s["sync_c"]), sync_d=float(s["sync_d"]), sync_offset=int(s["offset"]),
+             in_sync=float(abs(int(s["offset"])) <= 1))
+  f = ev.factors.predict(frames)
+  env = envelope(audio, t)
+  mouth = np.asarray(f["mouth"], np.float64)[:, 0]
+  r, lag = lagged_corr(mouth, env)
+  out.update(mouth_r=r, mouth_lag=int(lag), mouth_std=float(np.std(mouth)),
+             mouth_jitter=jitter(mouth))
+  enc = ev.encode(frames)
+  pose = enc["z_pose"]
+  angles = np.degrees(pose[:, :3])
+  out.update(delta_p=delta_p(angles), pose_jitter=jitter(angles))
+  try:
+    out["capp"] = float(ev.capp.score(pose.astype(np.float32), audio)["capp"])
+  except ValueError as e:   # shorter than one CAPP window
+    log.warning("CAPP skipped: %s", e)
+    out["capp"] = float("nan")
+  zid = enc["z_id"] / np.maximum(np.linalg.norm(enc["z_id"], axis=-1, keepdims=True), 1e-8)
+  out["identity"] = float(np.mean(zid @ zid[0]))
+  if controls:
+    if controls.get("gaze") is not None:
+      out["gaze_err_deg"] = gaze_error_deg(np.mean(f["gaze"], axis=0), controls["gaze"])
+    if controls.get("distance") is not None:
+      out["distance_err"] = float(abs(np.mean(f["distance"]) - controls["distance"]))
+    if controls.get("emotion") is not None:
+      votes = np.bincount(np.asarray(f["emotion"], np.int64), minlength=8)
+      out["emotion_ok"] = float(int(np.argmax(votes)) == int(controls["emotion"]))
+  if keep_traces:
+    out["_traces"] = {"envelope": env, "mouth": mouth, "angles": angles,
+                      "sync_offsets": list(s["offsets"]), "sync_dists": list(s["dists"])}
+  return out
+
+
+# ----------------------------------------------------------------------------- clips
+
+@dataclasses.dataclass
+class Clip:
+  name: str
+  group: str          # "real" | "synthetic"
+  frames: np.ndarray  # uint8 [T,S,S,3] aligned crops
+  audio: np.ndarray   # float32 16 kHz, T * 640 samples
+  controls: dict      # {"gaze": rad [2] | None, "distance": m | None, "emotion": int | None}
+  record: Any = None  # the dataset record (for self-reenactment)
+
+
+def _text(v) -> str:
+  return v.decode() if isinstance(v, (bytes, np.bytes_)) else str(v)
+
+
+def load_clips(dataset: str, group: str, *, data_dir: str | None, max_clips: int,
+               max_seconds: float) -> list[Clip]:
+  from vasa_jax.data import records
+  from vasa_jax.eval import reenact
+  name, split = reenact._parse_dataset(dataset)
+  src = reenact._open_dataset(name, split, data_dir)
+  clips = []
+  n_max = int(max_seconds * FPS)
+  for i in range(min(len(src), int(max_clips))):
+    rec = src[i]
+    t = min(int(rec["num_frames"]), n_max)
+    frames = np.stack([records.decode_jpeg(b) for b in rec["frames"][:t]])
+    audio = records.audio_to_float(np.asarray(rec["audio"]))[:t * SPF]
+    ctrl = {"gaze": None, "distance": None, "emotion": None}
+    if int(rec.get("has_control_gaze", 0)):
+      ctrl["gaze"] = np.asarray(rec["control_gaze"], np.float64)
+    if int(rec.get("has_control_distance", 0)):
+      ctrl["distance"] = float(rec["control_distance"])
+    if int(rec.get("has_control_emotion", 0)):
+      ctrl["emotion"] = int(rec["control_emotion"])
+    clips.append(Clip(name=_text(rec["clip_id"]), group=group, frames=frames, audio=audio,
+                      controls=ctrl, record=rec))
+  return clips
+
+
+# ----------------------------------------------------------------------------- generation
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+  name: str
+  cfg_audio: float = 0.5
+  cfg_gaze: float = 1.0
+  steps: int = 25
+  carry_context: bool = True
+  use_controls: bool = True
+
+
+def generate(animator, clip: Clip, setting: Setting, *, seed: int = 0) -> tuple[np.ndarray, float]:
+  """(frames uint8 [T,S,S,3], seconds) animating the clip's first frame with its own audio."""
+  t0 = time.perf_counter()
+  portrait = animator.portrait_from_crop(clip.frames[0])
+  c = clip.controls if setting.use_controls else {}
+  gaze = None if c.get("gaze") is None else np.degrees(c["gaze"])
+  parts = []
+  for _, motion in animator.motion_windows(
+      portrait, clip.audio, gaze=gaze, distance=c.get("distance"), emotion=c.get("emotion"),
+      cfg_audio=setting.cfg_audio, cfg_gaze=setting.cfg_gaze, steps=setting.steps, seed=seed,
+      carry_context=setting.carry_context):
+    parts.extend(animator.render_motion(portrait, motion))
+  frames = np.concatenate(parts)[:len(clip.frames)]
+  if frames.shape[1] != clip.frames.shape[1]:
+    import cv2
+    s = clip.frames.shape[1]
+    frames = np.stack([cv2.resize(f, (s, s), interpolation=cv2.INTER_LINEAR) for f in frames])
+  return frames, time.perf_counter() - t0
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+METRICS = ("sync_c", "sync_d", "in_sync", "sync_offset", "mouth_r", "mouth_lag", "mouth_std",
+           "capp", "delta_p", "pose_jitter", "mouth_jitter", "identity", "gaze_err_deg",
+           "distance_err", "emotion_ok")
+
+
+def summarize(rows: Sequence[dict]) -> dict:
+  out: dict[str, Any] = {"clips": len(rows)}
+  for k in METRICS:
+    v = np.asarray([r[k] for r in rows if k in r and np.isfinite(r[k])], np.float64)
+    if v.size:
+      out[k] = float(np.mean(v))
+      if k in ("sync_c", "sync_d", "mouth_r"):
+        out[k + "_median"] = float(np.median(v))
+      if k in ("gaze_err_deg", "distance_err", "emotion_ok"):
+        out[k + "_n"] = int(v.size)
+  return out
+
+
+# ----------------------------------------------------------------------------- plots (SVG)
+
+_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+
+
+def svg_panels(panels: Sequence[dict], *, width: int = 720, panel_height: int = 200) -> str:
+  """Stacked line-chart panels: each {"title", "xlabel", "ylabel", "series": [(label, x, y)]}."""
+  ml, mr, mt, mb = 60, 150, 26, 34
+  h = len(panels) * panel_height
+  el = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h}" '
+        f'font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="white"/>']
+  for p_i, p in enumerate(panels):
+    y0 = p_i * panel_height
+    pw, ph = width - ml - mr, panel_height - mt - mb
+    xs = np.concatenate([np.asarray(s[1], np.float64) for s in p["series"]])
+    ys = np.concatenate([np.asarray(s[2], np.float64) for s in p["series"]])
+    ok = np.isfinite(xs) & np.isfinite(ys)
+    if not ok.any():
+      continue
+    x_lo, x_hi = float(xs[ok].min()), float(xs[ok].max())
+    y_lo, y_hi = float(ys[ok].min()), float(ys[ok].max())
+    if x_hi - x_lo < 1e-12:
+      x_hi = x_lo + 1.0
+    if y_hi - y_lo < 1e-12:
+      y_lo, y_hi = y_lo - 0.5, y_hi + 0.5
+
+    def px(x):
+      return ml + (x - x_lo) / (x_hi - x_lo) * pw
+
+    def py(y):
+      return y0 + mt + (1.0 - (y - y_lo) / (y_hi - y_lo)) * ph
+
+    el.append(f'<text x="{ml}" y="{y0 + 16}" font-size="13" font-weight="bold">'
+              f'{_esc(p["title"])}</text>')
+    el.append(f'<rect x="{ml}" y="{y0 + mt}" width="{pw}" height="{ph}" fill="none" '
+              f'stroke="#999"/>')
+    for frac in (0.0, 0.5, 1.0):
+      yv = y_lo + frac * (y_hi - y_lo)
+      el.append(f'<text x="{ml - 4}" y="{py(yv) + 4:.1f}" text-anchor="end">{yv:.3g}</text>')
+      xv = x_lo + frac * (x_hi - x_lo)
+      el.append(f'<text x="{px(xv):.1f}" y="{y0 + mt + ph + 14}" text-anchor="middle">'
+                f'{xv:.3g}</text>')
+    el.append(f'<text x="{ml + pw / 2}" y="{y0 + panel_height - 4}" text-anchor="middle">'
+              f'{_esc(p.get("xlabel", ""))}</text>')
+    el.append(f'<text x="14" y="{y0 + mt + ph / 2}" text-anchor="middle" '
+              f'transform="rotate(-90 14 {y0 + mt + ph / 2})">{_esc(p.get("ylabel", ""))}</text>')
+    for s_i, (label, x, y) in enumerate(p["series"]):
+      color = _COLORS[s_i % len(_COLORS)]
+      pts = " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in zip(x, y)
+                     if np.isfinite(a) and np.isfinite(b))
+      el.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.4" points="{pts}"/>')
+      ly = y0 + mt + 12 + 16 * s_i
+      el.append(f'<line x1="{width - mr + 8}" y1="{ly - 4}" x2="{width - mr + 26}" '
+                f'y2="{ly - 4}" stroke="{color}" stroke-width="2"/>')
+      el.append(f'<text x="{width - mr + 30}" y="{ly}">{_esc(label)}</text>')
+  el.append("</svg>")
+  return "\n".join(el)
+
+
+def _esc(s: str) -> str:
+  return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _z(x):
+  x = np.asarray(x, np.float64)
+  return (x - x.mean()) / (x.std() + 1e-9)
+
+
+def plots(traces: dict) -> dict[str, str]:
+  """{file name: svg} from the traces of the first real clip (real / generated) and the
+  per-row mean sync offset curves."""
+  out = {}
+  real, gen = traces.get("real"), traces.get("generated")
+  if real is not None and gen is not None:
+    t = np.arange(len(real["envelope"])) / FPS
+    tg = np.arange(len(gen["mouth"])) / FPS
+    out["mouth_vs_audio.svg"] = svg_panels([
+        {"title": "real footage: mouth opening vs audio energy (z-scored)", "xlabel": "seconds",
+         "ylabel": "z", "series": [("audio RMS", t, _z(real["envelope"])),
+                                   ("mouth (real)", t, _z(real["mouth"]))]},
+        {"title": "generated from the first frame + the same audio", "xlabel": "seconds",
+         "ylabel": "z", "series": [("audio RMS", t, _z(real["envelope"])),
+                                   ("mouth (generated)", tg, _z(gen["mouth"]))]},
+    ])
+    out["pose_traces.svg"] = svg_panels([
+        {"title": f"{name} (degrees)", "xlabel": "seconds", "ylabel": "deg",
+         "series": [("real", t, real["angles"][:, i]), ("generated", tg, gen["angles"][:, i])]}
+        for i, name in enumerate(("yaw", "pitch", "roll"))], panel_height=170)
+  curves = traces.get("offset_curves") or {}
+  if curves:
+    series = [(label, np.asarray(c[0]), np.asarray(c[1])) for label, c in curves.items()]
+    out["sync_offsets.svg"] = svg_panels([
+        {"title": "SyncNet distance vs audio offset (mean over real clips; min = best offset)",
+         "xlabel": "offset (frames)", "ylabel": "distance", "series": series}], panel_height=260)
+  return out
+
+
+# ----------------------------------------------------------------------------- report
+
+def _fmt(v, nd=3):
+  if v is None or (isinstance(v, float) and not np.isfinite(v)):
+    return "–"
+  return f"{v:.{nd}f}" if isinstance(v, float) else str(v)
+
+
+def markdown(report: dict) -> str:
+  lines = ["# vasa-jax evaluation report", ""]
+  s = report["settings"]
+  lines += [f"Checkpoint: `{s['checkpoint']}`. Clips: up to {s['max_clips']} per set, first "
+            f"{s['max_seconds']:g} s. Default sampling: {s['steps']} steps, CFG audio "
+            f"{s['cfg_audio']:g}, gaze {s['cfg_gaze']:g}. Generated on {s['device']} in "
+            f"{report['timing']['generate_s']:.0f} s ({report['timing']['s_per_s']:.2f} s of "
+            f"compute per second of video).", ""]
+  head = ("| set | row | clips | Sync-C ↑ | Sync-D ↓ | in sync | mouth r (lag) | CAPP ↑ | "
+          "ΔP °/f | pose jitter | identity | gaze err ° | dist err m | emotion acc |")
+  lines += ["## Lip-sync, head motion, controls", "", head, "|" + "---|" * 14]
+  for group, rows in report["rows"].items():
+    for row, m in rows.items():
+      lag = f" ({m['mouth_lag']:+.1f})" if "mouth_lag" in m else ""
+      lines.append(
+          f"| {group} | {row} | {m['clips']} | {_fmt(m.get('sync_c'))} | {_fmt(m.get('sync_d'))} "
+          f"| {_fmt(m.get('in_sync'), 2)} | {_fmt(m.get('mouth_r'))}{lag} | {_fmt(m.get('capp'))} "
+          f"| {_fmt(m.get('delta_p'), 2)} | {_fmt(m.get('pose_jitter'), 2)} "
+          f"| {_fmt(m.get('identity'))} | {_fmt(m.get('gaze_err_deg'), 1)} "
+          f"| {_fmt(m.get('distance_err'), 3)} | {_fmt(m.get('emotion_ok'), 2)} |")
+  lines += ["", "## Self-reenactment (stage 1)", "", "| set | clips | PSNR dB | SSIM |",
+            "|---|---|---|---|"]
+  for group, r in report.get("reenactment", {}).items():
+    lines.append(f"| {group} | {r['clips']} | {_fmt(r['psnr'], 2)} | {_fmt(r['ssim'], 3)} |")
+  lines += [""]
+  for name, title in (("mouth_vs_audio.svg", "Mouth opening vs audio energy"),
+                      ("pose_traces.svg", "Head pose traces"),
+                      ("sync_offsets.svg", "Sync offset curves")):
+    if name in report.get("plots", []):
+      lines += [f"### {title}", "", f"![{title}]({name})", ""]
+  if report.get("evaluators"):
+    lines += ["## Are the evaluators meaningful?", "",
+              "Validation of each evaluator on held-out clips (docs/evaluators/*.json):", "",
+              "```json", json.dumps(report["evaluators"], indent=1)[:6000], "```", ""]
+  doc = (__doc__ or "").split("\n\n", 2)
+  lines += ["## What each number means", "", "```", doc[2].strip() if len(doc) > 2 else "",
+            "```", ""]
+  return "\n".join(lines)
+
+
+def _evaluator_summaries() -> dict:
+  here = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+      __file__)))), "docs", "evaluators")
+  out = {}
+  for name in ("syncnet", "capp", "factors"):
+    p = os.path.join(here, f"{name}.json")
+    if os.path.exists(p):
+      with open(p) as f:
+        d = json.load(f)
+      out[name] = d.get("summary", d)
+  return out
+
+
+def run(animator, clips_by_group: dict[str, list[Clip]], *, settings: Sequence[Setting],
+        out_dir: str, ev: Evaluators | None = None, seed: int = 0, reenact_frames: int = 8,
+        progress=None) -> dict:
+  """Measures every clip (real, shifted, mismatched) and every generation setting; writes the
+  JSON, the markdown and the plots into out_dir; returns the report dict."""
+  import jax
+
+  from vasa_jax.eval import reenact
+  from vasa_jax.media import atomic_output
+  ev = ev or load_evaluators(animator)
+  rows: dict[str, dict] = {}
+  per_clip: dict[str, dict] = {}
+  traces: dict[str, Any] = {}
+  curves: dict[str, list] = {}
+  gen_s, video_s = 0.0, 0.0
+  reen = {}
+  for group, clips in clips_by_group.items():
+    if not clips:
+      continue
+    acc: dict[str, list] = {}
+
+    def add(row, clip, m, _acc=acc, _group=group):
+      tr = m.pop("_traces", None)
+      if tr is not None and _group == "real":
+        curves.setdefault(row, []).append((tr["sync_offsets"], tr["sync_dists"]))
+        if clip is clips[0] and row in ("real footage", settings[0].name):
+          traces["real" if row == "real footage" else "generated"] = tr
+      _acc.setdefault(row, []).append(m)
+      per_clip.setdefault(group, {}).setdefault(row, []).append({"clip": clip.name, **m})
+
+    for i, clip in enumerate(clips):
+      other = clips[(i + 1) % len(clips)]
+      add("real footage", clip, video_metrics(ev, clip.frames, clip.audio,
+                                              controls=clip.controls, keep_traces=True))
+      add(f"real, audio delayed {SHIFT_FRAMES} frames", clip,
+          video_metrics(ev, clip.frames, delay_audio(clip.audio, SHIFT_FRAMES), keep_traces=True))
+      if len(clips) > 1:
+        n = min(len(clip.frames), len(other.frames))
+        add("real, another clip's audio", clip,
+            video_metrics(ev, clip.frames[:n], other.audio[:n * SPF], keep_traces=True))
+      for st in settings:
+        frames, secs = generate(animator, clip, st, seed=seed)
+        gen_s += secs
+        video_s += len(frames) / FPS
+        add(st.name, clip, video_metrics(ev, frames, clip.audio, controls=clip.controls
+                                         if st.use_controls else None, keep_traces=True))
+      if progress:
+        progress(group, i + 1, len(clips))
+    rows[group] = {row: summarize(ms) for row, ms in acc.items()}
+    src = [c.record for c in clips if c.record is not None]
+    if src:
+      r = reenact.self_reenactment(animator.face_model, animator.fl_params, src,
+                                   frames_per_clip=reenact_frames)
+      reen[group] = {"psnr": r["psnr"], "ssim": r["ssim"], "clips": r["clips"],
+                     "frames": r["frames"]}
+  if curves:
+    traces["offset_curves"] = {row: (np.asarray(c[0][0]), np.mean([d for _, d in c], axis=0))
+                               for row, c in curves.items()}
+  figs = plots(traces)
+  report = {
+      "settings": {"checkpoint": animator.checkpoint, "device": jax.devices()[0].platform,
+                   "settings": [dataclasses.asdict(s) for s in settings],
+                   "steps": settings[0].steps, "cfg_audio": settings[0].cfg_audio,
+                   "cfg_gaze": settings[0].cfg_gaze, "seed": seed,
+                   "max_clips": max(len(c) for c in clips_by_group.values()),
+                   "max_seconds": max((len(c.frames) for cs in clips_by_group.values()
+                                       for c in cs), default=0) / FPS},
+      "timing": {"generate_s": gen_s, "video_s": video_s,
+                 "s_per_s": gen_s / video_s if video_s else float("nan")},
+      "rows": rows, "reenactment": reen, "plots": sorted(figs),
+      "evaluators": _evaluator_summaries(), "per_clip": per_clip,
+  }
+  os.makedirs(out_dir, exist_ok=True)
+  for name, svg in figs.items():
+    with atomic_output(os.path.join(out_dir, name)) as tmp, open(tmp, "w") as f:
+      f.write(svg)
+  with atomic_output(os.path.join(out_dir, "report.json")) as tmp, open(tmp, "w") as f:
+    json.dump(report, f, indent=1, default=_json_default)
+  with atomic_output(os.path.join(out_dir, "report.md")) as tmp, open(tmp, "w") as f:
+    f.write(markdown(report))
+  return report
+
+
+def _json_default(o):
+  if isinstance(o, np.generic):
+    return o.item()
+  if isinstance(o, np.ndarray):
+    return o.tolist()
+  return str(o)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def _floats(text: str) -> list[float]:
+  return [float(x) for x in text.split(",") if x.strip()] if text else []
+
+
+def _parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="vasa-jax eval report", description=__doc__.split("\n")[0])
+  p.add_argument("--checkpoint", default=None, help="bundle folder (default: the bundled demo)")
+  p.add_argument("--data-dir", default=None, help="TFDS data dir holding the evaluation sets")
+  p.add_argument("--real", default="talking_face_videos/r256:test",
+                 help="held-out real footage, NAME:SPLIT ('' to skip)")
+  p.add_argument("--synthetic", default="synthetic_talking_heads/r256_n1000:test",
+                 help="held-out synthetic identities, NAME:SPLIT ('' to skip)")
+  p.add_argument("--max-clips", type=int, default=12, help="clips per set")
+  p.add_argument("--max-seconds", type=float, default=6.0, help="first seconds of each clip")
+  p.add_argument("--steps", type=int, default=25)
+  p.add_argument("--cfg-audio", type=float, default=0.5)
+  p.add_argument("--cfg-gaze", type=float, default=1.0)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--ablate-cfg-audio", default="", help="extra rows: comma-separated CFG scales")
+  p.add_argument("--ablate-steps", default="", help="extra rows: comma-separated step counts")
+  p.add_argument("--ablate-no-prev", action="store_true",
+                 help="extra row: no previous-window conditioning")
+  p.add_argument("--composite", choices=("detail", "render"), default="detail",
+                 help="how the generated crop is made (as `vasa-jax animate --composite`)")
+  p.add_argument("--out", default="docs/eval")
+  return p
+
+
+def settings_from_args(args) -> list[Setting]:
+  base = Setting(name="generated", cfg_audio=args.cfg_audio, cfg_gaze=args.cfg_gaze,
+                 steps=args.steps)
+  out = [base]
+  for x in _floats(args.ablate_cfg_audio):
+    out.append(dataclasses.replace(base, name=f"generated, CFG audio {x:g}", cfg_audio=x))
+  for n in _floats(args.ablate_steps):
+    out.append(dataclasses.replace(base, name=f"generated, {int(n)} steps", steps=int(n)))
+  if args.ablate_no_prev:
+    out.append(dataclasses.replace(base, name="generated, no previous-window conditioning",
+                                   carry_context=False))
+  return out
+
+
+def main(argv=None) -> int:
+  args = _parser().parse_args(argv)
+  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+  from vasa_jax.animate import AnimateError, Animator
+  try:
+    animator = Animator(args.checkpoint, composite=args.composite)
+    ev = load_evaluators(animator)
+  except (AnimateError, FileNotFoundError, ValueError) as e:
+    print(f"vasa-jax eval report: {e}", file=sys.stderr)
+    return 2
+  groups = {}
+  try:
+    for group, ds in (("real", args.real), ("synthetic", args.synthetic)):
+      if ds:
+        groups[group] = load_clips(ds, group, data_dir=args.data_dir, max_clips=args.max_clips,
+                                   max_seconds=args.max_seconds)
+  except FileNotFoundError as e:
+    print(f"vasa-jax eval report: {e}", file=sys.stderr)
+    return 2
+  if not any(groups.values()):
+    print("vasa-jax eval report: no clips to evaluate (--real / --synthetic)", file=sys.stderr)
+    return 2
+
+  def progress(group, i, n):
+    print(f"\r{group}: {i}/{n} clips", end="" if i < n else "\n", file=sys.stderr, flush=True)
+
+  report = run(animator, groups, settings=settings_from_args(args), out_dir=args.out, ev=ev,
+               seed=args.seed, progress=progress)
+  print(json.dumps({"out": os.path.abspath(args.out), "rows": report["rows"],
+                    "reenactment": report["reenactment"], "timing": report["timing"]},
+                   indent=1, default=_json_default))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
