@@ -141,6 +141,9 @@ def _loss(variant: str) -> ml_collections.ConfigDict:
   # the paper; on for the small CPU-trained demo, whose whole-image losses left the mouth static.
   w.mouth = {"demo": 4.0}.get(variant, 0.0)
   w.mouth_region = (0.6, 0.5, 0.11, 0.17)   # centre y, centre x, radius y, radius x (fractions)
+  # z_dyn[:, 0:3] = mouth (open, wide, round), z_dyn[:, 3] = blink where labels exist (L1; not in
+  # the paper): on for the demo, whose unsupervised z_dyn carried no mouth signal.
+  w.dyn_labels = {"demo": 1.0}.get(variant, 0.0)
   w.gan_start_step = {"tiny": 0, "demo": 1500}.get(variant, 2000)   # GAN terms off before this step
   return w
 

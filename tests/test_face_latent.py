@@ -340,6 +340,26 @@ def test_mouth_region_loss_weights_the_mouth_not_the_forehead():
                                              rel=1e-5)
 
 
+def test_dyn_label_loss_names_mouth_and_blink_dims_where_labelled():
+  mouth = jnp.array([[0.8, 0.2, 0.1], [0.0, 0.0, 0.0]])
+  blink = jnp.array([0.0, 1.0])
+  z = jnp.zeros((2, 8)).at[0, :3].set(mouth[0]).at[0, 3].set(0.0)
+  both = jnp.array([1, 1])
+  # example 0 matches exactly; example 1 (blink 1, z 0) is off by 1 in the blink dim only
+  assert float(losses.dyn_label_loss(z, mouth, blink, both, both)) == pytest.approx(0.5)
+  assert float(losses.dyn_label_loss(z, mouth, blink, both, jnp.array([1, 0]))) == 0.0
+  # the free dims (4:) are not constrained
+  assert float(losses.dyn_label_loss(z.at[:, 4:].set(9.0), mouth, blink, both,
+                                     jnp.array([1, 0]))) == 0.0
+  out = {"image": jnp.zeros((2, 8, 8, 3)), "source_dyn": z, "driving_dyn": z}
+  frame = {"image": jnp.zeros((2, 8, 8, 3)), "mouth": mouth, "blink": blink}
+  batch = {"source": frame, "driving": frame, "has_mouth": both, "has_blink": both}
+  terms = losses.generator_losses(out, batch, {"dyn_labels": 2.0})
+  assert float(terms["dyn_labels"]) == pytest.approx(0.5)
+  assert float(terms["total"]) == pytest.approx(1.0)
+  assert "dyn_labels" not in losses.generator_losses(out, batch, {"l1": 1.0})
+
+
 def test_hinge_signs_and_feature_matching():
   big = [{"logits": jnp.full((2, 4, 4, 1), 5.0), "features": [jnp.ones((2, 4, 4, 2))]}]
   small = [{"logits": jnp.full((2, 4, 4, 1), -5.0), "features": [jnp.zeros((2, 4, 4, 2))]}]
