@@ -1,0 +1,176 @@
+"""The trained evaluators: SyncNet-style Sync-C / Sync-D (`vasa_jax.eval.syncnet`) and CAPP
+(`vasa_jax.eval.capp`)."""
+
+import pathlib
+
+import numpy as np
+import pytest
+
+from vasa_jax.eval import capp, contrastive, syncnet
+
+EXAMPLE = pathlib.Path(__file__).parent / "data" / "eval_example.npz"
+
+
+def _unit(x):
+  return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+# ----------------------------------------------------------------------------- syncnet
+
+@pytest.mark.parametrize("lag", [4, -3, 0])
+def test_offset_curve_sign(lag):
+  """Video window t shows audio window t - lag (the video lags by `lag`): offset == lag."""
+  rng = np.random.default_rng(0)
+  a = _unit(rng.normal(size=(60, 16)))
+  v = np.roll(a, lag, axis=0)              # v[t] = a[t - lag]
+  offsets, dists = syncnet.offset_curve(v, a, max_offset=6)
+  s = syncnet.sync_scores(offsets, dists)
+  assert s["offset"] == lag
+  assert s["sync_d"] < 1e-9
+  assert s["sync_c"] > 1.0                   # random unit vectors are ~sqrt(2) apart
+  assert s["offsets"] == list(range(-6, 7)) and len(s["dists"]) == 13
+  with pytest.raises(ValueError, match="too short"):
+    syncnet.offset_curve(v[:10], a[:10], max_offset=6)
+
+
+def test_score_wiring_sign(monkeypatch):
+  """score() pairs video frame t + k with audio frame t: a stub model that embeds a per-frame
+  code finds a video delayed by 3 frames at offset +3 and audio delayed by 2 at offset -2."""
+  rng = np.random.default_rng(1)
+  t, d = 80, 64
+  codes = rng.integers(0, d, size=t + 10)
+
+  def make(video_lag, audio_lag):
+    frames = np.zeros((t, 8, 8, 3), np.uint8)
+    frames[:, 0, 0, 0] = codes[10 - video_lag:10 - video_lag + t]
+    audio = np.repeat(codes[10 - audio_lag:10 - audio_lag + t], 640).astype(np.float32)
+    return frames, audio
+
+  ev = syncnet.SyncEvaluator({}, syncnet.Config())     # every model call is stubbed below
+  onehot = lambda c: np.eye(d)[np.asarray(c, int)]  # noqa: E731
+  monkeypatch.setattr(ev, "video_features", lambda f: np.asarray(f)[:, 0, 0, 0])
+  monkeypatch.setattr(ev, "embed_video", lambda c: onehot(c[:len(c) - 4]))
+  monkeypatch.setattr(syncnet, "audio_features", lambda a, cfg: np.asarray(a)[::640])
+  monkeypatch.setattr(ev, "embed_audio", lambda c: onehot(c[:len(c) - 4]))
+  assert ev.score(*make(3, 0), max_offset=5)["offset"] == 3
+  assert ev.score(*make(0, 2), max_offset=5)["offset"] == -2
+  assert ev.score(*make(0, 0), max_offset=5)["offset"] == 0
+
+
+def test_log_mel_matches_audio_module():
+  from vasa_jax import audio as audio_lib
+  x = np.random.default_rng(2).normal(size=640 * 7 + 100).astype(np.float32) * 0.1
+  ours = contrastive.log_mel(x, n_mels=40, per_frame=4)
+  ref = np.asarray(audio_lib.log_mel(x, n_mels=40, frames_per_video_frame=4))
+  assert ours.shape == (7, 4, 40)
+  np.testing.assert_allclose(ours.reshape(7, 160), ref, atol=2e-3)
+
+
+def test_syncnet_roundtrip_and_score(tmp_path):
+  cfg = syncnet.Config()
+  params = syncnet.init_params(cfg, seed=3)
+  syncnet.save(str(tmp_path / "w"), params, cfg, {"training": {"steps": 0}})
+  ev = syncnet.load(str(tmp_path / "w"))
+  assert ev.cfg == cfg and ev.meta["training"]["steps"] == 0
+  for a, b in zip(*(map(np.asarray, __import__("jax").tree_util.tree_leaves(p))
+                    for p in (params, ev.params))):
+    np.testing.assert_array_equal(a, b)
+  rng = np.random.default_rng(3)
+  frames = rng.integers(0, 255, size=(30, 96, 96, 3), dtype=np.uint8)   # any crop size
+  audio = rng.normal(size=30 * 640).astype(np.float32) * 0.1
+  s = ev.score(frames, audio, max_offset=4)
+  assert set(s) >= {"sync_d", "sync_c", "offset", "offsets", "dists"}
+  assert len(s["dists"]) == 9 and s["windows"] == 30 - 4 - 8
+  assert np.all(np.isfinite(s["dists"])) and 0.0 <= s["sync_d"] <= 2.0
+  assert s["sync_c"] >= 0.0 and -4 <= s["offset"] <= 4
+  short = ev.score(frames[:12], audio, max_offset=15)      # searches the offsets it allows
+  assert short["max_offset"] == 3 and len(short["dists"]) == 7
+  with pytest.raises(ValueError, match="too short"):
+    ev.score(frames[:6], audio)
+  with pytest.raises(contrastive.EvaluatorError):
+    capp.load(str(tmp_path / "w"))          # a syncnet folder is not a CAPP folder
+
+
+def test_mouth_crops_any_size():
+  cfg = syncnet.Config()
+  for s in (64, 256):
+    f = np.zeros((2, s, s, 3), np.uint8)
+    f[:, int(0.7 * s), :] = 255               # a bright line through the mouth region
+    c = syncnet.mouth_crops(f, cfg)
+    assert c.shape == (2, cfg.crop[0] + 2 * cfg.margin, cfg.crop[1] + 2 * cfg.margin)
+    assert c.max() > 30                       # the line falls inside the crop
+
+
+# ----------------------------------------------------------------------------- capp
+
+def _toy_clips(n, t, rng):
+  """Pose yaw follows the audio's loudness envelope (a deterministic function of the audio)."""
+  clips = []
+  for i in range(n):
+    env = (rng.random(t // 5 + 1) < 0.5).astype(np.float32).repeat(5)[:t]
+    audio = (rng.normal(size=t * 640) * np.repeat(0.02 + 0.3 * env, 640)).astype(np.float32)
+    smooth = np.convolve(env, np.ones(5) / 5, mode="same")
+    pose = np.zeros((t, 6), np.float32)
+    pose[:, 0] = 0.1 * smooth
+    pose[:, 1] = 0.05 * np.cumsum(smooth - smooth.mean()) / t
+    clips.append(capp.Clip(pose=pose, audio=audio, feats=None, real=False, clip_id=str(i)))
+  return clips
+
+
+def test_capp_learns_toy_alignment(tmp_path):
+  cfg = capp.Config(window=50, stride=25)     # the default (profile) model, 2-s windows
+  rng = np.random.default_rng(0)
+  train = _toy_clips(48, 100, rng)
+  test = _toy_clips(8, 100, rng)
+  for c in train:
+    c.feats = capp.audio_features(c.audio, cfg)
+  stats = capp.pose_stats([c.pose for c in train], cfg.window)
+  params, info = capp.train([train], [1.0], cfg, stats, steps=150, batch=16, lr=3e-3)
+  assert info["steps"] == 150
+  capp.save(str(tmp_path / "c"), params, cfg, stats)
+  ev = capp.load(str(tmp_path / "c"))
+  assert ev.cfg == cfg and ev.stats == stats
+  matched = [ev.score(c.pose, c.audio)["capp"] for c in test]
+  shuffled = [ev.score(c.pose, test[(i + 1) % 8].audio)["capp"] for i, c in enumerate(test)]
+  assert np.mean(matched) > np.mean(shuffled) + 0.5, (matched, shuffled)
+  s = ev.score(test[0].pose, test[0].audio)
+  assert s["windows"] == 3 and s["padded_frames"] == 0 and np.isfinite(s["capp"])
+  short = ev.score(test[0].pose[:30], test[0].audio)           # < window: one padded window
+  assert short["windows"] == 1 and short["padded_frames"] == 20
+  with pytest.raises(ValueError, match="at least"):
+    ev.score(test[0].pose[:10], test[0].audio)
+
+
+# ----------------------------------------------------------------------------- bundled weights
+
+@pytest.mark.skipif(not EXAMPLE.is_file(), reason="tests/data/eval_example.npz missing")
+def test_bundled_syncnet_on_example():
+  """The shipped weights: on a held-out synthetic clip (tests/data/README.md), in-sync audio is
+  found at offset 0 and audio delayed by 10 frames at -10 (a regression check of the bundled
+  weights and the feature path; population figures are in docs/evaluators/syncnet.json)."""
+  ev = syncnet.load()
+  z = np.load(EXAMPLE)
+  video = syncnet.centre(syncnet.normalise_crops(z["mouth"]), ev.cfg)
+  audio = z["audio"].astype(np.float32) / 32767.0
+  v = ev.embed_video(video)
+  delayed = np.concatenate([np.zeros(6400, np.float32), audio])[:len(audio)]
+  m = syncnet.sync_scores(*syncnet.offset_curve(
+      v, ev.embed_audio(syncnet.audio_features(audio, ev.cfg)), 15))
+  s = syncnet.sync_scores(*syncnet.offset_curve(
+      v, ev.embed_audio(syncnet.audio_features(delayed, ev.cfg)), 15))
+  assert abs(m["offset"]) <= 1
+  assert abs(s["offset"] + 10) <= 1
+  assert m["dists"][15] < s["dists"][15]             # distance at offset 0
+
+
+@pytest.mark.skipif(not EXAMPLE.is_file(), reason="tests/data/eval_example.npz missing")
+def test_bundled_capp_on_example():
+  """The shipped CAPP weights score the example's own audio above the same audio 2 s later
+  (a regression check; CAPP is weak on average: docs/evaluators/capp.json)."""
+  ev = capp.load()
+  z = np.load(EXAMPLE)
+  audio = z["audio"].astype(np.float32) / 32767.0
+  m = ev.score(z["pose"], audio)
+  s = ev.score(z["pose"], capp.shifted_audio(audio, len(z["pose"]) // 2))
+  assert m["windows"] == (len(z["pose"]) - 75) // 25 + 1
+  assert m["capp"] > s["capp"]

@@ -1,0 +1,159 @@
+"""Shared pieces of the two trained evaluators (`syncnet`, `capp`): audio features, the
+symmetric contrastive loss, and the weights folder format.
+
+A weights folder holds
+
+    DIR/<name>.json      format, version, model config, feature config, statistics, provenance
+    DIR/<name>.msgpack   the model parameters (flax.serialization, float32)
+
+so an evaluator loads without orbax or optimizer state, on any device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import serialization
+
+from vasa_jax import audio as audio_lib
+
+FORMAT = "vasa-jax-evaluator"
+VERSION = 1
+
+
+class EvaluatorError(ValueError):
+  """A weights folder is missing, incomplete or of another evaluator (one readable line)."""
+
+
+def assets_dir(name: str) -> str:
+  """Where the package bundles the trained weights of evaluator `name`."""
+  return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      "assets", "evaluators", name)
+
+
+# ----------------------------------------------------------------------------- audio features
+
+def log_mel(audio_16k: np.ndarray, *, n_mels: int, per_frame: int) -> np.ndarray:
+  """16 kHz mono audio [N] -> log-mel [T, per_frame, n_mels], T = N // 640 (NumPy).
+
+  The same framing as `vasa_jax.audio.log_mel` (a 400-sample Hann window every
+  640 / per_frame samples, mel frame j centred on hop * j + hop / 2, so video frame t owns mel
+  frames per_frame * t ... per_frame * t + per_frame - 1), computed in NumPy so clips of any
+  length cost no compilation.
+  """
+  if audio_lib.SAMPLES_PER_FRAME % per_frame:
+    raise ValueError("per_frame must divide 640")
+  x = np.asarray(audio_16k, np.float32).reshape(-1)
+  hop = audio_lib.SAMPLES_PER_FRAME // per_frame
+  t = x.shape[0] // audio_lib.SAMPLES_PER_FRAME
+  m = t * per_frame
+  if m == 0:
+    return np.zeros((0, per_frame, n_mels), np.float32)
+  left = audio_lib.WIN // 2 - hop // 2
+  x = np.pad(x[: t * audio_lib.SAMPLES_PER_FRAME], (left, max(0, audio_lib.WIN - hop - left)))
+  idx = hop * np.arange(m)[:, None] + np.arange(audio_lib.WIN)[None, :]
+  frames = x[idx] * audio_lib._hann(audio_lib.WIN)
+  spec = np.fft.rfft(frames, n=audio_lib.N_FFT, axis=-1)
+  power = (spec.real ** 2 + spec.imag ** 2).astype(np.float32)
+  fb = audio_lib.mel_filterbank(n_mels, fmax=audio_lib.SAMPLE_RATE / 2)
+  feats = np.log(power @ fb.T + audio_lib.LOG_EPS)
+  return feats.reshape(t, per_frame, n_mels).astype(np.float32)
+
+
+def normalise_log_mel(feats: np.ndarray, floor_nats: float = 9.0) -> np.ndarray:
+  """Per-clip normalisation of log-mel [T, ..., n_mels]: levels below the clip's peak minus
+  `floor_nats` (~39 dB) are raised to that floor (digital silence and recording noise floors
+  look alike), then each mel band loses its clip mean and the whole is divided by the clip's
+  standard deviation. Loudness and microphone colour drop out; timing and spectrum remain."""
+  f = np.asarray(feats, np.float32)
+  if f.size == 0:
+    return f
+  f = np.maximum(f, f.max() - floor_nats)
+  axes = tuple(range(f.ndim - 1))
+  f = f - f.mean(axis=axes, keepdims=True)
+  return (f / (f.std() + 1e-3)).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- loss
+
+def clip_loss(x: jax.Array, y: jax.Array, logit_scale: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Symmetric InfoNCE over L2-normalised embeddings x, y [N, D]: row i of x matches row i of
+  y and every other row is a negative. Returns (loss, accuracy of x -> y retrieval)."""
+  logits = logit_scale * (x @ y.T)
+  labels = jnp.arange(x.shape[0])
+  lx = -jnp.mean(jax.nn.log_softmax(logits, axis=1)[labels, labels])
+  ly = -jnp.mean(jax.nn.log_softmax(logits, axis=0)[labels, labels])
+  acc = jnp.mean(jnp.argmax(logits, axis=1) == labels)
+  return 0.5 * (lx + ly), acc
+
+
+def l2_normalise(x: jax.Array, eps: float = 1e-6) -> jax.Array:
+  return x / jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)
+
+
+# ----------------------------------------------------------------------------- weights folder
+
+def count_params(params) -> int:
+  return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(params)))
+
+
+def save(out_dir: str, name: str, params, meta: dict[str, Any]) -> str:
+  """Writes DIR/<name>.msgpack and DIR/<name>.json atomically (a temporary folder renamed onto
+  out_dir). `meta` must be JSON-serialisable; format, version and the parameter count are
+  added."""
+  out_dir = os.path.abspath(out_dir)
+  parent = os.path.dirname(out_dir)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=f".{name}.", dir=parent)
+  try:
+    host = jax.tree_util.tree_map(lambda v: np.asarray(jax.device_get(v), np.float32), params)
+    with open(os.path.join(tmp, f"{name}.msgpack"), "wb") as f:
+      f.write(serialization.msgpack_serialize(host))
+    full = {"format": FORMAT, "version": VERSION, "evaluator": name,
+            "params": count_params(host), **meta}
+    with open(os.path.join(tmp, f"{name}.json"), "w") as f:
+      json.dump(full, f, indent=1)
+    os.chmod(tmp, 0o755)
+    if os.path.isdir(out_dir):
+      shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+  finally:
+    if os.path.isdir(tmp):
+      shutil.rmtree(tmp)
+  return out_dir
+
+
+def load(path: str | None, name: str) -> tuple[dict, dict]:
+  """(params, meta) from a folder written by `save` (default: the bundled weights)."""
+  path = os.path.abspath(os.fspath(path or assets_dir(name)))
+  meta_path = os.path.join(path, f"{name}.json")
+  weights_path = os.path.join(path, f"{name}.msgpack")
+  if not os.path.isfile(meta_path) or not os.path.isfile(weights_path):
+    raise EvaluatorError(f"{path} holds no {name} evaluator weights ({name}.json and "
+                         f"{name}.msgpack); train them with `vasa-jax eval {name} --out DIR`")
+  with open(meta_path) as f:
+    meta = json.load(f)
+  if meta.get("format") != FORMAT or meta.get("evaluator") != name:
+    raise EvaluatorError(f"{meta_path} is not a {name} evaluator")
+  if int(meta.get("version", 0)) > VERSION:
+    raise EvaluatorError(f"{meta_path} has format version {meta.get('version')}; this code "
+                         f"reads up to {VERSION}")
+  with open(weights_path, "rb") as f:
+    params = serialization.msgpack_restore(f.read())
+  params = jax.tree_util.tree_map(lambda v: np.asarray(v, np.float32), params)
+  return params, meta
+
+
+def write_json(path: str, obj: Any) -> None:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + ".partial"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=1)
+  os.replace(tmp, path)
