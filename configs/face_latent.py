@@ -144,6 +144,9 @@ def _loss(variant: str) -> ml_collections.ConfigDict:
   # z_dyn[:, 0:3] = mouth (open, wide, round), z_dyn[:, 3] = blink where labels exist (L1; not in
   # the paper): on for the demo, whose unsupervised z_dyn carried no mouth signal.
   w.dyn_labels = {"demo": 1.0}.get(variant, 0.0)
+  # Render labelled frames with those dims set to the labels (teacher forcing), so the decoder
+  # learns mouth / blink motion before the encoder reads them well.
+  w.dyn_labels_teacher = variant == "demo"
   w.gan_start_step = {"tiny": 0, "demo": 1500}.get(variant, 2000)   # GAN terms off before this step
   return w
 

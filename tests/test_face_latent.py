@@ -282,6 +282,27 @@ def test_training_outputs_switches(tiny):
                              np.asarray(full["cross_image"]), atol=1e-5)
 
 
+def test_training_outputs_teacher_forces_labelled_dyn_dims(tiny):
+  c, model, variables, src, drv = tiny
+  # make the (zero-initialised) flows read z_dyn, so the render depends on it
+  params = jax.tree_util.tree_map(lambda x: x, variables["params"])
+  for name in ("flow_to_driving", "flow_to_canonical"):
+    k = params[name]["out"]["conv"]["kernel"]
+    params[name]["out"]["conv"]["kernel"] = 0.05 * jax.random.normal(_key(3), k.shape, k.dtype)
+  v = {"params": params}
+  lab = jnp.full((2, 4), 0.9)
+  mask = jnp.array([1, 0])
+  plain = _run(lambda v: model.apply(v, src, drv, None, consistency=False,
+                                     method=M.training_outputs), v)
+  forced = _run(lambda v: model.apply(v, src, drv, None, consistency=False,
+                                      dyn_labels={"source": (lab, mask), "driving": (lab, mask)},
+                                      method=M.training_outputs), v)
+  # the encoder's own codes are returned unchanged (the dyn_labels loss trains them)
+  np.testing.assert_allclose(np.asarray(forced["driving_dyn"]), np.asarray(plain["driving_dyn"]))
+  diff = np.abs(np.asarray(forced["image"]) - np.asarray(plain["image"])).mean(axis=(1, 2, 3))
+  assert diff[0] > 1e-4 and diff[1] < 1e-6     # only the labelled example is re-rendered
+
+
 def test_bf16_compute():
   c = _tiny(dtype="bfloat16")
   model = M(c)

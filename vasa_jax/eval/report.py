@@ -401,7 +401,9 @@ def markdown(report: dict) -> str:
             f"{s['max_seconds']:g} s. Default sampling: {s['steps']} steps, CFG audio "
             f"{s['cfg_audio']:g}, gaze {s['cfg_gaze']:g}. Generated on {s['device']} in "
             f"{report['timing']['generate_s']:.0f} s ({report['timing']['s_per_s']:.2f} s of "
-            f"compute per second of video).", ""]
+            f"compute per second of video, compilation included; warm figures: "
+            f"benchmarks/animate.py). Rows \"footage\" measure the held-out clips themselves: "
+            f"the reference every generated row is compared with.", ""]
   head = ("| set | row | clips | Sync-C ↑ | Sync-D ↓ | in sync | mouth r (lag) | CAPP ↑ | "
           "ΔP °/f | pose jitter | identity | gaze err ° | dist err m | emotion acc |")
   lines += ["## Lip-sync, head motion, controls", "", head, "|" + "---|" * 14]
@@ -472,20 +474,20 @@ def run(animator, clips_by_group: dict[str, list[Clip]], *, settings: Sequence[S
       tr = m.pop("_traces", None)
       if tr is not None and _group == "real":
         curves.setdefault(row, []).append((tr["sync_offsets"], tr["sync_dists"]))
-        if clip is clips[0] and row in ("real footage", settings[0].name):
-          traces["real" if row == "real footage" else "generated"] = tr
+        if clip is clips[0] and row in ("footage", settings[0].name):
+          traces["real" if row == "footage" else "generated"] = tr
       _acc.setdefault(row, []).append(m)
       per_clip.setdefault(group, {}).setdefault(row, []).append({"clip": clip.name, **m})
 
     for i, clip in enumerate(clips):
       other = clips[(i + 1) % len(clips)]
-      add("real footage", clip, video_metrics(ev, clip.frames, clip.audio,
+      add("footage", clip, video_metrics(ev, clip.frames, clip.audio,
                                               controls=clip.controls, keep_traces=True))
-      add(f"real, audio delayed {SHIFT_FRAMES} frames", clip,
+      add(f"footage, audio delayed {SHIFT_FRAMES} frames", clip,
           video_metrics(ev, clip.frames, delay_audio(clip.audio, SHIFT_FRAMES), keep_traces=True))
       if len(clips) > 1:
         n = min(len(clip.frames), len(other.frames))
-        add("real, another clip's audio", clip,
+        add("footage, another clip's audio", clip,
             video_metrics(ev, clip.frames[:n], other.audio[:n * SPF], keep_traces=True))
       for st in settings:
         frames, secs = generate(animator, clip, st, seed=seed)

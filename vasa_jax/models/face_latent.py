@@ -185,6 +185,15 @@ class Decoder2D(nn.Module):
 
 # ----------------------------------------------------------------------------- the model
 
+def _with_labels(z_dyn, labels, mask):
+  """z_dyn [B,D] with its first k dims replaced by labels [B,k] where mask [B] is 1."""
+  labels = jnp.asarray(labels, z_dyn.dtype)
+  k = labels.shape[-1]
+  m = jnp.asarray(mask, z_dyn.dtype).reshape(-1, 1)
+  head = m * labels + (1.0 - m) * z_dyn[:, :k]
+  return jnp.concatenate([head, z_dyn[:, k:]], axis=-1)
+
+
 class FaceLatentModel(nn.Module):
   """Stage-1 face latent model; `config` is the `model` sub-config of configs/face_latent.py."""
   config: ml_collections.ConfigDict
@@ -282,7 +291,8 @@ class FaceLatentModel(nn.Module):
             "source_dyn": src["z_dyn"], "driving_pose": drv["z_pose"],
             "driving_dyn": drv["z_dyn"]}
 
-  def training_outputs(self, source, driving, cross=None, consistency: bool = True):
+  def training_outputs(self, source, driving, cross=None, consistency: bool = True,
+                       dyn_labels=None):
     """Everything the generator losses need, in one apply (losses.generator_losses).
 
     source, driving: two frames i, j of one clip; cross: a frame of another identity (or None).
@@ -294,6 +304,12 @@ class FaceLatentModel(nn.Module):
     then the motion encoder on cons_a / cons_b (latent cycle consistency) and the identity
     encoder on the cross reenactment. consistency=False skips cons_a / cons_b (and their
     outputs), cross=None skips the cross reenactment.
+
+    dyn_labels: optional {"source": (labels [B,k], mask [B]), "driving": (...)}: where mask is 1
+    the first k dims of that frame's z_dyn are replaced by the labels for rendering (teacher
+    forcing of named dynamics dims, see losses.dyn_label_loss), so the decoder learns to render
+    them while the encoder is still learning to read them. The returned source_dyn /
+    driving_dyn stay the encoder's own predictions.
     """
     b = source.shape[0]
     src = self.encode(source)
@@ -301,6 +317,10 @@ class FaceLatentModel(nn.Module):
     mot = self.encode_motion(jnp.concatenate(frames, axis=0))
     pose_j, dyn_j = mot["z_pose"][:b], mot["z_dyn"][:b]
     pose_i, dyn_i = src["z_pose"], src["z_dyn"]
+    out_dyn_i, out_dyn_j = dyn_i, dyn_j
+    if dyn_labels is not None:
+      dyn_i = _with_labels(dyn_i, *dyn_labels["source"])
+      dyn_j = _with_labels(dyn_j, *dyn_labels["driving"])
     prepared = self.prepare(src["v_app"], src["z_id"], pose_i, dyn_i)
     poses, dyns = [pose_j], [dyn_j]
     if consistency:
@@ -315,8 +335,8 @@ class FaceLatentModel(nn.Module):
     out = {
         "image": renders[:b],
         "z_id": src["z_id"],
-        "source_pose": pose_i, "source_dyn": dyn_i,
-        "driving_pose": pose_j, "driving_dyn": dyn_j,
+        "source_pose": pose_i, "source_dyn": out_dyn_i,
+        "driving_pose": pose_j, "driving_dyn": out_dyn_j,
     }
     if consistency:
       cons_a, cons_b = renders[b:2 * b], renders[2 * b:3 * b]

@@ -133,6 +133,7 @@ def make_train_step(config, mesh, state_shardings):
   use_gan = float(weights.get("gan", 0.0)) > 0 or float(weights.get("feature_matching", 0.0)) > 0
 
   skip_bad = bool(config.get("skip_nonfinite_batches", True))
+  teacher = bool(weights.get("dyn_labels_teacher", False))
 
   def step_fn(state, batch):
     # NaN/Inf in the float inputs (labels; uint8 frames cannot be non-finite, so the float
@@ -143,9 +144,17 @@ def make_train_step(config, mesh, state_shardings):
     gan_scale = (step >= gan_start).astype(jnp.float32)
     src, drv, crs = batch["source"]["image"], batch["driving"]["image"], batch["cross"]["image"]
 
+    dyn_labels = None
+    if teacher:
+      # both frames come from one clip: one flag for each label kind
+      m = (batch["has_mouth"] * batch["has_blink"]).reshape(-1)
+      dyn_labels = {k: (jnp.concatenate([batch[k]["mouth"], batch[k]["blink"].reshape(-1, 1)],
+                                        axis=-1), m) for k in ("source", "driving")}
+
     def g_loss(params):
       out = gen.apply({"params": params}, src, drv, crs if use_cross else None,
-                      consistency=use_consistency, method=fl.FaceLatentModel.training_outputs)
+                      consistency=use_consistency, dyn_labels=dyn_labels,
+                      method=fl.FaceLatentModel.training_outputs)
       fake = real = None
       if use_gan:
         fake = disc.apply({"params": state["d_params"]}, out["image"])
