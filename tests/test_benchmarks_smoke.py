@@ -1,4 +1,4 @@
-"""benchmarks/face_latent.py --quick runs (tiny config, CPU) and prints one JSON object."""
+"""benchmarks/face_latent.py and benchmarks/motion_dit.py --quick run (tiny configs, CPU) and print one JSON object."""
 
 import json
 import os
@@ -34,3 +34,18 @@ def test_face_latent_benchmark_quick():
     assert r["flops_per_frame"] > 0
   assert v["prepare"]["ms_per_portrait"] > 0
   assert "train_step" not in v   # only with --train-step
+
+
+def test_motion_dit_train_step_benchmark_quick():
+  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "motion_dit.py"),
+                         "--quick"], env=env, capture_output=True, text=True, timeout=300,
+                        cwd=ROOT)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  out = json.loads(proc.stdout)
+  assert out["quick"] is True and out["peak_flops_per_s"] is None
+  t = out["variants"]["tiny"]["train_step"]
+  assert t["batch_size"] == 2 and t["median_ms"] > 0 and t["loss_finite"] and t["params"] > 0
+  assert t["frames_per_s"] > 0 and "mfu" in t and "memory_analysis" in t
+  if t["flops_per_call"] is not None:
+    assert t["flops_per_window"] > 0
