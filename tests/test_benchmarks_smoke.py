@@ -1,4 +1,4 @@
-"""benchmarks/face_latent.py and benchmarks/motion_dit.py --quick run (tiny configs, CPU) and print one JSON object."""
+"""benchmarks/face_latent.py and motion_dit.py --quick (tiny configs, CPU) print one JSON object."""
 
 import json
 import os
