@@ -509,7 +509,7 @@ def run(animator, clips_by_group: dict[str, list[Clip]], *, settings: Sequence[S
                                for row, c in curves.items()}
   figs = plots(traces)
   report = {
-      "settings": {"checkpoint": animator.checkpoint, "device": jax.devices()[0].platform,
+      "settings": {"checkpoint": _display_path(animator.checkpoint), "device": jax.devices()[0].platform,
                    "settings": [dataclasses.asdict(s) for s in settings],
                    "steps": settings[0].steps, "cfg_audio": settings[0].cfg_audio,
                    "cfg_gaze": settings[0].cfg_gaze, "seed": seed,
@@ -530,6 +530,12 @@ def run(animator, clips_by_group: dict[str, list[Clip]], *, settings: Sequence[S
   with atomic_output(os.path.join(out_dir, "report.md")) as tmp, open(tmp, "w") as f:
     f.write(markdown(report))
   return report
+
+
+def _display_path(path: str) -> str:
+  """A path relative to the working directory when it lies under it (portable reports)."""
+  rel = os.path.relpath(os.path.abspath(path))
+  return path if rel.startswith("..") else rel
 
 
 def _json_default(o):
