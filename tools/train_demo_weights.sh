@@ -22,9 +22,9 @@ MD_STEPS=${MD_STEPS:-3000}
   $VJ data build talking_face_videos/r256 --data-dir "$DATA" \
     --manual-dir ../shared/real/videos --identity-map ../shared/real/INVENTORY.tsv
 
-# 1. stage 1, reconstruction-only losses (the bundled weights predate the demo config's mouth-
-#    region, dyn_labels and teacher-forcing terms, hence the three switches that turn them off) (the consistency / cross-identity renders and the
-#    discriminator cost 2-3x per step on CPU). The session run used the default losses for its
+# 1. stage 1, reconstruction-only losses (the consistency / cross-identity renders and the
+#    discriminator cost 2-3x per step on CPU). The bundled weights predate the demo config's
+#    mouth-region, dyn_labels and teacher-forcing terms: the last three switches turn them off. The session run used the default losses for its
 #    first 30 steps (an aborted start), lr_g 2e-4 + EMA 0.999 up to step 203, then the lines below.
 $VJ train --config configs/face_latent.py:demo --workdir "$RUN/face_latent" --data-dir "$DATA" \
   --config.ckpt_every=200 --config.loss.consistency=0 --config.loss.identity=0 \
