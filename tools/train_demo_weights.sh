@@ -24,8 +24,9 @@ MD_STEPS=${MD_STEPS:-3000}
 
 # 1. stage 1, reconstruction-only losses (the consistency / cross-identity renders and the
 #    discriminator cost 2-3x per step on CPU). The bundled weights predate the demo config's
-#    mouth-region, dyn_labels and teacher-forcing terms: the last three switches turn them off. The session run used the default losses for its
-#    first 30 steps (an aborted start), lr_g 2e-4 + EMA 0.999 up to step 203, then the lines below.
+#    mouth-region, dyn_labels and teacher-forcing terms: the last three switches turn them off.
+#    The session run used the default losses for its first 30 steps (an aborted start), lr_g
+#    2e-4 + EMA 0.999 up to step 203, then the lines below.
 $VJ train --config configs/face_latent.py:demo --workdir "$RUN/face_latent" --data-dir "$DATA" \
   --config.ckpt_every=200 --config.loss.consistency=0 --config.loss.identity=0 \
   --config.loss.gan=0 --config.loss.feature_matching=0 --config.optim.lr_g=4e-4 \
