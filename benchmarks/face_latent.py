@@ -147,6 +147,20 @@ def time_calls(fn, args, repeats: int) -> list[float]:
   return ts
 
 
+def time_train_step(compiled, state, batch, repeats: int):
+  """(state, metrics, seconds per call) of a compiled (state, batch) -> (state, metrics) step
+  that donates its state: one warm-up call, then `repeats` timed calls."""
+  state, metrics = compiled(state, batch)
+  jax.block_until_ready(metrics)
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    state, metrics = compiled(state, batch)
+    jax.block_until_ready((state, metrics))
+    times.append(time.perf_counter() - t0)
+  return state, metrics, times
+
+
 def summarise(name, compiled, compile_s, times, *, items: int, item_name: str, peak: dict,
               device) -> dict:
   """Timing + FLOPs + memory for one compiled function; `items` units of work per call."""
@@ -289,14 +303,7 @@ def bench_train_step(config, args, devices, peak) -> dict:
                                                  config.model.image_size), mesh)
   compiled, c_s = compile_fn(step, state, batch)
 
-  state, metrics = compiled(state, batch)               # warm-up (state is donated)
-  jax.block_until_ready(metrics)
-  times = []
-  for _ in range(args.repeats):
-    t0 = time.perf_counter()
-    state, metrics = compiled(state, batch)
-    jax.block_until_ready((state, metrics))
-    times.append(time.perf_counter() - t0)
+  state, metrics, times = time_train_step(compiled, state, batch, args.repeats)
   loss = float(jax.device_get(metrics["loss/total"]))
   res = summarise("train_step", compiled, c_s, times, items=bs, item_name="example", peak=peak,
                   device=devices[0])

@@ -86,14 +86,7 @@ def bench_train_step(config, args, devices, peak) -> dict:
   step = trainer.make_train_step(config, mesh, shardings, stats)
   batch = sharding.to_global(random_batch(np.random.default_rng(1), config, bs), mesh)
   compiled, c_s = fl_bench.compile_fn(step, state, batch)
-  state, metrics = compiled(state, batch)       # warm-up (the state is donated)
-  jax.block_until_ready(metrics)
-  times = []
-  for _ in range(args.repeats):
-    t0 = time.perf_counter()
-    state, metrics = compiled(state, batch)
-    jax.block_until_ready((state, metrics))
-    times.append(time.perf_counter() - t0)
+  state, metrics, times = fl_bench.time_train_step(compiled, state, batch, args.repeats)
   loss = float(jax.device_get(metrics["loss/loss"]))
   res = fl_bench.summarise("train_step", compiled, c_s, times, items=bs, item_name="window",
                            peak=peak, device=devices[0])

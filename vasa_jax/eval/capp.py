@@ -216,13 +216,8 @@ class CappEvaluator:
     self._audio = jax.jit(lambda p, x: model.apply({"params": p}, x, method=Capp.embed_audio))
 
   def _run(self, fn, x: np.ndarray) -> np.ndarray:
-    out = []
-    for i in range(0, len(x), self.CHUNK):
-      chunk = np.asarray(x[i:i + self.CHUNK], np.float32)
-      pad = self.CHUNK - len(chunk)
-      chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.float32)])
-      out.append(np.asarray(fn(self.params, jnp.asarray(chunk)))[:self.CHUNK - pad])
-    return np.concatenate(out) if out else np.zeros((0, self.cfg.embed_dim), np.float32)
+    return contrastive.run_chunked(fn, self.params, np.asarray(x, np.float32), self.CHUNK,
+                                   self.cfg.embed_dim)
 
   def embed_pose_windows(self, pose_windows: np.ndarray) -> np.ndarray:
     """Raw pose windows [N, window, 6] -> [N, D]."""

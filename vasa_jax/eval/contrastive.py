@@ -130,6 +130,18 @@ def save(out_dir: str, name: str, params, meta: dict[str, Any]) -> str:
   return out_dir
 
 
+def run_chunked(fn, params, x: np.ndarray, chunk: int, out_dim: int) -> np.ndarray:
+  """fn(params, x[i:i+chunk]) over fixed-size chunks (the last one zero-padded), so every
+  input length reuses one compiled function; [N, out_dim]."""
+  out = []
+  for i in range(0, len(x), chunk):
+    part = np.asarray(x[i:i + chunk])
+    pad = chunk - len(part)
+    part = np.concatenate([part, np.zeros((pad, *part.shape[1:]), part.dtype)])
+    out.append(np.asarray(fn(params, jnp.asarray(part)))[:chunk - pad])
+  return np.concatenate(out) if out else np.zeros((0, out_dim), np.float32)
+
+
 def load(path: str | None, name: str) -> tuple[dict, dict]:
   """(params, meta) from a folder written by `save` (default: the bundled weights)."""
   path = os.path.abspath(os.fspath(path or assets_dir(name)))

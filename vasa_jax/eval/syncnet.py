@@ -248,13 +248,7 @@ class SyncEvaluator:
     self._audio = jax.jit(lambda p, x: model.apply({"params": p}, x, method=SyncNet.embed_audio))
 
   def _run(self, fn, x: np.ndarray) -> np.ndarray:
-    out = []
-    for i in range(0, len(x), self.CHUNK):
-      chunk = x[i:i + self.CHUNK]
-      pad = self.CHUNK - len(chunk)
-      chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-      out.append(np.asarray(fn(self.params, jnp.asarray(chunk)))[:self.CHUNK - pad])
-    return np.concatenate(out) if out else np.zeros((0, self.cfg.embed_dim), np.float32)
+    return contrastive.run_chunked(fn, self.params, x, self.CHUNK, self.cfg.embed_dim)
 
   def embed_video(self, video: np.ndarray) -> np.ndarray:
     """Normalised centre crops [T, H, W] -> window embeddings [T - window + 1, D]."""
