@@ -7,6 +7,8 @@
       --datasets NAME,NAME [--data-dir DIR] [--source-data-dir DIR] [--name NAME]
   vasa-jax train --config configs/face_latent.py:demo --workdir DIR [--config.key=value ...]
   vasa-jax eval reenact --config configs/face_latent.py:demo --workdir DIR --dataset NAME:SPLIT
+  vasa-jax eval report [--checkpoint DIR] --data-dir DIR [--max-clips N] [--ablate-...] [--out D]
+  vasa-jax eval lipsync|syncnet|capp|factors ...   (each: --help)
   vasa-jax animate --image IMG --audio AUDIO --out OUT.mp4 [--checkpoint DIR] [--gaze T,P]
       [--distance D] [--emotion NAME] [--cfg-audio X] [--cfg-gaze X] [--steps N] [--seed S]
       [--stream] [--crop-only]
