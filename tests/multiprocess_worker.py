@@ -15,7 +15,9 @@ sys.path.insert(0, HERE); sys.path.insert(0, os.path.dirname(HERE))
 import jax
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 if nproc > 1:
-  jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=nproc, process_id=pid)
+  # generous heartbeat: on a loaded 2-core CI box a worker can be starved for a long while
+  jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=nproc, process_id=pid,
+                             heartbeat_timeout_seconds=600)
 import numpy as np
 from jax.experimental import multihost_utils
 from conftest import ListSource, make_fake_records
