@@ -291,12 +291,16 @@ def summarize(rows: Sequence[dict]) -> dict:
 
 # ----------------------------------------------------------------------------- plots (SVG)
 
-_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#17becf")
 
 
 def svg_panels(panels: Sequence[dict], *, width: int = 720, panel_height: int = 200) -> str:
-  """Stacked line-chart panels: each {"title", "xlabel", "ylabel", "series": [(label, x, y)]}."""
-  ml, mr, mt, mb = 60, 150, 26, 34
+  """Stacked line-chart panels: each {"title", "xlabel", "ylabel", "series": [(label, x, y)]}.
+  `width` is the plot area plus axes; the legend column is added to it, as wide as the labels."""
+  longest = max((len(str(s[0])) for p in panels for s in p["series"]), default=0)
+  ml, mr, mt, mb = 60, max(150, 40 + int(6.5 * longest)), 26, 34
+  width = width + mr - 150
   h = len(panels) * panel_height
   el = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h}" '
         f'font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="white"/>']
@@ -327,6 +331,7 @@ def svg_panels(panels: Sequence[dict], *, width: int = 720, panel_height: int = 
               f'stroke="#999"/>')
     for frac in (0.0, 0.5, 1.0):
       yv = y_lo + frac * (y_hi - y_lo)
+      yv = 0.0 if abs(yv) < 1e-6 * (y_hi - y_lo) else yv
       el.append(f'<text x="{ml - 4}" y="{py(yv) + 4:.1f}" text-anchor="end">{yv:.3g}</text>')
       xv = x_lo + frac * (x_hi - x_lo)
       el.append(f'<text x="{px(xv):.1f}" y="{y0 + mt + ph + 14}" text-anchor="middle">'
