@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 from flax import serialization
+
+from vasa_jax.media import atomic_folder
 
 FORMAT = "vasa-jax-bundle"
 VERSION = 1
@@ -77,10 +77,7 @@ def save(out_dir: str, *, face_latent_config, face_latent_params, motion_dit_con
   if len(motion_stats["mean"]) != md_dim:
     raise BundleError(f"motion statistics have {len(motion_stats['mean'])} dims, not {md_dim}")
   out_dir = os.path.abspath(out_dir)
-  parent = os.path.dirname(out_dir)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".bundle.", dir=parent)
-  try:
+  with atomic_folder(out_dir, prefix=".bundle.") as tmp:
     fl = _to_host(face_latent_params, dtype)
     md = _to_host(motion_dit_params, dtype)
     with open(os.path.join(tmp, FACE_FILE), "wb") as f:
@@ -99,12 +96,6 @@ def save(out_dir: str, *, face_latent_config, face_latent_params, motion_dit_con
     }
     with open(os.path.join(tmp, META_FILE), "w") as f:
       json.dump(meta, f, indent=1)
-    if os.path.isdir(out_dir):
-      shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
-  finally:
-    if os.path.isdir(tmp):
-      shutil.rmtree(tmp)
   return out_dir
 
 

@@ -137,6 +137,26 @@ def atomic_output(path: str) -> Iterator[str]:
       os.remove(tmp)
 
 
+@contextlib.contextmanager
+def atomic_folder(path: str, prefix: str = ".partial.") -> Iterator[str]:
+  """Yields a temporary folder beside `path`; on success it replaces `path` (a folder of
+  files written together, e.g. weights + metadata), else it is removed."""
+  import shutil
+  path = os.path.abspath(path)
+  parent = os.path.dirname(path)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
+  try:
+    yield tmp
+    os.chmod(tmp, 0o755)   # mkdtemp makes 0700 folders
+    if os.path.isdir(path):
+      shutil.rmtree(path)
+    os.replace(tmp, path)
+  finally:
+    if os.path.isdir(tmp):
+      shutil.rmtree(tmp)
+
+
 def write_video(
     path: str,
     frames: Iterable[np.ndarray],

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from typing import Any
 
 import jax
@@ -23,6 +21,7 @@ import numpy as np
 from flax import serialization
 
 from vasa_jax import audio as audio_lib
+from vasa_jax.media import atomic_folder
 
 FORMAT = "vasa-jax-evaluator"
 VERSION = 1
@@ -109,10 +108,7 @@ def save(out_dir: str, name: str, params, meta: dict[str, Any]) -> str:
   out_dir). `meta` must be JSON-serialisable; format, version and the parameter count are
   added."""
   out_dir = os.path.abspath(out_dir)
-  parent = os.path.dirname(out_dir)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f".{name}.", dir=parent)
-  try:
+  with atomic_folder(out_dir, prefix=f".{name}.") as tmp:
     host = jax.tree_util.tree_map(lambda v: np.asarray(jax.device_get(v), np.float32), params)
     with open(os.path.join(tmp, f"{name}.msgpack"), "wb") as f:
       f.write(serialization.msgpack_serialize(host))
@@ -120,13 +116,6 @@ def save(out_dir: str, name: str, params, meta: dict[str, Any]) -> str:
             "params": count_params(host), **meta}
     with open(os.path.join(tmp, f"{name}.json"), "w") as f:
       json.dump(full, f, indent=1)
-    os.chmod(tmp, 0o755)
-    if os.path.isdir(out_dir):
-      shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
-  finally:
-    if os.path.isdir(tmp):
-      shutil.rmtree(tmp)
   return out_dir
 
 
