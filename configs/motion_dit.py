@@ -124,6 +124,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.batch_size = {"tiny": 2, "demo": 32, "paper": 256}[variant]
   c.steps = {"tiny": 2, "demo": 20_000, "paper": 500_000}[variant]
+  # Warm start: a workdir of the same model config whose params / EMA start this run (fresh
+  # optimizer, step and data order; ignored once this workdir has its own checkpoint).
+  c.init_from = ""
 
   # A batch with NaN/Inf in its float inputs: skip its update, warn, count it in
   # data/skipped_batches (it still consumes a step); False: stop with NonFiniteError. More

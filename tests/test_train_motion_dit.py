@@ -209,3 +209,27 @@ def test_batch_with_non_finite_input_is_skipped_up_to_the_limit(source, tmp_path
   with pytest.raises(common.TooManyBadBatchesError, match=r"max_skipped_batches=0"):
     trainer.train_and_evaluate(tiny_config(steps=2, max_skipped_batches=0),
                                str(tmp_path / "limit"), source=source)
+
+
+def test_init_from_warm_starts_params_and_ema_only(source, tmp_path):
+  a, b = str(tmp_path / "a"), str(tmp_path / "b")
+  trainer.train_and_evaluate(tiny_config(steps=4, ckpt_every=4), a, source=source)
+  cfg = tiny_config(steps=4, ckpt_every=4)
+  from vasa_jax.train import common
+  pa, _ = common.restore_params(a, cfg, trainer.init_state, key="params")
+  # b has another seed: its own fresh init is far from a's params
+  fresh, _ = trainer.create_state(cfg, sharding.make_mesh(-1, 1), jax.random.key(
+      1, impl="unsafe_rbg"))
+  out = trainer.train_and_evaluate(tiny_config(steps=1, ckpt_every=1, init_from=a, seed=1), b,
+                                   source=source)
+  pb, step = common.restore_params(b, cfg, trainer.init_state, key="params")
+  assert step == 1 and np.isfinite(out["loss/loss"])
+  # one step away from a's params, far from a fresh init
+  d_a = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(
+      jax.tree_util.tree_leaves(pa), jax.tree_util.tree_leaves(pb)))
+  d_fresh = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(
+      jax.tree_util.tree_leaves(common.unbox(fresh["params"])), jax.tree_util.tree_leaves(pb)))
+  assert d_a < 0.01 and d_fresh > 0.05, (d_a, d_fresh)
+  with pytest.raises(common.CheckpointRestoreError):
+    trainer.train_and_evaluate(tiny_config(steps=1, init_from=str(tmp_path / "nope")),
+                               str(tmp_path / "c"), source=source)

@@ -44,6 +44,7 @@ import numpy as np
 from vasa_jax import audio as audio_lib
 from vasa_jax import bundle as bundle_lib
 from vasa_jax import media
+from vasa_jax import mouth_rig
 from vasa_jax import sampling
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class Portrait:
   prepared: Any              # FaceLatentModel.prepare output (batch 1)
   motion: np.ndarray         # the portrait's own motion latent [6 + dyn_dim]
   faces_found: int
+  mouth: Any = None          # mouth_rig.Anchor on the crop (used when the bundle has a rig)
 
 
 # ----------------------------------------------------------------------------- face crop
@@ -242,6 +244,11 @@ class Animator:
     self.fl_config = bundle["face_latent_config"]
     self.md_config = bundle["motion_dit_config"]
     self.stats = {k: np.asarray(bundle["motion_stats"][k], np.float32) for k in ("mean", "std")}
+    rig = (bundle.get("meta") or {}).get("mouth_rig", bundle.get("mouth_rig"))
+    try:
+      self.rig = None if rig is None else mouth_rig.RigConfig.from_dict(rig)
+    except (TypeError, ValueError) as e:
+      raise AnimateError(f"{checkpoint or bundle_lib.default_dir()}: bad mouth_rig: {e}") from None
     self.max_seconds = float(max_seconds)
     self.max_output_side = int(max_output_side)
     self.render_batch = int(render_batch)
@@ -355,8 +362,10 @@ class Animator:
     enc = self._encode(self.fl_params, jnp.asarray(crop[None]))
     prepared = self._prepare(self.fl_params, enc)
     motion = np.concatenate([np.asarray(enc["z_pose"][0]), np.asarray(enc["z_dyn"][0])])
+    mouth = mouth_rig.anchor_from_keypoints(face.keypoints, box, self.size)
     return Portrait(image=None if crop_only else out_img, crop=crop, box=box,
-                    prepared=prepared, motion=motion.astype(np.float32), faces_found=len(faces))
+                    prepared=prepared, motion=self._rest(motion), faces_found=len(faces),
+                    mouth=mouth)
 
   def portrait_from_crop(self, crop) -> Portrait:
     """A Portrait from an already aligned face crop (as the datasets store them: no detection;
@@ -371,8 +380,23 @@ class Animator:
     enc = self._encode(self.fl_params, jnp.asarray(crop[None]))
     prepared = self._prepare(self.fl_params, enc)
     motion = np.concatenate([np.asarray(enc["z_pose"][0]), np.asarray(enc["z_dyn"][0])])
+    mouth = None
+    if self.rig is not None:
+      faces = self.detector.detect(crop)
+      mouth = (mouth_rig.anchor_from_keypoints(faces[0].keypoints, (0, 0, self.size), self.size)
+               if faces else mouth_rig.default_anchor(self.size))
     return Portrait(image=None, crop=crop, box=(0, 0, self.size), prepared=prepared,
-                    motion=motion.astype(np.float32), faces_found=1)
+                    motion=self._rest(motion), faces_found=1, mouth=mouth)
+
+  def _rest(self, motion: np.ndarray) -> np.ndarray:
+    """The portrait's motion latent; with a mouth rig its named dims (mouth open / wide /
+    round, blink) are set to rest -- a closed mouth, open eyes -- since this decoder's encoder
+    does not read them, and the rig animates relative to that rest."""
+    motion = np.asarray(motion, np.float32).copy()
+    if self.rig is not None:
+      motion[mouth_rig.NAMED_SLICE] = (self.rig.open_rest, self.rig.wide_rest,
+                                       self.rig.round_rest, 0.0)
+    return motion
 
   # -- motion
   def _controls(self, gaze, distance, emotion) -> dict:
@@ -438,14 +462,30 @@ class Animator:
     if self.composite == "detail":
       reference = render(portrait.motion[None])[0]
     for lo in range(0, motion.shape[0], bsz):
-      crops = render(motion[lo:lo + bsz])
+      part = motion[lo:lo + bsz]
+      crops = render(part)
       if portrait.image is not None:
-        yield paste_back(portrait.image, crops, portrait.box, mask, reference=reference)
+        out = paste_back(portrait.image, crops, portrait.box, mask, reference=reference)
       elif reference is not None:
         delta = crops.astype(np.float32) - reference.astype(np.float32)
-        yield np.clip(portrait.crop.astype(np.float32) + delta + 0.5, 0, 255).astype(np.uint8)
+        out = np.clip(portrait.crop.astype(np.float32) + delta + 0.5, 0, 255).astype(np.uint8)
       else:
-        yield crops
+        out = crops
+      yield self._articulate(portrait, out, part)
+
+  def _articulate(self, portrait: Portrait, frames: np.ndarray, motion: np.ndarray):
+    """The bundle's mouth rig (if any) on output frames [n,H,W,3] for their motion [n,D]."""
+    if self.rig is None or portrait.mouth is None:
+      return frames
+    cx, cy, hw, roll = mouth_rig.track(
+        portrait.mouth, portrait.motion[:6], motion[:, :6], self.size, self.rig,
+        ref_distance=float(self.fl_config.model.ref_distance),
+        fov_deg=float(self.fl_config.model.fov_deg))
+    x0, y0, side = portrait.box
+    k = side / float(self.size)   # crop pixels -> output pixels (1 for crop-only output)
+    return np.stack([mouth_rig.articulate(f, x0 + k * (x + 0.5) - 0.5, y0 + k * (y + 0.5) - 0.5,
+                                          k * h, r, m[mouth_rig.NAMED_SLICE], self.rig)
+                     for f, x, y, h, r, m in zip(frames, cx, cy, hw, roll, motion)])
 
   # -- public API
   def stream(self, image, audio, *, gaze=None, distance=None, emotion=None,

@@ -66,8 +66,11 @@ def _config_json(config: ml_collections.ConfigDict) -> Any:
 
 def save(out_dir: str, *, face_latent_config, face_latent_params, motion_dit_config,
          motion_dit_params, motion_stats: dict, dtype: str = "float32",
-         provenance: dict | None = None) -> str:
-  """Writes a bundle atomically (a temporary folder renamed onto out_dir)."""
+         provenance: dict | None = None, mouth_rig: dict | None = None) -> str:
+  """Writes a bundle atomically (a temporary folder renamed onto out_dir).
+
+  mouth_rig: settings of the explicit mouth articulation (vasa_jax/mouth_rig.py) for a decoder
+  that does not render mouth motion itself; None (the default) leaves it off."""
   if dtype not in ("float32", "float16"):
     raise BundleError(f"dtype must be float32 or float16, got {dtype!r}")
   fl_dyn = int(face_latent_config.model.dyn_dim)
@@ -93,6 +96,7 @@ def save(out_dir: str, *, face_latent_config, face_latent_params, motion_dit_con
         "face_latent": {"config": _config_json(face_latent_config), "params": count(fl)},
         "motion_dit": {"config": _config_json(motion_dit_config), "params": count(md)},
         "provenance": provenance or {},
+        "mouth_rig": None if mouth_rig is None else dict(mouth_rig),
     }
     with open(os.path.join(tmp, META_FILE), "w") as f:
       json.dump(meta, f, indent=1)

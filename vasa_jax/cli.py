@@ -163,6 +163,8 @@ def cmd_data_extract_motion(args) -> int:
   if not (os.path.isdir(ckpts) and any(n.isdigit() for n in os.listdir(ckpts))):
     raise UsageError(f"no checkpoint in {ckpts}; train stage 1 first (vasa-jax train --config "
                      "configs/face_latent.py:<variant>)")
+  if args.dyn_labels and not os.path.isfile(args.dyn_labels):
+    raise UsageError(f"--dyn-labels: no such file: {args.dyn_labels}")
   name = args.name or (args.face_latent_config.partition(":")[2].split(",")[0] or "default")
   if "/" in name or not name.replace("_", "").replace("-", "").isalnum():
     raise UsageError(f"--name {name!r}: use letters, digits, '_' and '-'")
@@ -185,7 +187,8 @@ def cmd_data_extract_motion(args) -> int:
   builder = ml.MotionLatents(
       config=config, data_dir=args.data_dir, face_latent_checkpoint=args.face_latent_checkpoint,
       face_latent_params=params, source_data_dir=src_dir, batch_size=args.batch_size,
-      workers=args.workers, progress=_progress(total, "encoding clips"))
+      workers=args.workers, progress=_progress(total, "encoding clips"),
+      dyn_labels=args.dyn_labels)
   t0 = time.perf_counter()
   with contextlib.redirect_stdout(sys.stderr):   # TFDS's progress lines; stdout is the summary
     builder.download_and_prepare(file_format="array_record")
@@ -354,9 +357,15 @@ def cmd_export(args) -> int:
   if not os.path.isfile(stats_path):
     raise UsageError(f"no {motion_lib.STATS_FILE} in {args.motion_dit}")
   stats = motion_lib.load_stats(stats_path)
+  rig = None
+  if args.mouth_rig:
+    from vasa_jax import mouth_rig
+    # rest = closed mouth; wide / round rest at the training mean of those named dims
+    rig = {"wide_rest": float(stats["mean"][7]), "round_rest": float(stats["mean"][8])}
+    mouth_rig.RigConfig.from_dict(rig)
   out = bundle_lib.save(args.out, face_latent_config=fl_cfg, face_latent_params=fl_params,
                         motion_dit_config=md_cfg, motion_dit_params=md_params,
-                        motion_stats=stats, dtype=args.dtype,
+                        motion_stats=stats, dtype=args.dtype, mouth_rig=rig,
                         provenance={"face_latent_workdir": os.path.abspath(args.face_latent),
                                     "face_latent_config": args.face_latent_config,
                                     "motion_dit_workdir": os.path.abspath(args.motion_dit),
@@ -444,6 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
                  help="at most N clips per split of each dataset")
   x.add_argument("--batch-size", type=int, default=64, help="frames per encoder call")
   x.add_argument("--workers", type=int, default=None, help="JPEG decoding threads")
+  x.add_argument("--dyn-labels", default=None,
+                 help="tools/label_mouth.py .npz: z_dyn[0:4] become mouth open/wide/round and "
+                      "blink (ground truth where a clip has it, else these pseudo-labels)")
   x.set_defaults(func=cmd_data_extract_motion)
 
   t = sub.add_parser("train", help="train a stage: --config configs/<stage>.py:<variant>")
@@ -487,6 +499,11 @@ def build_parser() -> argparse.ArgumentParser:
   ex.add_argument("--motion-dit-config", default="configs/motion_dit.py:demo")
   ex.add_argument("--out", required=True, help="bundle folder to write")
   ex.add_argument("--dtype", default="float32", choices=("float32", "float16"))
+  ex.add_argument("--mouth-rig", action="store_true",
+                  help="render mouth motion with the explicit articulation of "
+                       "vasa_jax/mouth_rig.py (for a stage 1 whose decoder leaves the mouth "
+                       "static; needs motion latents with named dims: extract-motion "
+                       "--dyn-labels)")
   ex.add_argument("--weights", default="ema", choices=("ema", "raw"),
                   help="EMA parameters (default) or the raw ones (short runs, where the EMA "
                        "still remembers the initialisation)")

@@ -105,11 +105,14 @@ class MotionLatents(tfds.core.GeneratorBasedBuilder):
                face_latent_params=None, source_data_dir: str | None = None,
                batch_size: int = 64, workers: int | None = None,
                compiler_options: dict | None = None,
-               progress: Callable[[], None] | None = None, **kwargs):
+               progress: Callable[[], None] | None = None,
+               dyn_labels: str | None = None, **kwargs):
     """Build-time options (reading needs none): face_latent_checkpoint, the stage-1 workdir
     (its EMA params are loaded unless face_latent_params, already loaded from it, are given);
     source_data_dir, where the source datasets are built (default: this data_dir); batch_size,
-    frames per encoder call; workers, JPEG decoding threads; progress, called once per clip."""
+    frames per encoder call; workers, JPEG decoding threads; progress, called once per clip;
+    dyn_labels, an .npz of tools/label_mouth.py: z_dyn[0:4] become the named factors (see
+    `named_dyn`)."""
     if batch_size < 1:
       raise ValueError("batch_size must be >= 1")
     self._checkpoint = face_latent_checkpoint
@@ -119,6 +122,7 @@ class MotionLatents(tfds.core.GeneratorBasedBuilder):
     self._workers = workers or min(8, os.cpu_count() or 1)
     self._compiler_options = compiler_options
     self._progress = progress
+    self._dyn_labels = load_dyn_labels(dyn_labels) if dyn_labels else None
     self.summary: dict = {}
     super().__init__(**kwargs)
 
@@ -153,6 +157,8 @@ class MotionLatents(tfds.core.GeneratorBasedBuilder):
       n = min(len(src), cfg.max_clips) if cfg.max_clips else len(src)
       clip_frames = _decoded(src, n, self._workers)
       for rec, motion in encode_stream(clip_frames, self._encode, self._batch_size):
+        if self._dyn_labels is not None:
+          motion = named_dyn(dataset, rec, motion, self._dyn_labels)
         ex = _example(dataset, rec, motion)
         if moments is not None:
           moments.add(motion)
@@ -324,6 +330,39 @@ def encode_stream(items: Iterable[tuple[object, np.ndarray]], encode, batch: int
 
 def _text(x) -> str:
   return x.decode() if isinstance(x, bytes) else str(x)
+
+
+NAMED_DYN = ("mouth_open", "mouth_wide", "mouth_round", "blink")
+
+
+def load_dyn_labels(path: str) -> dict:
+  """{"dataset:clip_id": float32 [T, 4]} from a tools/label_mouth.py .npz."""
+  with np.load(path) as z:
+    return {k: np.asarray(z[k], np.float32) for k in z.files if not k.startswith("__")}
+
+
+def named_dyn(dataset: str, rec, motion: np.ndarray, labels: dict) -> np.ndarray:
+  """motion [T, 6 + dyn] with z_dyn[0:4] (motion[:, 6:10]) = mouth open, wide, round, blink.
+
+  The clip's own ground truth where it has both (synthetic clips), else the pseudo-labels of
+  `labels` (tools/label_mouth.py) for "dataset:clip_id". A clip with neither is an error: a
+  motion dataset whose named dims mean different things per clip would teach stage 2 noise.
+  These are the dims the renderer's mouth articulation reads (vasa_jax/mouth_rig.py).
+  """
+  motion = np.array(motion, np.float32, copy=True)
+  t = motion.shape[0]
+  if int(rec["has_mouth"]) and int(rec["has_blink"]):
+    named = np.c_[np.asarray(rec["mouth"], np.float32).reshape(t, 3),
+                  np.asarray(rec["blink"], np.float32).reshape(t, 1)]
+  else:
+    key = f"{dataset}:{_text(rec['clip_id'])}"
+    if key not in labels:
+      raise ValueError(f"{key}: no ground-truth mouth/blink and no entry in the dyn labels")
+    named = labels[key]
+    if named.shape != (t, 4):
+      raise ValueError(f"{key}: dyn labels {named.shape}, expected {(t, 4)}")
+  motion[:, 6:6 + len(NAMED_DYN)] = named
+  return motion
 
 
 def _example(dataset: str, rec, motion: np.ndarray) -> dict:

@@ -361,9 +361,16 @@ class Progress:
     return {"steps_per_second": rate, "eta_seconds": eta}
 
 
-def checkpointer_and_resume(config, workdir: str, state, shardings, data_iter):
+def checkpointer_and_resume(config, workdir: str, state, shardings, data_iter,
+                            init_state_fn=None):
   """The run's Checkpointer, and the state restored from its newest readable checkpoint (with
-  the data iterator's position) or the fresh `state` when there is none."""
+  the data iterator's position) or the fresh `state` when there is none.
+
+  Warm start: with no checkpoint in workdir and config.init_from set (another workdir of the
+  same model config), its newest params and EMA replace the fresh ones (`init_state_fn`, the
+  trainer's init_state, builds the abstract state to read it); the optimizer state, step and
+  data order start afresh. A run that resumes its own checkpoint ignores init_from.
+  """
   ckpt = Checkpointer(workdir, keep=config.keep, save_every=config.ckpt_every,
                       async_save=config.get("async_checkpoint", True))
   abstract = jax.tree_util.tree_map(
@@ -372,6 +379,20 @@ def checkpointer_and_resume(config, workdir: str, state, shardings, data_iter):
   if restored is not None:
     log.info("resumed from step %d", step)
     return restored, ckpt
+  init_from = config.get("init_from", "") or ""
+  if init_from:
+    if init_state_fn is None:
+      raise ValueError("config.init_from is not supported by this trainer")
+    loaded = {}
+    for key in ("params", "ema"):
+      try:
+        tree, from_step = restore_params(init_from, config, init_state_fn, key=key)
+      except FileNotFoundError as e:
+        raise CheckpointRestoreError(f"config.init_from={init_from}: {e}") from None
+      loaded[key] = jax.tree_util.tree_map(lambda x, ref: jax.device_put(x, ref.sharding),
+                                           tree, state[key])
+    state = {**state, **loaded}
+    log.info("initialised params and EMA from %s (step %d)", init_from, from_step)
   return state, ckpt
 
 

@@ -351,7 +351,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, sourc
   # --- model, state, shardings ----------------------------------------------------------------
   rng = jax.random.key(config.seed, impl=config.get("rng_impl") or None)
   state, shardings = create_state(config, mesh, rng)
-  state, ckpt = common.checkpointer_and_resume(config, workdir, state, shardings, data_iter)
+  state, ckpt = common.checkpointer_and_resume(config, workdir, state, shardings, data_iter,
+                                               init_state_fn=init_state)
   start = int(state["step"])
   log.info("MotionDiT %.2fM params", md.param_count(state["params"]) / 1e6)
 
