@@ -152,3 +152,60 @@ def test_bundle_round_trips_the_rig_and_the_animator_applies_it(tmp_path):
   with pytest.raises(animate.AnimateError, match="mouth_rig"):
     animate.Animator(out)
   del jax
+
+
+def test_refine_anchor_snaps_to_the_lip_line():
+  img = face()
+  for dy in (-6.0, 0.0, 5.0):      # a detector estimate a few pixels off
+    a = mr.refine_anchor(img, mr.Anchor(80.0, 100.0 + dy, 22.0, 0.0))
+    assert a.y == pytest.approx(100.0, abs=1.0) and a.x == pytest.approx(80.0, abs=1e-6)
+  flat = np.full_like(img, 128)
+  same = mr.Anchor(80.0, 97.0, 22.0, 0.0)
+  assert mr.refine_anchor(flat, same) == same
+
+
+def test_face_homographies_identity_and_motion():
+  hs = mr.face_homographies(REF, np.array([REF, (0, 0, 0, 0.02, 0, 0.65),
+                                           (0, 0, 0, 0, 0, 0.9)]), 256)
+  np.testing.assert_allclose(hs[0], np.eye(3), atol=1e-6)
+  def apply(h, p):
+    q = h @ np.array([p[0], p[1], 1.0])
+    return q[:2] / q[2]
+  assert apply(hs[1], (128, 128))[0] > 128 + 5          # tx > 0: the face moves right
+  c = apply(hs[2], (127.5, 127.5))
+  far = apply(hs[2], (200, 127.5))
+  assert abs(far[0] - c[0]) < 0.8 * (200 - 127.5)       # farther: smaller
+
+
+def test_warp_composite_moves_the_photo_and_needs_a_rig(tmp_path):
+  from vasa_jax import animate, bundle
+  from conftest import load_stage_config
+  fl_cfg = load_stage_config("face_latent").get_config("tiny")
+  md_cfg = load_stage_config("motion_dit").get_config("tiny")
+  with pytest.raises(animate.AnimateError, match="mouth rig"):
+    animate.Animator.from_configs(fl_cfg, md_cfg, composite="warp")
+  base = animate.Animator.from_configs(fl_cfg, md_cfg)
+  assert base.composite == "detail"
+  d = base.motion_dim
+  out = bundle.save(str(tmp_path / "b"), face_latent_config=fl_cfg,
+                    face_latent_params=base.fl_params, motion_dit_config=md_cfg,
+                    motion_dit_params=base.md_params,
+                    motion_stats={"mean": np.zeros(d, np.float32), "std": np.ones(d, np.float32)},
+                    mouth_rig={})
+  anim = animate.Animator(out)
+  assert anim.composite == "warp"
+  s = anim.size
+  photo = np.zeros((64, 80, 3), np.uint8)
+  photo[:, :, 0] = np.arange(80, dtype=np.uint8)[None, :] * 3      # a horizontal ramp
+  portrait = animate.Portrait(image=photo, crop=photo[:s, :s], box=(10, 8, 48), prepared=None,
+                              motion=anim._rest(np.r_[REF, np.zeros(d - 6)]), faces_found=1,
+                              mouth=None)
+  motion = np.tile(portrait.motion[None], (2, 1))
+  motion[1, 3] = 0.01                                                # tx: 1 cm to the right
+  frames = list(anim.render_motion(portrait, motion))[0]
+  assert frames.shape == (2, 64, 80, 3)
+  assert np.array_equal(frames[0], photo)                            # own pose: the photo
+  centre = (slice(28, 36), slice(30, 40), 0)
+  # content moved right: the red ramp reads smaller values at the same pixels
+  assert frames[1][centre].astype(float).mean() < photo[centre].astype(float).mean() - 3
+  assert np.array_equal(frames[1][:, :8], photo[:, :8])              # outside the box: kept

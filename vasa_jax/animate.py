@@ -54,7 +54,7 @@ SAMPLE_RATE = 16000
 EMOTIONS = ("neutral", "happy", "sad", "angry", "surprised")   # = configs/motion_dit.EMOTIONS
 CROP_SCALE = 1.8          # = talking_face_videos crop: side / BlazeFace box side
 CROP_SHIFT_UP = 0.1       # crop centre above the box centre, in face sides
-COMPOSITES = ("render", "detail")
+COMPOSITES = ("render", "detail", "warp")
 SILENCE_PEAK = 1e-3       # peak |sample| below this (-60 dBFS) is silence
 
 
@@ -227,12 +227,17 @@ class Animator:
   blurry, at the price of ghosting under large head motion) or "render" (the render replaces
   the face region: the method as published, right for a well-trained model). With the bundled
   CPU-trained weights, MediaPipe Face Mesh finds the face in 100% of "detail" frames and 13%
-  of "render" frames (see the issue notes).
+  of "render" frames (see the issue notes). "warp": no decoder render at all; the photo's face
+  region follows the generated head pose by the homography of its face plane
+  (mouth_rig.face_homographies) and the mouth rig articulates the mouth: sharp and ghost-free,
+  but a 2.5D puppet (no learned expression change). Only for bundles with a mouth rig, and
+  their default (composite=None): the bundled CPU-trained decoder blurs and ghosts under head
+  motion. None picks "warp" for a bundle with a mouth rig, else "detail".
   """
 
   def __init__(self, checkpoint: str | None = None, *, bundle: dict | None = None,
                max_seconds: float = 3600.0, max_output_side: int = 1280,
-               render_batch: int = 8, face_detector=None, composite: str = "detail"):
+               render_batch: int = 8, face_detector=None, composite: str | None = None):
     if bundle is None:
       try:
         bundle = bundle_lib.load(checkpoint)
@@ -252,8 +257,13 @@ class Animator:
     self.max_seconds = float(max_seconds)
     self.max_output_side = int(max_output_side)
     self.render_batch = int(render_batch)
+    if composite is None:
+      composite = "warp" if self.rig is not None else "detail"
     if composite not in COMPOSITES:
       raise AnimateError(f"composite must be one of {COMPOSITES}, got {composite!r}")
+    if composite == "warp" and self.rig is None:
+      raise AnimateError("composite 'warp' needs a bundle with a mouth rig (it renders no "
+                         "mouth motion otherwise)")
     self.composite = composite
     self._detector = face_detector
     mc, dc = self.fl_config.model, self.md_config.model
@@ -362,7 +372,8 @@ class Animator:
     enc = self._encode(self.fl_params, jnp.asarray(crop[None]))
     prepared = self._prepare(self.fl_params, enc)
     motion = np.concatenate([np.asarray(enc["z_pose"][0]), np.asarray(enc["z_dyn"][0])])
-    mouth = mouth_rig.anchor_from_keypoints(face.keypoints, box, self.size)
+    mouth = mouth_rig.refine_anchor(
+        crop, mouth_rig.anchor_from_keypoints(face.keypoints, box, self.size))
     return Portrait(image=None if crop_only else out_img, crop=crop, box=box,
                     prepared=prepared, motion=self._rest(motion), faces_found=len(faces),
                     mouth=mouth)
@@ -383,7 +394,8 @@ class Animator:
     mouth = None
     if self.rig is not None:
       faces = self.detector.detect(crop)
-      mouth = (mouth_rig.anchor_from_keypoints(faces[0].keypoints, (0, 0, self.size), self.size)
+      mouth = (mouth_rig.refine_anchor(crop, mouth_rig.anchor_from_keypoints(
+          faces[0].keypoints, (0, 0, self.size), self.size))
                if faces else mouth_rig.default_anchor(self.size))
     return Portrait(image=None, crop=crop, box=(0, 0, self.size), prepared=prepared,
                     motion=self._rest(motion), faces_found=1, mouth=mouth)
@@ -458,6 +470,11 @@ class Animator:
       return np.asarray(self._render(self.fl_params, portrait.prepared,
                                      jnp.asarray(part[:, :6]), jnp.asarray(part[:, 6:])))[:n]
 
+    if self.composite == "warp":
+      for lo in range(0, motion.shape[0], bsz):
+        part = motion[lo:lo + bsz]
+        yield self._articulate(portrait, self._warp_frames(portrait, part[:, :6], mask), part)
+      return
     reference = None
     if self.composite == "detail":
       reference = render(portrait.motion[None])[0]
@@ -473,14 +490,48 @@ class Animator:
         out = crops
       yield self._articulate(portrait, out, part)
 
+  def _geometry(self):
+    return dict(ref_distance=float(self.fl_config.model.ref_distance),
+                fov_deg=float(self.fl_config.model.fov_deg))
+
+  def _warp_frames(self, portrait: Portrait, poses: np.ndarray, mask) -> np.ndarray:
+    """The "warp" composite: the photo (or crop) with its face region moved by the rigid pose
+    change from the portrait's pose to each of poses [n, 6]."""
+    import cv2
+    hs = mouth_rig.face_homographies(portrait.motion[:6], poses, self.size, self.rig,
+                                     **self._geometry())
+    if portrait.image is None:
+      return np.stack([cv2.warpPerspective(portrait.crop, h, (self.size, self.size),
+                                           flags=cv2.INTER_LINEAR,
+                                           borderMode=cv2.BORDER_REPLICATE) for h in hs])
+    img = portrait.image
+    ih, iw = img.shape[:2]
+    x0, y0, side = portrait.box
+    k = side / float(self.size)
+    # crop pixel centres -> photo pixel centres: p = k (c + 0.5) - 0.5 + (x0, y0)
+    a = np.array([[k, 0, x0 + 0.5 * k - 0.5], [0, k, y0 + 0.5 * k - 0.5], [0, 0, 1]])
+    a_inv = np.linalg.inv(a)
+    xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + side, iw), min(y0 + side, ih)
+    out = np.repeat(img[None], len(hs), axis=0)
+    if xb <= xa or yb <= ya:
+      return out
+    m = mask[ya - y0:yb - y0, xa - x0:xb - x0, None]
+    base = img[ya:yb, xa:xb].astype(np.float32)
+    shift = np.array([[1, 0, -xa], [0, 1, -ya], [0, 0, 1]], np.float64)
+    for i, h in enumerate(hs):
+      t = shift @ a @ h @ a_inv      # photo -> photo, then into the box's window
+      patch = cv2.warpPerspective(img, t, (xb - xa, yb - ya), flags=cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+      out[i, ya:yb, xa:xb] = np.clip(m * patch + (1.0 - m) * base + 0.5, 0, 255).astype(np.uint8)
+    return out
+
   def _articulate(self, portrait: Portrait, frames: np.ndarray, motion: np.ndarray):
     """The bundle's mouth rig (if any) on output frames [n,H,W,3] for their motion [n,D]."""
     if self.rig is None or portrait.mouth is None:
       return frames
     cx, cy, hw, roll = mouth_rig.track(
         portrait.mouth, portrait.motion[:6], motion[:, :6], self.size, self.rig,
-        ref_distance=float(self.fl_config.model.ref_distance),
-        fov_deg=float(self.fl_config.model.fov_deg))
+        **self._geometry())
     x0, y0, side = portrait.box
     k = side / float(self.size)   # crop pixels -> output pixels (1 for crop-only output)
     return np.stack([mouth_rig.articulate(f, x0 + k * (x + 0.5) - 0.5, y0 + k * (y + 0.5) - 0.5,

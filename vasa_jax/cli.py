@@ -487,9 +487,11 @@ def build_parser() -> argparse.ArgumentParser:
   an.add_argument("--stream", action="store_true", help="report first-frame latency per video")
   an.add_argument("--crop-only", action="store_true", help="output the face crop, no paste-back")
   an.add_argument("--max-seconds", type=float, default=3600.0, help="longest audio accepted")
-  an.add_argument("--composite", default="detail", choices=("render", "detail"),
+  an.add_argument("--composite", default=None, choices=("render", "detail", "warp"),
                   help="render: the render replaces the face; detail: the photo keeps its "
-                       "pixels and only the rendered change is added")
+                       "pixels and only the rendered change is added; warp: the photo's face "
+                       "follows the head pose, the mouth rig opens the mouth, no decoder "
+                       "(default: warp for a bundle with a mouth rig, else detail)")
   an.set_defaults(func=cmd_animate)
 
   ex = sub.add_parser("export", help="pack two training workdirs into an inference bundle")
@@ -514,7 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
   m.add_argument("--checkpoint", default=None, help="bundle folder (default: bundled demo)")
   m.add_argument("--steps", type=int, default=25)
   m.add_argument("--seed", type=int, default=0)
-  m.add_argument("--composite", default="detail", choices=("render", "detail"))
+  m.add_argument("--composite", default=None, choices=("render", "detail", "warp"))
   m.set_defaults(func=cmd_demo)
 
   v = sub.add_parser("verify", help="check a video for the vasa-jax provenance watermark")

@@ -34,7 +34,7 @@ import numpy as np
 from vasa_jax.models import warp as warp_lib
 
 __all__ = ["Anchor", "RigConfig", "anchor_from_keypoints", "default_anchor", "track",
-           "articulate", "NAMED_SLICE"]
+           "face_homographies", "refine_anchor", "articulate", "NAMED_SLICE"]
 
 NAMED_SLICE = slice(6, 10)      # motion[:, 6:10] = z_dyn[0:4] = open, wide, round, blink
 
@@ -84,6 +84,36 @@ def anchor_from_keypoints(keypoints, box, size: int, cfg: RigConfig = RigConfig(
                 float(cfg.half_width_per_eye * np.hypot(*d)), float(roll))
 
 
+def refine_anchor(crop: np.ndarray, anchor: Anchor, search: float = 0.6) -> Anchor:
+  """Moves the anchor across the lips onto the line where they meet.
+
+  Detector mouth keypoints are rough (a few pixels above or below the lips' contact line on
+  paintings and statues), and the gap must open exactly there. The contact line is the
+  darkest line across the mouth: the mean luminance of the lips' middle (|u| < 0.45 of the
+  half-width) is profiled for offsets within +-`search` half-widths along v, lightly smoothed,
+  with a small pull towards the detector's estimate; the anchor moves to its minimum.
+  """
+  import cv2
+  hw = anchor.half_width
+  if hw < 2.0:
+    return anchor
+  grey = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2GRAY).astype(np.float32)
+  co, si = math.cos(anchor.roll), math.sin(anchor.roll)
+  d = np.arange(-search * hw, search * hw + 1e-6, 0.5)
+  u = np.linspace(-0.45 * hw, 0.45 * hw, 15)
+  dd, uu = np.meshgrid(d, u, indexing="ij")
+  x = (anchor.x + co * uu - si * dd).astype(np.float32)
+  y = (anchor.y + si * uu + co * dd).astype(np.float32)
+  prof = cv2.remap(grey, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).mean(1)
+  prof = np.convolve(np.pad(prof, 2, mode="edge"), np.ones(5) / 5.0, mode="valid")
+  span = float(prof.max() - prof.min())
+  if span < 4.0:                  # no visible lip line (flat, dark or blurred): keep it
+    return anchor
+  cost = prof + 0.25 * span * np.abs(d) / (search * hw)
+  off = float(d[int(np.argmin(cost))])
+  return Anchor(anchor.x - si * off, anchor.y + co * off, hw, anchor.roll)
+
+
 def default_anchor(size: int) -> Anchor:
   """Where the mouth sits in a training-style aligned crop (vasa_jax/data/video.py's crop
   around a detector box): used when the detector finds no face on a given aligned crop."""
@@ -98,6 +128,37 @@ def _to_pixels(q, size):
   return ((np.asarray(q, np.float64) + 1.0) * size - 1.0) / 2.0
 
 
+def _rigid(points_px, source_pose, poses, size, depth, ref_distance, fov_deg):
+  """Crop pixels [N, 2] at volume depth `depth` -> [T, N, 2] crop pixels under each pose."""
+  poses = np.asarray(poses, np.float64).reshape(-1, 6)
+  kw = dict(ref_distance=ref_distance, fov_deg=fov_deg)
+  r_s, s_s, t_s = (np.asarray(a, np.float64) for a in
+                   warp_lib.pose_scale_shift(np.asarray(source_pose, np.float32)[None], **kw))
+  r_d, s_d, t_d = (np.asarray(a, np.float64) for a in
+                   warp_lib.pose_scale_shift(poses.astype(np.float32), **kw))
+  pts = np.asarray(points_px, np.float64)
+  q = np.concatenate([_to_volume(pts, size), np.full((len(pts), 1), depth)], axis=1)
+  p = ((q - t_s[0]) / s_s[0]) @ r_s[0]                 # R_s^T (q - t_s) / s_s, row vectors
+  qd = s_d[:, None, None] * np.einsum("tij,nj->tni", r_d, p) + t_d[:, None, :]
+  return _to_pixels(qd[..., :2], size)
+
+
+def face_homographies(source_pose, poses, size: int, cfg: RigConfig = RigConfig(), *,
+                      ref_distance: float = warp_lib.REF_DISTANCE,
+                      fov_deg: float = warp_lib.FOV_DEG) -> np.ndarray:
+  """[T, 3, 3] homographies (crop pixels -> crop pixels) that move the source crop's face
+  plane (volume depth cfg.depth, facing the camera in the source pose) with the rigid pose
+  change from source_pose [6] to each of poses [T, 6]: the "warp" composite's head motion."""
+  import cv2
+  c = (size - 1) / 2.0
+  half = 0.3 * size
+  src = np.array([[c - half, c - half], [c + half, c - half], [c + half, c + half],
+                  [c - half, c + half]])
+  dst = _rigid(src, source_pose, poses, size, cfg.depth, ref_distance, fov_deg)
+  return np.stack([cv2.getPerspectiveTransform(src.astype(np.float32), d.astype(np.float32))
+                   for d in dst]).astype(np.float64)
+
+
 def track(anchor: Anchor, source_pose, poses, size: int, cfg: RigConfig = RigConfig(), *,
           ref_distance: float = warp_lib.REF_DISTANCE, fov_deg: float = warp_lib.FOV_DEG):
   """Mouth centre / half-width / roll on the crop for each driving pose.
@@ -107,19 +168,10 @@ def track(anchor: Anchor, source_pose, poses, size: int, cfg: RigConfig = RigCon
   the canonical frame with the source pose and out again with each driving pose (the rigid
   part of the stage-1 warp). Returns float64 arrays cx, cy, half_width, roll of shape [T].
   """
-  poses = np.asarray(poses, np.float64).reshape(-1, 6)
-  kw = dict(ref_distance=ref_distance, fov_deg=fov_deg)
-  r_s, s_s, t_s = (np.asarray(a, np.float64) for a in
-                   warp_lib.pose_scale_shift(np.asarray(source_pose, np.float32)[None], **kw))
-  r_d, s_d, t_d = (np.asarray(a, np.float64) for a in
-                   warp_lib.pose_scale_shift(poses.astype(np.float32), **kw))
   c, s = math.cos(anchor.roll), math.sin(anchor.roll)
   pts_px = np.array([[anchor.x, anchor.y],
                      [anchor.x + c * anchor.half_width, anchor.y + s * anchor.half_width]])
-  q = np.concatenate([_to_volume(pts_px, size), np.full((2, 1), cfg.depth)], axis=1)
-  p = ((q - t_s[0]) / s_s[0]) @ r_s[0]                 # R_s^T (q - t_s) / s_s, row vectors
-  qd = s_d[:, None, None] * np.einsum("tij,nj->tni", r_d, p) + t_d[:, None, :]
-  px = _to_pixels(qd[..., :2], size)                   # [T, 2 points, 2]
+  px = _rigid(pts_px, source_pose, poses, size, cfg.depth, ref_distance, fov_deg)
   d = px[:, 1] - px[:, 0]
   return px[:, 0, 0], px[:, 0, 1], np.hypot(d[:, 0], d[:, 1]), np.arctan2(d[:, 1], d[:, 0])
 

@@ -575,7 +575,7 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--ablate-steps", default="", help="extra rows: comma-separated step counts")
   p.add_argument("--ablate-no-prev", action="store_true",
                  help="extra row: no previous-window conditioning")
-  p.add_argument("--composite", choices=("detail", "render"), default="detail",
+  p.add_argument("--composite", choices=("detail", "render", "warp"), default=None,
                  help="how the generated crop is made (as `vasa-jax animate --composite`)")
   p.add_argument("--out", default="docs/eval")
   return p
