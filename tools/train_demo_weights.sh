@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The exact pipeline that produced the bundled demo weights (vasa_jax/assets/demo), on a 2-core
-# CPU box with no GPU (about 2.5 hours in all). Data: the synthetic corpus + the real clips of
+# CPU box with no GPU (about 3 hours in all). Data: the synthetic corpus + the real clips of
 # ../shared/real (see INVENTORY.tsv for their sources and licences).
 #
 #   bash tools/train_demo_weights.sh DATA_DIR RUN_DIR
@@ -43,6 +43,25 @@ $VJ data extract-motion --face-latent-checkpoint "$RUN/face_latent" \
 $VJ train --config configs/motion_dit.py:demo --workdir "$RUN/motion_dit" --data-dir "$RUN/tfds" \
   --config.data.motion_dataset=motion_latents/demo --config.steps="$MD_STEPS"
 
-# 4. the inference bundle (float16 halves its size)
-$VJ export --face-latent "$RUN/face_latent" --motion-dit "$RUN/motion_dit" \
-  --out vasa_jax/assets/demo --dtype float16
+# 4. named mouth / blink dims for the mouth rig (this stage-1 decoder leaves the mouth static,
+#    see vasa_jax/mouth_rig.py). Pseudo-labels for the real clips from MediaPipe Face Mesh, in
+#    its own venv (mediapipe pins protobuf<5): python -m venv $MP && $MP/bin/pip install
+#    mediapipe==0.10.14. Calibrated on synthetic clips against their ground truth (~5 min).
+MP_PY=${MP_PY:-/work/tools/mp-venv/bin/python}
+.venv/bin/python tools/label_mouth.py --data-dir "$DATA" --out "$RUN/mouth_labels.npz" \
+  --mp-python "$MP_PY"
+$VJ data extract-motion --face-latent-checkpoint "$RUN/face_latent" \
+  --face-latent-config configs/face_latent.py:demo \
+  --datasets synthetic_talking_heads/r256_n1000,talking_face_videos/r256 \
+  --data-dir "$RUN/tfds" --source-data-dir "$DATA" --max-clips 300 --name demo_named \
+  --dyn-labels "$RUN/mouth_labels.npz"
+
+# 5. stage 2 again on the named latents, warm-started from step 3 (~3 steps/s on the CPU box)
+$VJ train --config configs/motion_dit.py:demo --workdir "$RUN/motion_dit_named" \
+  --data-dir "$RUN/tfds" --config.data.motion_dataset=motion_latents/demo_named \
+  --config.init_from="$RUN/motion_dit" --config.steps="${MD_NAMED_STEPS:-6000}" \
+  --config.ckpt_every=500
+
+# 6. the inference bundle (float16 halves its size), with the mouth rig switched on
+$VJ export --face-latent "$RUN/face_latent" --motion-dit "$RUN/motion_dit_named" \
+  --out vasa_jax/assets/demo --dtype float16 --mouth-rig
