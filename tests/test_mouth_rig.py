@@ -133,7 +133,7 @@ def test_bundle_round_trips_the_rig_and_the_animator_applies_it(tmp_path):
   portrait = anim.portrait_from_crop(crop)   # no face on a grey square: the template anchor
   assert portrait.mouth == mr.default_anchor(anim.size)
   # rest motion: closed mouth, open eyes in the named dims
-  np.testing.assert_allclose(portrait.motion[6:10], (0.05, 0.3, 0.2, 0.0))
+  np.testing.assert_allclose(portrait.motion[6:10], (0.08, 0.3, 0.2, 0.0))
   motion = np.tile(portrait.motion[None], (3, 1))
   motion[1, 6] = 0.9
   frames = np.stack([crop] * 3)

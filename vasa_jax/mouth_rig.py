@@ -43,7 +43,7 @@ NAMED_SLICE = slice(6, 10)      # motion[:, 6:10] = z_dyn[0:4] = open, wide, rou
 class RigConfig:
   """Stored in bundle.json under "mouth_rig" (all optional there)."""
   gain: float = 1.1           # gap height at the lips' centre, in mouth half-widths, at open 1
-  open_rest: float = 0.05     # `open` values at or below this leave the mouth closed
+  open_rest: float = 0.08     # `open` values at or below this leave the mouth closed
   wide_rest: float = 0.3
   round_rest: float = 0.2
   width_gain: float = 0.25    # mouth width change per unit of (wide - rest) ...
