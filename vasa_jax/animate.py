@@ -515,14 +515,19 @@ class Animator:
     out = np.repeat(img[None], len(hs), axis=0)
     if xb <= xa or yb <= ya:
       return out
-    m = mask[ya - y0:yb - y0, xa - x0:xb - x0, None]
-    base = img[ya:yb, xa:xb].astype(np.float32)
-    shift = np.array([[1, 0, -xa], [0, 1, -ya], [0, 0, 1]], np.float64)
+    # The displacement fades out with the feathered mask (rather than blending the warped
+    # and the still photo, which doubles edges): one remap per frame, no seams.
+    m = mask[ya - y0:yb - y0, xa - x0:xb - x0].astype(np.float64)
+    gx, gy = np.meshgrid(np.arange(xa, xb, dtype=np.float64), np.arange(ya, yb, dtype=np.float64))
     for i, h in enumerate(hs):
-      t = shift @ a @ h @ a_inv      # photo -> photo, then into the box's window
-      patch = cv2.warpPerspective(img, t, (xb - xa, yb - ya), flags=cv2.INTER_LINEAR,
-                                  borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
-      out[i, ya:yb, xa:xb] = np.clip(m * patch + (1.0 - m) * base + 0.5, 0, 255).astype(np.uint8)
+      inv = np.linalg.inv(a @ h @ a_inv)     # output photo pixel -> source photo pixel
+      den = inv[2, 0] * gx + inv[2, 1] * gy + inv[2, 2]
+      sx = (inv[0, 0] * gx + inv[0, 1] * gy + inv[0, 2]) / den
+      sy = (inv[1, 0] * gx + inv[1, 1] * gy + inv[1, 2]) / den
+      mx = (gx + m * (sx - gx)).astype(np.float32)
+      my = (gy + m * (sy - gy)).astype(np.float32)
+      out[i, ya:yb, xa:xb] = cv2.remap(img, mx, my, interpolation=cv2.INTER_LINEAR,
+                                       borderMode=cv2.BORDER_REPLICATE)
     return out
 
   def _articulate(self, portrait: Portrait, frames: np.ndarray, motion: np.ndarray):
