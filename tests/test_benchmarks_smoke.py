@@ -8,13 +8,17 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_face_latent_benchmark_quick():
+def _quick(script: str, timeout: int) -> dict:
+  """Runs benchmarks/SCRIPT --quick on CPU and returns its JSON."""
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
-  proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "face_latent.py"),
-                         "--quick"], env=env, capture_output=True, text=True, timeout=60,
-                        cwd=ROOT)
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), "--quick"],
+                        env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
   assert proc.returncode == 0, proc.stderr[-4000:]
-  out = json.loads(proc.stdout)
+  return json.loads(proc.stdout)
+
+
+def test_face_latent_benchmark_quick():
+  out = _quick("face_latent.py", 60)
   for k in ("backend", "platform", "device_kind", "dtype", "frames_per_call", "repeats",
             "peak_flops_per_s", "variants"):
     assert k in out, k
@@ -37,12 +41,7 @@ def test_face_latent_benchmark_quick():
 
 
 def test_motion_dit_train_step_benchmark_quick():
-  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
-  proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "motion_dit.py"),
-                         "--quick"], env=env, capture_output=True, text=True, timeout=300,
-                        cwd=ROOT)
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  out = json.loads(proc.stdout)
+  out = _quick("motion_dit.py", 300)
   assert out["quick"] is True and out["peak_flops_per_s"] is None
   t = out["variants"]["tiny"]["train_step"]
   assert t["batch_size"] == 2 and t["median_ms"] > 0 and t["loss_finite"] and t["params"] > 0
