@@ -112,7 +112,6 @@ def test_named_dyn_ground_truth_or_pseudo_labels():
 
 
 def test_bundle_round_trips_the_rig_and_the_animator_applies_it(tmp_path):
-  import jax
   from vasa_jax import animate, bundle
   from conftest import load_stage_config
   fl_cfg = load_stage_config("face_latent").get_config("tiny")
@@ -151,7 +150,6 @@ def test_bundle_round_trips_the_rig_and_the_animator_applies_it(tmp_path):
     json.dump(meta, f)
   with pytest.raises(animate.AnimateError, match="mouth_rig"):
     animate.Animator(out)
-  del jax
 
 
 def test_refine_anchor_snaps_to_the_lip_line():

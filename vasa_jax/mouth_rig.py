@@ -225,7 +225,6 @@ def articulate(frame: np.ndarray, cx: float, cy: float, half_width: float, roll:
     return -cfg.lift * gap * lens * np.exp(-(vs / (0.5 * hw)) ** 2)
 
   lower, upper = v >= bot, v <= top
-  vs = np.zeros_like(v)
   vl = np.maximum(v - bot, 0.0)
   vu = np.minimum(v - top, 0.0)
   for _ in range(6):                     # fixed point of vs + D(vs) = v on each side

@@ -201,23 +201,15 @@ def init_params(cfg: Config, seed: int = 0):
 
 # ----------------------------------------------------------------------------- evaluator
 
-class CappEvaluator:
+class CappEvaluator(contrastive.TwoTowerEvaluator):
   """Trained CAPP model: `score(pose, audio)` -> mean matched cosine similarity."""
 
   CHUNK = 32   # windows per jitted call (padded), one compile for every clip length
 
   def __init__(self, params, cfg: Config, stats: dict, meta: dict | None = None):
-    self.cfg = cfg
+    super().__init__(Capp(cfg), Capp.embed_pose, Capp.embed_audio, params, cfg, meta)
     self.stats = stats
-    self.params = jax.tree_util.tree_map(jnp.asarray, params)
-    self.meta = meta or {}
-    model = Capp(cfg)
-    self._pose = jax.jit(lambda p, x: model.apply({"params": p}, x, method=Capp.embed_pose))
-    self._audio = jax.jit(lambda p, x: model.apply({"params": p}, x, method=Capp.embed_audio))
-
-  def _run(self, fn, x: np.ndarray) -> np.ndarray:
-    return contrastive.run_chunked(fn, self.params, np.asarray(x, np.float32), self.CHUNK,
-                                   self.cfg.embed_dim)
+    self._pose, self._audio = self._embed_a, self._embed_b
 
   def embed_pose_windows(self, pose_windows: np.ndarray) -> np.ndarray:
     """Raw pose windows [N, window, 6] -> [N, D]."""

@@ -131,6 +131,25 @@ def run_chunked(fn, params, x: np.ndarray, chunk: int, out_dim: int) -> np.ndarr
   return np.concatenate(out) if out else np.zeros((0, out_dim), np.float32)
 
 
+
+class TwoTowerEvaluator:
+  """Base of the trained two-tower evaluators (syncnet.SyncEvaluator, capp.CappEvaluator):
+  holds the params, jits the model's two embedding methods once, and runs them over window
+  batches in padded chunks of CHUNK (one compile for every clip length)."""
+
+  CHUNK = 64
+
+  def __init__(self, model, method_a, method_b, params, cfg, meta: dict | None = None):
+    self.cfg = cfg
+    self.params = jax.tree_util.tree_map(jnp.asarray, params)
+    self.meta = meta or {}
+    self._embed_a = jax.jit(lambda p, x: model.apply({"params": p}, x, method=method_a))
+    self._embed_b = jax.jit(lambda p, x: model.apply({"params": p}, x, method=method_b))
+
+  def _run(self, fn, x: np.ndarray) -> np.ndarray:
+    return run_chunked(fn, self.params, np.asarray(x, np.float32), self.CHUNK,
+                       self.cfg.embed_dim)
+
 def load(path: str | None, name: str) -> tuple[dict, dict]:
   """(params, meta) from a folder written by `save` (default: the bundled weights)."""
   path = os.path.abspath(os.fspath(path or assets_dir(name)))

@@ -234,21 +234,14 @@ def sync_scores(offsets: np.ndarray, dists: np.ndarray) -> dict:
 
 # ----------------------------------------------------------------------------- evaluator
 
-class SyncEvaluator:
+class SyncEvaluator(contrastive.TwoTowerEvaluator):
   """Trained sync model: `score(frames, audio)` -> Sync-C / Sync-D / offset of one clip."""
 
   CHUNK = 256   # windows per jitted call (padded), so every clip length reuses one compile
 
   def __init__(self, params, cfg: Config = Config(), meta: dict | None = None):
-    self.cfg = cfg
-    self.params = jax.tree_util.tree_map(jnp.asarray, params)
-    self.meta = meta or {}
-    model = SyncNet(cfg)
-    self._video = jax.jit(lambda p, x: model.apply({"params": p}, x, method=SyncNet.embed_video))
-    self._audio = jax.jit(lambda p, x: model.apply({"params": p}, x, method=SyncNet.embed_audio))
-
-  def _run(self, fn, x: np.ndarray) -> np.ndarray:
-    return contrastive.run_chunked(fn, self.params, x, self.CHUNK, self.cfg.embed_dim)
+    super().__init__(SyncNet(cfg), SyncNet.embed_video, SyncNet.embed_audio, params, cfg, meta)
+    self._video, self._audio = self._embed_a, self._embed_b
 
   def embed_video(self, video: np.ndarray) -> np.ndarray:
     """Normalised centre crops [T, H, W] -> window embeddings [T - window + 1, D]."""
