@@ -12,6 +12,20 @@ paths allowed, e.g. `demo,batch_size=8,model.dtype=bfloat16`):
   base   256x256, volume 16 x 64 x 64 x 32, ~20M generator parameters: one GPU, a day.
   paper  512x512, volume 16 x 64 x 64 x 96 (S/8), ~190M generator parameters (VASA-1 scale).
 
+Geometry-grounded variants (model.kind = "geometry", the default path since the geometry issue):
+the motion field is the dense displacement that measured face meshes imply
+(vasa_jax/geometry), and the network (vasa_jax/models/geo_decoder.py) learns only the residual
+flow, occlusion and missing content of mouth and eye patches. They train on a motion_latents
+dataset built with `vasa-jax data extract-motion --geometry` (landmarks, codes, face basis):
+
+  geo_tiny   8x8 / 16x16 patches, a few hundred parameters (tests).
+  geo        64x64 mouth, 32x32 eye patches, ~0.4M parameters: trains on a 2-core CPU in an
+             hour (the bundled demo weights); renders at the photo's resolution up to 512 px.
+  geo_paper  128x128 mouth, 64x64 eyes, wider networks: one GPU.
+
+  vasa-jax train --config configs/face_latent.py:geo --workdir /tmp/face_geo \
+      --data-dir DATA --config.data.geometry=motion_latents/geo
+
 Any field can also be set from the command line: `--config.optim.lr_g=1e-4`.
 """
 
@@ -37,6 +51,7 @@ LOGICAL_AXIS_RULES = (
 )
 
 VARIANTS = ("tiny", "demo", "base", "paper")
+GEO_VARIANTS = ("geo_tiny", "geo", "geo_paper")
 
 
 def _model(variant: str) -> ml_collections.ConfigDict:
@@ -151,11 +166,94 @@ def _loss(variant: str) -> ml_collections.ConfigDict:
   return w
 
 
+def _geo_model(variant: str) -> ml_collections.ConfigDict:
+  m = ml_collections.ConfigDict()
+  m.kind = "geometry"
+  m.dtype = "float32"
+  m.groups = {"geo_tiny": 2}.get(variant, 8)
+  m.image_size = {"geo_tiny": 64, "geo": 256, "geo_paper": 512}[variant]   # training crops
+  m.render_max_side = 512         # inference: the crop is rendered at min(its side, this)
+  m.ref_distance = 0.65
+  m.fov_deg = 14.0
+  # z_dyn = exp_dim expression coefficients + 2 eyelids + 2 gaze (the face basis decides
+  # exp_dim; a bundle checks they agree).
+  m.exp_dim = {"geo_tiny": 8}.get(variant, 40)
+  m.dyn_dim = m.get_ref("exp_dim") + 4
+  m.max_flow = 0.15               # residual flow limit, normalised patch units
+  m.mouth = ml_collections.ConfigDict()
+  m.eye = ml_collections.ConfigDict()
+  if variant == "geo_tiny":
+    m.mouth.res, m.mouth.widths, m.mouth.blocks = 16, (4, 8), (0, 1)
+    m.eye.res, m.eye.widths, m.eye.blocks = 8, (4, 8), (0, 1)
+  elif variant == "geo":
+    m.mouth.res, m.mouth.widths, m.mouth.blocks = 64, (16, 32, 64, 96), (0, 1, 1, 1)
+    m.eye.res, m.eye.widths, m.eye.blocks = 32, (16, 32, 64), (0, 1, 1)
+  else:
+    m.mouth.res, m.mouth.widths, m.mouth.blocks = 128, (32, 64, 128, 256, 256), (1, 1, 2, 2, 2)
+    m.eye.res, m.eye.widths, m.eye.blocks = 64, (32, 64, 128, 256), (1, 1, 2, 2)
+  return m
+
+
+def _geo_config(variant: str) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.stage = "face_latent"
+  c.variant = variant
+  c.seed = 0
+  c.model = _geo_model(variant)
+  w = c.loss = ml_collections.ConfigDict()
+  w.l1 = 1.0                # patch composite vs the true driving patch
+  w.ssim = 1.0              # 1 - SSIM (7x7 window)
+  w.laplacian = 1.0         # Laplacian-pyramid L1
+  w.interior = 2.0          # extra L1 inside the part's interior (mouth / eye opening)
+  w.alpha = 0.02            # keeps alpha small where the warp is already right (sharpness)
+  w.flow = 0.05             # residual flow magnitude (the geometry should carry the motion)
+  w.eye_weight = 0.5        # eye terms relative to mouth terms
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = {"geo_tiny": 1e-3}.get(variant, 1e-3)
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.99
+  c.optim.weight_decay = 0.0
+  c.optim.warmup_steps = {"geo_tiny": 0, "geo": 100}.get(variant, 1000)
+  c.optim.decay_steps = {"geo_tiny": 0}.get(variant, 0)   # 0: constant after warmup
+  c.optim.grad_clip = 1.0
+  c.ema_decay = {"geo_tiny": 0.9}.get(variant, 0.995)
+  c.batch_size = {"geo_tiny": 2, "geo": 16, "geo_paper": 64}[variant]
+  c.steps = {"geo_tiny": 2, "geo": 4000, "geo_paper": 200_000}[variant]
+  c.skip_nonfinite_batches = True
+  c.max_skipped_batches = 100
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
+  c.logical_axis_rules = LOGICAL_AXIS_RULES
+  c.data = ml_collections.ConfigDict()
+  c.data.data_dir = ""
+  # The motion_latents dataset built with `extract-motion --geometry` (landmarks per frame and
+  # the face basis); its clips' frames come from the source datasets it was built from.
+  c.data.geometry = {"geo_tiny": "motion_latents/geo_tiny"}.get(variant, "motion_latents/geo")
+  c.data.source_data_dir = ""    # where its clip datasets are ("": data_dir)
+  c.data.split = "train"
+  c.data.worker_count = {"geo_tiny": 0}.get(variant, 1)
+  c.data.min_gap = 4             # source and driving frames at least this far apart
+  c.data.hard_pairs = 0.7        # share of pairs chosen for a large mouth / lid difference
+  c.data.flip = 0.5
+  c.data.color = 0.1             # photometric jitter (same for source and driving)
+  c.log_every = {"geo_tiny": 1, "geo": 25}.get(variant, 100)
+  c.ckpt_every = {"geo_tiny": 1, "geo": 250}.get(variant, 5000)
+  c.keep = 3
+  c.async_checkpoint = True
+  c.rng_impl = ""
+  c.compiler_options = ml_collections.ConfigDict()
+  return c
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   parts = (arg or "demo").split(",")
   variant, overrides = parts[0].strip() or "demo", [p for p in parts[1:] if p.strip()]
+  if variant in GEO_VARIANTS:
+    c = _geo_config(variant)
+    for ov in overrides:
+      _apply_override(c, ov)
+    return c
   if variant not in VARIANTS:
-    raise ValueError(f"unknown variant {variant!r}; use one of {VARIANTS}")
+    raise ValueError(f"unknown variant {variant!r}; use one of {VARIANTS + GEO_VARIANTS}")
 
   c = ml_collections.ConfigDict()
   c.stage = "face_latent"

@@ -157,6 +157,11 @@ def cmd_data_extract_motion(args) -> int:
   datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
   if args.batch_size < 1 or (args.max_clips is not None and args.max_clips < 1):
     raise UsageError("need --batch-size >= 1 and --max-clips >= 1")
+  if args.geometry:
+    return _extract_geometry(args, datasets)
+  if not args.face_latent_checkpoint:
+    raise UsageError("--face-latent-checkpoint is required (or --geometry: codes of the "
+                     "measured face mesh, no stage-1 checkpoint)")
   if not os.path.isdir(args.face_latent_checkpoint):
     raise UsageError(f"--face-latent-checkpoint is not a folder: {args.face_latent_checkpoint}")
   ckpts = os.path.join(args.face_latent_checkpoint, "checkpoints")
@@ -203,6 +208,51 @@ def cmd_data_extract_motion(args) -> int:
   return 0
 
 
+def _extract_geometry(args, datasets) -> int:
+  """extract-motion --geometry: landmarks of every frame, a face basis, codes."""
+  from vasa_jax.data import motion_latents as ml
+  name = args.name or "geo"
+  if "/" in name or not name.replace("_", "").replace("-", "").isalnum():
+    raise UsageError(f"--name {name!r}: use letters, digits, '_' and '-'")
+  if args.face_basis and not os.path.isfile(args.face_basis):
+    raise UsageError(f"--face-basis: no such file: {args.face_basis}")
+  if not 1 <= args.exp_dim <= 200:
+    raise UsageError("--exp-dim must be between 1 and 200")
+  src_dir = args.source_data_dir or args.data_dir
+  try:
+    sources = ml.open_sources(datasets, src_dir)
+  except (ValueError, FileNotFoundError) as e:
+    raise UsageError(str(e).strip().splitlines()[0]) from None
+  total = 0
+  for _, b in sources:
+    for si in b.info.splits.values():
+      total += min(si.num_examples, args.max_clips) if args.max_clips else si.num_examples
+  config = ml.make_config(name, datasets, "", args.max_clips or 0, motion_source="geometry",
+                          face_basis=os.path.abspath(args.face_basis) if args.face_basis else "",
+                          exp_dim=int(args.exp_dim))
+  builder = ml.MotionLatents(config=config, data_dir=args.data_dir)
+  if builder.is_prepared():
+    raise UsageError(f"{ml.NAME}/{name} already exists in {os.fspath(builder.data_path)}; "
+                     "choose another --name or delete that folder")
+  from vasa_jax.workers import default_workers
+  builder = ml.MotionLatents(config=config, data_dir=args.data_dir, source_data_dir=src_dir,
+                             track_workers=args.workers or default_workers(),
+                             progress=_progress(total, "tracking clips"))
+  t0 = time.perf_counter()
+  with contextlib.redirect_stdout(sys.stderr):
+    builder.download_and_prepare(file_format="array_record")
+  from vasa_jax.geometry import codes as codes_lib
+  print(json.dumps({
+      "dataset": f"{ml.NAME}/{name}", "data_dir": os.fspath(builder.data_path),
+      "sources": datasets, "motion_dim": builder.summary.get("motion_dim"),
+      "splits": builder.summary.get("splits", {}), "basis": builder.summary.get("basis", {}),
+      "face_basis": os.path.join(os.fspath(builder.data_path), codes_lib.BASIS_FILE),
+      "seconds": round(time.perf_counter() - t0, 1),
+      "train_with": f"--data-dir {args.data_dir} --config.data.geometry={ml.NAME}/{name}",
+  }, indent=1))
+  return 0
+
+
 # ----------------------------------------------------------------------------- train
 
 TRAINERS = {"face_latent": "vasa_jax.train.face_latent", "motion_dit": "vasa_jax.train.motion_dit"}
@@ -240,7 +290,10 @@ def cmd_train(args, extra) -> int:
   logging.getLogger().setLevel(logging.INFO)
   from vasa_jax import distributed
   distributed.initialize()  # multi-process (TPU pod / SLURM / VASA_* env); no-op otherwise
-  trainer = importlib.import_module(TRAINERS[stage])
+  module = TRAINERS[stage]
+  if stage == "face_latent" and config.model.get("kind", "learned_flow") == "geometry":
+    module = "vasa_jax.train.geo_decoder"
+  trainer = importlib.import_module(module)
   from vasa_jax.train.common import CheckpointRestoreError, NonFiniteError
   try:
     metrics = trainer.train_and_evaluate(config, args.workdir, data_dir=args.data_dir)
@@ -438,7 +491,14 @@ def build_parser() -> argparse.ArgumentParser:
   x = dsub.add_parser("extract-motion",
                       help="encode clip datasets with a stage-1 checkpoint into "
                            "motion_latents/NAME")
-  x.add_argument("--face-latent-checkpoint", required=True, help="stage-1 workdir (EMA weights)")
+  x.add_argument("--face-latent-checkpoint", default=None, help="stage-1 workdir (EMA weights)")
+  x.add_argument("--geometry", action="store_true",
+                 help="codes of the measured face mesh (pose, expression basis, eyelids, "
+                      "gaze) and the landmarks, instead of a stage-1 encoder's latents; fits "
+                      "the face basis on the train split unless --face-basis is given")
+  x.add_argument("--face-basis", default=None, help="--geometry: a face_basis.npz to use")
+  x.add_argument("--exp-dim", type=int, default=40,
+                 help="--geometry: expression components of the fitted basis")
   x.add_argument("--face-latent-config", default="configs/face_latent.py:demo",
                  help="the config that checkpoint was trained with")
   x.add_argument("--datasets", required=True,
@@ -452,7 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
   x.add_argument("--max-clips", type=int, default=None,
                  help="at most N clips per split of each dataset")
   x.add_argument("--batch-size", type=int, default=64, help="frames per encoder call")
-  x.add_argument("--workers", type=int, default=None, help="JPEG decoding threads")
+  x.add_argument("--workers", type=int, default=None,
+                 help="JPEG decoding threads (--geometry: tracking processes)")
   x.add_argument("--dyn-labels", default=None,
                  help="tools/label_mouth.py .npz: z_dyn[0:4] become mouth open/wide/round and "
                       "blink (ground truth where a clip has it, else these pseudo-labels)")

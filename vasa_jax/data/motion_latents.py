@@ -61,20 +61,26 @@ class MotionLatentsConfig(tfds.core.BuilderConfig):
   face_latent_config: str = "configs/face_latent.py:demo"   # the stage-1 checkpoint's config
   max_clips: int = 0                # at most this many clips of each split of each source (0: all)
   stats_min_std: float = 1e-2       # floor of the per-dimension std in motion_stats.json
+  # "latent": the stage-1 encoder's z_pose ++ z_dyn (face_latent_config + a checkpoint);
+  # "geometry": codes of the measured face mesh (vasa_jax.geometry), plus the landmarks.
+  motion_source: str = "latent"
+  face_basis: str = ""              # geometry: a face_basis.npz to use ("": fit one on train)
+  exp_dim: int = 40                 # geometry: expression components of a fitted basis
 
 
 def make_config(name: str, datasets, face_latent_config: str, max_clips: int = 0,
                 **kw) -> MotionLatentsConfig:
   datasets = tuple(datasets)
   limit = f", at most {max_clips} clips per split and source" if max_clips else ""
+  what = ("face-geometry codes and landmarks" if kw.get("motion_source") == "geometry"
+          else f"stage-1 motion latents ({face_latent_config})")
   return MotionLatentsConfig(
       name=name, datasets=datasets, face_latent_config=face_latent_config,
       max_clips=int(max_clips or 0),
-      description=f"stage-1 motion latents ({face_latent_config}) of {', '.join(datasets)}{limit}",
-      **kw)
+      description=f"{what} of {', '.join(datasets)}{limit}", **kw)
 
 
-def features():
+def features(geometry: bool = False):
   feats = {
       "motion": tfds.features.Tensor(shape=(None, None), dtype=np.float32, encoding="bytes"),
       "audio": tfds.features.Tensor(shape=(None,), dtype=np.int16),
@@ -90,6 +96,13 @@ def features():
     feats[name] = tfds.features.Tensor(shape=(None, *shape), dtype=np.float32)
   for flag in records.LABEL_FLAGS:
     feats[flag] = np.int32
+  if geometry:
+    # [T, 478 * 3] landmarks in pixels of the clip's frames, and which frames were measured
+    # (the others are interpolated).
+    feats["landmarks"] = tfds.features.Tensor(shape=(None, None), dtype=np.float16,
+                                              encoding="bytes")
+    feats["landmarks_valid"] = tfds.features.Tensor(shape=(None,), dtype=np.int32)
+    feats["size"] = np.int32
   return tfds.features.FeaturesDict(feats)
 
 
@@ -106,7 +119,7 @@ class MotionLatents(tfds.core.GeneratorBasedBuilder):
                batch_size: int = 64, workers: int | None = None,
                compiler_options: dict | None = None,
                progress: Callable[[], None] | None = None,
-               dyn_labels: str | None = None, **kwargs):
+               dyn_labels: str | None = None, track_workers: int = 1, **kwargs):
     """Build-time options (reading needs none): face_latent_checkpoint, the stage-1 workdir
     (its EMA params are loaded unless face_latent_params, already loaded from it, are given);
     source_data_dir, where the source datasets are built (default: this data_dir); batch_size,
@@ -123,16 +136,24 @@ class MotionLatents(tfds.core.GeneratorBasedBuilder):
     self._compiler_options = compiler_options
     self._progress = progress
     self._dyn_labels = load_dyn_labels(dyn_labels) if dyn_labels else None
+    self._track_workers = max(1, int(track_workers))
     self.summary: dict = {}
     super().__init__(**kwargs)
 
+  @property
+  def _geometry(self) -> bool:
+    return getattr(self.builder_config, "motion_source", "latent") == "geometry"
+
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(builder=self, description=__doc__, features=features())
+    return tfds.core.DatasetInfo(builder=self, description=__doc__,
+                                 features=features(self._geometry))
 
   # --------------------------------------------------------------------------- generation
 
   def _split_generators(self, dl_manager):
     cfg = self.builder_config
+    if self._geometry:
+      return self._geometry_splits()
     if not self._checkpoint:
       raise ValueError("building motion_latents needs face_latent_checkpoint= (the stage-1 "
                        "workdir)")
@@ -148,6 +169,82 @@ class MotionLatents(tfds.core.GeneratorBasedBuilder):
         split, [(name, b.as_data_source(split=split)) for name, b in sources
                 if split in b.info.splits and b.info.splits[split].num_examples])
             for split in splits}
+
+  # --------------------------------------------------------------------------- geometry
+
+  def _geometry_splits(self):
+    """Tracks every clip of every split once (landmarks), fits the face basis on `train` (or
+    loads cfg.face_basis), then yields codes + landmarks per clip."""
+    from vasa_jax.geometry import codes as codes_lib
+    from vasa_jax.geometry import tracking
+    cfg = self.builder_config
+    sources = open_sources(cfg.datasets, self._source_data_dir or os.fspath(self.data_dir_root))
+    splits = sorted({s for _, b in sources for s in b.info.splits},
+                    key=lambda s: (SPLIT_ORDER.index(s) if s in SPLIT_ORDER else 99, s))
+    if "train" not in splits:
+      raise ValueError(f"none of {list(cfg.datasets)} has a train split")
+    tracked: dict[str, list] = {}
+    t0 = time.perf_counter()
+    for split in splits:
+      for name, b in sources:
+        if split not in b.info.splits or not b.info.splits[split].num_examples:
+          continue
+        src = b.as_data_source(split=split)
+        n = min(len(src), cfg.max_clips) if cfg.max_clips else len(src)
+        for i, rec, tr in tracking.track_source(src, n, workers=self._track_workers):
+          tracked.setdefault(split, []).append((name, src, i, tr, int(rec["size"]),
+                                                _text(rec["identity"])))
+          if self._progress is not None:
+            self._progress()
+    log.info("tracked %d clips in %.0f s", sum(len(v) for v in tracked.values()),
+             time.perf_counter() - t0)
+    if cfg.face_basis:
+      basis = codes_lib.FaceBasis.load(cfg.face_basis)
+    else:
+      clips = [dict(points=tr.points, valid=tr.valid, identity=f"{name}:{ident}", crop=size,
+                    real=not name.startswith("synthetic"),
+                    weight=0.5 if name.startswith("synthetic") else 1.0)
+               for name, _, _, tr, size, ident in tracked["train"]]
+      basis = codes_lib.fit_basis(clips, exp_dim=cfg.exp_dim)
+    os.makedirs(os.fspath(self.data_path), exist_ok=True)
+    basis.save(os.path.join(os.fspath(self.data_path), codes_lib.BASIS_FILE))
+    self._basis = basis
+    self._motion_dim = 6 + basis.dyn_dim
+    self.summary = {"splits": {}, "motion_dim": self._motion_dim,
+                    "basis": dict(basis.meta)}
+    return {split: self._geometry_examples(split, tracked.get(split, [])) for split in splits}
+
+  def _geometry_examples(self, split, items):
+    from vasa_jax.geometry import codes as codes_lib
+    cfg = self.builder_config
+    moments = _motion().Moments() if split == "train" else None
+    t0, clips, frames, measured = time.perf_counter(), 0, 0, 0
+    for name, src, i, tr, size, _ in items:
+      rec = src[i]
+      if not tr.valid.any():
+        log.warning("%s:%s: no face tracked in any frame; skipped", name, _text(rec["clip_id"]))
+        continue
+      c = codes_lib.encode(tr.points, self._basis, size)
+      motion = np.concatenate([c.pose, c.dyn], -1).astype(np.float32)
+      ex = _example(name, rec, motion)
+      ex["landmarks"] = tr.points.reshape(len(tr.points), -1).astype(np.float16)
+      ex["landmarks_valid"] = tr.valid.astype(np.int32)
+      ex["size"] = np.int32(size)
+      if moments is not None:
+        moments.add(motion[tr.valid])
+      clips += 1
+      frames += motion.shape[0]
+      measured += int(tr.valid.sum())
+      yield f"{name}:{ex['clip_id']}", ex
+    self.summary["splits"][split] = {"clips": clips, "frames": frames,
+                                     "tracked_frames": measured,
+                                     "seconds": round(time.perf_counter() - t0, 1)}
+    if moments is not None:
+      path = os.path.join(os.fspath(self.data_path), STATS_FILE)
+      _motion().save_stats(
+          path, moments.stats(cfg.stats_min_std), split="train", motion_source="geometry",
+          datasets=list(cfg.datasets), face_basis=codes_lib.BASIS_FILE,
+          dyn_names=codes_lib.dyn_names(self._basis.exp_dim))
 
   def _generate_examples(self, split, parts):
     cfg = self.builder_config
@@ -402,6 +499,16 @@ def dataset_dir(data_dir: str | None, name: str) -> str:
   if name.split("/")[0] != NAME:
     raise ValueError(f"{name!r} is not a {NAME}/<name> dataset")
   return os.fspath(pipeline.open_builder(name, data_dir).data_path)
+
+
+def load_dataset_basis(data_dir: str | None, name: str):
+  """The FaceBasis stored with a geometry motion_latents dataset (its face_basis.npz)."""
+  from vasa_jax.geometry import codes as codes_lib
+  path = os.path.join(dataset_dir(data_dir, name), codes_lib.BASIS_FILE)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path} is missing: {name} was not built with `vasa-jax data "
+                            "extract-motion --geometry`")
+  return codes_lib.FaceBasis.load(path)
 
 
 def load_dataset_stats(data_dir: str | None, name: str) -> dict:

@@ -1,0 +1,121 @@
+"""Stage 1, geometry-grounded: the learned part of the warping decoder.
+
+The motion field comes from measured geometry (`vasa_jax.geometry.flow`: the dense
+displacement that the portrait's and the driving face meshes imply); this network learns only
+what geometry cannot give, on small patches aligned to the driving face where the portrait
+lacks content: the mouth (teeth, tongue, the dark inside, lips parting) and each eye (closed
+lids, an iris the lids covered).
+
+For each part patch [B, r, r, 8] (`vasa_jax.geometry.render` builds them: warped portrait RGB,
+the part's interior mask, the warp's log area ratio, the portrait's own patch) a small U-Net
+predicts
+
+  residual flow   [B, r, r, 2]  a correction of the geometric warp inside the patch
+  occlusion m     [B, r, r]     1: the (re-sampled) warped portrait is right here; 0: generate
+  content         [B, r, r, 3]  RGB for what the portrait does not show
+  alpha           [B, r, r]     how much of the patch replaces the geometric warp
+
+    rgb    = m * sample(warped, residual flow) + (1 - m) * content
+    output = (1 - alpha * window) * warped + alpha * window * rgb
+
+where `window` is a fixed feather that is 0 at the patch border, so the decoder never touches
+pixels outside its parts and the portrait's own pixels stay sharp at the photo's resolution. A
+fresh network has alpha ~ 0.05 and m ~ 0.95: it starts as the geometric warp.
+
+    dec = GeometryDecoder(config.model)
+    params = dec.init(rng, *dummy_inputs(config.model, 1))["params"]
+    out = dec.apply({"params": params}, mouth_in, eye_in)     # {"mouth": {...}, "eye": {...}}
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import linen as nn
+
+from vasa_jax.geometry.render import IN_CHANNELS, feather_window as feather
+from vasa_jax.models import layers
+from vasa_jax.models.layers import Conv, GroupNorm, ResBlock, act, get_dtype
+from vasa_jax.ops.grid_sample import grid_sample_2d, identity_grid_2d
+
+__all__ = ["PartNet", "GeometryDecoder", "dummy_inputs", "blend", "feather", "IN_CHANNELS",
+           "param_count"]
+
+class PartNet(nn.Module):
+  """U-Net over one part patch -> {"rgb", "alpha", "flow", "occlusion", "content"}."""
+  widths: Sequence[int]
+  blocks: Sequence[int]
+  groups: int = 8
+  max_flow: float = 0.15      # normalised patch units (1 = half the patch side)
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    dt = self.dtype
+    widths = tuple(self.widths)
+    blocks = layers.per_stage(self.blocks, len(widths), "blocks")
+    warped = x[..., :3].astype(jnp.float32)
+    h = Conv(widths[0], (3, 3), dtype=dt, name="stem")(x.astype(dt))
+    skips = []
+    for i, w in enumerate(widths):
+      for b in range(blocks[i]):
+        h = ResBlock(w, 2, self.groups, dt, name=f"enc{i}_res{b}")(h)
+      skips.append(h)
+      if i < len(widths) - 1:
+        h = Conv(widths[i + 1], (3, 3), strides=2, dtype=dt, name=f"enc{i}_down")(h)
+    for i in range(len(widths) - 2, -1, -1):
+      h = layers.upsample_nearest(act(h), (2, 2))
+      h = jnp.concatenate([h, act(skips[i])], axis=-1)
+      h = Conv(widths[i], (3, 3), dtype=dt, name=f"dec{i}_fuse")(h)
+    h = act(GroupNorm(self.groups, dt, name="norm_out")(h))
+    out = Conv(7, (3, 3), zero_init=True, out_axis="out_small", dtype=dt, name="head")(h)
+    out = out.astype(jnp.float32)
+    flow = self.max_flow * jnp.tanh(out[..., 0:2])
+    occ = nn.sigmoid(out[..., 2] + 3.0)
+    content = jnp.tanh(out[..., 3:6])
+    alpha = nn.sigmoid(out[..., 6] - 3.0)
+    r = x.shape[1]
+    grid = identity_grid_2d(r, r)[None] + flow
+    copy = grid_sample_2d(warped, grid, padding_mode="border")
+    rgb = occ[..., None] * copy + (1.0 - occ[..., None]) * content
+    return {"rgb": rgb, "alpha": alpha, "flow": flow, "occlusion": occ, "content": content}
+
+
+class GeometryDecoder(nn.Module):
+  """The two part networks: `mouth` and `eye` (both eyes share it; the second eye's patch comes
+  mirrored). `config` is the `model` sub-config of configs/face_latent.py (kind="geometry")."""
+  config: ml_collections.ConfigDict
+
+  def setup(self):
+    c = self.config
+    dt = get_dtype(c.dtype)
+    self.mouth = PartNet(tuple(c.mouth.widths), tuple(c.mouth.blocks), c.groups,
+                         float(c.max_flow), dt)
+    self.eye = PartNet(tuple(c.eye.widths), tuple(c.eye.blocks), c.groups, float(c.max_flow),
+                       dt)
+
+  def __call__(self, mouth, eyes):
+    """mouth [B, rm, rm, 8], eyes [2B, re, re, 8] (eye a then eye b of each frame, interleaved
+    per frame: [f0a, f0b, f1a, ...])."""
+    return {"mouth": self.mouth(mouth), "eye": self.eye(eyes)}
+
+
+def blend(warped, out: dict):
+  """The patch composite (training and tests): (1 - alpha w) warped + alpha w rgb."""
+  r = warped.shape[1]
+  a = (out["alpha"] * jnp.asarray(feather(r)))[..., None]
+  return (1.0 - a) * warped + a * out["rgb"]
+
+
+def dummy_inputs(model_config, batch: int = 1):
+  rm, re = int(model_config.mouth.res), int(model_config.eye.res)
+  return (jnp.zeros((batch, rm, rm, IN_CHANNELS), jnp.float32),
+          jnp.zeros((2 * batch, re, re, IN_CHANNELS), jnp.float32))
+
+
+def param_count(params) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))
