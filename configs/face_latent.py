@@ -229,6 +229,8 @@ def _geo_config(variant: str) -> ml_collections.ConfigDict:
   # the face basis); its clips' frames come from the source datasets it was built from.
   c.data.geometry = {"geo_tiny": "motion_latents/geo_tiny"}.get(variant, "motion_latents/geo")
   c.data.source_data_dir = ""    # where its clip datasets are ("": data_dir)
+  # clips of datasets whose name starts with a key are drawn that many times more often
+  c.data.repeats = ml_collections.ConfigDict({"talking_face_videos": 2})
   c.data.split = "train"
   c.data.worker_count = {"geo_tiny": 0}.get(variant, 1)
   c.data.min_gap = 4             # source and driving frames at least this far apart

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import logging
 import math
 import os
@@ -54,7 +55,7 @@ SAMPLE_RATE = 16000
 EMOTIONS = ("neutral", "happy", "sad", "angry", "surprised")   # = configs/motion_dit.EMOTIONS
 CROP_SCALE = 1.8          # = talking_face_videos crop: side / BlazeFace box side
 CROP_SHIFT_UP = 0.1       # crop centre above the box centre, in face sides
-COMPOSITES = ("render", "detail", "warp")
+COMPOSITES = ("render", "detail", "warp", "geometry")
 SILENCE_PEAK = 1e-3       # peak |sample| below this (-60 dBFS) is silence
 
 
@@ -91,6 +92,9 @@ class Portrait:
   motion: np.ndarray         # the portrait's own motion latent [6 + dyn_dim]
   faces_found: int
   mouth: Any = None          # mouth_rig.Anchor on the crop (used when the bundle has a rig)
+  geometry: Any = None       # geometry.render.PortraitGeometry (geometry-grounded bundles)
+  full_crop: Any = None      # the crop at the photo's resolution when it is larger than the
+                             # render size (the warp is applied to it at full resolution)
 
 
 # ----------------------------------------------------------------------------- face crop
@@ -212,6 +216,19 @@ def _distance(distance):
 
 # ----------------------------------------------------------------------------- the animator
 
+def _driver_audio(video: str, frames: int | None):
+  """The driving video's audio (16 kHz mono), cut to `frames` video frames; None if silent
+  or absent."""
+  try:
+    a = media.load_audio(video, SAMPLE_RATE)
+  except media.MediaError:
+    return None
+  if frames is not None:
+    n = frames * (SAMPLE_RATE // FPS)
+    a = np.pad(a[:n], (0, max(0, n - a.shape[0])))
+  return a if np.max(np.abs(a)) > SILENCE_PEAK else None
+
+
 class Animator:
   """Loads a bundle (default: the bundled demo weights) and animates portraits with speech.
 
@@ -243,12 +260,16 @@ class Animator:
         bundle = bundle_lib.load(checkpoint)
       except bundle_lib.BundleError as e:
         raise AnimateError(str(e)) from None
-    from vasa_jax.models import face_latent as fl
+    from vasa_jax import composites
     from vasa_jax.models import motion_dit as md
     self.checkpoint = checkpoint or bundle_lib.default_dir()
     self.fl_config = bundle["face_latent_config"]
     self.md_config = bundle["motion_dit_config"]
     self.stats = {k: np.asarray(bundle["motion_stats"][k], np.float32) for k in ("mean", "std")}
+    mc, dc = self.fl_config.model, self.md_config.model
+    # "geometry": motion grounded in measured face meshes (vasa_jax.geometry + the part
+    # decoder); "learned": the learned-flow FaceLatentModel.
+    self.kind = "geometry" if mc.get("kind", "learned_flow") == "geometry" else "learned"
     rig = (bundle.get("meta") or {}).get("mouth_rig", bundle.get("mouth_rig"))
     try:
       self.rig = None if rig is None else mouth_rig.RigConfig.from_dict(rig)
@@ -257,34 +278,53 @@ class Animator:
     self.max_seconds = float(max_seconds)
     self.max_output_side = int(max_output_side)
     self.render_batch = int(render_batch)
+    allowed = composites.GEOMETRY if self.kind == "geometry" else composites.LEARNED
     if composite is None:
-      composite = "warp" if self.rig is not None else "detail"
+      composite = ("geometry" if self.kind == "geometry"
+                   else "warp" if self.rig is not None else "detail")
     if composite not in COMPOSITES:
       raise AnimateError(f"composite must be one of {COMPOSITES}, got {composite!r}")
+    if composite not in allowed:
+      raise AnimateError(f"composite {composite!r} is not available for this bundle (a "
+                         f"{self.kind} stage 1); use one of {', '.join(allowed)}")
     if composite == "warp" and self.rig is None:
       raise AnimateError("composite 'warp' needs a bundle with a mouth rig (it renders no "
                          "mouth motion otherwise)")
     self.composite = composite
     self._detector = face_detector
-    mc, dc = self.fl_config.model, self.md_config.model
-    self.size = int(mc.image_size)
+    self._mesh = None
     self.window, self.context = int(dc.window), int(dc.context)
     self.motion_dim = int(dc.motion_dim)
     if self.motion_dim != 6 + int(mc.dyn_dim):
       raise AnimateError(f"{self.checkpoint}: motion_dit motion_dim {self.motion_dim} does not "
                          f"match the face model's 6 + dyn_dim {6 + int(mc.dyn_dim)}")
-    self.face_model = fl.FaceLatentModel(mc)
     self.dit = md.MotionDiT(dc)
+    if self.kind == "geometry":
+      self._init_geometry(bundle)
+    else:
+      self._init_learned(bundle)
+    self.md_params = jax.device_put(bundle["motion_dit_params"])
+    self._composite = composites.make(composite, self)
+    n_mels = int(dc.get("n_mels", 80))
+    self._features = jax.jit(functools.partial(
+        audio_lib.log_mel, n_mels=n_mels,
+        frames_per_video_frame=int(dc.audio_in_dim) // n_mels))
+    dit = self.dit
+
+    def denoise(params, x_t, t, cond, drop):
+      return dit.apply({"params": params}, x_t, t, cond, drop)
+    self._denoise = denoise
+
+  def _init_learned(self, bundle):
+    from vasa_jax.models import face_latent as fl
+    mc = self.fl_config.model
+    self.size = int(mc.image_size)
+    self.face_model = fl.FaceLatentModel(mc)
     try:
       self._check(bundle)
     except bundle_lib.BundleError as e:
       raise AnimateError(f"{self.checkpoint}: {e}") from None
     self.fl_params = jax.device_put(bundle["face_latent_params"])
-    self.md_params = jax.device_put(bundle["motion_dit_params"])
-    n_mels = int(dc.get("n_mels", 80))
-    self._features = jax.jit(functools.partial(
-        audio_lib.log_mel, n_mels=n_mels,
-        frames_per_video_frame=int(dc.audio_in_dim) // n_mels))
     model = self.face_model
     self._encode = jax.jit(lambda p, x: model.apply({"params": p}, x, method=fl.FaceLatentModel.encode))
     self._prepare = jax.jit(lambda p, e: model.apply(
@@ -292,11 +332,48 @@ class Animator:
         method=fl.FaceLatentModel.prepare))
     self._render = jax.jit(lambda p, prep, pose, dyn: fl.float_to_images(model.apply(
         {"params": p}, prep, pose, dyn, method=fl.FaceLatentModel.render)))
-    dit = self.dit
 
-    def denoise(params, x_t, t, cond, drop):
-      return dit.apply({"params": params}, x_t, t, cond, drop)
-    self._denoise = denoise
+  def _init_geometry(self, bundle):
+    from flax import linen as nn
+
+    from vasa_jax.models import geo_decoder as gd
+    mc = self.fl_config.model
+    basis = bundle.get("face_basis")
+    if basis is None:
+      raise AnimateError(f"{self.checkpoint}: a geometry bundle needs its face basis "
+                         f"({bundle_lib.BASIS_FILE})")
+    if basis.dyn_dim != int(mc.dyn_dim):
+      raise AnimateError(f"{self.checkpoint}: the face basis has {basis.dyn_dim} dynamics "
+                         f"dims, the face model's config {mc.dyn_dim}")
+    self.basis = basis
+    self.size = int(mc.get("render_max_side", 512))
+    self.part_res = {"mouth": int(mc.mouth.res), "eye_a": int(mc.eye.res),
+                     "eye_b": int(mc.eye.res)}
+    self.decoder = gd.GeometryDecoder(mc)
+    try:
+      ref = jax.eval_shape(self.decoder.init, jax.random.PRNGKey(0),
+                           *gd.dummy_inputs(mc, 1))["params"]
+      bundle_lib.check_params(bundle["face_latent_params"], nn.meta.unbox(ref), "face_latent")
+      self._check_dit(bundle)
+    except bundle_lib.BundleError as e:
+      raise AnimateError(f"{self.checkpoint}: {e}") from None
+    self.fl_params = jax.device_put(bundle["face_latent_params"])
+    dec = self.decoder
+
+    def decode(params, mouth, eyes):
+      out = dec.apply({"params": params}, mouth, eyes)
+      return (out["mouth"]["rgb"], out["mouth"]["alpha"], out["eye"]["rgb"],
+              out["eye"]["alpha"])
+    jitted = jax.jit(decode)
+    self._decode_parts = lambda mouth, eyes: jitted(self.fl_params, mouth, eyes)
+
+  @property
+  def mesh(self):
+    """The face mesh + iris landmark models (geometry-grounded bundles, reenactment)."""
+    if self._mesh is None:
+      from vasa_jax.geometry import landmarks
+      self._mesh = landmarks.FaceMesh(detector=self._detector)
+    return self._mesh
 
   @classmethod
   def from_configs(cls, face_latent_config, motion_dit_config, *, seed: int = 0,
@@ -306,16 +383,23 @@ class Animator:
     from vasa_jax.models import motion_dit as md
     from flax import linen as nn
     rng = jax.random.PRNGKey(seed)
-    s = int(face_latent_config.model.image_size)
-    img = jnp.zeros((1, s, s, 3), jnp.float32)
-    flp = nn.meta.unbox(fl.FaceLatentModel(face_latent_config.model).init(rng, img, img))["params"]
+    extra = {}
+    if face_latent_config.model.get("kind", "") == "geometry":
+      from vasa_jax.models import geo_decoder as gd
+      flp = nn.meta.unbox(gd.GeometryDecoder(face_latent_config.model).init(
+          rng, *gd.dummy_inputs(face_latent_config.model, 1)))["params"]
+      extra["face_basis"] = kw.pop("face_basis")
+    else:
+      s = int(face_latent_config.model.image_size)
+      img = jnp.zeros((1, s, s, 3), jnp.float32)
+      flp = nn.meta.unbox(fl.FaceLatentModel(face_latent_config.model).init(rng, img, img))["params"]
     mdp = nn.meta.unbox(md.MotionDiT(motion_dit_config.model).init(
         rng, *md.dummy_inputs(motion_dit_config.model, 1)))["params"]
     d = int(motion_dit_config.model.motion_dim)
     stats = motion_stats or {"mean": np.zeros(d, np.float32), "std": np.ones(d, np.float32)}
     return cls(bundle={"face_latent_config": face_latent_config, "face_latent_params": flp,
                        "motion_dit_config": motion_dit_config, "motion_dit_params": mdp,
-                       "motion_stats": stats}, **kw)
+                       "motion_stats": stats, **extra}, **kw)
 
   def _check(self, bundle):
     from vasa_jax.models import motion_dit as md
@@ -329,6 +413,19 @@ class Animator:
       raise AnimateError(f"{self.checkpoint}: incompatible model config: {e}") from None
     from flax import linen as nn
     bundle_lib.check_params(bundle["face_latent_params"], nn.meta.unbox(ref_fl), "face_latent")
+    bundle_lib.check_params(bundle["motion_dit_params"], nn.meta.unbox(ref_md), "motion_dit")
+    if len(bundle["motion_stats"]["mean"]) != self.motion_dim:
+      raise AnimateError(f"{self.checkpoint}: motion statistics do not match motion_dim")
+
+  def _check_dit(self, bundle):
+    from flax import linen as nn
+
+    from vasa_jax.models import motion_dit as md
+    try:
+      ref_md = jax.eval_shape(self.dit.init, jax.random.PRNGKey(0),
+                              *md.dummy_inputs(self.md_config.model, 1))["params"]
+    except Exception as e:   # a config the code cannot build
+      raise AnimateError(f"{self.checkpoint}: incompatible model config: {e}") from None
     bundle_lib.check_params(bundle["motion_dit_params"], nn.meta.unbox(ref_md), "motion_dit")
     if len(bundle["motion_stats"]["mean"]) != self.motion_dim:
       raise AnimateError(f"{self.checkpoint}: motion statistics do not match motion_dim")
@@ -354,17 +451,19 @@ class Animator:
     s = min(1.0, 1280.0 / max(h, w))
     small = rgb if s >= 1.0 else cv2.resize(rgb, (int(round(w * s)), int(round(h * s))),
                                             interpolation=cv2.INTER_AREA)
+    # Output frame: the photo, downscaled so its longer side is at most max_output_side.
+    so = min(1.0, self.max_output_side / max(h, w))
+    out_img = rgb if so >= 1.0 else cv2.resize(rgb, (int(round(w * so)) // 2 * 2,
+                                                     int(round(h * so)) // 2 * 2),
+                                               interpolation=cv2.INTER_AREA)
+    if self.kind == "geometry":
+      return self._prepare_geometry(out_img, crop_only=crop_only)
     faces = self.detector.detect(small)
     if not faces:
       raise AnimateError("no face found in the image")
     if len(faces) > 1:
       log.warning("found %d faces; animating the largest", len(faces))
     face = faces[0].scaled(1.0 / s) if s < 1.0 else faces[0]
-    # Output frame: the photo, downscaled so its longer side is at most max_output_side.
-    so = min(1.0, self.max_output_side / max(h, w))
-    out_img = rgb if so >= 1.0 else cv2.resize(rgb, (int(round(w * so)) // 2 * 2,
-                                                     int(round(h * so)) // 2 * 2),
-                                               interpolation=cv2.INTER_AREA)
     if so < 1.0:
       face = face.scaled(out_img.shape[1] / w)
     box = crop_box(face.box, out_img.shape[1], out_img.shape[0])
@@ -378,6 +477,42 @@ class Animator:
                     prepared=prepared, motion=self._rest(motion), faces_found=len(faces),
                     mouth=mouth)
 
+  def _prepare_geometry(self, img: np.ndarray, *, crop_only: bool = False,
+                        points: np.ndarray | None = None) -> Portrait:
+    """Geometry-grounded portrait: face mesh (refusing non-faces), the training-style crop
+    around its BlazeFace box, the crop measured again at render size, its codes and warp
+    topology. points: the face's landmarks in `img` when already known (an aligned crop)."""
+    import cv2
+
+    from vasa_jax.data.video import crop_square
+    from vasa_jax.geometry import landmarks, render
+    ih, iw = img.shape[:2]
+    if points is None:
+      try:
+        face = self.mesh.detect(img, human=True)
+      except landmarks.NoFaceError as e:
+        raise AnimateError(str(e)) from None
+      box = crop_box(face.box, iw, ih)
+      roi = face.roi
+    else:
+      box, roi = (0, 0, iw), landmarks.roi_from_points(points)
+    x0, y0, side = box
+    r = min(side, self.size)
+    crop = crop_square(img, box, r)
+    k = r / side
+    cx, cy, rs, ang = roi
+    try:
+      g = self.mesh.refit(crop, ((cx - x0) * k, (cy - y0) * k, rs * k, ang))
+    except landmarks.NoFaceError as e:
+      raise AnimateError(str(e)) from None
+    ok, why = landmarks.plausibility(g.points)
+    if not ok:
+      raise AnimateError(f"no human face found in the image ({why})")
+    pg = render.PortraitGeometry.from_crop(crop, g.points, self.basis, self.part_res)
+    full = crop_square(img, box, side) if side > r else None
+    return Portrait(image=None if crop_only else img, crop=crop, box=box, prepared=None,
+                    motion=pg.motion, faces_found=1, geometry=pg, full_crop=full)
+
   def portrait_from_crop(self, crop) -> Portrait:
     """A Portrait from an already aligned face crop (as the datasets store them: no detection;
     resized to the model's size if needed). The output is the crop (no paste-back)."""
@@ -385,6 +520,14 @@ class Animator:
     crop = _load_image(crop)
     if crop.shape[0] != crop.shape[1]:
       raise AnimateError(f"an aligned crop must be square, got {crop.shape[1]}x{crop.shape[0]}")
+    if self.kind == "geometry":
+      from vasa_jax.geometry import landmarks
+      try:
+        g = self.mesh.detect(crop)
+      except landmarks.NoFaceError as e:
+        raise AnimateError(str(e)) from None
+      p = self._prepare_geometry(crop, crop_only=True, points=g.points)
+      return p
     if crop.shape[0] != self.size:
       interp = cv2.INTER_AREA if crop.shape[0] > self.size else cv2.INTER_LINEAR
       crop = cv2.resize(crop, (self.size, self.size), interpolation=interp)
@@ -460,35 +603,7 @@ class Animator:
   def render_motion(self, portrait: Portrait, motion: np.ndarray) -> Iterator[np.ndarray]:
     """Frames (uint8 [n,H,W,3], pasted back unless crop-only) for motion [T, 6+dyn], in
     fixed-size batches (the last one padded) so the renderer compiles once."""
-    bsz = self.render_batch
-    mask = None if portrait.image is None else feather_mask(portrait.box[2])
-
-    def render(part):
-      n = part.shape[0]
-      if n < bsz:
-        part = np.concatenate([part, np.repeat(part[-1:], bsz - n, axis=0)])
-      return np.asarray(self._render(self.fl_params, portrait.prepared,
-                                     jnp.asarray(part[:, :6]), jnp.asarray(part[:, 6:])))[:n]
-
-    if self.composite == "warp":
-      for lo in range(0, motion.shape[0], bsz):
-        part = motion[lo:lo + bsz]
-        yield self._articulate(portrait, self._warp_frames(portrait, part[:, :6], mask), part)
-      return
-    reference = None
-    if self.composite == "detail":
-      reference = render(portrait.motion[None])[0]
-    for lo in range(0, motion.shape[0], bsz):
-      part = motion[lo:lo + bsz]
-      crops = render(part)
-      if portrait.image is not None:
-        out = paste_back(portrait.image, crops, portrait.box, mask, reference=reference)
-      elif reference is not None:
-        delta = crops.astype(np.float32) - reference.astype(np.float32)
-        out = np.clip(portrait.crop.astype(np.float32) + delta + 0.5, 0, 255).astype(np.uint8)
-      else:
-        out = crops
-      yield self._articulate(portrait, out, part)
+    yield from self._composite.render(portrait, np.asarray(motion, np.float32))
 
   def _geometry(self):
     return dict(ref_distance=float(self.fl_config.model.ref_distance),
@@ -587,6 +702,32 @@ class Animator:
                               steps=steps, seed=seed, crop_only=crop_only, stats=info))
     return AnimationResult(frames=np.concatenate(frames, axis=0), fps=FPS, audio=a, info=info)
 
+  def reenact(self, image, video: str, *, crop_only: bool = False) -> AnimationResult:
+    """Video-driven reenactment (see `Reenactor`): the whole video in memory, with the
+    driving video's audio when it has one."""
+    info: dict = {}
+    frames = np.concatenate(list(Reenactor(self).stream(image, video, crop_only=crop_only,
+                                                        stats=info)), axis=0)
+    return AnimationResult(frames=frames, fps=FPS, audio=_driver_audio(video, len(frames)),
+                           info=info)
+
+  def save_reenact(self, image, video: str, out: str, *, crop_only: bool = False,
+                   progress=None, stats: dict | None = None) -> str:
+    """Streams a reenactment into a watermarked mp4 (driver's audio muxed when present)."""
+    from vasa_jax import provenance
+    info = stats if stats is not None else {}
+
+    def frames():
+      for batch in Reenactor(self).stream(image, video, crop_only=crop_only, stats=info):
+        yield from batch
+        if progress is not None:
+          progress(info["frames"], None)
+    it = frames()
+    first = list(itertools.islice(it, 1))     # errors (no face, bad video) before any output
+    audio = _driver_audio(video, None)
+    return provenance.write_watermarked_video(out, itertools.chain(first, it), fps=FPS,
+                                              audio=audio, sample_rate=SAMPLE_RATE)
+
   def save_stream(self, image, audio, out: str, *, progress=None, stats: dict | None = None,
                   **kw) -> str:
     """Streams frames straight into a watermarked mp4 (bounded memory for long audio).
@@ -612,6 +753,104 @@ class Animator:
           progress(done, total)
     return provenance.write_watermarked_video(out, frames(), fps=FPS, audio=a,
                                               sample_rate=SAMPLE_RATE)
+
+
+# ----------------------------------------------------------------------------- reenactment
+
+class Reenactor:
+  """Video-driven reenactment with a geometry-grounded Animator: the portrait performs the
+  driving video's head motion, expression, blinks and gaze, relative to the driver's first
+  tracked frame (`vasa_jax.geometry.codes.transfer`).
+
+  The driver is tracked with the face mesh (ROI from the previous frame, BlazeFace when lost;
+  a frame where the face is lost repeats the last motion). Its codes are measured in the
+  training-style crop around its first face, so pose and distance mean what they mean for
+  the portrait."""
+
+  def __init__(self, anim: "Animator"):
+    if anim.kind != "geometry":
+      raise AnimateError("reenactment needs a geometry-grounded bundle (face mesh codes)")
+    self.anim = anim
+
+  def motion(self, frames: Iterator[np.ndarray], portrait: Portrait, stats: dict | None = None
+             ) -> Iterator[np.ndarray]:
+    """Per driver frame, the portrait's motion [6 + dyn_dim] (batches of render_batch)."""
+    from vasa_jax.geometry import codes as codes_lib
+    anim = self.anim
+    box = ref = last = None
+    batch: list = []
+    found = total = 0
+    for g in anim.mesh.track(frames):
+      total += 1
+      if g is not None:
+        found += 1
+        if box is None:
+          b = g.box if g.box is not None else _box_from_points(g.points)
+          box = crop_box(b, *self._shape)
+        x0, y0, side = box
+        pts = g.points.copy()
+        pts[:, :2] -= (x0, y0)
+        c = codes_lib.encode(pts[None], anim.basis, side)
+        m = np.concatenate([c.pose[0], c.dyn[0]])
+        if ref is None:
+          ref = m
+        last = codes_lib.transfer(portrait.motion, m[None], ref, anim.basis.exp_dim)[0]
+      if last is None:
+        continue            # no face yet: frames before the first face are dropped
+      batch.append(last)
+      if len(batch) == anim.render_batch:
+        yield np.stack(batch)
+        batch = []
+    if batch:
+      yield np.stack(batch)
+    if stats is not None:
+      stats.update(driver_frames=total, driver_faces=found)
+    if ref is None:
+      raise AnimateError("no face found in the driving video")
+
+  _shape = None      # (width, height) of the driving frames, set by `stream`
+
+  def stream(self, image, video: str, *, crop_only: bool = False, stats: dict | None = None,
+             max_seconds: float | None = None) -> Iterator[np.ndarray]:
+    from vasa_jax import media
+    anim = self.anim
+    t0 = time.perf_counter()
+    portrait = image if isinstance(image, Portrait) else anim.prepare_portrait(
+        image, crop_only=crop_only)
+    limit = int(round((max_seconds or anim.max_seconds) * FPS))
+
+    def frames():
+      for i, f in enumerate(media.iter_video(video, fps=FPS, max_side=1280)):
+        if i >= limit:
+          raise AnimateError(f"the driving video is longer than the limit of "
+                             f"{limit / FPS:.0f} s (max_seconds / --max-seconds)")
+        if self._shape is None:
+          self._shape = (f.shape[1], f.shape[0])
+        yield f
+
+    info = stats if stats is not None else {}
+    info.update(frames=0, faces_found=portrait.faces_found)
+    comp = anim._composite
+    try:
+      for motion in self.motion(frames(), portrait, info):
+        out = comp.frames_for(portrait, motion)
+        if not info["frames"]:
+          info["first_frame_s"] = time.perf_counter() - t0
+        info["frames"] += out.shape[0]
+        yield out
+    except media.MediaError as e:
+      raise AnimateError(str(e)) from None
+    info["seconds"] = info["frames"] / FPS
+
+
+def _box_from_points(points: np.ndarray) -> np.ndarray:
+  """A BlazeFace-like face box from landmarks (used when a track has no detection box)."""
+  p = points[:468, :2]
+  lo, hi = p.min(0), p.max(0)
+  c = (lo + hi) / 2
+  side = float(max(hi - lo)) * 0.9
+  return np.array([c[0] - side / 2, c[1] - side / 2 + 0.05 * side, c[0] + side / 2,
+                   c[1] + side / 2 + 0.05 * side], np.float32)
 
 
 def pairs(images: Sequence[str], audios: Sequence[str]) -> list[tuple[str, str]]:

@@ -6,6 +6,10 @@ A bundle is what `vasa_jax.Animator` loads (the bundled demo weights are one):
     DIR/face_latent.msgpack    stage-1 generator EMA parameters (flax.serialization)
     DIR/motion_dit.msgpack     stage-2 MotionDiT EMA parameters
     DIR/motion_stats.json      per-dimension mean/std of the motion latents (stage-2 space)
+    DIR/face_basis.npz         geometry-grounded bundles (face_latent model.kind="geometry"):
+                               the face template and expression basis the motion codes live in
+                               (vasa_jax.geometry.codes.FaceBasis); face_latent.msgpack then
+                               holds the part decoder (vasa_jax.models.geo_decoder)
 
 It is written from two training workdirs by
 
@@ -31,11 +35,12 @@ from flax import serialization
 from vasa_jax.media import atomic_folder
 
 FORMAT = "vasa-jax-bundle"
-VERSION = 1
+VERSION = 2            # 2: geometry-grounded bundles (face_basis.npz); 1 still loads
 META_FILE = "bundle.json"
 FACE_FILE = "face_latent.msgpack"
 DIT_FILE = "motion_dit.msgpack"
 STATS_FILE = "motion_stats.json"
+BASIS_FILE = "face_basis.npz"
 
 
 class BundleError(ValueError):
@@ -66,11 +71,19 @@ def _config_json(config: ml_collections.ConfigDict) -> Any:
 
 def save(out_dir: str, *, face_latent_config, face_latent_params, motion_dit_config,
          motion_dit_params, motion_stats: dict, dtype: str = "float32",
-         provenance: dict | None = None, mouth_rig: dict | None = None) -> str:
+         provenance: dict | None = None, mouth_rig: dict | None = None,
+         face_basis=None) -> str:
   """Writes a bundle atomically (a temporary folder renamed onto out_dir).
 
   mouth_rig: settings of the explicit mouth articulation (vasa_jax/mouth_rig.py) for a decoder
-  that does not render mouth motion itself; None (the default) leaves it off."""
+  that does not render mouth motion itself; None (the default) leaves it off.
+  face_basis: the FaceBasis of a geometry-grounded stage 1 (required for one)."""
+  geometry = face_latent_config.model.get("kind", "learned_flow") == "geometry"
+  if geometry and face_basis is None:
+    raise BundleError("a geometry-grounded stage 1 needs its face basis (face_basis=)")
+  if geometry and face_basis.dyn_dim != int(face_latent_config.model.dyn_dim):
+    raise BundleError(f"face basis dyn_dim {face_basis.dyn_dim} != face_latent model.dyn_dim "
+                      f"{face_latent_config.model.dyn_dim}")
   if dtype not in ("float32", "float16"):
     raise BundleError(f"dtype must be float32 or float16, got {dtype!r}")
   fl_dyn = int(face_latent_config.model.dyn_dim)
@@ -90,10 +103,13 @@ def save(out_dir: str, *, face_latent_config, face_latent_params, motion_dit_con
     with open(os.path.join(tmp, STATS_FILE), "w") as f:
       json.dump({"mean": [float(x) for x in motion_stats["mean"]],
                  "std": [float(x) for x in motion_stats["std"]]}, f)
+    if geometry:
+      face_basis.save(os.path.join(tmp, BASIS_FILE))
     count = lambda t: int(sum(np.size(x) for x in jax.tree_util.tree_leaves(t)))  # noqa: E731
     meta = {
         "format": FORMAT, "version": VERSION, "dtype": dtype,
-        "face_latent": {"config": _config_json(face_latent_config), "params": count(fl)},
+        "face_latent": {"config": _config_json(face_latent_config), "params": count(fl),
+                        "kind": "geometry" if geometry else "learned_flow"},
         "motion_dit": {"config": _config_json(motion_dit_config), "params": count(md)},
         "provenance": provenance or {},
         "mouth_rig": None if mouth_rig is None else dict(mouth_rig),
@@ -138,6 +154,12 @@ def load(path: str | None = None) -> dict:
                            "std": np.asarray(stats["std"], np.float32)}
   except (OSError, ValueError, KeyError) as e:
     raise BundleError(f"cannot read {os.path.join(path, STATS_FILE)}: {e}") from None
+  if out["face_latent_config"].model.get("kind", "learned_flow") == "geometry":
+    from vasa_jax.geometry.codes import FaceBasis
+    try:
+      out["face_basis"] = FaceBasis.load(os.path.join(path, BASIS_FILE))
+    except (OSError, ValueError) as e:
+      raise BundleError(f"{path}: cannot read the face basis: {e}") from None
   return out
 
 

@@ -12,6 +12,7 @@
   vasa-jax animate --image IMG --audio AUDIO --out OUT.mp4 [--checkpoint DIR] [--gaze T,P]
       [--distance D] [--emotion NAME] [--cfg-audio X] [--cfg-gaze X] [--steps N] [--seed S]
       [--stream] [--crop-only]
+  vasa-jax reenact --image IMG --video DRIVER.mp4 --out OUT.mp4 [--checkpoint DIR]
   vasa-jax export --face-latent DIR --motion-dit DIR --out BUNDLE
   vasa-jax verify VIDEO
   vasa-jax demo [--out DIR]
@@ -392,16 +393,73 @@ def cmd_animate(args) -> int:
   return 0
 
 
+def cmd_reenact(args) -> int:
+  """Video-driven reenactment: the portrait performs the driving video's motion."""
+  from vasa_jax import animate as an
+  for path in (args.image, args.video):
+    if not os.path.isfile(path):
+      raise UsageError(f"file not found: {path}")
+  if not args.out.lower().endswith(".mp4"):
+    raise UsageError(f"--out must be an .mp4 file, got {args.out}")
+  try:
+    anim = an.Animator(args.checkpoint, max_seconds=args.max_seconds)
+  except an.AnimateError as e:
+    raise UsageError(str(e)) from None
+  stats: dict = {}
+  t0 = time.perf_counter()
+  state = {"last": 0.0}
+
+  def progress(done, _total):
+    now = time.perf_counter()
+    if now - state["last"] >= 0.5 and sys.stderr.isatty():
+      state["last"] = now
+      print(f"\r{os.path.basename(args.out)}: frame {done} [{now - t0:6.1f}s]", end="",
+            file=sys.stderr, flush=True)
+
+  try:
+    anim.save_reenact(args.image, args.video, args.out, crop_only=args.crop_only,
+                      progress=progress, stats=stats)
+  except an.AnimateError as e:
+    raise UsageError(str(e)) from None
+  if sys.stderr.isatty():
+    print(file=sys.stderr)
+  wall = time.perf_counter() - t0
+  print(json.dumps({"out": os.path.abspath(args.out), "image": args.image, "video": args.video,
+                    "frames": stats.get("frames"), "driver_frames": stats.get("driver_frames"),
+                    "driver_faces": stats.get("driver_faces"), "wall_s": round(wall, 2),
+                    "frames_per_second": round(stats.get("frames", 0) / max(wall, 1e-9), 2),
+                    "first_frame_s": round(stats.get("first_frame_s", float("nan")), 3)},
+                   indent=1))
+  return 0
+
+
 def cmd_export(args) -> int:
   from vasa_jax import bundle as bundle_lib
   from vasa_jax.data import motion as motion_lib
   from vasa_jax.eval import reenact
   from vasa_jax.train import common
   from vasa_jax.train import motion_dit as md_trainer
-  fl_cfg = load_config(args.face_latent_config)
+  recorded = os.path.join(args.face_latent, "config.json")
+  if args.face_latent_config is None and os.path.isfile(recorded):
+    import ml_collections
+    with open(recorded) as f:
+      fl_cfg = ml_collections.ConfigDict(json.load(f))
+    args.face_latent_config = recorded
+  else:
+    args.face_latent_config = args.face_latent_config or "configs/face_latent.py:demo"
+    fl_cfg = load_config(args.face_latent_config)
   md_cfg = load_config(args.motion_dit_config)
+  geometry = fl_cfg.model.get("kind", "learned_flow") == "geometry"
+  face_basis = None
   try:
-    fl_params = reenact.load_params(args.face_latent, fl_cfg, use_ema=args.weights == "ema")
+    if geometry:
+      from vasa_jax.geometry import codes as codes_lib
+      from vasa_jax.train import geo_decoder
+      fl_params, _ = geo_decoder.restore_params(args.face_latent, fl_cfg,
+                                                key="ema" if args.weights == "ema" else "params")
+      face_basis = codes_lib.FaceBasis.load(os.path.join(args.face_latent, codes_lib.BASIS_FILE))
+    else:
+      fl_params = reenact.load_params(args.face_latent, fl_cfg, use_ema=args.weights == "ema")
     md_params, md_step = common.restore_params(args.motion_dit, md_cfg, md_trainer.init_state,
                                                key="ema" if args.weights == "ema" else "params")
   except FileNotFoundError as e:
@@ -416,14 +474,21 @@ def cmd_export(args) -> int:
     # rest = closed mouth; wide / round rest at the training mean of those named dims
     rig = {"wide_rest": float(stats["mean"][7]), "round_rest": float(stats["mean"][8])}
     mouth_rig.RigConfig.from_dict(rig)
-  out = bundle_lib.save(args.out, face_latent_config=fl_cfg, face_latent_params=fl_params,
+  if geometry and args.mouth_rig:
+    raise UsageError("--mouth-rig is for learned-flow stage 1 bundles; a geometry-grounded "
+                     "stage 1 renders the mouth itself")
+  try:
+    out = bundle_lib.save(args.out, face_latent_config=fl_cfg, face_latent_params=fl_params,
                         motion_dit_config=md_cfg, motion_dit_params=md_params,
                         motion_stats=stats, dtype=args.dtype, mouth_rig=rig,
+                        face_basis=face_basis,
                         provenance={"face_latent_workdir": os.path.abspath(args.face_latent),
                                     "face_latent_config": args.face_latent_config,
                                     "motion_dit_workdir": os.path.abspath(args.motion_dit),
                                     "motion_dit_config": args.motion_dit_config,
                                     "motion_dit_step": md_step, "weights": args.weights})
+  except bundle_lib.BundleError as e:
+    raise UsageError(str(e)) from None
   size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
   print(json.dumps({"bundle": out, "bytes": size}, indent=1))
   return 0
@@ -555,9 +620,21 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default: warp for a bundle with a mouth rig, else detail)")
   an.set_defaults(func=cmd_animate)
 
+  re_ = sub.add_parser("reenact", help="portrait + driving video -> the portrait performs the "
+                       "video's head motion, expression, blinks and gaze (watermarked mp4)")
+  re_.add_argument("--image", required=True, help="portrait photo")
+  re_.add_argument("--video", required=True, help="driving video (its audio is kept)")
+  re_.add_argument("--out", required=True, help="OUT.mp4")
+  re_.add_argument("--checkpoint", default=None, help="bundle folder (default: bundled demo)")
+  re_.add_argument("--crop-only", action="store_true", help="output the face crop")
+  re_.add_argument("--max-seconds", type=float, default=3600.0, help="longest video accepted")
+  re_.set_defaults(func=cmd_reenact)
+
   ex = sub.add_parser("export", help="pack two training workdirs into an inference bundle")
   ex.add_argument("--face-latent", required=True, help="stage-1 workdir")
-  ex.add_argument("--face-latent-config", default="configs/face_latent.py:demo")
+  ex.add_argument("--face-latent-config", default=None,
+                  help="the stage-1 run's config (default: the workdir's config.json, else "
+                       "configs/face_latent.py:demo)")
   ex.add_argument("--motion-dit", required=True, help="stage-2 workdir")
   ex.add_argument("--motion-dit-config", default="configs/motion_dit.py:demo")
   ex.add_argument("--out", required=True, help="bundle folder to write")

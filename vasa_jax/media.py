@@ -237,3 +237,40 @@ def read_video(path: str, *, fps: int | None = FPS, size: int | None = None) -> 
   if not frames:
     raise MediaError(f"no frames in {path}")
   return np.stack(frames)
+
+
+def iter_video(path: str, *, fps: int | None = FPS, max_side: int | None = None
+               ) -> Iterator[np.ndarray]:
+  """Streams a video's frames (uint8 [H, W, 3]) resampled to `fps`, downscaled (area filter)
+  so that the longer side is at most `max_side`; bounded memory for any length.
+  MediaError (one line) if the file cannot be decoded or has no frames."""
+  import logging
+
+  import imageio_ffmpeg
+  if not os.path.isfile(path):
+    raise MediaError(f"video file not found: {path}")
+  logging.getLogger("imageio_ffmpeg").setLevel(logging.ERROR)   # "frame size differs" chatter
+  params = []
+  if fps is not None:
+    params += ["-r", str(fps)]
+  if max_side:
+    m = int(max_side)
+    params += ["-vf", f"scale='if(gt(iw,ih),min(iw,{m}),-2)':'if(gt(iw,ih),-2,min(ih,{m}))'"
+                      ":flags=area"]
+  try:
+    gen = imageio_ffmpeg.read_frames(path, output_params=params or None)
+    meta = next(gen)
+  except (RuntimeError, OSError, StopIteration) as e:
+    raise MediaError(f"cannot decode video {path}: "
+                     f"{str(e).strip().splitlines()[-1] if str(e).strip() else e}") from None
+  w, h = meta["size"]
+  n = 0
+  try:
+    for b in gen:
+      n += 1
+      yield np.frombuffer(b, np.uint8).reshape(h, w, 3)
+  except (RuntimeError, OSError) as e:
+    raise MediaError(f"cannot decode video {path}: "
+                     f"{str(e).strip().splitlines()[-1] if str(e).strip() else e}") from None
+  if n == 0:
+    raise MediaError(f"no frames in {path}")

@@ -33,7 +33,10 @@ def _text(x) -> str:
 class GeometryClips(grain.RandomAccessDataSource):
   """Records of a geometry motion_latents split with their clips' frames attached."""
 
-  def __init__(self, geometry_source, data_dir: str | None = None, *, sources: dict | None = None):
+  def __init__(self, geometry_source, data_dir: str | None = None, *, sources: dict | None = None,
+               repeats: dict | None = None):
+    """repeats: {dataset name prefix: n}, e.g. {"talking_face_videos": 2} to draw real clips
+    twice as often as the others."""
     from vasa_jax.data import pipeline
     self._geo = geometry_source
     self._sources: dict = dict(sources or {})
@@ -58,12 +61,16 @@ class GeometryClips(grain.RandomAccessDataSource):
         raise ValueError(f"clip {key[1]} of {key[0]} is in the geometry dataset but not in "
                          "the clip dataset (rebuilt since?)")
       self._rows.append(key)
+    self._order = []
+    for i, (ds, _) in enumerate(self._rows):
+      n = max([int(v) for k, v in (repeats or {}).items() if ds.startswith(k)] or [1])
+      self._order.extend([i] * n)
 
   def __len__(self) -> int:
-    return len(self._rows)
+    return len(self._order)
 
   def __getitem__(self, index: int):
-    index = int(index)
+    index = self._order[int(index)]
     rec = dict(self._geo[index])
     ds, _ = self._rows[index]
     split, k = self._index[self._rows[index]]

@@ -329,6 +329,33 @@ def analytic_lid_basis(template: np.ndarray) -> np.ndarray:
   return out
 
 
+def transfer(portrait: np.ndarray, driver: np.ndarray, driver_ref: np.ndarray, exp_dim: int,
+             *, lid_gain_max: float = 1.6) -> np.ndarray:
+  """Relative motion transfer (video-driven reenactment): the portrait's motion [6 + K + 4]
+  changed by what the driver did since its reference frame (driver [T, D] vs driver_ref [D]):
+
+    rotation   R_out = (R_t R_ref^T) R_portrait          (the driver's head turn, applied)
+    tx, ty     portrait + driver change;   tz  portrait x driver ratio (closer / further)
+    expression portrait + driver change;   gaze portrait + driver change
+    lids       portrait x driver ratio (a blink closes the portrait's eyes whatever their size)
+  """
+  driver = np.atleast_2d(np.asarray(driver, np.float64))
+  ref = np.asarray(driver_ref, np.float64)
+  p = np.asarray(portrait, np.float64)
+  out = np.repeat(p[None], len(driver), axis=0)
+  r_rel = angles_to_rotation(driver[:, 0], driver[:, 1], driver[:, 2]) @ np.swapaxes(
+      angles_to_rotation(ref[0], ref[1], ref[2]), -1, -2)
+  out[:, :3] = rotation_to_angles(r_rel @ angles_to_rotation(p[0], p[1], p[2]))
+  out[:, 3:5] = p[3:5] + driver[:, 3:5] - ref[3:5]
+  out[:, 5] = p[5] * driver[:, 5] / max(ref[5], 1e-6)
+  k = 6 + exp_dim
+  out[:, 6:k] = p[6:k] + driver[:, 6:k] - ref[6:k]
+  ratio = np.clip(driver[:, k:k + 2] / np.maximum(ref[k:k + 2], 1e-3), 0.0, lid_gain_max)
+  out[:, k:k + 2] = p[k:k + 2] * ratio
+  out[:, k + 2:k + 4] = p[k + 2:k + 4] + driver[:, k + 2:k + 4] - ref[k + 2:k + 4]
+  return out.astype(np.float32)
+
+
 def rigid_shape(source: Codes, index: int = 0) -> np.ndarray:
   """The canonical mesh of a portrait frame [N, 3] (template units)."""
   return source.canonical[index]

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.util
 import math
 import os
 import threading
@@ -71,6 +72,7 @@ class FaceGeometry:
   points: np.ndarray     # float32 [478, 3]
   score: float           # mesh face-presence probability
   roi: tuple             # (cx, cy, side, angle) of the mesh crop that produced it
+  box: np.ndarray | None = None   # the BlazeFace box (x0, y0, x1, y1) it started from, if any
 
   @property
   def center(self) -> np.ndarray:
@@ -179,11 +181,12 @@ def plausibility(points: np.ndarray) -> tuple[bool, str]:
   rot = np.array([[c, s], [-s, c]])
   q = (p - (p[33] + p[263]) / 2) @ rot.T / iod   # eye midpoint at 0, eyes on the x axis
   nose, mouth, chin = q[1], (q[13] + q[14]) / 2, q[152]
-  if not (0.2 < nose[1] < 1.2 and abs(nose[0]) < 0.45):
+  # (generous bounds: under a strong head turn the eye-corner distance shrinks in the image)
+  if not (0.2 < nose[1] < 1.5 and abs(nose[0]) < 1.2):
     return False, "no nose between and below the eyes"
   if not (nose[1] < mouth[1] < nose[1] + 1.0):
     return False, "no mouth below the nose"
-  if not (mouth[1] + 0.1 < chin[1] < mouth[1] + 1.2):
+  if not (mouth[1] + 0.1 < chin[1] < mouth[1] + 1.8):
     return False, "no chin below the mouth"
   mid = (q[[a for a, _ in _PAIRS]] + q[[b for _, b in _PAIRS]]) / 2
   asym = float(np.abs(mid[:, 0] - np.median(mid[:, 0])).mean() + np.abs(
@@ -191,6 +194,59 @@ def plausibility(points: np.ndarray) -> tuple[bool, str]:
   if asym > 0.35:
     return False, "the face is not left-right symmetric"
   return True, ""
+
+
+# ----------------------------------------------------------------------------- human check
+
+def dlib_model_dir() -> str:
+  """Folder of dlib's model files from the ``face-recognition-models`` wheel (located, not
+  imported: its __init__ needs pkg_resources)."""
+  spec = importlib.util.find_spec("face_recognition_models")
+  if spec is not None and spec.submodule_search_locations:
+    for loc in spec.submodule_search_locations:
+      d = os.path.join(loc, "models")
+      if os.path.isfile(os.path.join(d, "mmod_human_face_detector.dat")):
+        return d
+  raise ImportError("dlib's face models not found: `pip install dlib-bin face-recognition-models`")
+
+
+class HumanFaceCheck:
+  """An independent second opinion that a face is a human face: dlib's CNN (MMOD) human face
+  detector on a crop around the mesh's face. BlazeFace and the face mesh both fire on animal
+  faces (a dog's eyes and nose look like a face to them, and the mesh model's presence score
+  stays near 1); dlib's human detector does not, and it finds paintings, statues and
+  stylised faces. It runs once per portrait (~0.1 s), not per video frame."""
+
+  CROP = 200          # px: the face is ~100 px in it, inside MMOD's range without upsampling
+
+  def __init__(self):
+    import dlib
+    self._net = dlib.cnn_face_detection_model_v1(
+        os.path.join(dlib_model_dir(), "mmod_human_face_detector.dat"))
+    self._lock = threading.Lock()
+
+  def __call__(self, rgb: np.ndarray, geometry: "FaceGeometry") -> float:
+    """Confidence of the best human detection over the face (< 0: none)."""
+    c = geometry.center
+    best = -1.0
+    for f in (1.6, 2.2):      # two framings: MMOD's sliding window likes some face sizes
+      m = roi_matrix(float(c[0]), float(c[1]), f * geometry.size, 0.0, self.CROP)
+      crop = crop_roi(rgb, m, self.CROP)
+      with self._lock:
+        dets = self._net(crop, 0)
+      for d in dets:
+        r = d.rect
+        cx, cy = (r.left() + r.right()) / 2, (r.top() + r.bottom()) / 2
+        if abs(cx - self.CROP / 2) < self.CROP * 0.2 and abs(cy - self.CROP / 2) < self.CROP * 0.25:
+          best = max(best, float(d.confidence))
+      if best >= 0:
+        break
+    return best
+
+
+@functools.lru_cache(maxsize=None)
+def get_human_check() -> HumanFaceCheck:
+  return HumanFaceCheck()
 
 
 # ----------------------------------------------------------------------------- smoothing
@@ -299,22 +355,33 @@ class FaceMesh:
     return out
 
   # -- images
-  def detect(self, rgb: np.ndarray, *, refine: bool = True) -> FaceGeometry:
+  def detect(self, rgb: np.ndarray, *, refine: bool = True, human: bool = False) -> FaceGeometry:
     """The largest face of an RGB uint8 image; NoFaceError (one line) if there is none, or if
-    what BlazeFace found is not a human face."""
+    what BlazeFace found is not a human face. human=True also asks `HumanFaceCheck` (for a
+    portrait to animate; tracking does not)."""
     rgb = np.ascontiguousarray(rgb[..., :3])
     dets = self.detector.detect(rgb)
     if not dets:
       raise NoFaceError("no face found in the image")
     best = None
+    not_human = False
     for det in dets[:3]:
       g = self._from_roi(rgb, roi_from_detection(det), refine=refine)
+      if g is not None:
+        g.box = np.asarray(det.box, np.float32)
       if g is not None and g.score >= self.min_score:
         ok, _ = plausibility(g.points)
+        if ok and human and get_human_check()(rgb, g) < 0:
+          not_human = True
+          continue
         if ok:
           return g
       if best is None or (g is not None and g.score > best.score):
         best = g
+    if not_human:
+      raise NoFaceError("no human face found in the image (a face-like pattern was found, but "
+                        "the human-face detector does not see a person there: an animal, an "
+                        "object or a face too stylised to animate?)")
     if best is None or best.score < self.min_score:
       s = 0.0 if best is None else best.score
       raise NoFaceError(f"no human face found in the image (the face detector fired, but the "
@@ -323,6 +390,14 @@ class FaceMesh:
     _, why = plausibility(best.points)
     raise NoFaceError(f"no human face found in the image ({why}: an animal, an object or a "
                       "face too stylised to animate?)")
+
+  def refit(self, rgb: np.ndarray, roi: tuple) -> FaceGeometry:
+    """The face in `rgb` within a known ROI (cx, cy, side, angle), e.g. a face found in a
+    bigger image, measured again on a crop of it; NoFaceError if it is not a face there."""
+    g = self._from_roi(np.ascontiguousarray(rgb[..., :3]), roi, refine=True)
+    if g is None or g.score < self.min_score:
+      raise NoFaceError("no face found in the face crop")
+    return g
 
   def _from_roi(self, rgb, roi, refine: bool = True) -> FaceGeometry | None:
     pts, score = self.mesh_roi(rgb, roi)
@@ -359,7 +434,7 @@ class FaceMesh:
           g = None
         filt.reset()
       if g is not None and smooth:
-        g = FaceGeometry(filt(g.points, g.size), g.score, g.roi)
+        g = FaceGeometry(filt(g.points, g.size), g.score, g.roi, g.box)
       prev = g
       yield g
 

@@ -157,9 +157,10 @@ class PortraitGeometry:
                          map_xy=map_xy if keep_map else None)
 
 
-def compose(frame: FrameGeometry, outputs: dict, *, image: np.ndarray | None = None) -> np.ndarray:
-  """The final crop: `frame.warped` (or `image`, a warped image of the same size, e.g. at
-  another resolution's map) with each part's decoder output blended in.
+def compose(frame: FrameGeometry, outputs: dict, *, image: np.ndarray | None = None,
+            scale: float = 1.0) -> np.ndarray:
+  """The final crop: `frame.warped` (or `image`: the same warp applied at `scale` x the render
+  size, e.g. to the photo's full-resolution crop) with each part's decoder output blended in.
 
   outputs: part -> (rgb float [res, res, 3] in [-1, 1], alpha float [res, res] in [0, 1]).
   The alpha is feathered to 0 at the patch border, so nothing outside the parts changes."""
@@ -167,7 +168,7 @@ def compose(frame: FrameGeometry, outputs: dict, *, image: np.ndarray | None = N
   h, w = base.shape[:2]
   acc = base
   for p, (rgb, alpha) in outputs.items():
-    m = frame.matrices[p]
+    m = frame.matrices[p] * scale
     res = rgb.shape[0]
     a = np.asarray(alpha, np.float32) * feather_window(res)
     patch = np.concatenate([(np.asarray(rgb, np.float32) + 1.0) * 127.5, a[..., None]], -1)

@@ -141,7 +141,8 @@ def open_data(config, data_dir: str | None = None, split: str | None = None):
     raise ValueError(f"{name} has a face basis of {basis.exp_dim} expression components, the "
                      f"config's model.exp_dim is {config.model.exp_dim}")
   source_dir = config.data.get("source_data_dir", "") or data_dir
-  return geometry_pairs.GeometryClips(geo, source_dir), basis
+  repeats = dict(config.data.get("repeats", {}) or {})
+  return geometry_pairs.GeometryClips(geo, source_dir, repeats=repeats), basis
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, source=None,

@@ -1,0 +1,175 @@
+"""How an Animator turns motion into output frames: one small interface, one class per way.
+
+    comp = composites.make(name, animator)
+    for frames in comp.render(portrait, motion):   # motion [T, 6 + dyn_dim], de-normalised
+        ...                                         # uint8 [n, H, W, 3] (photo, or crop only)
+
+  geometry  (geometry-grounded bundles, their only composite) the photo warped at its own
+            resolution by the dense field the portrait's and the driving face meshes imply,
+            with the learned decoder's mouth and eye patches blended in (teeth, tongue, the
+            inside of the mouth, closed lids).
+  render    (learned-flow bundles) the stage-1 render replaces the face region.
+  detail    (learned-flow bundles) the photo keeps its pixels; the rendered change from the
+            portrait's own motion is added.
+  warp      (old bundles with a mouth rig) the photo's face plane follows the head pose by a
+            homography and the parametric mouth rig opens the lips: a 2.5D puppet, kept so
+            that old bundles still animate.
+
+Each composite renders in fixed-size batches (the last one padded) so its jitted networks
+compile once.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+
+if TYPE_CHECKING:   # pragma: no cover
+  from vasa_jax.animate import Animator, Portrait
+
+__all__ = ["Composite", "GeometryComposite", "RenderComposite", "DetailComposite",
+           "RigComposite", "make", "LEARNED", "GEOMETRY"]
+
+LEARNED = ("render", "detail", "warp")
+GEOMETRY = ("geometry",)
+
+
+class Composite:
+  """Motion -> frames for one portrait. Subclasses set `name` and implement `render`."""
+  name = ""
+
+  def __init__(self, animator: "Animator"):
+    self.anim = animator
+
+  def render(self, portrait: "Portrait", motion: np.ndarray) -> Iterator[np.ndarray]:
+    raise NotImplementedError
+
+  def _batches(self, motion: np.ndarray):
+    bsz = self.anim.render_batch
+    for lo in range(0, motion.shape[0], bsz):
+      yield motion[lo:lo + bsz]
+
+
+def _pad(x: np.ndarray, n: int) -> np.ndarray:
+  if x.shape[0] >= n:
+    return x
+  return np.concatenate([x, np.repeat(x[-1:], n - x.shape[0], axis=0)])
+
+
+# ----------------------------------------------------------------------------- geometry
+
+class GeometryComposite(Composite):
+  name = "geometry"
+
+  def frames_for(self, portrait: "Portrait", motion: np.ndarray, meshes=None) -> np.ndarray:
+    """uint8 [n, H, W, 3] for motion [n, D] (n <= render_batch); `meshes` [n, 478, 3]
+    overrides the driving landmarks decoded from the motion (crop pixels at render size)."""
+    from vasa_jax.geometry import flow as flow_lib
+    from vasa_jax.geometry import render
+    anim, pg = self.anim, portrait.geometry
+    n = motion.shape[0]
+    full = portrait.full_crop is not None
+    frs = [pg.frame(m[:6], m[6:], mesh=None if meshes is None else meshes[k], keep_map=full)
+           for k, m in enumerate(motion)]
+    mouth = _pad(np.stack([f.inputs["mouth"] for f in frs]), anim.render_batch)
+    eyes = _pad(np.stack([np.stack([f.inputs["eye_a"], f.inputs["eye_b"]]) for f in frs]),
+                anim.render_batch)
+    out = anim._decode_parts(mouth, eyes.reshape((-1,) + eyes.shape[2:]))
+    m_rgb, m_a, e_rgb, e_a = (np.asarray(x) for x in out)
+    frames = []
+    for k, fr in enumerate(frs):
+      outputs = {"mouth": (m_rgb[k], m_a[k]), "eye_a": (e_rgb[2 * k], e_a[2 * k]),
+                 "eye_b": (e_rgb[2 * k + 1], e_a[2 * k + 1])}
+      if full:
+        # The photo's own pixels at its resolution: the field, computed at render size, is
+        # scaled up to the crop's side and applied to the full-resolution crop.
+        import cv2
+        side = portrait.full_crop.shape[0]
+        kf = side / pg.size
+        big = cv2.resize(fr.map_xy, (side, side), interpolation=cv2.INTER_LINEAR)
+        big = (big + 0.5) * kf - 0.5
+        warped = flow_lib.remap(portrait.full_crop, big)
+        crop = render.compose(fr, outputs, image=warped, scale=kf)
+      else:
+        crop = render.compose(fr, outputs)
+      frames.append(crop)
+    crops = np.stack(frames)
+    if portrait.image is None:
+      return crops
+    return _paste(portrait.image, crops, portrait.box)
+
+  def render(self, portrait, motion):
+    for part in self._batches(motion):
+      yield self.frames_for(portrait, part)
+
+
+def _paste(image: np.ndarray, crops: np.ndarray, box) -> np.ndarray:
+  """Crops [n, side, side, 3] written into copies of image at box (x0, y0, side), clipped to
+  the image (the geometric warp is exactly zero at the crop border: no feathering needed)."""
+  import cv2
+  x0, y0, side = box
+  h, w = image.shape[:2]
+  if crops.shape[1] != side:
+    crops = np.stack([cv2.resize(c, (side, side), interpolation=cv2.INTER_CUBIC) for c in crops])
+  xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
+  out = np.repeat(image[None], crops.shape[0], axis=0)
+  if xb > xa and yb > ya:
+    out[:, ya:yb, xa:xb] = crops[:, ya - y0:yb - y0, xa - x0:xb - x0]
+  return out
+
+
+# ----------------------------------------------------------------------------- learned flow
+
+class RenderComposite(Composite):
+  """The stage-1 render replaces the face region (feathered paste-back)."""
+  name = "render"
+  reference = False
+
+  def _render(self, portrait, part):
+    import jax.numpy as jnp
+    anim = self.anim
+    n = part.shape[0]
+    part = _pad(part, anim.render_batch)
+    return np.asarray(anim._render(anim.fl_params, portrait.prepared,
+                                   jnp.asarray(part[:, :6]), jnp.asarray(part[:, 6:])))[:n]
+
+  def render(self, portrait, motion):
+    from vasa_jax import animate as an
+    mask = None if portrait.image is None else an.feather_mask(portrait.box[2])
+    reference = self._render(portrait, portrait.motion[None])[0] if self.reference else None
+    for part in self._batches(motion):
+      crops = self._render(portrait, part)
+      if portrait.image is not None:
+        out = an.paste_back(portrait.image, crops, portrait.box, mask, reference=reference)
+      elif reference is not None:
+        delta = crops.astype(np.float32) - reference.astype(np.float32)
+        out = np.clip(portrait.crop.astype(np.float32) + delta + 0.5, 0, 255).astype(np.uint8)
+      else:
+        out = crops
+      yield self.anim._articulate(portrait, out, part)
+
+
+class DetailComposite(RenderComposite):
+  """The photo keeps its pixels; the render's change from the portrait's own motion is added."""
+  name = "detail"
+  reference = True
+
+
+class RigComposite(Composite):
+  """The photo's face plane follows the head pose (homography); the mouth rig opens the lips."""
+  name = "warp"
+
+  def render(self, portrait, motion):
+    from vasa_jax import animate as an
+    mask = None if portrait.image is None else an.feather_mask(portrait.box[2])
+    for part in self._batches(motion):
+      yield self.anim._articulate(portrait, self.anim._warp_frames(portrait, part[:, :6], mask),
+                                  part)
+
+
+_CLASSES = {c.name: c for c in (GeometryComposite, RenderComposite, DetailComposite, RigComposite)}
+
+
+def make(name: str, animator: "Animator") -> Composite:
+  return _CLASSES[name](animator)
