@@ -177,7 +177,7 @@ def _geo_model(variant: str) -> ml_collections.ConfigDict:
   m.fov_deg = 14.0
   # z_dyn = exp_dim expression coefficients + 2 eyelids + 2 gaze (the face basis decides
   # exp_dim; a bundle checks they agree).
-  m.exp_dim = {"geo_tiny": 8}.get(variant, 40)
+  m.exp_dim = 40
   m.dyn_dim = m.get_ref("exp_dim") + 4
   m.max_flow = 0.15               # residual flow limit, normalised patch units
   m.mouth = ml_collections.ConfigDict()
@@ -217,7 +217,7 @@ def _geo_config(variant: str) -> ml_collections.ConfigDict:
   c.optim.decay_steps = {"geo_tiny": 0}.get(variant, 0)   # 0: constant after warmup
   c.optim.grad_clip = 1.0
   c.ema_decay = {"geo_tiny": 0.9}.get(variant, 0.995)
-  c.batch_size = {"geo_tiny": 2, "geo": 16, "geo_paper": 64}[variant]
+  c.batch_size = {"geo_tiny": 8, "geo": 16, "geo_paper": 64}[variant]
   c.steps = {"geo_tiny": 2, "geo": 4000, "geo_paper": 200_000}[variant]
   c.skip_nonfinite_batches = True
   c.max_skipped_batches = 100

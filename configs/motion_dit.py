@@ -19,6 +19,10 @@ paths allowed, e.g. `demo,batch_size=32,model.dtype=bfloat16`):
   demo   motion 6+64, width 192, 4 layers, 4 heads, W=50, K=10 (~2.6M parameters): a CPU box,
          an hour (the bundled demo weights; matches face_latent.py:demo's dyn_dim).
   paper  motion 6+256, width 512, 8 layers, 8 heads, W=100, K=10 (~40M parameters; VASA-1 scale).
+  geo    the demo network over the geometry-grounded codes of face_latent.py:geo: motion 6+44
+         (pose, 40 expression coefficients, 2 eyelids, 2 gaze), trained on the geometry
+         motion_latents dataset (the bundled demo weights):
+           vasa-jax train --config configs/motion_dit.py:geo --workdir RUN --data-dir DATA
 
 Any field can also be set from the command line: `--config.train.p_drop=0.2`.
 """
@@ -47,7 +51,7 @@ LOGICAL_AXIS_RULES = (
     ("out_small", None),
 )
 
-VARIANTS = ("tiny", "demo", "paper")
+VARIANTS = ("tiny", "demo", "paper", "geo")
 EMOTIONS = ("neutral", "happy", "sad", "angry", "surprised")
 
 
@@ -87,6 +91,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant, overrides = parts[0].strip() or "demo", [p for p in parts[1:] if p.strip()]
   if variant not in VARIANTS:
     raise ValueError(f"unknown variant {variant!r}; use one of {VARIANTS}")
+  if variant == "geo":
+    c = get_config(",".join(["demo", "model.dyn_dim=44", "data.motion_dataset=motion_latents/geo",
+                             "face_latent_config=configs/face_latent.py:geo", "steps=3000",
+                             "ckpt_every=250"] + overrides))
+    c.variant = "geo"
+    return c
 
   c = ml_collections.ConfigDict()
   c.stage = "motion_dit"

@@ -665,6 +665,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+  import warnings
+  # ffmpeg runs as a subprocess (fork + exec) next to JAX's threads: harmless, not for users.
+  warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   try:  # TFDS/absl chatter (e.g. "variant folder not found") is not for users
     from absl import logging as absl_logging

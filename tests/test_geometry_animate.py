@@ -1,0 +1,184 @@
+"""Geometry-grounded bundles end to end: Animator, reenactment, the CLI, the stage-1 trainer."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import load_stage_config
+from test_geometry import cartoon_dog
+from vasa_jax import animate as an
+from vasa_jax import bundle as bundle_lib
+from vasa_jax import media
+from vasa_jax.geometry import codes as codes_lib
+from vasa_jax.geometry import landmarks as lm
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PORTRAIT = os.path.join(ROOT, "vasa_jax", "assets", "examples", "portrait.jpg")
+
+
+def _basis():
+  return codes_lib.FaceBasis.load(os.path.join(bundle_lib.default_dir(), bundle_lib.BASIS_FILE))
+
+
+@pytest.fixture(scope="module")
+def geo_bundle(tmp_path_factory):
+  fl = load_stage_config("face_latent").get_config("geo_tiny")
+  md = load_stage_config("motion_dit").get_config("tiny,model.dyn_dim=44")
+  basis = _basis()
+  anim = an.Animator.from_configs(fl, md, seed=0, face_basis=basis)
+  d = int(md.model.motion_dim)
+  stats = {"mean": np.zeros(d, np.float32), "std": np.full(d, 0.05, np.float32)}
+  path = str(tmp_path_factory.mktemp("bundle") / "geo")
+  bundle_lib.save(path, face_latent_config=fl, face_latent_params=anim.fl_params,
+                  motion_dit_config=md, motion_dit_params=anim.md_params, motion_stats=stats,
+                  face_basis=basis, dtype="float16")
+  return path
+
+
+@pytest.fixture(scope="module")
+def anim(geo_bundle):
+  return an.Animator(geo_bundle, render_batch=4)
+
+
+@pytest.fixture(scope="module")
+def driver_video(tmp_path_factory):
+  """The example portrait sliding right by 2 px a frame for 16 frames."""
+  import cv2
+  photo = media.load_image(PORTRAIT)
+  frames = [cv2.warpAffine(photo, np.float32([[1, 0, 2.0 * t], [0, 1, 0]]), (512, 512),
+                           borderMode=cv2.BORDER_REPLICATE) for t in range(16)]
+  path = str(tmp_path_factory.mktemp("drv") / "driver.mp4")
+  media.write_video(path, frames, fps=25)
+  return path
+
+
+def test_geometry_bundle_round_trip(geo_bundle):
+  b = bundle_lib.load(geo_bundle)
+  assert b["meta"]["version"] == 2 and b["meta"]["face_latent"]["kind"] == "geometry"
+  assert b["face_basis"].dyn_dim == 44
+  fl = b["face_latent_config"]
+  with pytest.raises(bundle_lib.BundleError, match="face basis"):
+    bundle_lib.save(geo_bundle + "_nobasis", face_latent_config=fl,
+                    face_latent_params=b["face_latent_params"],
+                    motion_dit_config=b["motion_dit_config"],
+                    motion_dit_params=b["motion_dit_params"], motion_stats=b["motion_stats"])
+  assert not os.path.exists(geo_bundle + "_nobasis")
+
+
+def test_geometry_animator_renders_the_photo_at_its_resolution(anim):
+  assert anim.kind == "geometry" and anim.composite == "geometry"
+  portrait = anim.prepare_portrait(PORTRAIT)
+  photo = media.load_image(PORTRAIT)
+  still = np.repeat(portrait.motion[None], 4, axis=0)
+  frames = np.concatenate(list(anim.render_motion(portrait, still)))
+  assert frames.shape == (4,) + photo.shape
+  # the portrait's own motion: the photo itself, but for the (untrained, faint) part patches
+  assert np.abs(frames.astype(int) - photo[None]).mean() < 1.0
+  moved = still.copy()
+  moved[:, 0] += np.linspace(0.0, 0.3, 4)        # turn the head
+  out = np.concatenate(list(anim.render_motion(portrait, moved)))
+  change = np.abs(out.astype(int) - photo[None]).mean(axis=(1, 2, 3))
+  assert change[0] < 1.0 and change[-1] > 3.0 and np.all(np.diff(change) > 0)
+  # far from the face the photo is untouched (bit-exact), so the paste-back has no seam
+  x0, y0, side = portrait.box
+  assert np.array_equal(out[:, :, :max(x0, 1)], np.repeat(photo[None], 4, 0)[:, :, :max(x0, 1)])
+
+
+def test_geometry_animate_and_stream(anim, tmp_path):
+  t = np.arange(16000) / 16000
+  audio = (0.3 * np.sin(2 * np.pi * 220 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(
+      np.float32)
+  res = anim.animate(PORTRAIT, (audio, 16000), steps=2, seed=0, crop_only=True)
+  assert res.frames.shape[0] == 25 and res.frames.shape[1] == res.frames.shape[2]
+  out = res.save(str(tmp_path / "a.mp4"))
+  assert os.path.getsize(out) > 1000
+
+
+def test_geometry_bundle_refuses_other_composites_and_animals(geo_bundle, anim, tmp_path):
+  with pytest.raises(an.AnimateError, match="not available"):
+    an.Animator(geo_bundle, composite="render")
+  dog = str(tmp_path / "dog.png")
+  import cv2
+  cv2.imwrite(dog, cartoon_dog()[..., ::-1])
+  with pytest.raises(an.AnimateError, match="human"):
+    anim.prepare_portrait(dog)
+
+
+def test_reenactment_follows_the_driver(anim, driver_video, tmp_path):
+  res = anim.reenact(PORTRAIT, driver_video)
+  assert res.frames.shape[0] == 16 and res.info["driver_faces"] == 16
+  mesh = lm.get_mesh()
+  x = [mesh.detect(res.frames[i]).points[1, 0] for i in (0, 15)]
+  assert 15 < x[1] - x[0] < 45                    # the driver moved 30 px: so does the portrait
+  out = anim.save_reenact(PORTRAIT, driver_video, str(tmp_path / "r.mp4"))
+  from vasa_jax import provenance
+  assert provenance.verify(out)[0].present
+
+
+def _cli(*args):
+  return subprocess.run([sys.executable, "-m", "vasa_jax", *args], capture_output=True, text=True,
+                        cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+
+
+def test_cli_reenact(geo_bundle, driver_video, tmp_path):
+  out = str(tmp_path / "o.mp4")
+  r = _cli("reenact", "--image", PORTRAIT, "--video", driver_video, "--out", out,
+           "--checkpoint", geo_bundle)
+  assert r.returncode == 0, r.stderr
+  assert json.loads(r.stdout)["frames"] == 16 and os.path.isfile(out)
+  noise = str(tmp_path / "noise.mp4")
+  rng = np.random.default_rng(0)
+  media.write_video(noise, [rng.integers(0, 255, (64, 64, 3)).astype(np.uint8) for _ in range(5)])
+  bad = str(tmp_path / "bad.mp4")
+  for args, msg in (
+      (("--video", noise, "--out", bad), "no face found in the driving video"),
+      (("--video", str(tmp_path / "missing.mp4"), "--out", bad), "file not found"),
+      (("--video", driver_video, "--out", str(tmp_path / "x.txt")), ".mp4"),
+  ):
+    r = _cli("reenact", "--image", PORTRAIT, "--checkpoint", geo_bundle, *args)
+    assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1
+  assert not os.path.exists(bad)
+
+
+# ----------------------------------------------------------------------------- trainer
+
+def _geo_records(n_clips=3, frames=10):
+  """Clip records of the example portrait moving and opening its mouth a little (measured)."""
+  import cv2
+
+  from vasa_jax.data import records
+  photo = cv2.resize(media.load_image(PORTRAIT), (128, 128), interpolation=cv2.INTER_AREA)
+  mesh = lm.get_mesh()
+  recs = []
+  for c in range(n_clips):
+    fr = [cv2.warpAffine(photo, cv2.getRotationMatrix2D((64, 64), 2.0 * np.sin(t + c), 1.0),
+                         (128, 128), borderMode=cv2.BORDER_REPLICATE) for t in range(frames)]
+    pts = np.stack([g.points for g in mesh.track(fr)])
+    recs.append({"frames": [records.encode_jpeg(f) for f in fr], "num_frames": np.int32(frames),
+                 "size": np.int32(128), "landmarks": pts.reshape(frames, -1).astype(np.float16),
+                 "landmarks_valid": np.ones(frames, np.int32), "clip_id": f"c{c}",
+                 "identity": "portrait", "source": "test"})
+  return recs
+
+
+def test_geo_trainer_runs_resumes_and_logs_the_curve(tmp_path):
+  from conftest import ListSource
+  from vasa_jax.train import geo_decoder
+  config = load_stage_config("face_latent").get_config("geo_tiny,batch_size=8,steps=2")
+  source = ListSource(_geo_records())
+  work = str(tmp_path / "run")
+  m = geo_decoder.train_and_evaluate(config, work, source=source, basis=_basis())
+  assert np.isfinite(m["loss/total"]) and m["loss/mouth_l1_warp"] > 0
+  config.steps = 3
+  geo_decoder.train_and_evaluate(config, work, source=source, basis=_basis())
+  lines = [json.loads(x) for x in open(os.path.join(work, "curve.jsonl"))]
+  assert [x["step"] for x in lines] == [1, 2, 3]
+  assert os.path.isfile(os.path.join(work, codes_lib.BASIS_FILE))
+  params, step = geo_decoder.restore_params(work, config)
+  assert step == 3 and "mouth" in params
