@@ -20,7 +20,7 @@ dataset built with `vasa-jax data extract-motion --geometry` (landmarks, codes, 
 
   geo_tiny   8x8 / 16x16 patches, a few hundred parameters (tests).
   geo        64x64 mouth, 32x32 eye patches, ~0.4M parameters: trains on a 2-core CPU in an
-             hour (the bundled demo weights); renders at the photo's resolution up to 512 px.
+             hour (the bundled demo weights); the photo keeps its own resolution.
   geo_paper  128x128 mouth, 64x64 eyes, wider networks: one GPU.
 
   vasa-jax train --config configs/face_latent.py:geo --workdir /tmp/face_geo \
@@ -172,7 +172,9 @@ def _geo_model(variant: str) -> ml_collections.ConfigDict:
   m.dtype = "float32"
   m.groups = {"geo_tiny": 2}.get(variant, 8)
   m.image_size = {"geo_tiny": 64, "geo": 256, "geo_paper": 512}[variant]   # training crops
-  m.render_max_side = 512         # inference: the crop is rendered at min(its side, this)
+  # Inference: the motion field and the part patches are computed on a crop of at most this
+  # side; the field is then scaled up and applied to the photo at its own resolution.
+  m.field_size = {"geo_paper": 512}.get(variant, 256)
   m.ref_distance = 0.65
   m.fov_deg = 14.0
   # z_dyn = exp_dim expression coefficients + 2 eyelids + 2 gaze (the face basis decides

@@ -346,7 +346,7 @@ class Animator:
       raise AnimateError(f"{self.checkpoint}: the face basis has {basis.dyn_dim} dynamics "
                          f"dims, the face model's config {mc.dyn_dim}")
     self.basis = basis
-    self.size = int(mc.get("render_max_side", 512))
+    self.size = int(mc.get("field_size", 256))   # field / patch crop side (<= the photo's)
     self.part_res = {"mouth": int(mc.mouth.res), "eye_a": int(mc.eye.res),
                      "eye_b": int(mc.eye.res)}
     self.decoder = gd.GeometryDecoder(mc)
@@ -512,6 +512,18 @@ class Animator:
     full = crop_square(img, box, side) if side > r else None
     return Portrait(image=None if crop_only else img, crop=crop, box=box, prepared=None,
                     motion=pg.motion, faces_found=1, geometry=pg, full_crop=full)
+
+  def portrait_from_landmarks(self, crop: np.ndarray, points: np.ndarray) -> Portrait:
+    """A crop-only Portrait of a geometry bundle from an aligned crop and its already measured
+    landmarks (crop pixels), e.g. the first frame of a dataset clip (evaluation)."""
+    from vasa_jax.geometry import render
+    if self.kind != "geometry":
+      raise AnimateError("portrait_from_landmarks needs a geometry-grounded bundle")
+    crop = np.ascontiguousarray(np.asarray(crop, np.uint8)[..., :3])
+    pg = render.PortraitGeometry.from_crop(crop, np.asarray(points, np.float32), self.basis,
+                                           self.part_res)
+    return Portrait(image=None, crop=crop, box=(0, 0, crop.shape[0]), prepared=None,
+                    motion=pg.motion, faces_found=1, geometry=pg)
 
   def portrait_from_crop(self, crop) -> Portrait:
     """A Portrait from an already aligned face crop (as the datasets store them: no detection;

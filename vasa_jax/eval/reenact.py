@@ -544,6 +544,10 @@ def main(argv=None) -> int:
   except ImportError:
     pass
   from vasa_jax import cli
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if "--config" not in " ".join(argv):   # a bundle: the geometry-grounded evaluation
+    from vasa_jax.eval import geo_reenact
+    return geo_reenact.main(argv)
   args, extra = _parser().parse_known_args(argv)
   try:
     config = cli.load_config(args.config, extra)

@@ -247,6 +247,25 @@ def _design(basis: FaceBasis):
   return a, var
 
 
+_PROJ: dict = {}
+
+
+def _projector(basis: "FaceBasis", noise: float) -> np.ndarray:
+  """[3N, Kid + K] map from a flattened residual to the MAP coefficients (cached per basis):
+  coef = r W A^T (A W A^T + noise^2 diag(1 / var))^-1."""
+  key = (id(basis), noise)
+  hit = _PROJ.get(key)
+  if hit is not None and hit[0] is basis:
+    return hit[1]
+  a, var = _design(basis)
+  a = a.astype(np.float64)
+  w = np.repeat(_fit_weights(basis.template.shape[0]), 3)
+  lhs = (a * w) @ a.T + np.diag(noise ** 2 / np.maximum(var.astype(np.float64), 1e-12))
+  proj = (a * w).T @ np.linalg.inv(lhs)
+  _PROJ[key] = (basis, proj)
+  return proj
+
+
 def _fit_weights(n: int = NUM_POINTS) -> np.ndarray:
   """Per-point weights of the expression / identity fit: irises and lids are measured
   directly, so they do not vote."""
@@ -266,11 +285,8 @@ def encode(points, basis: FaceBasis, crop: float, noise: float = 0.01) -> Codes:
   c, s, r, t = _canonicalize(pts, basis.template)
   lids, gaze, _ = _eye_measures(c)
   resid = c - basis.template[None] - np.einsum("bk,knd->bnd", lids, basis.lid_basis)
-  a, var = _design(basis)
-  w = np.repeat(_fit_weights(c.shape[1]), 3)
-  lhs = (a * w) @ a.T + np.diag(noise ** 2 / np.maximum(var, 1e-12))
-  rhs = (resid.reshape(len(c), -1) * w) @ a.T
-  coef = np.linalg.solve(lhs, rhs.T).T
+  proj = _projector(basis, float(noise))
+  coef = resid.reshape(len(c), -1) @ proj
   kid = basis.id_dim
   dyn = np.concatenate([coef[:, kid:], lids, gaze], -1)
   return Codes(pose=_pose_from_similarity(s, r, t, crop, basis).astype(np.float32),

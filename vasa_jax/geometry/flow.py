@@ -109,14 +109,27 @@ def dense_map(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray, tri_class
   dst3 = np.asarray(dst, np.float64)
   d2 = np.ascontiguousarray(dst3[:, :2] / scale)
   dz = np.ascontiguousarray(dst3[:, 2] if dst3.shape[1] > 2 else np.zeros(len(dst3)))
-  ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
-  out = np.stack([xs + 0.5, ys + 0.5], -1)      # identity (continuous) where nothing covers
+  out = _identity(int(size)).copy()     # identity (continuous) where nothing covers
   cls = np.zeros((size, size), np.uint8)
   ratio = np.ones((size, size), np.float32)
   _raster(src, d2, dz, np.ascontiguousarray(triangles, np.int64),
           np.ascontiguousarray(tri_class, np.uint8), int(size), out, cls, ratio)
-  out = out * scale - 0.5
+  if scale != 1.0:
+    out *= scale
+  out -= 0.5
   return out.astype(np.float32), cls, ratio
+
+
+_IDENTITY: dict = {}
+
+
+def _identity(size: int) -> np.ndarray:
+  """[size, size, 2] float64 pixel-centre coordinates (cached per size)."""
+  if size not in _IDENTITY:
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    _IDENTITY[size] = np.stack([xs + 0.5, ys + 0.5], -1)
+    _IDENTITY[size].setflags(write=False)
+  return _IDENTITY[size]
 
 
 def remap(image: np.ndarray, map_xy: np.ndarray, border=cv2.BORDER_REPLICATE) -> np.ndarray:

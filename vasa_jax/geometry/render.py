@@ -11,9 +11,12 @@ back:
     out = compose(fr, decoder_outputs)                               # [S, S, 3] uint8
 
 Part inputs (channels last, float32): the warped portrait patch (RGB in [-1, 1]), the driving
-region mask of the part's interior (mouth or eye opening), the warp's area ratio (low where the
-source is stretched over content it does not show), and the portrait's own patch at the same
-part (its appearance: lip colour, teeth, iris), 8 channels in all.
+region mask of the part's interior (mouth or eye opening), the warp's log area ratio (low where
+the source is stretched over content it does not show), the portrait's own patch at the same
+part (its appearance: lip colour, teeth, iris), and where the portrait's own interior lands
+after the warp (teeth that must disappear behind closing lips), 9 channels in all. The decoder
+may only change pixels near these interiors or where the warp stretches the portrait
+(`vasa_jax.models.geo_decoder`): everywhere else the portrait's own pixels stay.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ PARTS = {
 }
 PART_CLASS = {"mouth": flow_lib.CLASS_MOUTH, "eye_a": flow_lib.CLASS_EYE,
               "eye_b": flow_lib.CLASS_EYE}
-IN_CHANNELS = 8
+IN_CHANNELS = 9
 MOUTH_DOWN = 0.12     # mouth patch centre below the lips' centre, in patch sides
 
 
@@ -99,6 +102,7 @@ class PortraitGeometry:
   basis: codes_lib.FaceBasis
   topology: flow_lib.Topology
   src_points: np.ndarray             # [P, 3] warp points of the portrait itself
+  src_class: np.ndarray              # [S, S] uint8 region classes of the portrait itself
   part_res: dict                     # part -> patch resolution
   source_patches: dict               # part -> float32 [res, res, 3]
 
@@ -120,11 +124,13 @@ class PortraitGeometry:
     topo = flow_lib.Topology.build(basis, codes, s, 0)
     sim = (codes.scale[0], codes.rotation[0], codes.shift[0])
     srcp = topo.points(points, sim, sim, s)
+    _, src_class, _ = flow_lib.dense_map(srcp, srcp, topo.triangles, topo.tri_class, s)
     part_res = dict(part_res or {"mouth": 64, "eye_a": 32, "eye_b": 32})
     patches = {p: _to_float(extract(crop, part_matrix(points, p, r), r))
                for p, r in part_res.items()}
     return cls(crop=crop, points=np.asarray(points, np.float32), codes=codes, basis=basis,
-               topology=topo, src_points=srcp, part_res=part_res, source_patches=patches)
+               topology=topo, src_points=srcp, src_class=src_class, part_res=part_res,
+               source_patches=patches)
 
   def driving_mesh(self, pose: np.ndarray, dyn: np.ndarray) -> np.ndarray:
     """[T, 478, 3] landmarks of the portrait performing pose [T, 6], dyn [T, K + 4]."""
@@ -144,6 +150,9 @@ class PortraitGeometry:
     map_xy, cls, ratio = flow_lib.dense_map(self.src_points, dst, self.topology.triangles,
                                             self.topology.tri_class, s)
     warped = flow_lib.remap(self.crop, map_xy)
+    ratio = np.where(cls == flow_lib.CLASS_OUTER, 1.0, ratio).astype(np.float32)  # face only
+    src_cls = cv2.remap(self.src_class, map_xy[..., 0], map_xy[..., 1],
+                        interpolation=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
     mats, inputs = {}, {}
     for p, r in self.part_res.items():
       m = part_matrix(mesh, p, r)
@@ -151,8 +160,10 @@ class PortraitGeometry:
       w = _to_float(extract(warped, m, r))
       region = extract((cls == PART_CLASS[p]).astype(np.float32), m, r)
       rat = extract(ratio, m, r)
+      moved = extract((src_cls == PART_CLASS[p]).astype(np.float32), m, r)
       inputs[p] = np.concatenate([w, region[..., None], np.log(np.clip(rat, 0.05, 4.0))[..., None],
-                                  self.source_patches[p]], -1).astype(np.float32)
+                                  self.source_patches[p], moved[..., None]],
+                                 -1).astype(np.float32)
     return FrameGeometry(warped=warped, mesh=mesh, matrices=mats, inputs=inputs,
                          map_xy=map_xy if keep_map else None)
 
@@ -164,9 +175,8 @@ def compose(frame: FrameGeometry, outputs: dict, *, image: np.ndarray | None = N
 
   outputs: part -> (rgb float [res, res, 3] in [-1, 1], alpha float [res, res] in [0, 1]).
   The alpha is feathered to 0 at the patch border, so nothing outside the parts changes."""
-  base = (frame.warped if image is None else image).astype(np.float32)
-  h, w = base.shape[:2]
-  acc = base
+  acc = np.array(frame.warped if image is None else image, np.uint8, copy=True)
+  h, w = acc.shape[:2]
   for p, (rgb, alpha) in outputs.items():
     m = frame.matrices[p] * scale
     res = rgb.shape[0]
@@ -186,6 +196,7 @@ def compose(frame: FrameGeometry, outputs: dict, *, image: np.ndarray | None = N
     big = cv2.warpAffine(patch, fwd_local, (int(x1 - x0), int(y1 - y0)), flags=cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     al = big[..., 3:4]
-    region = acc[y0:y1, x0:x1]
-    acc[y0:y1, x0:x1] = region * (1.0 - al) + big[..., :3] * al
-  return np.clip(acc + 0.5, 0, 255).astype(np.uint8)
+    region = acc[y0:y1, x0:x1].astype(np.float32)
+    acc[y0:y1, x0:x1] = np.clip(region * (1.0 - al) + big[..., :3] * al + 0.5, 0, 255).astype(
+        np.uint8)
+  return acc

@@ -20,7 +20,8 @@ predicts
 
 where `window` is a fixed feather that is 0 at the patch border, so the decoder never touches
 pixels outside its parts and the portrait's own pixels stay sharp at the photo's resolution. A
-fresh network has alpha ~ 0.05 and m ~ 0.95: it starts as the geometric warp.
+fresh network has alpha ~ 0.05 (inside the allowed region) and m ~ 0.95: it starts as the
+geometric warp.
 
     dec = GeometryDecoder(config.model)
     params = dec.init(rng, *dummy_inputs(config.model, 1))["params"]
@@ -51,6 +52,7 @@ class PartNet(nn.Module):
   blocks: Sequence[int]
   groups: int = 8
   max_flow: float = 0.15      # normalised patch units (1 = half the patch side)
+  grow: int = 2               # allowed region dilation, in pixels of the patch
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -77,12 +79,24 @@ class PartNet(nn.Module):
     flow = self.max_flow * jnp.tanh(out[..., 0:2])
     occ = nn.sigmoid(out[..., 2] + 3.0)
     content = jnp.tanh(out[..., 3:6])
-    alpha = nn.sigmoid(out[..., 6] - 3.0)
+    alpha = nn.sigmoid(out[..., 6] - 3.0) * allowed_mask(x, self.grow)
     r = x.shape[1]
     grid = identity_grid_2d(r, r)[None] + flow
     copy = grid_sample_2d(warped, grid, padding_mode="border")
     rgb = occ[..., None] * copy + (1.0 - occ[..., None]) * content
     return {"rgb": rgb, "alpha": alpha, "flow": flow, "occlusion": occ, "content": content}
+
+
+def allowed_mask(x, grow: int = 2):
+  """[B, r, r] where the decoder may change the warped portrait: the driving interior (ch 3),
+  where the portrait's own interior lands (ch 8) and where the warp stretches the portrait to
+  under half its area (ch 4: log ratio), dilated by `grow` pixels and softened."""
+  stretched = jnp.clip((-0.69 - x[..., 4]) / 0.4, 0.0, 1.0)
+  m = jnp.maximum(jnp.maximum(x[..., 3], x[..., 8]), stretched)[..., None]
+  k = 2 * grow + 1
+  m = nn.max_pool(m, (k, k), strides=(1, 1), padding="SAME")
+  m = nn.avg_pool(m, (3, 3), strides=(1, 1), padding="SAME")
+  return m[..., 0]
 
 
 class GeometryDecoder(nn.Module):
@@ -94,9 +108,9 @@ class GeometryDecoder(nn.Module):
     c = self.config
     dt = get_dtype(c.dtype)
     self.mouth = PartNet(tuple(c.mouth.widths), tuple(c.mouth.blocks), c.groups,
-                         float(c.max_flow), dt)
+                         float(c.max_flow), int(c.mouth.get("grow", 2)), dt)
     self.eye = PartNet(tuple(c.eye.widths), tuple(c.eye.blocks), c.groups, float(c.max_flow),
-                       dt)
+                       int(c.eye.get("grow", 1)), dt)
 
   def __call__(self, mouth, eyes):
     """mouth [B, rm, rm, 8], eyes [2B, re, re, 8] (eye a then eye b of each frame, interleaved

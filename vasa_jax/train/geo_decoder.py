@@ -211,7 +211,8 @@ def sanity_batch(config, batch: int = 2, seed: int = 0) -> dict:
   """A random batch of the step's shapes (tests, benchmarks)."""
   rng = np.random.default_rng(seed)
   rm, re = int(config.model.mouth.res), int(config.model.eye.res)
-  return {"mouth_in": rng.uniform(-1, 1, (batch, rm, rm, 8)).astype(np.float32),
+  c = gd.IN_CHANNELS
+  return {"mouth_in": rng.uniform(-1, 1, (batch, rm, rm, c)).astype(np.float32),
           "mouth_tgt": rng.uniform(-1, 1, (batch, rm, rm, 3)).astype(np.float32),
-          "eye_in": rng.uniform(-1, 1, (batch, 2, re, re, 8)).astype(np.float32),
+          "eye_in": rng.uniform(-1, 1, (batch, 2, re, re, c)).astype(np.float32),
           "eye_tgt": rng.uniform(-1, 1, (batch, 2, re, re, 3)).astype(np.float32)}
