@@ -12,29 +12,36 @@ set -euo pipefail
 DATA=${1:?DATA_DIR}
 RUN=${2:?RUN_DIR}
 VJ=${VJ:-.venv/bin/vasa-jax}
-FL_STEPS=${FL_STEPS:-3000}
+FL_STEPS=${FL_STEPS:-1500}
 MD_STEPS=${MD_STEPS:-3000}
+# The bundled weights were trained on the real clips only (WITH_SYNTH=0): the synthetic corpus
+# adds rendered heads, whose mouth interiors differ from real ones, and ~35 min of data build +
+# extraction on this box. WITH_SYNTH=1 adds synthetic_talking_heads/r256_n1000 to both stages.
+WITH_SYNTH=${WITH_SYNTH:-0}
+DATASETS=talking_face_videos/r256
+[ "$WITH_SYNTH" = 1 ] && DATASETS=$DATASETS,synthetic_talking_heads/r256_n1000
 
 # 0. clip datasets (real clips: ~5 min; synthetic r256_n1000: ~20 min)
 [ -d "$DATA/talking_face_videos/r256" ] || \
   $VJ data build talking_face_videos/r256 --data-dir "$DATA" \
     --manual-dir ../shared/real/videos --identity-map ../shared/real/INVENTORY.tsv
-[ -d "$DATA/synthetic_talking_heads/r256_n1000" ] || \
+[ "$WITH_SYNTH" != 1 ] || [ -d "$DATA/synthetic_talking_heads/r256_n1000" ] || \
   $VJ data build synthetic_talking_heads/r256_n1000 --data-dir "$DATA"
 
 # 1. landmarks of every frame (face mesh + iris), the face basis fitted on the train split, and
-#    the motion codes (~20 min on 2 cores). The bundled basis was fitted by a first extraction
-#    with the same command (before the region-dependent smoothing of the landmarks); the
+#    the motion codes (real clips: ~5 min on 2 cores). The bundled basis was fitted on the real
+#    and synthetic train splits by a first extraction with the same command (WITH_SYNTH=1,
+#    before the region-dependent smoothing of the landmarks); the
 #    extraction behind the bundle reused it with --face-basis so that the codes of both stages
 #    live in one basis. Without a basis file, drop --face-basis: a new one is fitted.
 BASIS=${BASIS:-vasa_jax/assets/demo/face_basis.npz}
 [ -d "$DATA/motion_latents/geo" ] || \
   $VJ data extract-motion --geometry --face-basis "$BASIS" \
-    --datasets talking_face_videos/r256,synthetic_talking_heads/r256_n1000 \
+    --datasets "$DATASETS" \
     --data-dir "$DATA" --max-clips 300 --name geo --workers 2
 
-# 2. stage 1: the part decoder, self-reenactment on real (drawn twice as often) and synthetic
-#    clips (about 0.5-0.7 steps/s on the CPU box)
+# 2. stage 1: the part decoder, self-reenactment pairs of the clips (real ones drawn twice as
+#    often as synthetic ones when both are used); about 0.5-0.7 steps/s on the CPU box
 $VJ train --config configs/face_latent.py:geo --workdir "$RUN/face_geo" --data-dir "$DATA" \
   --config.data.geometry=motion_latents/geo --config.steps="$FL_STEPS"
 
