@@ -94,7 +94,7 @@ def _plot(series, title, w=640, h=300, ylabel=""):
     cv2.putText(img, f"{yv:.3g}", (4, p[1] + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1)
     xv = x0 + (x1 - x0) * k / 4
     q = px(xv, y0)
-    cv2.putText(img, f"{xv:.0f}", (q[0] - 12, h - b + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
+    cv2.putText(img, f"{xv:.0f}", (q[0] - 16, h - b + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
                 (0, 0, 0), 1)
   for n, (name, sx, sy, col) in enumerate(series):
     pts = np.array([px(a, c) for a, c in zip(sx, np.clip(sy, y0, y1))], np.int32)
@@ -107,7 +107,7 @@ def _plot(series, title, w=640, h=300, ylabel=""):
   return img[..., ::-1].copy()
 
 
-def _smooth(y, k=5):
+def _smooth(y, k=9):
   if len(y) < k:
     return y
   pad = np.pad(y, (k // 2, k - 1 - k // 2), mode="edge")
@@ -174,19 +174,23 @@ def cross(args):
   rows = []
   head = [_label(np.full((side, side, 3), 255, np.uint8), "portrait")]
   sel = []
+  import tempfile
+  tmp = tempfile.mkdtemp(prefix="geo_cross_")
+  cut = []
   for d in drivers:
     frames = [f for i, f in zip(range(int(args.seconds * an.FPS)), media.iter_video(d, fps=an.FPS))]
     idx = [int(m * (len(frames) - 1)) for m in moments]
     sel.append(idx)
+    cut.append(os.path.join(tmp, os.path.basename(d)))      # the first `seconds` of the driver
+    media.write_video(cut[-1], frames, fps=an.FPS)
     head += [_label(_tile(frames[k], side), f"{os.path.basename(d)[:18]} {k}") for k in idx]
   rows.append(np.concatenate(head, 1))
   for p in args.portraits.split(","):
     path = p if os.path.exists(p) else os.path.join(REAL, "images", p)
-    portrait = anim.prepare_portrait(path)
-    row = [_label(_tile(portrait.image, side), os.path.basename(path)[:18])]
-    for d, idx in zip(drivers, sel):
-      out = np.concatenate(list(an.Reenactor(anim).stream(portrait, d,
-                                                          max_seconds=args.seconds)))
+    portrait = anim.prepare_portrait(path, crop_only=True)
+    row = [_label(_tile(portrait.image if portrait.image is not None else portrait.crop, side), os.path.basename(path)[:18])]
+    for d, idx in zip(cut, sel):
+      out = anim.reenact(portrait, d).frames
       row += [_tile(out[min(k, len(out) - 1)], side) for k in idx]
     rows.append(np.concatenate(row, 1))
     print(path, file=sys.stderr)

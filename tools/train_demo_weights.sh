@@ -12,8 +12,8 @@ set -euo pipefail
 DATA=${1:?DATA_DIR}
 RUN=${2:?RUN_DIR}
 VJ=${VJ:-.venv/bin/vasa-jax}
-FL_STEPS=${FL_STEPS:-1500}
-MD_STEPS=${MD_STEPS:-3000}
+FL_STEPS=${FL_STEPS:-2500}
+MD_STEPS=${MD_STEPS:-7000}
 # The bundled weights were trained on the real clips only (WITH_SYNTH=0): the synthetic corpus
 # adds rendered heads, whose mouth interiors differ from real ones, and ~35 min of data build +
 # extraction on this box. WITH_SYNTH=1 adds synthetic_talking_heads/r256_n1000 to both stages.

@@ -19,8 +19,9 @@ For every clip of the split, its first frame is the portrait and the clip's own 
                         (< 0.6: same person; vasa_jax.eval.identity)
 
 Each figure is also given for the baseline "repeat the first frame", measured the same way.
-Writes geometry_reenact.json (per clip and means) and geometry_reenact_sheet.jpg (true / output
-/ baseline frames of a few clips) into --out.
+Writes geometry_reenact.json (per clip and means), geometry_reenact_sheet.jpg (true over
+output frames of a few clips) and geometry_reenact_closeups.png (per clip, six frames from
+closed to open mouth: true | output mouth over true | output eye) into --out.
 """
 
 from __future__ import annotations
@@ -61,6 +62,24 @@ def _gap(points):
   p = np.asarray(points)
   iod = np.linalg.norm(p[..., 263, :2] - p[..., 33, :2], axis=-1)
   return (p[..., 14, 1] - p[..., 13, 1]) / iod
+
+
+def _closeups(true, out, points, side: int = 72):
+  """[true mouth | output mouth] over [true eye | output eye] tiles (the true frame's boxes)."""
+  import cv2
+  from vasa_jax.geometry.flow import OUTER_LIPS
+  s = true.shape[0]
+  tiles = []
+  for idx, grow in ((OUTER_LIPS, 1.4), ((33, 133, 159, 145, 160, 144), 1.6)):
+    q = np.asarray(points)[list(idx), :2]
+    c = (q.min(0) + q.max(0)) / 2
+    half = max(np.ptp(q[:, 0]), np.ptp(q[:, 1]), 8.0) * grow / 2
+    x0, y0 = (int(np.clip(np.floor(v - half), 0, s - 2)) for v in c)
+    x1, y1 = (int(np.clip(np.ceil(v + half), lo + 2, s)) for v, lo in zip(c, (x0, y0)))
+    tiles.append(np.concatenate([cv2.resize(np.ascontiguousarray(img[y0:y1, x0:x1]), (side, side),
+                                            interpolation=cv2.INTER_CUBIC) for img in (true, out)],
+                                1))
+  return np.concatenate(tiles, 0)
 
 
 def clip_metrics(frames, true_pts, out, out_pts, embedder=None, id_stride: int = 5) -> dict:
@@ -110,7 +129,7 @@ def evaluate(anim, geo_source, clip_index, *, max_clips=None, only="", out_dir=N
   from vasa_jax.data import records
   from vasa_jax.geometry import landmarks as lm
   mesh = lm.FaceMesh()
-  rows, sheet = [], []
+  rows, sheet, closeups = [], [], []
   picks = [i for i in range(len(geo_source)) if _text(geo_source[i]["dataset"]).startswith(only)]
   if max_clips:
     picks = picks[:max_clips]
@@ -135,6 +154,11 @@ def evaluate(anim, geo_source, clip_index, *, max_clips=None, only="", out_dir=N
     if len(sheet) < 6 and t > 20:
       k = [t // 4, t // 2, 3 * t // 4]
       sheet.append((frames[k], out[k]))
+      # mouth and eye close-ups of the 6 frames whose true mouth is the most / least open
+      g = _gap(pts)
+      order = np.argsort(g[1:]) + 1
+      pick = np.concatenate([order[:2], order[len(order) // 2:len(order) // 2 + 1], order[-3:]])
+      closeups.append(np.concatenate([_closeups(frames[i], out[i], pts[i]) for i in pick], 1))
     if progress is not None:
       progress(n + 1, len(picks))
   if not rows:
@@ -159,6 +183,8 @@ def evaluate(anim, geo_source, clip_index, *, max_clips=None, only="", out_dir=N
       img = np.concatenate([cv2.resize(x, (tiles[0].shape[1], tiles[0].shape[0])) for x in tiles], 1)
       cv2.imwrite(os.path.join(out_dir, "geometry_reenact_sheet.jpg"), img[..., ::-1],
                   [cv2.IMWRITE_JPEG_QUALITY, 88])
+      cv2.imwrite(os.path.join(out_dir, "geometry_reenact_closeups.png"),
+                  np.concatenate(closeups, 0)[..., ::-1])
   return report
 
 
