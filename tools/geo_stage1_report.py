@@ -11,6 +11,8 @@ cross  cross-reenactment grid: portraits (photos, a painting, a statue) x drivin
 audio  audio-driven: N portraits x N speech files through Animator.save_stream (mp4s into
        OUT_DIR/videos), a frame sheet and a mouth / eye close-up sheet, and the share of frames
        where a face is found on the output (our face mesh).
+compare medians of ../shared/tools/judge/avjudge.py figures of generated videos next to its
+       real_reference.jsonl (real clips measured the same way).
 
 No matplotlib here: the plot is drawn with OpenCV.
 """
@@ -262,6 +264,31 @@ def audio(args):
                     "mouth_gap_std_mean": float(np.mean([s["mouth_gap_std"] for s in summary]))}))
 
 
+# ----------------------------------------------------------------------------- compare
+
+JUDGE_KEYS = ("detect", "id_dist", "mouthcorr", "yaw_std", "pitch_std", "rot_speed",
+              "blinks_per_min", "brow_std", "jitter")
+
+
+def compare(args):
+  """Medians of ../shared/tools/judge figures: generated videos next to the real reference."""
+  def load(path):
+    return [json.loads(s) for s in open(path) if s.strip()]
+  gen, real = load(args.generated), load(args.real)
+  out = {}
+  for k in JUDGE_KEYS:
+    g = [r[k] for r in gen if isinstance(r.get(k), (int, float)) and np.isfinite(r[k])]
+    q = [r[k] for r in real if isinstance(r.get(k), (int, float)) and np.isfinite(r[k])]
+    out[k] = {"generated_median": round(float(np.median(g)), 4) if g else None,
+              "real_median": round(float(np.median(q)), 4) if q else None,
+              "real_range": [round(float(np.min(q)), 4), round(float(np.max(q)), 4)] if q else None}
+  out["videos"] = {"generated": len(gen), "real": len(real)}
+  print(json.dumps(out, indent=1))
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump(out, f, indent=1)
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   sub = p.add_subparsers(dest="what", required=True)
@@ -279,8 +306,13 @@ def main(argv=None):
   a.add_argument("--n", type=int, default=10)
   a.add_argument("--seconds", type=float, default=8.0)
   a.add_argument("--out", required=True)
+  m = sub.add_parser("compare")
+  m.add_argument("--generated", required=True, help="avjudge.py output (JSON lines)")
+  m.add_argument("--real", default=os.path.join(REAL, "..", "tools", "judge",
+                                               "real_reference.jsonl"))
+  m.add_argument("--out", default="")
   args = p.parse_args(argv)
-  {"curve": curve, "cross": cross, "audio": audio}[args.what](args)
+  {"curve": curve, "cross": cross, "audio": audio, "compare": compare}[args.what](args)
 
 
 if __name__ == "__main__":
