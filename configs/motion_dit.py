@@ -94,7 +94,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if variant == "geo":
     c = get_config(",".join(["demo", "model.dyn_dim=44", "data.motion_dataset=motion_latents/geo",
                              "face_latent_config=configs/face_latent.py:geo", "steps=3000",
-                             "ckpt_every=250"] + overrides))
+                             "ckpt_every=250", "data.controls_from_motion=True"] + overrides))
     c.variant = "geo"
     return c
 
@@ -163,6 +163,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.window = c.model.get_ref("window")
   c.data.context = c.model.get_ref("context")
   c.data.worker_count = 0 if variant == "tiny" else 8
+  # motion_dataset holds geometry codes (face_latent.py:geo): clips without their own gaze /
+  # distance controls get them measured from each window's motion (pipeline.window_controls).
+  c.data.controls_from_motion = False
   c.data.motion_stats = ""  # .npz with per-dim mean/std of the motion latents ("" = computed)
   c.data.stats_batches = 16   # batches used to compute the statistics at the first start
   c.data.stats_min_std = 1e-2

@@ -77,3 +77,14 @@ def test_config_overrides_reach_the_config():
   c = load_config(os.path.join(root, "configs/face_latent.py") + ":tiny,batch_size=4",
                   ["--config.optim.lr_g=1e-3", "--config.model.dtype=bfloat16"])
   assert c.batch_size == 4 and c.optim.lr_g == 1e-3 and c.model.dtype == "bfloat16"
+
+
+def test_negative_gaze_is_taken_as_typed():
+  from vasa_jax import cli
+  argv = cli.join_negative_values(["animate", "--image", "a.jpg", "--audio", "b.wav", "--out",
+                                   "o.mp4", "--gaze", "-15,0", "--distance", "-0.5"])
+  args = cli.build_parser().parse_args(argv)
+  assert args.gaze == "-15,0" and args.distance == -0.5 and args.image == ["a.jpg"]
+  assert cli._pair(args.gaze, "--gaze") == (-15.0, 0.0)
+  # a flag's own value that merely starts with a dash-letter is left alone
+  assert cli.join_negative_values(["--out", "-x"]) == ["--out", "-x"]

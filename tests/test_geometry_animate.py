@@ -222,3 +222,21 @@ def test_eval_reenact_follows_the_clip_and_beats_repeating_the_first_frame(anim,
   for name in ("geometry_reenact.json", "geometry_reenact_sheet.jpg",
                "geometry_reenact_closeups.png"):
     assert os.path.getsize(os.path.join(out, name)) > 1000
+
+
+def test_head_motion_scales_the_generated_pose_about_the_portraits(anim):
+  portrait = anim.prepare_portrait(PORTRAIT, crop_only=True)
+  t = np.arange(16000) / 16000
+  audio = (0.3 * np.sin(2 * np.pi * 200 * t) * (t > 0.2)).astype(np.float32)
+
+  def pose(scale):
+    return np.concatenate([m for _, m in anim.motion_windows(
+        portrait, audio, steps=2, seed=3, head_motion=scale)])[:, :an.POSE_DIM]
+
+  ref = np.asarray(portrait.motion)[:an.POSE_DIM]
+  natural, still, lively = pose(1.0), pose(0.0), pose(2.0)
+  assert np.ptp(natural, axis=0).max() > 1e-4          # the tiny model does move the head
+  np.testing.assert_allclose(still, np.broadcast_to(ref, still.shape), atol=1e-6)
+  np.testing.assert_allclose(lively - ref, 2.0 * (natural - ref), rtol=1e-4, atol=1e-6)
+  with pytest.raises(an.AnimateError, match="head_motion"):
+    next(anim.motion_windows(portrait, audio, steps=2, head_motion=-1))

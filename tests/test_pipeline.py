@@ -146,3 +146,33 @@ def test_stage1_min_gap_longer_than_clip_falls_back(fake_source):
   for seed in range(20):
     i, j = tr.random_map(fake_source[1], np.random.default_rng(seed))["frame_index"]
     assert abs(int(i) - int(j)) >= 4
+
+
+def test_stage2_controls_measured_from_geometry_motion(fake_source):
+  recs = []
+  for n, r in enumerate(fake_source[i] for i in range(len(fake_source))):
+    t = int(r["num_frames"])
+    m = np.zeros((t, 50), np.float32)
+    m[:, 0] = np.linspace(-0.1, 0.3, t)       # head yaw turns right over the clip
+    m[:, 1] = 0.05                            # pitch
+    m[:, 5] = 0.6 + 0.01 * n                  # tz
+    m[:, -2], m[:, -1] = -0.02, 0.03          # eyes: a little left and down in the head
+    own = n % 2 == 0                          # even clips carry their own controls
+    recs.append({**r, "motion": m, "has_control_gaze": int(own), "has_control_distance": int(own)})
+  it = iter(pipeline.stage2_loader(recs, batch_size=4, window=5, context=2, seed=0,
+                                   with_motion=True, controls_from_motion=True,
+                                   shard_index=0, shard_count=1))
+  seen = set()
+  for _ in range(4):
+    b = next(it)
+    assert b["has_control_gaze"].tolist() == [1] * 4 and b["has_control_distance"].tolist() == [1] * 4
+    for n in range(4):
+      w = b["motion"][n]
+      own = abs(b["control_gaze"][n] - np.float32([0.1, -0.1])).max() < 1e-6
+      if not own:       # measured: where the eyes point in the camera frame, and the distance
+        np.testing.assert_allclose(b["control_gaze"][n], [w[:, 0].mean() - 0.02, 0.08], atol=1e-5)
+        np.testing.assert_allclose(b["control_distance"][n], w[0, 5], atol=1e-6)
+      seen.add(own)
+  assert seen == {True, False}
+  with pytest.raises(ValueError, match="with_motion"):
+    pipeline.Stage2Transform(5, 2, controls_from_motion=True)

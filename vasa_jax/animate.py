@@ -57,6 +57,7 @@ CROP_SCALE = 1.8          # = talking_face_videos crop: side / BlazeFace box sid
 CROP_SHIFT_UP = 0.1       # crop centre above the box centre, in face sides
 COMPOSITES = ("render", "detail", "warp", "geometry")
 SILENCE_PEAK = 1e-3       # peak |sample| below this (-60 dBFS) is silence
+POSE_DIM = 6              # motion = pose (yaw, pitch, roll, tx, ty, tz) ++ dynamics
 
 
 class AnimateError(ValueError):
@@ -215,6 +216,13 @@ def _distance(distance):
 
 
 # ----------------------------------------------------------------------------- the animator
+
+def _head_motion(scale) -> float:
+  s = float(scale)
+  if not (math.isfinite(s) and 0.0 <= s <= 3.0):
+    raise AnimateError(f"head_motion must be between 0 (still head) and 3, got {scale}")
+  return s
+
 
 def _driver_audio(video: str, frames: int | None):
   """The driving video's audio (16 kHz mono), cut to `frames` video frames; None if silent
@@ -586,14 +594,18 @@ class Animator:
 
   def motion_windows(self, portrait: Portrait, audio_16k: np.ndarray, *, gaze=None,
                      distance=None, emotion=None, cfg_audio: float = 0.5, cfg_gaze: float = 1.0,
-                     steps: int = 25, seed: int = 0, carry_context: bool = True
-                     ) -> Iterator[tuple[int, np.ndarray]]:
+                     steps: int = 25, seed: int = 0, carry_context: bool = True,
+                     head_motion: float = 1.0) -> Iterator[tuple[int, np.ndarray]]:
     """Yields (start frame, de-normalised motion [n, 6 + dyn_dim]) window by window.
 
+    head_motion: scales the generated head motion (rotation and position) about the
+    portrait's own pose: 0 keeps the head still, 1 is the model's motion, above 1 livelier.
+    The model's next window is still conditioned on its own, unscaled output.
     carry_context=False: every window is conditioned on the portrait's motion only, not on the
     window before it (an ablation; consecutive windows then need not join smoothly)."""
     if int(steps) < 1:
       raise AnimateError(f"steps must be >= 1, got {steps}")
+    head_motion = _head_motion(head_motion)
     for name, v in (("cfg_audio", cfg_audio), ("cfg_gaze", cfg_gaze)):
       if not (math.isfinite(float(v)) and 0.0 <= float(v) <= 10.0):
         raise AnimateError(f"{name} must be between 0 and 10, got {v}")
@@ -610,7 +622,11 @@ class Animator:
         self._denoise, feats, ctrl, window=self.window, context=k, steps=int(steps), cfg=cfg,
         rng=jax.random.PRNGKey(int(seed)), first_prev=first, motion_dim=self.motion_dim,
         params=self.md_params, carry_context=carry_context):
-      yield start, self._denormalize(m)
+      m = self._denormalize(m)
+      if head_motion != 1.0:
+        ref = np.asarray(portrait.motion, np.float32)[:POSE_DIM]
+        m[:, :POSE_DIM] = ref + head_motion * (m[:, :POSE_DIM] - ref)
+      yield start, m
 
   def render_motion(self, portrait: Portrait, motion: np.ndarray) -> Iterator[np.ndarray]:
     """Frames (uint8 [n,H,W,3], pasted back unless crop-only) for motion [T, 6+dyn], in
@@ -673,17 +689,18 @@ class Animator:
   # -- public API
   def stream(self, image, audio, *, gaze=None, distance=None, emotion=None,
              cfg_audio: float = 0.5, cfg_gaze: float = 1.0, steps: int = 25, seed: int = 0,
-             crop_only: bool = False, stats: dict | None = None) -> Iterator[np.ndarray]:
+             crop_only: bool = False, stats: dict | None = None, head_motion: float = 1.0
+             ) -> Iterator[np.ndarray]:
     """Yields uint8 frame batches [n,H,W,3] as soon as each is rendered (25 fps overall).
 
     If `stats` is a dict it receives first_frame_s (time from the call to the first yielded
     frames), frames, seconds, and faces_found."""
     yield from self._stream(image, _load_audio(audio), gaze=gaze, distance=distance,
                             emotion=emotion, cfg_audio=cfg_audio, cfg_gaze=cfg_gaze, steps=steps,
-                            seed=seed, crop_only=crop_only, stats=stats)
+                            seed=seed, crop_only=crop_only, stats=stats, head_motion=head_motion)
 
   def _stream(self, image, a: np.ndarray, *, gaze, distance, emotion, cfg_audio, cfg_gaze,
-              steps, seed, crop_only, stats) -> Iterator[np.ndarray]:
+              steps, seed, crop_only, stats, head_motion=1.0) -> Iterator[np.ndarray]:
     t0 = time.perf_counter()
     seconds = a.shape[0] / SAMPLE_RATE
     if seconds > self.max_seconds:
@@ -695,7 +712,8 @@ class Animator:
       stats.update(faces_found=portrait.faces_found, seconds=seconds, frames=0)
     for _, motion in self.motion_windows(portrait, a, gaze=gaze, distance=distance,
                                          emotion=emotion, cfg_audio=cfg_audio,
-                                         cfg_gaze=cfg_gaze, steps=steps, seed=seed):
+                                         cfg_gaze=cfg_gaze, steps=steps, seed=seed,
+                                         head_motion=head_motion):
       for frames in self.render_motion(portrait, motion):
         if stats is not None:
           if not stats["frames"]:
@@ -705,13 +723,14 @@ class Animator:
 
   def animate(self, image, audio, *, gaze=None, distance=None, emotion=None,
               cfg_audio: float = 0.5, cfg_gaze: float = 1.0, steps: int = 25, seed: int = 0,
-              crop_only: bool = False) -> AnimationResult:
+              crop_only: bool = False, head_motion: float = 1.0) -> AnimationResult:
     """The whole video in memory: AnimationResult(frames, fps, audio).save(path)."""
     a = _load_audio(audio)
     info: dict = {}
     frames = list(self._stream(image, a, gaze=gaze, distance=distance,
                               emotion=emotion, cfg_audio=cfg_audio, cfg_gaze=cfg_gaze,
-                              steps=steps, seed=seed, crop_only=crop_only, stats=info))
+                              steps=steps, seed=seed, crop_only=crop_only, stats=info,
+                              head_motion=head_motion))
     return AnimationResult(frames=np.concatenate(frames, axis=0), fps=FPS, audio=a, info=info)
 
   def reenact(self, image, video: str, *, crop_only: bool = False) -> AnimationResult:
@@ -749,7 +768,7 @@ class Animator:
     total = audio_lib.num_video_frames(a.shape[0])
     info = {} if stats is None else stats
     opts = dict(gaze=None, distance=None, emotion=None, cfg_audio=0.5, cfg_gaze=1.0, steps=25,
-                seed=0, crop_only=False)
+                seed=0, crop_only=False, head_motion=1.0)
     unknown = set(kw) - set(opts)
     if unknown:
       raise TypeError(f"unexpected arguments {sorted(unknown)}")

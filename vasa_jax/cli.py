@@ -27,6 +27,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 
@@ -332,7 +333,8 @@ def _animate_one(anim, image, audio, out, args) -> dict:
   from vasa_jax import animate as an
   kw = dict(gaze=_pair(args.gaze, "--gaze") if args.gaze else None, distance=args.distance,
             emotion=args.emotion, cfg_audio=args.cfg_audio, cfg_gaze=args.cfg_gaze,
-            steps=args.steps, seed=args.seed, crop_only=args.crop_only)
+            steps=args.steps, seed=args.seed, crop_only=args.crop_only,
+            head_motion=args.head_motion)
   stats: dict = {}
   t0 = time.perf_counter()
   label = os.path.basename(out)
@@ -509,7 +511,7 @@ def cmd_demo(args) -> int:
   ns = argparse.Namespace(image=[image], audio=[audio], out=out, checkpoint=args.checkpoint,
                           gaze=None, distance=None, emotion=None, cfg_audio=0.5, cfg_gaze=1.0,
                           steps=args.steps, seed=args.seed, stream=True, crop_only=False,
-                          max_seconds=3600.0, composite=args.composite)
+                          max_seconds=3600.0, composite=args.composite, head_motion=1.0)
   return cmd_animate(ns)
 
 
@@ -606,6 +608,8 @@ def build_parser() -> argparse.ArgumentParser:
   an.add_argument("--gaze", default=None, help="main gaze THETA,PHI in degrees (default: free)")
   an.add_argument("--distance", type=float, default=None, help="head-camera distance in metres")
   an.add_argument("--emotion", default=None, help="neutral|happy|sad|angry|surprised")
+  an.add_argument("--head-motion", type=float, default=1.0,
+                  help="head-motion scale: 0 still head, 1 natural (default), above 1 livelier")
   an.add_argument("--cfg-audio", type=float, default=0.5, help="audio guidance scale")
   an.add_argument("--cfg-gaze", type=float, default=1.0, help="gaze guidance scale")
   an.add_argument("--steps", type=int, default=25, help="DDIM steps (10 is usable)")
@@ -663,6 +667,20 @@ def build_parser() -> argparse.ArgumentParser:
   return p
 
 
+_NEGATIVE_VALUE = re.compile(r"^-\d[\d.]*(,-?\d[\d.]*)*$")
+
+
+def join_negative_values(argv: list[str]) -> list[str]:
+  """`--gaze -15,0` -> `--gaze=-15,0`: argparse takes a dash-led "-15,0" for an option."""
+  out: list[str] = []
+  for tok in argv:
+    if (out and _NEGATIVE_VALUE.match(tok) and out[-1].startswith("--") and "=" not in out[-1]):
+      out[-1] = f"{out[-1]}={tok}"
+    else:
+      out.append(tok)
+  return out
+
+
 def main(argv=None) -> int:
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
   import warnings
@@ -674,6 +692,7 @@ def main(argv=None) -> int:
     absl_logging.set_verbosity(absl_logging.ERROR)
   except ImportError:
     pass
+  argv = join_negative_values(list(sys.argv[1:] if argv is None else argv))
   args, extra = build_parser().parse_known_args(argv)
   try:
     if getattr(args, "wants_extra", False):

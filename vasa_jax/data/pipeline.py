@@ -214,14 +214,21 @@ class Stage2Transform(grain.RandomMapTransform):
   with_frames: also decode the window's frames ("frames" [W,S,S,3] uint8).
   with_motion: the record carries stored motion latents "motion" [T,D] (a motion_latents
   dataset); they are sliced like the tracks into "motion" [W,D] and "prev_motion" [K,D].
+  controls_from_motion: the stored motion is geometry codes (pose 6 ++ ... ++ eye gaze 2, the
+  layout of vasa_jax.geometry.codes); a record without its own gaze / distance controls gets
+  them measured from the window's motion (`window_controls`), so that the controls are learned
+  from real footage.
   """
 
   def __init__(self, window: int, context: int, with_frames: bool = False,
-               with_motion: bool = False):
+               with_motion: bool = False, controls_from_motion: bool = False):
     if window < 1 or context < 0:
       raise ValueError("window must be >= 1 and context >= 0")
+    if controls_from_motion and not with_motion:
+      raise ValueError("controls_from_motion needs with_motion (stored geometry codes)")
     self.window, self.context, self.with_frames = window, context, with_frames
     self.with_motion = with_motion
+    self.controls_from_motion = controls_from_motion
     self.tracks = tuple(records.TRACKS) + (("motion",) if with_motion else ())
 
   def random_map(self, rec, rng: np.random.Generator):
@@ -248,6 +255,12 @@ class Stage2Transform(grain.RandomMapTransform):
     out["control_emotion_intensity"] = np.float32(rec["control_emotion_intensity"])
     for f in ("has_control_gaze", "has_control_distance", "has_control_emotion"):
       out[f] = np.int32(rec[f])
+    if self.controls_from_motion and valid.any():
+      gaze, dist = window_controls(out["motion"][valid])
+      if not out["has_control_gaze"]:
+        out["control_gaze"], out["has_control_gaze"] = gaze, np.int32(1)
+      if not out["has_control_distance"]:
+        out["control_distance"], out["has_control_distance"] = dist, np.int32(1)
     out.update(_flags(rec))
     out["identity_index"] = np.int64(rec["identity_index"])
     if self.with_frames:
@@ -258,6 +271,16 @@ class Stage2Transform(grain.RandomMapTransform):
           frames[n] = records.decode_jpeg(rec["frames"][ti])
       out["frames"] = frames
     return out
+
+
+def window_controls(motion: np.ndarray) -> tuple[np.ndarray, np.float32]:
+  """Geometry codes [n, 6 + dyn] (pose yaw, pitch, roll, tx, ty, tz first; eye-in-head gaze
+  theta, phi last) -> (main gaze [2] rad in the camera frame, distance m): the window's mean
+  of head rotation plus eye rotation (where the eyes look, as the gaze control means it), and
+  its mean head-to-camera distance tz."""
+  m = np.asarray(motion, np.float32)
+  gaze = np.stack([m[:, 0] + m[:, -2], m[:, 1] + m[:, -1]], -1).mean(0)
+  return gaze.astype(np.float32), np.float32(m[:, 5].mean())
 
 
 def _take(track: np.ndarray, idx: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -324,6 +347,7 @@ def stage1_loader(source, *, batch_size: int, seed: int = 0, augment=None, worke
 
 def stage2_loader(source, *, batch_size: int, window: int, context: int, seed: int = 0,
                   with_frames: bool = False, with_motion: bool = False, worker_count: int = 0,
-                  **kw) -> grain.DataLoader:
-  return make_loader(source, Stage2Transform(window, context, with_frames, with_motion),
+                  controls_from_motion: bool = False, **kw) -> grain.DataLoader:
+  return make_loader(source, Stage2Transform(window, context, with_frames, with_motion,
+                                             controls_from_motion),
                      batch_size=batch_size, seed=seed, worker_count=worker_count, **kw)

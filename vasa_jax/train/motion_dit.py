@@ -163,8 +163,11 @@ def make_loader(config, source, batch_size: int, *, frames: bool, seed: int | No
             seed=config.seed if seed is None else seed, worker_count=config.data.worker_count)
   if frames:
     return motion_lib.stage2_frames_loader(source, **kw)
-  return pipeline.stage2_loader(source, with_frames=False,
-                                with_motion=bool(motion_dataset_name(config)), **kw)
+  with_motion = bool(motion_dataset_name(config))
+  return pipeline.stage2_loader(
+      source, with_frames=False, with_motion=with_motion,
+      controls_from_motion=with_motion and bool(config.data.get("controls_from_motion", False)),
+      **kw)
 
 
 def step_batch(batch, motion_fn, mesh):
