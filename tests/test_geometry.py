@@ -240,3 +240,24 @@ def test_compose_changes_only_the_parts(basis, photo, face):
   assert ys.min() > p[10, 1] and ys.max() < p[152, 1] + 0.5 * iod
   none = render.compose(fr, {p: (o[0], o[1] * 0) for p, o in outputs.items()})
   assert np.array_equal(none, fr.warped)
+
+
+def test_emotion_offsets_move_the_face_the_way_each_emotion_does():
+  from vasa_jax import bundle as bundle_lib
+  from vasa_jax.geometry import codes as codes_lib
+  from vasa_jax.geometry import emotion
+  basis = codes_lib.FaceBasis.load(os.path.join(bundle_lib.default_dir(), bundle_lib.BASIS_FILE))
+  off = emotion.offsets(basis)
+  k = basis.exp_dim
+  assert off.shape == (5, basis.dyn_dim) and not off[0].any() and not off[:, k + 2:].any()
+  mesh = {n: (off[i, :k] @ basis.exp_basis.reshape(k, -1)).reshape(-1, 3)
+          for i, n in enumerate(emotion.EMOTIONS)}
+  corner = lambda n: mesh[n][[61, 291], 1].mean() - mesh[n][[0, 17], 1].mean()   # +: down
+  brow = lambda n: mesh[n][[107, 336, 105, 334], 1].mean()
+  assert corner("happy") < -0.02 and corner("sad") > 0.02           # lip corners up / down
+  assert brow("surprised") < -0.04 and brow("angry") > 0.02          # brows up / down
+  inner = mesh["sad"][[107, 336], 1].mean() - mesh["sad"][[70, 300], 1].mean()
+  assert inner < -0.01                                               # sad: inner brows rise
+  gap = lambda n: mesh[n][14, 1] - mesh[n][13, 1]
+  assert gap("surprised") > 0.01                                     # the jaw drops a little
+  assert off[4, k] > 0 > off[3, k]                                   # lids: wide / narrowed

@@ -240,3 +240,20 @@ def test_head_motion_scales_the_generated_pose_about_the_portraits(anim):
   np.testing.assert_allclose(lively - ref, 2.0 * (natural - ref), rtol=1e-4, atol=1e-6)
   with pytest.raises(an.AnimateError, match="head_motion"):
     next(anim.motion_windows(portrait, audio, steps=2, head_motion=-1))
+
+
+def test_emotion_is_an_offset_of_the_generated_codes(anim):
+  from vasa_jax.geometry import emotion
+  portrait = anim.prepare_portrait(PORTRAIT, crop_only=True)
+  audio = (0.3 * np.sin(2 * np.pi * 200 * np.arange(16000) / 16000)).astype(np.float32)
+
+  def dyn(**kw):
+    return np.concatenate([m for _, m in anim.motion_windows(portrait, audio, steps=2, seed=1,
+                                                             **kw)])
+  plain, happy = dyn(), dyn(emotion="happy", emotion_intensity=0.5)
+  want = 0.5 * emotion.offsets(anim.basis)[emotion.EMOTIONS.index("happy")]
+  np.testing.assert_allclose(happy[:, 6:] - plain[:, 6:], np.broadcast_to(want, plain[:, 6:].shape),
+                             atol=1e-5)
+  np.testing.assert_allclose(happy[:, :6], plain[:, :6], atol=1e-6)    # same speech motion
+  with pytest.raises(an.AnimateError, match="emotion_intensity"):
+    next(anim.motion_windows(portrait, audio, steps=2, emotion="sad", emotion_intensity=3))

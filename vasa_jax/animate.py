@@ -354,6 +354,9 @@ class Animator:
       raise AnimateError(f"{self.checkpoint}: the face basis has {basis.dyn_dim} dynamics "
                          f"dims, the face model's config {mc.dyn_dim}")
     self.basis = basis
+    from vasa_jax.geometry import emotion as emotion_lib
+    assert emotion_lib.EMOTIONS == EMOTIONS
+    self.emotion_offsets = emotion_lib.offsets(basis)     # [5, dyn_dim]
     self.size = int(mc.get("field_size", 256))   # field / patch crop side (<= the photo's)
     self.part_res = {"mouth": int(mc.mouth.res), "eye_a": int(mc.eye.res),
                      "eye_b": int(mc.eye.res)}
@@ -575,8 +578,12 @@ class Animator:
 
   # -- motion
   def _controls(self, gaze, distance, emotion) -> dict:
-    """Unbatched controls for sampling.stream; missing ones are dropped conditions."""
+    """Unbatched controls for sampling.stream; missing ones are dropped conditions. A
+    geometry bundle's model has no emotion condition (no labels in real footage): emotion
+    acts as an offset of the codes instead (`motion_windows`)."""
     g, d, e = _gaze_radians(gaze), _distance(distance), _emotion_index(emotion)
+    if self.kind == "geometry":
+      e = None
     mean_d = float(self.md_config.model.distance_mean)
     return {
         "gaze": np.zeros(2, np.float32) if g is None else g.astype(np.float32),
@@ -595,9 +602,13 @@ class Animator:
   def motion_windows(self, portrait: Portrait, audio_16k: np.ndarray, *, gaze=None,
                      distance=None, emotion=None, cfg_audio: float = 0.5, cfg_gaze: float = 1.0,
                      steps: int = 25, seed: int = 0, carry_context: bool = True,
-                     head_motion: float = 1.0) -> Iterator[tuple[int, np.ndarray]]:
+                     head_motion: float = 1.0, emotion_intensity: float = 1.0
+                     ) -> Iterator[tuple[int, np.ndarray]]:
     """Yields (start frame, de-normalised motion [n, 6 + dyn_dim]) window by window.
 
+    emotion (geometry bundles): the emotion's offset of the expression and lid codes
+    (vasa_jax.geometry.emotion), times emotion_intensity in [0, 1.5], is added to every
+    generated frame, so brows, lip corners and lids change while the lips keep syncing.
     head_motion: scales the generated head motion (rotation and position) about the
     portrait's own pose: 0 keeps the head still, 1 is the model's motion, above 1 livelier.
     The model's next window is still conditioned on its own, unscaled output.
@@ -606,6 +617,12 @@ class Animator:
     if int(steps) < 1:
       raise AnimateError(f"steps must be >= 1, got {steps}")
     head_motion = _head_motion(head_motion)
+    ei = float(emotion_intensity)
+    if not (math.isfinite(ei) and 0.0 <= ei <= 1.5):
+      raise AnimateError(f"emotion_intensity must be between 0 and 1.5, got {emotion_intensity}")
+    e = _emotion_index(emotion)
+    offset = (self.emotion_offsets[e] * ei if self.kind == "geometry" and e is not None
+              else None)
     for name, v in (("cfg_audio", cfg_audio), ("cfg_gaze", cfg_gaze)):
       if not (math.isfinite(float(v)) and 0.0 <= float(v) <= 10.0):
         raise AnimateError(f"{name} must be between 0 and 10, got {v}")
@@ -623,6 +640,8 @@ class Animator:
         rng=jax.random.PRNGKey(int(seed)), first_prev=first, motion_dim=self.motion_dim,
         params=self.md_params, carry_context=carry_context):
       m = self._denormalize(m)
+      if offset is not None:
+        m[:, POSE_DIM:] += offset
       if head_motion != 1.0:
         ref = np.asarray(portrait.motion, np.float32)[:POSE_DIM]
         m[:, :POSE_DIM] = ref + head_motion * (m[:, :POSE_DIM] - ref)
@@ -689,18 +708,20 @@ class Animator:
   # -- public API
   def stream(self, image, audio, *, gaze=None, distance=None, emotion=None,
              cfg_audio: float = 0.5, cfg_gaze: float = 1.0, steps: int = 25, seed: int = 0,
-             crop_only: bool = False, stats: dict | None = None, head_motion: float = 1.0
-             ) -> Iterator[np.ndarray]:
+             crop_only: bool = False, stats: dict | None = None, head_motion: float = 1.0,
+             emotion_intensity: float = 1.0) -> Iterator[np.ndarray]:
     """Yields uint8 frame batches [n,H,W,3] as soon as each is rendered (25 fps overall).
 
     If `stats` is a dict it receives first_frame_s (time from the call to the first yielded
     frames), frames, seconds, and faces_found."""
     yield from self._stream(image, _load_audio(audio), gaze=gaze, distance=distance,
                             emotion=emotion, cfg_audio=cfg_audio, cfg_gaze=cfg_gaze, steps=steps,
-                            seed=seed, crop_only=crop_only, stats=stats, head_motion=head_motion)
+                            seed=seed, crop_only=crop_only, stats=stats, head_motion=head_motion,
+                            emotion_intensity=emotion_intensity)
 
   def _stream(self, image, a: np.ndarray, *, gaze, distance, emotion, cfg_audio, cfg_gaze,
-              steps, seed, crop_only, stats, head_motion=1.0) -> Iterator[np.ndarray]:
+              steps, seed, crop_only, stats, head_motion=1.0,
+              emotion_intensity=1.0) -> Iterator[np.ndarray]:
     t0 = time.perf_counter()
     seconds = a.shape[0] / SAMPLE_RATE
     if seconds > self.max_seconds:
@@ -713,7 +734,8 @@ class Animator:
     for _, motion in self.motion_windows(portrait, a, gaze=gaze, distance=distance,
                                          emotion=emotion, cfg_audio=cfg_audio,
                                          cfg_gaze=cfg_gaze, steps=steps, seed=seed,
-                                         head_motion=head_motion):
+                                         head_motion=head_motion,
+                                         emotion_intensity=emotion_intensity):
       for frames in self.render_motion(portrait, motion):
         if stats is not None:
           if not stats["frames"]:
@@ -723,14 +745,15 @@ class Animator:
 
   def animate(self, image, audio, *, gaze=None, distance=None, emotion=None,
               cfg_audio: float = 0.5, cfg_gaze: float = 1.0, steps: int = 25, seed: int = 0,
-              crop_only: bool = False, head_motion: float = 1.0) -> AnimationResult:
+              crop_only: bool = False, head_motion: float = 1.0,
+              emotion_intensity: float = 1.0) -> AnimationResult:
     """The whole video in memory: AnimationResult(frames, fps, audio).save(path)."""
     a = _load_audio(audio)
     info: dict = {}
     frames = list(self._stream(image, a, gaze=gaze, distance=distance,
                               emotion=emotion, cfg_audio=cfg_audio, cfg_gaze=cfg_gaze,
                               steps=steps, seed=seed, crop_only=crop_only, stats=info,
-                              head_motion=head_motion))
+                              head_motion=head_motion, emotion_intensity=emotion_intensity))
     return AnimationResult(frames=np.concatenate(frames, axis=0), fps=FPS, audio=a, info=info)
 
   def reenact(self, image, video: str, *, crop_only: bool = False) -> AnimationResult:
@@ -768,7 +791,7 @@ class Animator:
     total = audio_lib.num_video_frames(a.shape[0])
     info = {} if stats is None else stats
     opts = dict(gaze=None, distance=None, emotion=None, cfg_audio=0.5, cfg_gaze=1.0, steps=25,
-                seed=0, crop_only=False, head_motion=1.0)
+                seed=0, crop_only=False, head_motion=1.0, emotion_intensity=1.0)
     unknown = set(kw) - set(opts)
     if unknown:
       raise TypeError(f"unexpected arguments {sorted(unknown)}")

@@ -334,7 +334,7 @@ def _animate_one(anim, image, audio, out, args) -> dict:
   kw = dict(gaze=_pair(args.gaze, "--gaze") if args.gaze else None, distance=args.distance,
             emotion=args.emotion, cfg_audio=args.cfg_audio, cfg_gaze=args.cfg_gaze,
             steps=args.steps, seed=args.seed, crop_only=args.crop_only,
-            head_motion=args.head_motion)
+            head_motion=args.head_motion, emotion_intensity=args.emotion_intensity)
   stats: dict = {}
   t0 = time.perf_counter()
   label = os.path.basename(out)
@@ -511,7 +511,8 @@ def cmd_demo(args) -> int:
   ns = argparse.Namespace(image=[image], audio=[audio], out=out, checkpoint=args.checkpoint,
                           gaze=None, distance=None, emotion=None, cfg_audio=0.5, cfg_gaze=1.0,
                           steps=args.steps, seed=args.seed, stream=True, crop_only=False,
-                          max_seconds=3600.0, composite=args.composite, head_motion=1.0)
+                          max_seconds=3600.0, composite=args.composite, head_motion=1.0,
+                          emotion_intensity=1.0)
   return cmd_animate(ns)
 
 
@@ -608,6 +609,8 @@ def build_parser() -> argparse.ArgumentParser:
   an.add_argument("--gaze", default=None, help="main gaze THETA,PHI in degrees (default: free)")
   an.add_argument("--distance", type=float, default=None, help="head-camera distance in metres")
   an.add_argument("--emotion", default=None, help="neutral|happy|sad|angry|surprised")
+  an.add_argument("--emotion-intensity", type=float, default=1.0,
+                  help="strength of --emotion, 0-1.5 (default 1)")
   an.add_argument("--head-motion", type=float, default=1.0,
                   help="head-motion scale: 0 still head, 1 natural (default), above 1 livelier")
   an.add_argument("--cfg-audio", type=float, default=0.5, help="audio guidance scale")
