@@ -81,6 +81,9 @@ def _model(variant: str) -> ml_collections.ConfigDict:
   # Controls.
   m.num_emotions = len(EMOTIONS)  # + 1 learned 'empty' index
   m.gaze_scale = 0.3              # radians -> unit scale for the gaze MLP
+  # a 4th control token: the speaker's blink rate (blinks/min; measured from geometry codes,
+  # data.controls_from_motion)
+  m.blink_control = False
   m.distance_mean = 0.65          # metres; also the sampler's default distance
   m.distance_scale = 0.1
   return m
@@ -94,7 +97,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if variant == "geo":
     c = get_config(",".join(["demo", "model.dyn_dim=44", "data.motion_dataset=motion_latents/geo",
                              "face_latent_config=configs/face_latent.py:geo", "steps=3000",
-                             "ckpt_every=250", "data.controls_from_motion=True"] + overrides))
+                             "ckpt_every=250", "data.controls_from_motion=True",
+                             "model.blink_control=True"] + overrides))
     c.variant = "geo"
     return c
 

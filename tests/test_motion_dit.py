@@ -152,7 +152,7 @@ def test_shapes_every_variant():
 
 @pytest.fixture(scope="module")
 def tiny():
-  c = cfg_lib.get_config("tiny").model
+  c = cfg_lib.get_config("tiny,model.blink_control=True").model
   model = md.MotionDiT(c)
   b, w, k, d = 2, c.window, c.context, c.motion_dim
   x_t, t, cond, drop = md.dummy_inputs(c, b)
@@ -166,6 +166,7 @@ def tiny():
   cond["gaze"] = jnp.array([[0.2, -0.1], [-0.3, 0.1]], jnp.float32)
   cond["distance"] = jnp.array([0.6, 0.8], jnp.float32)
   cond["emotion"] = jnp.array([1, 3], jnp.int32)
+  cond["blink_rate"] = jnp.array([5.0, 30.0], jnp.float32)
   params = nn.meta.unbox(_compile(model.init, _key(3), x_t, t, cond, drop)(
       _key(3), x_t, t, cond, drop))["params"]
 
@@ -208,6 +209,13 @@ def test_dropping_conditions_uses_learned_null_embeddings(tiny):
   for name in ("null_audio", "null_gaze", "null_distance", "null_prev"):
     assert params[name].shape == (c.width,)
   assert params["emotion"]["embedding"].shape == (c.num_emotions + 1, c.width)
+  # The blink rate is a fourth control token: its value matters unless it is dropped.
+  assert params["null_blink_rate"].shape == (c.width,)
+  assert params["pos_control"].shape == (md.NUM_CONTROL_TOKENS + 1, c.width)
+  assert np.abs(run(cond={**cond, "blink_rate": cond["blink_rate"] + 20}) - base).max() > 1e-4
+  np.testing.assert_allclose(run(cond={**cond, "blink_rate": cond["blink_rate"] + 20},
+                                 drop={**drop, "blink_rate": ones}),
+                             run(drop={**drop, "blink_rate": ones}), atol=1e-5)
   # Dropping gaze ignores the gaze value; masking all audio equals dropping audio.
   g = run(cond={**cond, "gaze": -cond["gaze"]}, drop={**drop, "gaze": ones})
   np.testing.assert_allclose(g, run(drop={**drop, "gaze": ones}), atol=1e-5)

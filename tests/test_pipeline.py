@@ -157,6 +157,8 @@ def test_stage2_controls_measured_from_geometry_motion(fake_source):
     m[:, 1] = 0.05                            # pitch
     m[:, 5] = 0.6 + 0.01 * n                  # tz
     m[:, -2], m[:, -1] = -0.02, 0.03          # eyes: a little left and down in the head
+    m[:, -4:-2] = 0.3                         # open lids ...
+    m[3:5, -4:-2] = 0.05                      # ... and one blink
     own = n % 2 == 0                          # even clips carry their own controls
     recs.append({**r, "motion": m, "has_control_gaze": int(own), "has_control_distance": int(own)})
   it = iter(pipeline.stage2_loader(recs, batch_size=4, window=5, context=2, seed=0,
@@ -173,6 +175,11 @@ def test_stage2_controls_measured_from_geometry_motion(fake_source):
         np.testing.assert_allclose(b["control_gaze"][n], [w[:, 0].mean() - 0.02, 0.08], atol=1e-5)
         np.testing.assert_allclose(b["control_distance"][n], w[0, 5], atol=1e-6)
       seen.add(own)
+      assert b["control_blink_rate"][n] == pytest.approx(60 * 25 / 12)   # 1 blink in 12 frames
   assert seen == {True, False}
+  lids = np.full((100, 50), 0.3, np.float32)
+  lids[[10, 11, 13, 40, 41, 80], -4:-2] = 0.05  # a blink with a flutter, two more blinks
+  assert pipeline.blink_onsets(lids).tolist() == [10, 40, 80]
+  assert pipeline.blink_rate(lids) == pytest.approx(3 * 60 * 25 / 100)
   with pytest.raises(ValueError, match="with_motion"):
     pipeline.Stage2Transform(5, 2, controls_from_motion=True)

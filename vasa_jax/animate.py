@@ -217,6 +217,15 @@ def _distance(distance):
 
 # ----------------------------------------------------------------------------- the animator
 
+def _blink_rate(rate):
+  if rate is None:
+    return None
+  r = float(rate)
+  if not (math.isfinite(r) and 0.0 <= r <= 60.0):
+    raise AnimateError(f"blink_rate must be between 0 and 60 blinks a minute, got {rate}")
+  return r
+
+
 def _head_motion(scale) -> float:
   s = float(scale)
   if not (math.isfinite(s) and 0.0 <= s <= 3.0):
@@ -577,21 +586,29 @@ class Animator:
     return motion
 
   # -- motion
-  def _controls(self, gaze, distance, emotion) -> dict:
+  def _controls(self, gaze, distance, emotion, blink_rate=None) -> dict:
     """Unbatched controls for sampling.stream; missing ones are dropped conditions. A
     geometry bundle's model has no emotion condition (no labels in real footage): emotion
     acts as an offset of the codes instead (`motion_windows`)."""
     g, d, e = _gaze_radians(gaze), _distance(distance), _emotion_index(emotion)
     if self.kind == "geometry":
       e = None
+    r = _blink_rate(blink_rate)
+    if r is not None and not self.md_config.model.get("blink_control", False):
+      raise AnimateError("this bundle's motion model has no blink-rate control (a geometry "
+                         "bundle trained with model.blink_control=True has)")
     mean_d = float(self.md_config.model.distance_mean)
-    return {
+    out = {
         "gaze": np.zeros(2, np.float32) if g is None else g.astype(np.float32),
         "distance": np.float32(mean_d if d is None else d),
         "emotion": np.int32(0 if e is None else e),
         "drop": {"gaze": np.float32(g is None), "distance": np.float32(d is None),
                  "emotion": np.float32(e is None)},
     }
+    if self.md_config.model.get("blink_control", False):
+      out["blink_rate"] = np.float32(0.0 if r is None else r)
+      out["drop"]["blink_rate"] = np.float32(r is None)
+    return out
 
   def _normalize(self, m):
     return (np.asarray(m, np.float32) - self.stats["mean"]) / self.stats["std"]
@@ -602,8 +619,8 @@ class Animator:
   def motion_windows(self, portrait: Portrait, audio_16k: np.ndarray, *, gaze=None,
                      distance=None, emotion=None, cfg_audio: float = 0.5, cfg_gaze: float = 1.0,
                      steps: int = 25, seed: int = 0, carry_context: bool = True,
-                     head_motion: float = 1.0, emotion_intensity: float = 1.0
-                     ) -> Iterator[tuple[int, np.ndarray]]:
+                     head_motion: float = 1.0, emotion_intensity: float = 1.0,
+                     blink_rate: float | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """Yields (start frame, de-normalised motion [n, 6 + dyn_dim]) window by window.
 
     emotion (geometry bundles): the emotion's offset of the expression and lid codes
@@ -612,6 +629,8 @@ class Animator:
     head_motion: scales the generated head motion (rotation and position) about the
     portrait's own pose: 0 keeps the head still, 1 is the model's motion, above 1 livelier.
     The model's next window is still conditioned on its own, unscaled output.
+    blink_rate: blinks a minute the speaker should have (a condition of bundles trained with
+    model.blink_control; None lets the model choose, as in the footage it learned from).
     carry_context=False: every window is conditioned on the portrait's motion only, not on the
     window before it (an ablation; consecutive windows then need not join smoothly)."""
     if int(steps) < 1:
@@ -627,7 +646,7 @@ class Animator:
       if not (math.isfinite(float(v)) and 0.0 <= float(v) <= 10.0):
         raise AnimateError(f"{name} must be between 0 and 10, got {v}")
     feats = self._features(jnp.asarray(audio_16k))
-    ctrl = self._controls(gaze, distance, emotion)
+    ctrl = self._controls(gaze, distance, emotion, blink_rate)
     cfg = {"audio": float(cfg_audio), "gaze": float(cfg_gaze) if gaze is not None else 0.0}
     k = self.context
     first = None
@@ -709,7 +728,8 @@ class Animator:
   def stream(self, image, audio, *, gaze=None, distance=None, emotion=None,
              cfg_audio: float = 0.5, cfg_gaze: float = 1.0, steps: int = 25, seed: int = 0,
              crop_only: bool = False, stats: dict | None = None, head_motion: float = 1.0,
-             emotion_intensity: float = 1.0) -> Iterator[np.ndarray]:
+             emotion_intensity: float = 1.0, blink_rate: float | None = None
+             ) -> Iterator[np.ndarray]:
     """Yields uint8 frame batches [n,H,W,3] as soon as each is rendered (25 fps overall).
 
     If `stats` is a dict it receives first_frame_s (time from the call to the first yielded
@@ -717,11 +737,11 @@ class Animator:
     yield from self._stream(image, _load_audio(audio), gaze=gaze, distance=distance,
                             emotion=emotion, cfg_audio=cfg_audio, cfg_gaze=cfg_gaze, steps=steps,
                             seed=seed, crop_only=crop_only, stats=stats, head_motion=head_motion,
-                            emotion_intensity=emotion_intensity)
+                            emotion_intensity=emotion_intensity, blink_rate=blink_rate)
 
   def _stream(self, image, a: np.ndarray, *, gaze, distance, emotion, cfg_audio, cfg_gaze,
               steps, seed, crop_only, stats, head_motion=1.0,
-              emotion_intensity=1.0) -> Iterator[np.ndarray]:
+              emotion_intensity=1.0, blink_rate=None) -> Iterator[np.ndarray]:
     t0 = time.perf_counter()
     seconds = a.shape[0] / SAMPLE_RATE
     if seconds > self.max_seconds:
@@ -735,7 +755,7 @@ class Animator:
                                          emotion=emotion, cfg_audio=cfg_audio,
                                          cfg_gaze=cfg_gaze, steps=steps, seed=seed,
                                          head_motion=head_motion,
-                                         emotion_intensity=emotion_intensity):
+                                         emotion_intensity=emotion_intensity, blink_rate=blink_rate):
       for frames in self.render_motion(portrait, motion):
         if stats is not None:
           if not stats["frames"]:
@@ -746,14 +766,16 @@ class Animator:
   def animate(self, image, audio, *, gaze=None, distance=None, emotion=None,
               cfg_audio: float = 0.5, cfg_gaze: float = 1.0, steps: int = 25, seed: int = 0,
               crop_only: bool = False, head_motion: float = 1.0,
-              emotion_intensity: float = 1.0) -> AnimationResult:
+              emotion_intensity: float = 1.0, blink_rate: float | None = None
+              ) -> AnimationResult:
     """The whole video in memory: AnimationResult(frames, fps, audio).save(path)."""
     a = _load_audio(audio)
     info: dict = {}
     frames = list(self._stream(image, a, gaze=gaze, distance=distance,
                               emotion=emotion, cfg_audio=cfg_audio, cfg_gaze=cfg_gaze,
                               steps=steps, seed=seed, crop_only=crop_only, stats=info,
-                              head_motion=head_motion, emotion_intensity=emotion_intensity))
+                              head_motion=head_motion, emotion_intensity=emotion_intensity,
+                              blink_rate=blink_rate))
     return AnimationResult(frames=np.concatenate(frames, axis=0), fps=FPS, audio=a, info=info)
 
   def reenact(self, image, video: str, *, crop_only: bool = False) -> AnimationResult:
@@ -791,7 +813,8 @@ class Animator:
     total = audio_lib.num_video_frames(a.shape[0])
     info = {} if stats is None else stats
     opts = dict(gaze=None, distance=None, emotion=None, cfg_audio=0.5, cfg_gaze=1.0, steps=25,
-                seed=0, crop_only=False, head_motion=1.0, emotion_intensity=1.0)
+                seed=0, crop_only=False, head_motion=1.0, emotion_intensity=1.0,
+                blink_rate=None)
     unknown = set(kw) - set(opts)
     if unknown:
       raise TypeError(f"unexpected arguments {sorted(unknown)}")

@@ -334,7 +334,8 @@ def _animate_one(anim, image, audio, out, args) -> dict:
   kw = dict(gaze=_pair(args.gaze, "--gaze") if args.gaze else None, distance=args.distance,
             emotion=args.emotion, cfg_audio=args.cfg_audio, cfg_gaze=args.cfg_gaze,
             steps=args.steps, seed=args.seed, crop_only=args.crop_only,
-            head_motion=args.head_motion, emotion_intensity=args.emotion_intensity)
+            head_motion=args.head_motion, emotion_intensity=args.emotion_intensity,
+            blink_rate=args.blink_rate)
   stats: dict = {}
   t0 = time.perf_counter()
   label = os.path.basename(out)
@@ -512,7 +513,7 @@ def cmd_demo(args) -> int:
                           gaze=None, distance=None, emotion=None, cfg_audio=0.5, cfg_gaze=1.0,
                           steps=args.steps, seed=args.seed, stream=True, crop_only=False,
                           max_seconds=3600.0, composite=args.composite, head_motion=1.0,
-                          emotion_intensity=1.0)
+                          emotion_intensity=1.0, blink_rate=None)
   return cmd_animate(ns)
 
 
@@ -611,6 +612,8 @@ def build_parser() -> argparse.ArgumentParser:
   an.add_argument("--emotion", default=None, help="neutral|happy|sad|angry|surprised")
   an.add_argument("--emotion-intensity", type=float, default=1.0,
                   help="strength of --emotion, 0-1.5 (default 1)")
+  an.add_argument("--blink-rate", type=float, default=None,
+                  help="blinks a minute, 0-60 (default: as the model learned from footage)")
   an.add_argument("--head-motion", type=float, default=1.0,
                   help="head-motion scale: 0 still head, 1 natural (default), above 1 livelier")
   an.add_argument("--cfg-audio", type=float, default=0.5, help="audio guidance scale")

@@ -216,8 +216,9 @@ class Stage2Transform(grain.RandomMapTransform):
   dataset); they are sliced like the tracks into "motion" [W,D] and "prev_motion" [K,D].
   controls_from_motion: the stored motion is geometry codes (pose 6 ++ ... ++ eye gaze 2, the
   layout of vasa_jax.geometry.codes); a record without its own gaze / distance controls gets
-  them measured from the window's motion (`window_controls`), so that the controls are learned
-  from real footage.
+  them measured from the window's motion (`window_controls`), and every window gets its clip's
+  blink rate ("control_blink_rate", blinks/min, `blink_rate`), so that the controls are
+  learned from real footage.
   """
 
   def __init__(self, window: int, context: int, with_frames: bool = False,
@@ -261,6 +262,9 @@ class Stage2Transform(grain.RandomMapTransform):
         out["control_gaze"], out["has_control_gaze"] = gaze, np.int32(1)
       if not out["has_control_distance"]:
         out["control_distance"], out["has_control_distance"] = dist, np.int32(1)
+      # the clip's blink rate: a style of the speaker, like the main gaze
+      out["control_blink_rate"] = np.float32(blink_rate(np.asarray(rec["motion"])[:t]))
+      out["has_control_blink_rate"] = np.int32(1)
     out.update(_flags(rec))
     out["identity_index"] = np.int64(rec["identity_index"])
     if self.with_frames:
@@ -281,6 +285,33 @@ def window_controls(motion: np.ndarray) -> tuple[np.ndarray, np.float32]:
   m = np.asarray(motion, np.float32)
   gaze = np.stack([m[:, 0] + m[:, -2], m[:, 1] + m[:, -1]], -1).mean(0)
   return gaze.astype(np.float32), np.float32(m[:, 5].mean())
+
+
+BLINK_CLOSED = 0.5      # a blink: mean lid openness under this share of the open-eye level
+BLINK_MIN_GAP = 4       # frames between two blink onsets (a flutter is one blink)
+
+
+def blink_onsets(motion: np.ndarray) -> np.ndarray:
+  """Frame indices where a blink starts in geometry codes [T, 6 + dyn] (lid openness of the
+  two eyes at dims -4, -3): the mean openness drops below BLINK_CLOSED x the clip's open-eye
+  level (its 90th percentile)."""
+  lids = np.asarray(motion, np.float32)[:, -4:-2].mean(-1)
+  if lids.size < 2:
+    return np.zeros(0, np.int64)
+  closed = lids < BLINK_CLOSED * np.percentile(lids, 90)
+  starts = np.nonzero(closed[1:] & ~closed[:-1])[0] + 1
+  keep, last = [], -BLINK_MIN_GAP
+  for f in starts:
+    if f - last >= BLINK_MIN_GAP:
+      keep.append(f)
+      last = f
+  return np.asarray(keep, np.int64)
+
+
+def blink_rate(motion: np.ndarray, fps: int = 25) -> float:
+  """Blinks per minute of a geometry-code track [T, 6 + dyn]."""
+  t = np.shape(motion)[0]
+  return 60.0 * len(blink_onsets(motion)) * fps / max(t, 1)
 
 
 def _take(track: np.ndarray, idx: np.ndarray, valid: np.ndarray) -> np.ndarray:

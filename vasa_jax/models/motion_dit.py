@@ -48,10 +48,12 @@ from vasa_jax import audio as audio_lib
 from vasa_jax import diffusion
 from vasa_jax.models import layers
 
-NUM_CONTROL_TOKENS = 3           # gaze, distance, emotion
-DROP_KEYS = ("audio", "gaze", "distance", "emotion", "prev")
+NUM_CONTROL_TOKENS = 3           # gaze, distance, emotion (+ blink rate: model.blink_control)
+DROP_KEYS = ("audio", "gaze", "distance", "emotion", "prev", "blink_rate")
 COND_KEYS = ("audio", "prev_motion", "prev_audio", "prev_mask", "gaze", "distance", "emotion",
-             "audio_mask")
+             "audio_mask", "blink_rate")
+BLINK_RATE_SCALE = 20.0          # blinks per minute -> unit scale for the blink-rate MLP
+
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -229,8 +231,14 @@ class MotionDiT(nn.Module):
         c.num_emotions + 1, width, dtype=dt, param_dtype=jnp.float32,
         embedding_init=nn.with_logical_partitioning(
             nn.initializers.normal(1.0), ("vocab", "embed")), name="emotion")(emo)
-    ctrl = jnp.stack([g_tok, d_tok, e_tok.astype(dt)], axis=1) + pos("pos_control",
-                                                                     NUM_CONTROL_TOKENS)
+    tokens = [g_tok, d_tok, e_tok.astype(dt)]
+    if c.get("blink_control", False):
+      rate = cond.get("blink_rate")
+      rate = jnp.zeros((b,), jnp.float32) if rate is None else jnp.asarray(rate, jnp.float32)
+      r_tok = mlp((rate.reshape(b) / BLINK_RATE_SCALE)[:, None], "blink_rate")
+      tokens.append(jnp.where(control_missing("blink_rate")[:, None],
+                              null("null_blink_rate")[None], r_tok))
+    ctrl = jnp.stack(tokens, axis=1) + pos("pos_control", len(tokens))
 
     # --- current tokens
     a_in = jnp.asarray(cond["audio"], jnp.float32) if cond.get("audio") is not None else \
@@ -308,6 +316,8 @@ def dummy_inputs(model_config, batch_size: int = 1, window: int | None = None):
       "distance": jnp.full((b,), c.distance_mean, jnp.float32),
       "emotion": jnp.zeros((b,), jnp.int32),
   }
+  if c.get("blink_control", False):
+    cond["blink_rate"] = jnp.zeros((b,), jnp.float32)
   drop = {name: jnp.zeros((b,), bool) for name in DROP_KEYS}
   return x_t, t, cond, drop
 
@@ -419,7 +429,7 @@ def batch_from_pipeline(pipeline_batch: Mapping, motion_key_fn: Callable,
       return jnp.zeros((b,), bool)
     return jnp.asarray(pipeline_batch[flag]).reshape(b) == 0
 
-  return {
+  out = {
       "motion": jnp.asarray(motion, jnp.float32),
       "mask": mask,
       "audio": audio,
@@ -434,3 +444,7 @@ def batch_from_pipeline(pipeline_batch: Mapping, motion_key_fn: Callable,
                "distance": missing("has_control_distance"),
                "emotion": missing("has_control_emotion")},
   }
+  if "control_blink_rate" in pipeline_batch:
+    out["blink_rate"] = jnp.asarray(pipeline_batch["control_blink_rate"], jnp.float32).reshape(b)
+    out["drop"]["blink_rate"] = missing("has_control_blink_rate")
+  return out

@@ -72,7 +72,8 @@ log = logging.getLogger(__name__)
 # Pipeline keys the update step consumes (frames stay out of it).
 STEP_KEYS = ("motion", "prev_motion", "mask", "prev_mask", "audio", "prev_audio",
              "control_gaze", "control_distance", "control_emotion", "control_emotion_intensity",
-             "has_control_gaze", "has_control_distance", "has_control_emotion")
+             "has_control_gaze", "has_control_distance", "has_control_emotion",
+             "control_blink_rate", "has_control_blink_rate")
 
 
 class ConfigError(ValueError):
