@@ -58,6 +58,7 @@ CROP_SHIFT_UP = 0.1       # crop centre above the box centre, in face sides
 COMPOSITES = ("render", "detail", "warp", "geometry")
 SILENCE_PEAK = 1e-3       # peak |sample| below this (-60 dBFS) is silence
 POSE_DIM = 6              # motion = pose (yaw, pitch, roll, tx, ty, tz) ++ dynamics
+MAX_TURN_DEG = (18.0, 15.0, 12.0)   # soft limit of yaw, pitch, roll away from the portrait's
 
 
 class AnimateError(ValueError):
@@ -661,9 +662,15 @@ class Animator:
       m = self._denormalize(m)
       if offset is not None:
         m[:, POSE_DIM:] += offset
+      ref = np.asarray(portrait.motion, np.float32)[:POSE_DIM]
       if head_motion != 1.0:
-        ref = np.asarray(portrait.motion, np.float32)[:POSE_DIM]
         m[:, :POSE_DIM] = ref + head_motion * (m[:, :POSE_DIM] - ref)
+      if self.kind == "geometry":
+        # The warp only shows what the photo shows: turns far from the portrait's own pose
+        # would reveal unseen sides of the head, so rotations ease off smoothly past
+        # MAX_TURN_DEG of it (real talking heads stay well inside: about 4 degrees std).
+        lim = np.radians(np.asarray(MAX_TURN_DEG, np.float32))
+        m[:, :3] = ref[:3] + lim * np.tanh((m[:, :3] - ref[:3]) / lim)
       yield start, m
 
   def render_motion(self, portrait: Portrait, motion: np.ndarray) -> Iterator[np.ndarray]:

@@ -596,10 +596,13 @@ def build_parser() -> argparse.ArgumentParser:
 
   e = sub.add_parser("eval", help="evaluate: `vasa-jax eval report|reenact|lipsync|syncnet|"
                      "capp|factors --help`", add_help=False)
-  e.add_argument("what", choices=("report", "reenact", "lipsync", "syncnet", "capp", "factors"),
+  e.add_argument("what", choices=("report", "reenact", "motion", "lipsync", "syncnet", "capp",
+                                  "factors"),
                  help="report: the evaluation suite (generated vs real footage); reenact: "
-                      "stage-1 self/cross reenactment; lipsync: stage-2 mouth probe; syncnet / "
-                      "capp / factors: train and validate that evaluator")
+                      "stage-1 self/cross reenactment; motion: audio-driven head, blink and "
+                      "mouth motion and the controls vs real footage (geometry bundles); "
+                      "lipsync: stage-2 mouth probe; syncnet / capp / factors: train and "
+                      "validate that evaluator")
   e.set_defaults(func=cmd_eval, wants_extra=True)
 
   an = sub.add_parser("animate", help="portrait + speech -> talking video (watermarked mp4)")

@@ -1,0 +1,360 @@
+r"""Natural motion from speech: a geometry bundle's audio-driven output next to real footage.
+
+    vasa-jax eval motion [--checkpoint BUNDLE] --data-dir DATA [--dataset motion_latents/geo:test]
+        [--max-clips 12] [--max-seconds 8] [--steps 10] [--control-clips 3] [--out docs/motion_eval]
+
+For every held-out clip (identity-disjoint from training) the clip's FIRST frame is animated
+with the clip's OWN audio, and the output video is measured with the same tool that measured
+the real clip: the face mesh tracker (vasa_jax.geometry.tracking, smoothed as for the motion
+dataset) and the bundle's face basis (vasa_jax.geometry.codes.encode). Per clip, generated and
+real side by side:
+
+  rot_std          spread of yaw / pitch / roll over the clip, degrees (mean of the three)
+  yaw_std          spread of yaw alone, degrees
+  ang_speed        mean angular speed of the head, degrees per second (norm of the frame-to-frame
+                   change of yaw, pitch, roll)
+  blink_rate       blinks per minute (vasa_jax.data.pipeline.blink_onsets on the lid codes)
+  mouth_std        spread of the inner-lip gap, % of the eye-corner distance
+  mouth_audio_r    correlation of that gap with the audio's RMS envelope at the best lag in
+                   +-5 frames (vasa_jax.eval.report.lagged_corr): the lips move with the speech
+  jitter           mean |second difference| of yaw / pitch / roll, degrees per frame^2
+  seam_ratio       mean |frame-to-frame change| of pose and mouth at the generated windows'
+                   seams over that at all other frames (1: no jump at a seam; the real row
+                   uses the same frame indices)
+  face_found       share of output frames where the tracker finds the face
+
+Control table (the first --control-clips clips, their first 4 s): each control asked through
+the Animator and measured on the output by the same tracker:
+
+  gaze       asked (theta, phi) vs the measured main gaze (head rotation + eye rotation,
+             vasa_jax.data.pipeline.window_controls), degrees; "free" = no gaze asked
+  distance   asked metres vs the measured head-camera distance tz (from the face's size)
+  emotion    asked vs lip-corner lift, brow height and lid openness measured on the mesh,
+             each relative to the same clip rendered without an emotion
+  blink      asked blinks per minute vs measured
+  head       --head-motion scale vs the measured yaw spread
+
+Writes OUT/motion_eval.json (settings, means, per clip, control table), OUT/motion_eval.md and
+OUT/motion_sheet.png (per clip: real | generated frames, and mouth / eye close-ups).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+FPS = 25
+CONTROL_SECONDS = 4.0
+MOUTH = (13, 14)                  # inner upper / lower lip centre
+CORNERS = (61, 291)
+LIP_CENTRE = (0, 17)
+BROWS = (105, 334, 107, 336, 66, 296)
+EYE_CORNERS = (33, 263)
+
+
+def _text(v) -> str:
+  return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _iod(points):
+  p = np.asarray(points)
+  return np.linalg.norm(p[..., EYE_CORNERS[1], :2] - p[..., EYE_CORNERS[0], :2], axis=-1)
+
+
+def mouth_gap(points) -> np.ndarray:
+  """Inner-lip gap / eye-corner distance of mesh points [T, N, 3] -> [T] (image-space or
+  canonical points: the eval measures on the canonical mesh, so head pose does not count)."""
+  p = np.asarray(points)
+  return (p[..., MOUTH[1], 1] - p[..., MOUTH[0], 1]) / _iod(p)
+
+
+def expression_measures(points) -> dict:
+  """Clip means of lip-corner lift, brow height (both / eye-corner distance, + = up) of
+  canonical meshes [T, N, 3]."""
+  p = np.asarray(points, np.float64)
+  iod = _iod(p)
+  corner = (p[..., LIP_CENTRE, 1].mean(-1) - p[..., CORNERS, 1].mean(-1)) / iod
+  brow = (p[..., EYE_CORNERS, 1].mean(-1) - p[..., BROWS, 1].mean(-1)) / iod
+  return {"corner_lift": float(np.mean(corner)), "brow_height": float(np.mean(brow))}
+
+
+def seam_ratio(motion: np.ndarray, gap: np.ndarray, seams) -> float | None:
+  """Mean frame-to-frame change (pose angles in degrees + mouth gap in %) at `seams` (frame
+  indices where a new window starts) over the mean elsewhere."""
+  d = np.concatenate([np.degrees(np.abs(np.diff(motion[:, :3], axis=0))),
+                      100 * np.abs(np.diff(gap))[:, None]], -1).sum(-1)
+  idx = np.asarray([s - 1 for s in seams if 1 <= s < len(gap)], int)   # change s-1 -> s
+  if not len(idx):
+    return None
+  rest = np.setdiff1d(np.arange(len(d)), idx)
+  return float(d[idx].mean() / max(d[rest].mean(), 1e-9))
+
+
+def motion_figures(motion: np.ndarray, points: np.ndarray, audio: np.ndarray, seams) -> dict:
+  """The per-clip figures (see the module docstring) of measured codes [T, D] and mesh points."""
+  from vasa_jax.data import pipeline
+  from vasa_jax.eval import report
+  ang = np.degrees(np.asarray(motion[:, :3], np.float64))
+  gap = mouth_gap(points)
+  env = report.envelope(audio, len(gap))
+  r, lag = report.lagged_corr(gap, env)
+  return {
+      "rot_std": float(ang.std(0).mean()),
+      "yaw_std": float(ang[:, 0].std()),
+      "ang_speed": float(np.linalg.norm(np.diff(ang, axis=0), axis=-1).mean() * FPS)
+      if len(ang) > 1 else 0.0,
+      "blink_rate": float(pipeline.blink_rate(motion, FPS)),
+      "mouth_std": float(100 * gap.std()),
+      "mouth_audio_r": None if not math.isfinite(r) else float(r),
+      "mouth_audio_lag": int(lag),
+      "jitter": report.jitter(ang),
+      "seam_ratio": seam_ratio(motion, gap, seams),
+  }
+
+
+class Measurer:
+  """Output frames -> (codes [T, D], points [T, N, 3], face-found share), as the motion
+  dataset measured the real clips (tracking.track_frames, smoothed; codes.encode)."""
+
+  def __init__(self, basis):
+    from vasa_jax.geometry import landmarks as lm
+    self.basis, self.mesh = basis, lm.FaceMesh()
+
+  def __call__(self, frames: np.ndarray):
+    from vasa_jax.geometry import codes as codes_lib
+    from vasa_jax.geometry import tracking
+    tr = tracking.track_frames(frames, self.mesh, smooth=True)
+    self.points = tr.points            # image-space mesh of the last call (close-ups)
+    if not tr.valid.any():
+      return None, None, 0.0
+    c = codes_lib.encode(tr.points, self.basis, frames.shape[1])
+    return (np.concatenate([c.pose, c.dyn], -1).astype(np.float32), c.canonical,
+            float(tr.valid.mean()))
+
+  def canonical(self, points: np.ndarray, size: int) -> np.ndarray:
+    from vasa_jax.geometry import codes as codes_lib
+    return codes_lib.encode(points, self.basis, size).canonical
+
+
+def generate(anim, portrait, audio: np.ndarray, *, steps: int, seed: int, **controls):
+  """(frames uint8 [T,S,S,3], seams) for the audio; seams = frames where a window starts."""
+  seams, frames = [], []
+  for start, m in anim.motion_windows(portrait, audio, steps=steps, seed=seed, **controls):
+    seams.append(int(start))
+    frames.extend(anim.render_motion(portrait, m))
+  return np.concatenate(frames), seams
+
+
+def _summary(rows, keys):
+  out = {}
+  for k in keys:
+    v = [r[k] for r in rows if r.get(k) is not None]
+    out[k] = float(np.mean(v)) if v else None
+  return out
+
+
+FIGURES = ("rot_std", "yaw_std", "ang_speed", "blink_rate", "mouth_std", "mouth_audio_r",
+           "jitter", "seam_ratio")
+
+
+def control_table(anim, clips, measure, *, steps: int, seed: int) -> list[dict]:
+  """The control rows (see the module docstring) over `clips` [(portrait, audio)]."""
+  from vasa_jax.data import pipeline
+  asks = [("gaze", (-15.0, 0.0)), ("gaze", (15.0, 0.0)), ("gaze", (0.0, 10.0)),
+          ("distance", 0.55), ("distance", 0.75),
+          ("emotion", "happy"), ("emotion", "sad"), ("emotion", "angry"),
+          ("emotion", "surprised"), ("blink_rate", 5.0), ("blink_rate", 35.0),
+          ("head_motion", 0.0), ("head_motion", 2.0)]
+  rows = []
+  neutral = {}
+  for ci, (portrait, audio) in enumerate(clips):
+    for name, value in [("none", None)] + asks:
+      if name == "blink_rate" and not anim.md_config.model.get("blink_control", False):
+        continue
+      kw = {} if name == "none" or value is None else {name: value}
+      frames, _ = generate(anim, portrait, audio, steps=steps, seed=seed, **kw)
+      codes, pts, found = measure(frames)
+      if codes is None:
+        rows.append({"clip": ci, "control": name, "asked": value, "face_found": 0.0})
+        continue
+      gaze, dist = pipeline.window_controls(codes)
+      row = {"clip": ci, "control": name, "asked": value, "face_found": found,
+             "gaze_deg": [float(x) for x in np.degrees(gaze)], "distance": float(dist),
+             "blink_rate": float(pipeline.blink_rate(codes, FPS)),
+             "yaw_std": float(np.degrees(codes[:, 0]).std()),
+             "lids": float(codes[:, -4:-2].mean()), **expression_measures(pts)}
+      if name == "none":
+        neutral[ci] = row
+      elif ci in neutral:
+        for k in ("corner_lift", "brow_height", "lids"):
+          row[f"d_{k}"] = row[k] - neutral[ci][k]
+      rows.append(row)
+  return rows
+
+
+def _fmt(v, nd=2):
+  if v is None:
+    return "-"
+  if isinstance(v, (list, tuple)):
+    return "(" + ", ".join(_fmt(x, nd) for x in v) + ")"
+  return f"{v:.{nd}f}" if isinstance(v, float) else str(v)
+
+
+def markdown(rep: dict) -> str:
+  lines = ["# Natural motion from speech: generated vs real footage", "",
+           f"{rep['clips']} held-out clips of {rep['dataset']}, {rep['settings']}. "
+           "Both rows measured by the same face-mesh tracker and face basis "
+           "(vasa_jax/eval/motion.py).", "",
+           "| row | " + " | ".join(FIGURES) + " | face found |",
+           "|---|" + "---|" * (len(FIGURES) + 1)]
+  for row in ("real", "generated"):
+    m = rep["mean"][row]
+    lines.append(f"| {row} | " + " | ".join(_fmt(m.get(k)) for k in FIGURES)
+                 + f" | {_fmt(m.get('face_found'))} |")
+  if rep.get("controls"):
+    lines += ["", "## Controls (asked vs measured on the output)", "",
+              "| clip | control | asked | gaze (deg) | distance (m) | blinks/min | yaw std | "
+              "d corner lift | d brow height | d lids |", "|---" * 10 + "|"]
+    for r in rep["controls"]:
+      lines.append(f"| {r['clip']} | {r['control']} | {_fmt(r['asked'])} | "
+                   f"{_fmt(r.get('gaze_deg'), 1)} | {_fmt(r.get('distance'), 3)} | "
+                   f"{_fmt(r.get('blink_rate'), 1)} | {_fmt(r.get('yaw_std'))} | "
+                   f"{_fmt(r.get('d_corner_lift'), 3)} | {_fmt(r.get('d_brow_height'), 3)} | "
+                   f"{_fmt(r.get('d_lids'), 3)} |")
+  return "\n".join(lines) + "\n"
+
+
+def _sheet(items, path):
+  """items: [(real frames, generated frames, gen image-space points)] -> a PNG contact sheet:
+  per clip 5 frames real over generated, then mouth and eye close-ups."""
+  import cv2
+  from vasa_jax.eval.geo_reenact import _closeups
+  blocks = []
+  for real, gen, gp in items:
+    n = min(len(real), len(gen))
+    ks = np.linspace(0, n - 1, 5).astype(int)
+    side = 160
+    row = lambda fr: np.concatenate([cv2.resize(fr[k], (side, side)) for k in ks], 1)
+    gap = mouth_gap(gp[:n])
+    order = np.argsort(gap)
+    pick = np.concatenate([order[:2], order[len(order) // 2:len(order) // 2 + 1], order[-3:]])
+    # close-ups of the generated frames (true = real frame at the same time, for reference)
+    cl = np.concatenate([_closeups(real[i], gen[i], gp[i]) for i in pick], 1)
+    cl = cv2.resize(cl, (5 * side, int(cl.shape[0] * 5 * side / cl.shape[1])))
+    blocks.append(np.concatenate([row(real), row(gen), cl], 0))
+  img = np.concatenate(blocks, 0)
+  cv2.imwrite(path, img[..., ::-1])
+
+
+def evaluate(anim, geo_source, clip_index, *, max_clips: int = 12, max_seconds: float = 8.0,
+             steps: int = 10, seed: int = 0, control_clips: int = 3, only: str = "",
+             out_dir: str | None = None, progress=None) -> dict:
+  from vasa_jax.data import records
+  measure = Measurer(anim.basis)
+  picks = [i for i in range(len(geo_source)) if _text(geo_source[i]["dataset"]).startswith(only)]
+  picks = picks[:max_clips]
+  rows, sheet, ctrl_clips = [], [], []
+  t0 = time.perf_counter()
+  for n, i in enumerate(picks):
+    rec = clip_index[i]
+    t = min(int(rec["num_frames"]), int(max_seconds * FPS))
+    frames = np.stack([records.decode_jpeg(bytes(f)) for f in rec["frames"][:t]])
+    pts = np.asarray(rec["landmarks"], np.float32).reshape(int(rec["num_frames"]), -1, 3)[:t]
+    real_motion = np.asarray(rec["motion"], np.float32)[:t]
+    audio = records.audio_to_float(rec["audio"])[:t * (16000 // FPS)]
+    portrait = anim.portrait_from_landmarks(frames[0], pts[0])
+    gen, seams = generate(anim, portrait, audio, steps=steps, seed=seed)
+    gen = gen[:t]
+    codes, gpts, found = measure(gen)
+    gen_points = measure.points
+    row = {"clip_id": _text(rec["clip_id"]), "dataset": _text(rec["dataset"]), "frames": t,
+           "real": motion_figures(real_motion, measure.canonical(pts, frames.shape[1]), audio,
+                                  seams)}
+    if codes is not None:
+      row["generated"] = motion_figures(codes, gpts, audio, seams)
+      row["generated"]["face_found"] = found
+      if len(sheet) < 4:
+        sheet.append((frames, gen, gen_points))
+    else:
+      row["generated"] = {"face_found": 0.0}
+    row["real"]["face_found"] = 1.0
+    rows.append(row)
+    if len(ctrl_clips) < control_clips:
+      ctrl_clips.append((portrait, audio[:int(CONTROL_SECONDS * 16000)]))
+    if progress is not None:
+      progress(n + 1, len(picks))
+  if not rows:
+    raise ValueError("no clip to evaluate")
+  keys = FIGURES + ("face_found",)
+  rep = {"dataset": _text(rows[0]["dataset"]), "clips": len(rows),
+         "settings": f"{steps} DDIM steps, seed {seed}, first {max_seconds:g} s of each clip",
+         "mean": {g: _summary([r[g] for r in rows], keys) for g in ("real", "generated")},
+         "per_clip": rows}
+  if ctrl_clips:
+    rep["controls"] = control_table(anim, ctrl_clips, measure, steps=steps, seed=seed)
+  rep["seconds"] = round(time.perf_counter() - t0, 1)
+  if out_dir:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "motion_eval.json"), "w") as f:
+      json.dump(rep, f, indent=1)
+    with open(os.path.join(out_dir, "motion_eval.md"), "w") as f:
+      f.write(markdown(rep))
+    if sheet:
+      _sheet(sheet, os.path.join(out_dir, "motion_sheet.png"))
+  return rep
+
+
+def _parser():
+  p = argparse.ArgumentParser(prog="vasa-jax eval motion",
+                              description="Audio-driven motion of a geometry bundle on held-out "
+                                          "clips, next to the real footage (see "
+                                          "vasa_jax/eval/motion.py).")
+  p.add_argument("--checkpoint", default=None, help="bundle folder (default: bundled demo)")
+  p.add_argument("--dataset", default="motion_latents/geo:test",
+                 help="a geometry motion_latents dataset and split")
+  p.add_argument("--data-dir", default=None, help="TFDS data dir")
+  p.add_argument("--source-data-dir", default=None, help="where its clip datasets are")
+  p.add_argument("--only", default="talking_face_videos",
+                 help="clips of datasets whose name starts with this ('' = all)")
+  p.add_argument("--max-clips", type=int, default=12)
+  p.add_argument("--max-seconds", type=float, default=8.0)
+  p.add_argument("--steps", type=int, default=10)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--control-clips", type=int, default=3, help="clips of the control table")
+  p.add_argument("--out", default="docs/motion_eval")
+  return p
+
+
+def main(argv=None) -> int:
+  from vasa_jax import animate as an
+  from vasa_jax import cli
+  args = _parser().parse_args(argv)
+  try:
+    if args.max_clips < 1 or args.max_seconds <= 0 or args.steps < 1 or args.control_clips < 0:
+      raise cli.UsageError("--max-clips and --steps must be >= 1, --max-seconds > 0, "
+                           "--control-clips >= 0")
+    from vasa_jax.data import geometry_pairs, pipeline
+    name, _, split = args.dataset.partition(":")
+    data_dir = args.data_dir or cli.DEFAULT_DATA_DIR
+    geo = pipeline.open_source(name, split or "test", data_dir)
+    clips = geometry_pairs.GeometryClips(geo, args.source_data_dir or data_dir)
+    anim = an.Animator(args.checkpoint)
+    if anim.kind != "geometry":
+      raise cli.UsageError("this evaluates geometry-grounded bundles")
+
+    def progress(done, total):
+      print(f"clip {done}/{total}", file=sys.stderr, flush=True)
+    rep = evaluate(anim, geo, clips, max_clips=args.max_clips, max_seconds=args.max_seconds,
+                   steps=args.steps, seed=args.seed, control_clips=args.control_clips,
+                   only=args.only, out_dir=args.out, progress=progress)
+  except (cli.UsageError, an.AnimateError, FileNotFoundError, ValueError) as e:
+    print(f"vasa-jax eval: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+    return 2
+  print(json.dumps({"clips": rep["clips"], "mean": rep["mean"]}, indent=1))
+  return 0
