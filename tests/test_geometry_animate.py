@@ -311,3 +311,13 @@ def test_eval_motion_measures_output_and_footage_alike_and_the_controls_act(geo_
   jump = smooth.copy()
   jump[20:, 0] += 0.05
   assert motion_eval.seam_ratio(jump, gap, [0, 20]) > 5
+
+
+def test_windows_join_without_a_jump():
+  t = np.arange(60, dtype=np.float32)[:, None] * np.float32([0.01, -0.02])
+  prev, new = t[:30], t[30:] + np.float32([0.3, 0.2])       # the new window jumps
+  joined = an.join_seam(prev[-2:], new)
+  step = np.abs(np.diff(np.concatenate([prev, joined]), axis=0)).max(0)
+  assert (step < np.float32([0.3, 0.2]) / 4).all()          # the jump is spread over frames
+  np.testing.assert_allclose(joined[-5:], new[-5:], atol=6e-3)   # its own motion is kept
+  np.testing.assert_allclose(an.join_seam(prev[-2:], t[30:]), t[30:], atol=0.006)  # smooth: ~kept

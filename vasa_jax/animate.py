@@ -218,6 +218,23 @@ def _distance(distance):
 
 # ----------------------------------------------------------------------------- the animator
 
+SEAM_TAU = 6.0            # frames: how fast a window's start eases from the previous window's
+
+
+def join_seam(tail: np.ndarray, window: np.ndarray, tau: float = SEAM_TAU) -> np.ndarray:
+  """A new window [n, D] that starts where the previous one's last two frames `tail` [2, D]
+  were heading: the gap between its first frame and the previous motion extrapolated one
+  frame is removed at the seam and faded out over a few frames (exp(-i / tau)), so windows
+  join without a jump and the new window's own motion is kept after that."""
+  tail, window = np.asarray(tail, np.float32), np.asarray(window, np.float32)
+  if len(tail) < 2 or not len(window):
+    return window
+  expected = tail[-1] + np.clip(tail[-1] - tail[-2], -0.5, 0.5)
+  gap = window[0] - expected
+  fade = np.exp(-np.arange(len(window), dtype=np.float32) / float(tau))[:, None]
+  return window - fade * gap[None]
+
+
 def _blink_rate(rate):
   if rate is None:
     return None
@@ -643,6 +660,7 @@ class Animator:
     e = _emotion_index(emotion)
     offset = (self.emotion_offsets[e] * ei if self.kind == "geometry" and e is not None
               else None)
+    tail = None
     for name, v in (("cfg_audio", cfg_audio), ("cfg_gaze", cfg_gaze)):
       if not (math.isfinite(float(v)) and 0.0 <= float(v) <= 10.0):
         raise AnimateError(f"{name} must be between 0 and 10, got {v}")
@@ -660,6 +678,9 @@ class Animator:
         rng=jax.random.PRNGKey(int(seed)), first_prev=first, motion_dim=self.motion_dim,
         params=self.md_params, carry_context=carry_context):
       m = self._denormalize(m)
+      if tail is not None:
+        m = join_seam(tail, m)
+      tail = m[-2:].copy()
       if offset is not None:
         m[:, POSE_DIM:] += offset
       ref = np.asarray(portrait.motion, np.float32)[:POSE_DIM]
