@@ -167,7 +167,8 @@ def test_stage2_controls_measured_from_geometry_motion(fake_source):
   seen = set()
   for _ in range(4):
     b = next(it)
-    assert b["has_control_gaze"].tolist() == [1] * 4 and b["has_control_distance"].tolist() == [1] * 4
+    assert b["has_control_gaze"].tolist() == [1] * 4
+    assert b["has_control_distance"].tolist() == [1] * 4
     for n in range(4):
       w = b["motion"][n]
       own = abs(b["control_gaze"][n] - np.float32([0.1, -0.1])).max() < 1e-6

@@ -315,6 +315,12 @@ def cmd_train(args, extra) -> int:
 
 def cmd_eval(args, extra) -> int:
   import importlib
+  if args.what is None:
+    if any(a in ("-h", "--help") for a in extra):
+      print(args.eval_help)
+      return 0
+    raise UsageError("eval needs what to evaluate: report, reenact, motion, lipsync, syncnet, "
+                     "capp or factors (vasa-jax eval --help)")
   module = importlib.import_module(f"vasa_jax.eval.{args.what}")
   return module.main(extra)
 
@@ -594,16 +600,16 @@ def build_parser() -> argparse.ArgumentParser:
   t.add_argument("--data-dir", default=None, help="TFDS data dir (default: config or ~/tensorflow_datasets)")
   t.set_defaults(func=cmd_train, wants_extra=True)
 
-  e = sub.add_parser("eval", help="evaluate: `vasa-jax eval report|reenact|lipsync|syncnet|"
+  e = sub.add_parser("eval", help="evaluate: `vasa-jax eval report|reenact|motion|lipsync|syncnet|"
                      "capp|factors --help`", add_help=False)
-  e.add_argument("what", choices=("report", "reenact", "motion", "lipsync", "syncnet", "capp",
-                                  "factors"),
+  e.add_argument("what", nargs="?", choices=("report", "reenact", "motion", "lipsync",
+                                             "syncnet", "capp", "factors"),
                  help="report: the evaluation suite (generated vs real footage); reenact: "
                       "stage-1 self/cross reenactment; motion: audio-driven head, blink and "
                       "mouth motion and the controls vs real footage (geometry bundles); "
                       "lipsync: stage-2 mouth probe; syncnet / capp / factors: train and "
                       "validate that evaluator")
-  e.set_defaults(func=cmd_eval, wants_extra=True)
+  e.set_defaults(func=cmd_eval, wants_extra=True, eval_help=e.format_help())
 
   an = sub.add_parser("animate", help="portrait + speech -> talking video (watermarked mp4)")
   an.add_argument("--image", required=True, nargs="+", help="portrait photo(s)")
