@@ -600,8 +600,8 @@ def build_parser() -> argparse.ArgumentParser:
   t.add_argument("--data-dir", default=None, help="TFDS data dir (default: config or ~/tensorflow_datasets)")
   t.set_defaults(func=cmd_train, wants_extra=True)
 
-  e = sub.add_parser("eval", help="evaluate: `vasa-jax eval report|reenact|motion|lipsync|syncnet|"
-                     "capp|factors --help`", add_help=False)
+  e = sub.add_parser("eval", help="evaluate: `vasa-jax eval report|reenact|motion|lipsync|"
+                     "syncnet|capp|factors --help`", add_help=False)
   e.add_argument("what", nargs="?", choices=("report", "reenact", "motion", "lipsync",
                                              "syncnet", "capp", "factors"),
                  help="report: the evaluation suite (generated vs real footage); reenact: "
