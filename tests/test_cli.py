@@ -9,6 +9,8 @@ import numpy as np
 
 from vasa_jax import media
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 def run(*args, cwd=None):
   return subprocess.run([sys.executable, "-m", "vasa_jax", *args], capture_output=True, text=True,
@@ -88,3 +90,13 @@ def test_negative_gaze_is_taken_as_typed():
   assert cli._pair(args.gaze, "--gaze") == (-15.0, 0.0)
   # a flag's own value that merely starts with a dash-letter is left alone
   assert cli.join_negative_values(["--out", "-x"]) == ["--out", "-x"]
+
+
+def test_out_that_is_neither_mp4_nor_folder_is_refused(tmp_path):
+  from vasa_jax import cli
+  img = os.path.join(ROOT, "vasa_jax", "assets", "examples", "portrait.jpg")
+  aud = os.path.join(ROOT, "vasa_jax", "assets", "examples", "speech.flac")
+  out = tmp_path / "result.txt"
+  assert cli.main(["animate", "--image", img, "--audio", aud, "--out", str(out)]) == 2
+  assert not out.exists()
+  assert cli.main(["eval", "--help"]) == 0

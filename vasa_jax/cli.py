@@ -388,6 +388,9 @@ def cmd_animate(args) -> int:
                                    f"{os.path.splitext(os.path.basename(a))[0]}.mp4") for i, a in jobs]
   else:
     outs = [args.out if args.out.lower().endswith(".mp4") else os.path.join(args.out, "out.mp4")]
+  if not args.out.lower().endswith(".mp4") and not os.path.isdir(args.out) and \
+      os.path.splitext(args.out.rstrip("/"))[1]:
+    raise UsageError(f"--out {args.out}: give an .mp4 file or a folder")
   for path in images + audios:
     if not os.path.isfile(path):
       raise UsageError(f"file not found: {path}")
