@@ -1,7 +1,8 @@
 r"""Natural motion from speech: a geometry bundle's audio-driven output next to real footage.
 
     vasa-jax eval motion [--checkpoint BUNDLE] --data-dir DATA [--dataset motion_latents/geo:test]
-        [--max-clips 12] [--max-seconds 8] [--steps 10] [--control-clips 3] [--out docs/motion_eval]
+        [--max-clips 12] [--max-seconds 8] [--steps 10] [--control-clips 3] \
+        [--long IMAGE AUDIO] [--out docs/motion_eval]
 
 For every held-out clip (identity-disjoint from training) the clip's FIRST frame is animated
 with the clip's OWN audio, and the output video is measured with the same tool that measured
@@ -33,6 +34,10 @@ the Animator and measured on the output by the same tracker:
              each relative to the same clip rendered without an emotion
   blink      asked blinks per minute vs measured
   head       --head-motion scale vs the measured yaw spread
+
+Long audio (--long IMAGE AUDIO): the output of a minute or more, cut into 10-s segments; each
+segment's mean head distance, yaw, pitch and face size, and their spread across segments
+(drift), with the seam ratio over the whole.
 
 Writes OUT/motion_eval.json (settings, means, per clip, control table), OUT/motion_eval.md and
 OUT/motion_sheet.png (per clip: real | generated frames, and mouth / eye close-ups).
@@ -198,6 +203,34 @@ def control_table(anim, clips, measure, *, steps: int, seed: int) -> list[dict]:
   return rows
 
 
+def long_audio(anim, image: str, audio: str, measure, *, steps: int, seed: int,
+               segment_s: float = 10.0) -> dict:
+  """Drift over a long clip: per `segment_s` segment of the output, the measured mean head
+  distance tz, yaw, pitch, the face size (eye-corner distance, px) and the mouth spread; the
+  seam ratio over the whole output."""
+  from vasa_jax import media
+  a = media.load_audio(audio, 16000)
+  portrait = anim.prepare_portrait(image, crop_only=True)
+  frames, seams = generate(anim, portrait, a, steps=steps, seed=seed)
+  codes, canon, found = measure(frames)
+  if codes is None:
+    return {"image": image, "audio": audio, "face_found": 0.0}
+  pts = measure.points
+  n = int(segment_s * FPS)
+  segs = []
+  for lo in range(0, len(codes), n):
+    c, p = codes[lo:lo + n], pts[lo:lo + n]
+    segs.append({"start_s": lo / FPS, "tz": float(c[:, 5].mean()),
+                 "yaw_deg": float(np.degrees(c[:, 0]).mean()),
+                 "pitch_deg": float(np.degrees(c[:, 1]).mean()),
+                 "face_px": float(_iod(p).mean()),
+                 "mouth_std": float(100 * mouth_gap(canon[lo:lo + n]).std())})
+  spread = lambda k: float(np.ptp([s[k] for s in segs]))
+  return {"image": image, "audio": audio, "seconds": len(frames) / FPS, "face_found": found,
+          "seam_ratio": seam_ratio(codes, mouth_gap(canon), seams), "segments": segs,
+          "drift": {k: spread(k) for k in ("tz", "yaw_deg", "pitch_deg", "face_px")}}
+
+
 def _fmt(v, nd=2):
   if v is None:
     return "-"
@@ -217,6 +250,17 @@ def markdown(rep: dict) -> str:
     m = rep["mean"][row]
     lines.append(f"| {row} | " + " | ".join(_fmt(m.get(k)) for k in FIGURES)
                  + f" | {_fmt(m.get('face_found'))} |")
+  if rep.get("long"):
+    lg = rep["long"]
+    lines += ["", f"## Long audio ({lg.get('seconds', 0):.0f} s, {os.path.basename(lg['audio'])} "
+              f"on {os.path.basename(lg['image'])})", "",
+              f"face found {_fmt(lg.get('face_found'))}, seam ratio "
+              f"{_fmt(lg.get('seam_ratio'))}; spread of the segment means: "
+              + ", ".join(f"{k} {_fmt(v, 3)}" for k, v in lg.get("drift", {}).items()), "",
+              "| from (s) | tz (m) | yaw | pitch | face (px) | mouth std |", "|---" * 6 + "|"]
+    for g in lg.get("segments", []):
+      lines.append(f"| {g['start_s']:.0f} | {g['tz']:.3f} | {g['yaw_deg']:.1f} | "
+                   f"{g['pitch_deg']:.1f} | {g['face_px']:.1f} | {g['mouth_std']:.2f} |")
   if rep.get("controls"):
     lines += ["", "## Controls (asked vs measured on the output)", "",
               "| clip | control | asked | gaze (deg) | distance (m) | blinks/min | yaw std | "
@@ -254,7 +298,8 @@ def _sheet(items, path):
 
 def evaluate(anim, geo_source, clip_index, *, max_clips: int = 12, max_seconds: float = 8.0,
              steps: int = 10, seed: int = 0, control_clips: int = 3, only: str = "",
-             out_dir: str | None = None, progress=None) -> dict:
+             out_dir: str | None = None, progress=None, long: tuple | None = None) -> dict:
+  """long: (image, audio) of a long-audio drift check (`long_audio`), or None."""
   from vasa_jax.data import records
   measure = Measurer(anim.basis)
   picks = [i for i in range(len(geo_source)) if _text(geo_source[i]["dataset"]).startswith(only)]
@@ -298,6 +343,8 @@ def evaluate(anim, geo_source, clip_index, *, max_clips: int = 12, max_seconds: 
          "per_clip": rows}
   if ctrl_clips:
     rep["controls"] = control_table(anim, ctrl_clips, measure, steps=steps, seed=seed)
+  if long:
+    rep["long"] = long_audio(anim, long[0], long[1], measure, steps=steps, seed=seed)
   rep["seconds"] = round(time.perf_counter() - t0, 1)
   if out_dir:
     os.makedirs(out_dir, exist_ok=True)
@@ -327,6 +374,9 @@ def _parser():
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--control-clips", type=int, default=3, help="clips of the control table")
+  p.add_argument("--long", nargs=2, metavar=("IMAGE", "AUDIO"), default=None,
+                 help="also animate IMAGE with a long AUDIO (60 s and more) and report drift "
+                      "per 10-s segment")
   p.add_argument("--out", default="docs/motion_eval")
   return p
 
@@ -352,7 +402,7 @@ def main(argv=None) -> int:
       print(f"clip {done}/{total}", file=sys.stderr, flush=True)
     rep = evaluate(anim, geo, clips, max_clips=args.max_clips, max_seconds=args.max_seconds,
                    steps=args.steps, seed=args.seed, control_clips=args.control_clips,
-                   only=args.only, out_dir=args.out, progress=progress)
+                   only=args.only, out_dir=args.out, progress=progress, long=args.long)
   except (cli.UsageError, an.AnimateError, FileNotFoundError, ValueError) as e:
     print(f"vasa-jax eval: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
     return 2
