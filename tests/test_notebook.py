@@ -23,5 +23,7 @@ def test_demo_notebook_executes(tmp_path, monkeypatch):
                    for o in c.get("outputs", []) if o.get("output_type") == "stream")
   assert "first frames after" in text
   assert "watermark" in text.lower()
-  for name in ("notebook_demo", "notebook_happy", "notebook_gaze_right"):
+  for name in ("notebook_demo", "notebook_happy", "notebook_gaze_left", "notebook_still_head",
+               "notebook_more_blinks", "notebook_reenact"):
     assert os.path.getsize(tmp_path / "out" / f"{name}.mp4") > 1000
+  assert "frames driven by out/notebook_demo.mp4" in text
