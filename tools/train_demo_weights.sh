@@ -45,7 +45,10 @@ BASIS=${BASIS:-vasa_jax/assets/demo/face_basis.npz}
 $VJ train --config configs/face_latent.py:geo --workdir "$RUN/face_geo" --data-dir "$DATA" \
   --config.data.geometry=motion_latents/geo --config.steps="$FL_STEPS"
 
-# 3. stage 2 on the geometry codes
+# 3. stage 2 on the geometry codes. configs/motion_dit.py:geo measures each window's main gaze
+#    and head distance and each clip's blink rate from the codes (data.controls_from_motion,
+#    model.blink_control): the controls are learned from the real footage. About 3.5 steps/s
+#    on the CPU box when nothing else runs (bundle v3: 7000 steps).
 $VJ train --config configs/motion_dit.py:geo --workdir "$RUN/motion_dit" --data-dir "$DATA" \
   --config.steps="$MD_STEPS"
 
