@@ -188,10 +188,8 @@ def evaluate(anim, geo_source, clip_index, *, max_clips=None, only="", out_dir=N
   return report
 
 
-def _parser():
-  p = argparse.ArgumentParser(prog="vasa-jax eval reenact",
-                              description="Self-reenactment of a geometry-grounded bundle on "
-                                          "held-out clips (see vasa_jax/eval/geo_reenact.py).")
+def add_clip_args(p: argparse.ArgumentParser) -> None:
+  """The bundle and held-out clip options shared by the geometry evaluators."""
   p.add_argument("--checkpoint", default=None, help="bundle folder (default: bundled demo)")
   p.add_argument("--dataset", default="motion_latents/geo:test",
                  help="a geometry motion_latents dataset and split")
@@ -199,6 +197,29 @@ def _parser():
   p.add_argument("--source-data-dir", default=None, help="where its clip datasets are")
   p.add_argument("--only", default="talking_face_videos",
                  help="clips of datasets whose name starts with this ('' = all)")
+
+
+def open_clips(args):
+  """(geometry Animator, geometry split, its clips with frames) from `add_clip_args` options."""
+  from vasa_jax import animate as an
+  from vasa_jax import cli
+  from vasa_jax.data import geometry_pairs, pipeline
+  name, _, split = args.dataset.partition(":")
+  data_dir = args.data_dir or cli.DEFAULT_DATA_DIR
+  geo = pipeline.open_source(name, split or "test", data_dir)
+  clips = geometry_pairs.GeometryClips(geo, args.source_data_dir or data_dir)
+  anim = an.Animator(args.checkpoint)
+  if anim.kind != "geometry":
+    raise cli.UsageError("this evaluates geometry-grounded bundles; for learned-flow stage 1 "
+                         "use vasa_jax/eval/reenact.py")
+  return anim, geo, clips
+
+
+def _parser():
+  p = argparse.ArgumentParser(prog="vasa-jax eval reenact",
+                              description="Self-reenactment of a geometry-grounded bundle on "
+                                          "held-out clips (see vasa_jax/eval/geo_reenact.py).")
+  add_clip_args(p)
   p.add_argument("--max-clips", type=int, default=None)
   p.add_argument("--no-identity", action="store_true", help="skip dlib identity distances")
   p.add_argument("--out", default="docs/stage1_eval")
@@ -210,15 +231,7 @@ def main(argv=None) -> int:
   from vasa_jax import cli
   args = _parser().parse_args(argv)
   try:
-    from vasa_jax.data import geometry_pairs, pipeline
-    name, _, split = args.dataset.partition(":")
-    data_dir = args.data_dir or cli.DEFAULT_DATA_DIR
-    geo = pipeline.open_source(name, split or "test", data_dir)
-    clips = geometry_pairs.GeometryClips(geo, args.source_data_dir or data_dir)
-    anim = an.Animator(args.checkpoint)
-    if anim.kind != "geometry":
-      raise cli.UsageError("this evaluates geometry-grounded bundles; for learned-flow stage 1 "
-                           "use --config/--workdir")
+    anim, geo, clips = open_clips(args)
     emb = None
     if not args.no_identity:
       from vasa_jax.eval.identity import FaceEmbedder

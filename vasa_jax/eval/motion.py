@@ -358,17 +358,12 @@ def evaluate(anim, geo_source, clip_index, *, max_clips: int = 12, max_seconds: 
 
 
 def _parser():
+  from vasa_jax.eval import geo_reenact
   p = argparse.ArgumentParser(prog="vasa-jax eval motion",
                               description="Audio-driven motion of a geometry bundle on held-out "
                                           "clips, next to the real footage (see "
                                           "vasa_jax/eval/motion.py).")
-  p.add_argument("--checkpoint", default=None, help="bundle folder (default: bundled demo)")
-  p.add_argument("--dataset", default="motion_latents/geo:test",
-                 help="a geometry motion_latents dataset and split")
-  p.add_argument("--data-dir", default=None, help="TFDS data dir")
-  p.add_argument("--source-data-dir", default=None, help="where its clip datasets are")
-  p.add_argument("--only", default="talking_face_videos",
-                 help="clips of datasets whose name starts with this ('' = all)")
+  geo_reenact.add_clip_args(p)
   p.add_argument("--max-clips", type=int, default=12)
   p.add_argument("--max-seconds", type=float, default=8.0)
   p.add_argument("--steps", type=int, default=10)
@@ -384,19 +379,13 @@ def _parser():
 def main(argv=None) -> int:
   from vasa_jax import animate as an
   from vasa_jax import cli
+  from vasa_jax.eval import geo_reenact
   args = _parser().parse_args(argv)
   try:
     if args.max_clips < 1 or args.max_seconds <= 0 or args.steps < 1 or args.control_clips < 0:
       raise cli.UsageError("--max-clips and --steps must be >= 1, --max-seconds > 0, "
                            "--control-clips >= 0")
-    from vasa_jax.data import geometry_pairs, pipeline
-    name, _, split = args.dataset.partition(":")
-    data_dir = args.data_dir or cli.DEFAULT_DATA_DIR
-    geo = pipeline.open_source(name, split or "test", data_dir)
-    clips = geometry_pairs.GeometryClips(geo, args.source_data_dir or data_dir)
-    anim = an.Animator(args.checkpoint)
-    if anim.kind != "geometry":
-      raise cli.UsageError("this evaluates geometry-grounded bundles")
+    anim, geo, clips = geo_reenact.open_clips(args)
 
     def progress(done, total):
       print(f"clip {done}/{total}", file=sys.stderr, flush=True)
