@@ -321,3 +321,37 @@ def test_windows_join_without_a_jump():
   assert (step < np.float32([0.3, 0.2]) / 4).all()          # the jump is spread over frames
   np.testing.assert_allclose(joined[-5:], new[-5:], atol=6e-3)   # its own motion is kept
   np.testing.assert_allclose(an.join_seam(prev[-2:], t[30:]), t[30:], atol=0.006)  # smooth: ~kept
+
+
+def test_head_pose_smoothing_removes_jitter_and_carries_across_windows():
+  rng = np.random.default_rng(0)
+  t = np.arange(100, dtype=np.float32)
+  slow = np.stack([0.1 * np.sin(t / 15)] * 6, -1).astype(np.float32)
+  noisy = slow + rng.normal(0, 0.01, slow.shape).astype(np.float32)
+  whole, _ = an.smooth_pose(noisy, None, 0.3)
+  jit = lambda x: np.abs(np.diff(x, n=2, axis=0)).mean()
+  assert jit(whole) < 0.4 * jit(noisy)
+  assert (np.ptp(whole, axis=0) > 0.8 * np.ptp(slow, axis=0)).all()  # the slow nod stays
+  a, state = an.smooth_pose(noisy[:50], None, 0.3)                   # two windows = one run
+  b, _ = an.smooth_pose(noisy[50:], state, 0.3)
+  np.testing.assert_allclose(np.concatenate([a, b]), whole, atol=1e-6)
+
+
+def test_blink_rate_is_a_guided_condition_of_bundles_that_learned_it(anim):
+  fl = load_stage_config("face_latent").get_config("geo_tiny")
+  md = load_stage_config("motion_dit").get_config("tiny,model.dyn_dim=44,model.blink_control=True")
+  d = int(md.model.motion_dim)
+  blinky = an.Animator.from_configs(fl, md, face_basis=_basis(), render_batch=4, motion_stats={
+      "mean": np.zeros(d, np.float32), "std": np.full(d, 0.05, np.float32)})
+  portrait = blinky.prepare_portrait(PORTRAIT, crop_only=True)
+  audio = (0.3 * np.sin(2 * np.pi * 200 * np.arange(8000) / 16000)).astype(np.float32)
+
+  def motion(**kw):
+    return np.concatenate([m for _, m in blinky.motion_windows(portrait, audio, steps=2, seed=0,
+                                                               **kw)])
+  free, few, many = motion(), motion(blink_rate=2), motion(blink_rate=50)
+  assert np.abs(few - many).max() > 1e-4 and np.abs(free - few).max() > 1e-4
+  with pytest.raises(an.AnimateError, match="blink"):          # 0-60 a minute
+    motion(blink_rate=100)
+  with pytest.raises(an.AnimateError, match="no blink-rate control"):
+    next(anim.motion_windows(portrait, audio, steps=2, blink_rate=10))
