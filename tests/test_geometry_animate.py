@@ -355,3 +355,22 @@ def test_blink_rate_is_a_guided_condition_of_bundles_that_learned_it(anim):
     motion(blink_rate=100)
   with pytest.raises(an.AnimateError, match="no blink-rate control"):
     next(anim.motion_windows(portrait, audio, steps=2, blink_rate=10))
+
+
+def test_cli_animate_takes_the_new_controls_and_keeps_logs_quiet(geo_bundle, tmp_path):
+  """The controls as a user types them (a negative gaze, head motion, emotion), and no progress
+  bar when stderr is not a terminal (only the asked-for --stream latency line)."""
+  t = np.arange(16000) / 16000
+  wav = str(tmp_path / "s.wav")
+  import soundfile
+  soundfile.write(wav, (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), 16000)
+  out = str(tmp_path / "o.mp4")
+  r = _cli("animate", "--image", PORTRAIT, "--audio", wav, "--out", out, "--checkpoint",
+           geo_bundle, "--gaze", "-15,0", "--head-motion", "0", "--emotion", "happy",
+           "--emotion-intensity", "0.5", "--steps", "2", "--crop-only", "--stream")
+  assert r.returncode == 0, r.stderr
+  assert json.loads(r.stdout)["frames"] == 25 and os.path.getsize(out) > 1000
+  assert "first frames after" in r.stderr and "ETA" not in r.stderr
+  r = _cli("animate", "--image", PORTRAIT, "--audio", wav, "--out", out, "--checkpoint",
+           geo_bundle, "--head-motion", "5")
+  assert r.returncode == 2 and "head_motion" in r.stderr

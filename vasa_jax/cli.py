@@ -346,8 +346,15 @@ def _animate_one(anim, image, audio, out, args) -> dict:
   t0 = time.perf_counter()
   label = os.path.basename(out)
   state = {"last": 0.0}
+  tty = sys.stderr.isatty()      # the progress bar is for a terminal; logs get the result only
 
   def progress(done, total):
+    if args.stream and done and "first_frame_s" in stats and not state.get("said"):
+      state["said"] = True       # asked for with --stream: always reported
+      print(f"{chr(10) if tty else ''}{label}: first frames after {stats['first_frame_s']:.2f} s",
+            file=sys.stderr)
+    if not tty:
+      return
     now = time.perf_counter()
     if now - state["last"] < 0.5 and done < total:
       return
@@ -357,9 +364,6 @@ def _animate_one(anim, image, audio, out, args) -> dict:
     end = "\n" if done >= total else ""
     print(f"\r{label}: frame {done}/{total} [{el:6.1f}s elapsed, ETA {eta:6.1f}s]", end=end,
           file=sys.stderr, flush=True)
-    if args.stream and done and "first_frame_s" in stats and not state.get("said"):
-      state["said"] = True
-      print(f"\n{label}: first frames after {stats['first_frame_s']:.2f} s", file=sys.stderr)
 
   try:
     anim.save_stream(image, audio, out, progress=progress, stats=stats, **kw)
