@@ -47,12 +47,12 @@ from vasa_jax import bundle as bundle_lib
 from vasa_jax import media
 from vasa_jax import mouth_rig
 from vasa_jax import sampling
+from vasa_jax.geometry.emotion import EMOTIONS   # = configs/motion_dit.EMOTIONS
 
 log = logging.getLogger(__name__)
 
 FPS = 25
 SAMPLE_RATE = 16000
-EMOTIONS = ("neutral", "happy", "sad", "angry", "surprised")   # = configs/motion_dit.EMOTIONS
 CROP_SCALE = 1.8          # = talking_face_videos crop: side / BlazeFace box side
 CROP_SHIFT_UP = 0.1       # crop centre above the box centre, in face sides
 COMPOSITES = ("render", "detail", "warp", "geometry")
@@ -261,6 +261,13 @@ def _blink_rate(rate):
   return r
 
 
+def _emotion_intensity(value) -> float:
+  v = float(value)
+  if not (math.isfinite(v) and 0.0 <= v <= 1.5):
+    raise AnimateError(f"emotion_intensity must be between 0 and 1.5, got {value}")
+  return v
+
+
 def _head_motion(scale) -> float:
   s = float(scale)
   if not (math.isfinite(s) and 0.0 <= s <= 3.0):
@@ -401,7 +408,6 @@ class Animator:
                          f"dims, the face model's config {mc.dyn_dim}")
     self.basis = basis
     from vasa_jax.geometry import emotion as emotion_lib
-    assert emotion_lib.EMOTIONS == EMOTIONS
     self.emotion_offsets = emotion_lib.offsets(basis)     # [5, dyn_dim]
     self.size = int(mc.get("field_size", 256))   # field / patch crop side (<= the photo's)
     self.part_res = {"mouth": int(mc.mouth.res), "eye_a": int(mc.eye.res),
@@ -673,9 +679,7 @@ class Animator:
     if int(steps) < 1:
       raise AnimateError(f"steps must be >= 1, got {steps}")
     head_motion = _head_motion(head_motion)
-    ei = float(emotion_intensity)
-    if not (math.isfinite(ei) and 0.0 <= ei <= 1.5):
-      raise AnimateError(f"emotion_intensity must be between 0 and 1.5, got {emotion_intensity}")
+    ei = _emotion_intensity(emotion_intensity)
     e = _emotion_index(emotion)
     offset = (self.emotion_offsets[e] * ei if self.kind == "geometry" and e is not None
               else None)
