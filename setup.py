@@ -4,11 +4,11 @@ import pathlib
 from setuptools import find_packages, setup
 
 HERE = pathlib.Path(__file__).parent
-REQS = [
-    line.split("#")[0].strip()
-    for line in (HERE / "requirements.txt").read_text().splitlines()
-    if line.split("#")[0].strip() and not line.startswith(("pytest",))
-]
+LINES = [(line.split("#")[0].strip(), line.partition("#")[2])
+         for line in (HERE / "requirements.txt").read_text().splitlines()]
+# Lines tagged "# [serve]" are the web demo's extra (pip install "vasa-jax[serve]").
+REQS = [req for req, note in LINES if req and "[serve]" not in note and not req.startswith("pytest")]
+SERVE = [req for req, note in LINES if req and "[serve]" in note]
 
 # Metadata lives in pyproject.toml (PEP 621); the dependencies come from requirements.txt here.
 setup(
@@ -19,5 +19,6 @@ setup(
     extras_require={
         "gpu": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
+        "serve": SERVE,
     },
 )

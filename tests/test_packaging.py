@@ -30,6 +30,15 @@ def test_wheel_carries_the_bundle_evaluators_examples_and_face_models(tmp_path):
   meta = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
   assert meta and "vasa-jax = vasa_jax.cli:main" in zipfile.ZipFile(whl).read(meta[0]).decode()
   assert not [n for n in names if n.startswith(("tests/", "tools/", "benchmarks/"))]
+  # The web demo's dependencies are an extra, not forced on every install.
+  (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+  requires = [ln for ln in zipfile.ZipFile(whl).read(metadata).decode().splitlines()
+              if ln.startswith(("Requires-Dist:", "Provides-Extra:"))]
+  assert "Provides-Extra: serve" in requires
+  assert any(ln.startswith("Requires-Dist: gradio==") and 'extra == "serve"' in ln
+             for ln in requires), requires
+  assert not any(ln.startswith("Requires-Dist: gradio") and "extra" not in ln for ln in requires)
+  assert any(ln.startswith("Requires-Dist: jax==") for ln in requires)
 
 
 def test_face_models_come_from_the_package():

@@ -16,6 +16,7 @@
   vasa-jax export --face-latent DIR --motion-dit DIR --out BUNDLE
   vasa-jax verify VIDEO
   vasa-jax demo [--out DIR]
+  vasa-jax serve [--host 127.0.0.1] [--port 7860] [--checkpoint DIR]   (web demo, Gradio)
 
 Bad input ends with one line on stderr and exit status 2.
 """
@@ -530,6 +531,48 @@ def cmd_demo(args) -> int:
   return cmd_animate(ns)
 
 
+# ----------------------------------------------------------------------------- serve
+
+def cmd_serve(args) -> int:
+  """The web demo: one compiled Animator behind Gradio's queue (vasa_jax/serve.py)."""
+  from vasa_jax import animate as an
+  from vasa_jax import serve
+  if not 0 < args.port < 65536:
+    raise UsageError(f"--port must be 1-65535, got {args.port}")
+  limits = serve.Limits(max_upload_mb=args.max_upload_mb, max_seconds=args.max_seconds,
+                        max_pixels=int(args.max_megapixels * 1e6),
+                        job_timeout_s=args.job_timeout, max_output_side=args.max_output_side)
+  try:
+    limits.check()
+    if args.workdir and os.path.exists(args.workdir) and not os.path.isdir(args.workdir):
+      raise UsageError(f"--workdir {args.workdir} is not a folder")
+    anim = an.Animator(args.checkpoint, max_seconds=args.max_seconds,
+                       max_output_side=args.max_output_side)
+    app = serve.build_app(anim, limits=limits, workdir=args.workdir,
+                          concurrency=args.concurrency, queue_size=args.queue_size)
+  except (serve.ServeError, an.AnimateError) as e:
+    raise UsageError(str(e)) from None
+  import signal
+  signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))   # `kill` also removes the work folder
+  print(f"vasa-jax serve: files in {app.workdir}", file=sys.stderr, flush=True)
+  try:
+    if not args.no_warmup:
+      print("vasa-jax serve: compiling (one second of the bundled example)...", file=sys.stderr,
+            flush=True)
+      print(f"vasa-jax serve: ready after {serve.warm_up(anim):.1f} s", file=sys.stderr,
+            flush=True)
+    try:
+      serve.launch(app, host=args.host, port=args.port, limits=limits, block=False)
+    except OSError as e:
+      raise UsageError(f"cannot listen on {args.host}:{args.port}: "
+                       f"{str(e).splitlines()[0]}") from None
+    print(f"vasa-jax serve: http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)
+    while True:
+      time.sleep(3600)
+  finally:
+    app.close()
+
+
 # ----------------------------------------------------------------------------- verify
 
 def cmd_verify(args) -> int:
@@ -686,6 +729,29 @@ def build_parser() -> argparse.ArgumentParser:
   v = sub.add_parser("verify", help="check a video for the vasa-jax provenance watermark")
   v.add_argument("video", help="video file (exit 0: watermark present, 1: absent, 2: unreadable)")
   v.set_defaults(func=cmd_verify)
+
+  sv = sub.add_parser("serve", help="web demo (Gradio): portrait + speech in the browser, the "
+                      "video streamed as it renders")
+  sv.add_argument("--host", default="127.0.0.1",
+                  help="address to bind (default 127.0.0.1: this machine only)")
+  sv.add_argument("--port", type=int, default=7860)
+  sv.add_argument("--checkpoint", default=None, help="bundle folder (default: bundled demo)")
+  sv.add_argument("--workdir", default=None,
+                  help="folder for uploads and outputs (default: a temporary one, removed on "
+                       "exit)")
+  sv.add_argument("--concurrency", type=int, default=1,
+                  help="jobs rendering at once (default 1; the rest wait in the queue)")
+  sv.add_argument("--queue-size", type=int, default=16, help="jobs waiting at most")
+  sv.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload")
+  sv.add_argument("--max-seconds", type=float, default=60.0, help="longest audio accepted")
+  sv.add_argument("--max-megapixels", type=float, default=25.0, help="largest portrait")
+  sv.add_argument("--max-output-side", type=int, default=1024,
+                  help="pasted-back video is downscaled to this longer side")
+  sv.add_argument("--job-timeout", type=float, default=600.0,
+                  help="seconds one job may render")
+  sv.add_argument("--no-warmup", action="store_true",
+                  help="skip compiling at start (the first job then pays for it)")
+  sv.set_defaults(func=cmd_serve)
   return p
 
 
