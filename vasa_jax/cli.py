@@ -40,18 +40,8 @@ class UsageError(Exception):
 
 
 def _progress(total: int, label: str):
-  start = time.perf_counter()
-  done = [0]
-
-  def update(_=None):
-    done[0] += 1
-    el = time.perf_counter() - start
-    eta = el / done[0] * (total - done[0])
-    end = "\n" if done[0] == total else ""
-    print(f"\r{label}: {done[0]}/{total} [{el:6.1f}s elapsed, ETA {eta:6.1f}s]", end=end,
-          file=sys.stderr, flush=True)
-
-  return update
+  from vasa_jax.progress import Bar
+  return Bar(total, label)     # on a terminal only
 
 
 # ----------------------------------------------------------------------------- synth
@@ -103,8 +93,16 @@ def _builder(args):
     raise UsageError(str(e).splitlines()[0]) from None
 
 
+def _tfds_progress() -> None:
+  """TFDS draws its own progress bars: on a terminal only."""
+  if not sys.stderr.isatty():
+    import tensorflow_datasets as tfds
+    tfds.disable_progress_bar()
+
+
 def cmd_data_build(args) -> int:
   import tensorflow_datasets as tfds
+  _tfds_progress()
   builder = _builder(args)
   dl_config = None
   if args.manual_dir:
@@ -156,6 +154,7 @@ def cmd_data_info(args) -> int:
 
 def cmd_data_extract_motion(args) -> int:
   """Stage-1 motion latents of clip datasets -> the motion_latents/<name> dataset."""
+  _tfds_progress()
   from vasa_jax.data import motion_latents as ml
   datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
   if args.batch_size < 1 or (args.max_clips is not None and args.max_clips < 1):
@@ -346,30 +345,22 @@ def _animate_one(anim, image, audio, out, args) -> dict:
   stats: dict = {}
   t0 = time.perf_counter()
   label = os.path.basename(out)
-  state = {"last": 0.0}
-  tty = sys.stderr.isatty()      # the progress bar is for a terminal; logs get the result only
+  from vasa_jax.progress import Bar
+  bar = Bar(None, label, unit="frame ")     # on a terminal only; logs get the result
 
   def progress(done, total):
-    if args.stream and done and "first_frame_s" in stats and not state.get("said"):
-      state["said"] = True       # asked for with --stream: always reported
-      print(f"{chr(10) if tty else ''}{label}: first frames after {stats['first_frame_s']:.2f} s",
-            file=sys.stderr)
-    if not tty:
-      return
-    now = time.perf_counter()
-    if now - state["last"] < 0.5 and done < total:
-      return
-    state["last"] = now
-    el = now - t0
-    eta = el / max(done, 1) * max(total - done, 0)
-    end = "\n" if done >= total else ""
-    print(f"\r{label}: frame {done}/{total} [{el:6.1f}s elapsed, ETA {eta:6.1f}s]", end=end,
-          file=sys.stderr, flush=True)
+    if args.stream and done and "first_frame_s" in stats and not stats.get("_said"):
+      stats["_said"] = True       # asked for with --stream: always reported
+      print(f"{chr(10) if bar.enabled and bar.done else ''}{label}: first frames after "
+            f"{stats['first_frame_s']:.2f} s", file=sys.stderr)
+    bar(done, total)
 
   try:
     anim.save_stream(image, audio, out, progress=progress, stats=stats, **kw)
   except an.AnimateError as e:
     raise UsageError(str(e)) from None
+  finally:
+    bar.close()
   wall = time.perf_counter() - t0
   return {"out": os.path.abspath(out), "image": str(image), "audio": str(audio),
           "frames": stats.get("frames"), "seconds_of_video": round(stats.get("seconds", 0.0), 3),
@@ -424,22 +415,15 @@ def cmd_reenact(args) -> int:
     raise UsageError(str(e)) from None
   stats: dict = {}
   t0 = time.perf_counter()
-  state = {"last": 0.0}
-
-  def progress(done, _total):
-    now = time.perf_counter()
-    if now - state["last"] >= 0.5 and sys.stderr.isatty():
-      state["last"] = now
-      print(f"\r{os.path.basename(args.out)}: frame {done} [{now - t0:6.1f}s]", end="",
-            file=sys.stderr, flush=True)
-
+  from vasa_jax.progress import Bar
+  bar = Bar(None, os.path.basename(args.out), unit="frame ")   # on a terminal only
   try:
     anim.save_reenact(args.image, args.video, args.out, crop_only=args.crop_only,
-                      progress=progress, stats=stats)
+                      progress=bar, stats=stats)
   except an.AnimateError as e:
     raise UsageError(str(e)) from None
-  if sys.stderr.isatty():
-    print(file=sys.stderr)
+  finally:
+    bar.close()
   wall = time.perf_counter() - t0
   print(json.dumps({"out": os.path.abspath(args.out), "image": args.image, "video": args.video,
                     "frames": stats.get("frames"), "driver_frames": stats.get("driver_frames"),

@@ -237,10 +237,8 @@ def main(argv=None) -> int:
       from vasa_jax.eval.identity import FaceEmbedder
       emb = FaceEmbedder()
 
-    def progress(done, total):
-      if sys.stderr.isatty():
-        print(f"\rclip {done}/{total}", end="\n" if done == total else "", file=sys.stderr,
-              flush=True)
+    from vasa_jax.progress import Bar
+    progress = Bar(None, "clips")     # on a terminal only
     report = evaluate(anim, geo, clips, max_clips=args.max_clips, only=args.only,
                       out_dir=args.out, embedder=emb, progress=progress)
   except (cli.UsageError, an.AnimateError, FileNotFoundError, ValueError) as e:

@@ -387,10 +387,8 @@ def main(argv=None) -> int:
                            "--control-clips >= 0")
     anim, geo, clips = geo_reenact.open_clips(args)
 
-    def progress(done, total):
-      if sys.stderr.isatty():
-        print(f"\rclip {done}/{total}", end="\n" if done == total else "", file=sys.stderr,
-              flush=True)
+    from vasa_jax.progress import Bar
+    progress = Bar(None, "clips")     # on a terminal only
     rep = evaluate(anim, geo, clips, max_clips=args.max_clips, max_seconds=args.max_seconds,
                    steps=args.steps, seed=args.seed, control_clips=args.control_clips,
                    only=args.only, out_dir=args.out, progress=progress, long=args.long)

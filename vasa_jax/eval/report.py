@@ -618,8 +618,11 @@ def main(argv=None) -> int:
     print("vasa-jax eval report: no clips to evaluate (--real / --synthetic)", file=sys.stderr)
     return 2
 
-  def progress(group, i, n):
-    print(f"\r{group}: {i}/{n} clips", end="" if i < n else "\n", file=sys.stderr, flush=True)
+  from vasa_jax.progress import Bar
+  bars: dict = {}
+
+  def progress(group, i, n):     # one line per group, on a terminal only
+    bars.setdefault(group, Bar(n, f"{group} clips"))(i, n)
 
   report = run(animator, groups, settings=settings_from_args(args), out_dir=args.out, ev=ev,
                seed=args.seed, progress=progress)
