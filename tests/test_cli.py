@@ -100,3 +100,32 @@ def test_out_that_is_neither_mp4_nor_folder_is_refused(tmp_path):
   assert cli.main(["animate", "--image", img, "--audio", aud, "--out", str(out)]) == 2
   assert not out.exists()
   assert cli.main(["eval", "--help"]) == 0
+
+
+def test_help_on_every_subcommand_exits_0():
+  """Enumerated from the parser, so a new subcommand is covered without editing this test."""
+  import argparse
+  import contextlib
+  import io
+
+  from vasa_jax import cli
+  parser = cli.build_parser()
+
+  def commands(p, prefix=()):
+    for action in p._actions:
+      if isinstance(action, argparse._SubParsersAction):
+        for name, sub in action.choices.items():
+          yield prefix + (name,)
+          yield from commands(sub, prefix + (name,))
+  found = list(commands(parser))
+  assert ("serve",) in found and ("data", "extract-motion") in found and ("eval",) in found
+  for cmd in found + [("eval", w) for w in ("report", "reenact", "motion", "lipsync", "syncnet",
+                                             "capp", "factors")]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+      try:
+        code = cli.main([*cmd, "--help"])
+      except SystemExit as e:
+        code = e.code
+    assert code == 0, cmd
+    assert "usage:" in out.getvalue().lower(), cmd
