@@ -156,6 +156,8 @@ def test_sigterm_removes_the_work_folder(server):
   server["proc"].send_signal(signal.SIGTERM)
   assert server["proc"].wait(timeout=60) == 0
   assert not server["workdir"].exists()
+  # Nothing was written into the package itself (Gradio writes .pyi stubs for subclasses).
+  assert not list((REPO / "vasa_jax").rglob("*.pyi"))
 
 
 def test_serve_without_gradio_is_a_one_line_error(tmp_path):

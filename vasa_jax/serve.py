@@ -337,17 +337,18 @@ def build_app(anim, *, limits: Limits = Limits(), workdir: str | None = None,
     finally:
       shutil.rmtree(folder, ignore_errors=True)
 
-  class PortraitImage(gr.Image):
-    """gr.Image whose unreadable uploads are a message for the user, not a server error."""
+  def readable(component):
+    """An unreadable upload is a message for the user, not a server error. (Wrapped on the
+    instance: a gr.Image subclass would make Gradio write a .pyi stub into this package.)"""
+    inner = component.preprocess
 
-    def get_block_name(self) -> str:
-      return "image"
-
-    def preprocess(self, payload):
+    def preprocess(payload):
       try:
-        return super().preprocess(payload)
+        return inner(payload)
       except Exception:   # noqa: BLE001 - PIL raises many kinds for a broken file
         raise gr.Error(UNREADABLE_IMAGE, print_exception=False) from None
+    component.preprocess = preprocess
+    return component
 
   example_image = os.path.join(EXAMPLES, "portrait.jpg")
   example_audio = os.path.join(EXAMPLES, "speech.flac")
@@ -359,8 +360,8 @@ def build_app(anim, *, limits: Limits = Limits(), workdir: str | None = None,
         "as synthetic (`vasa-jax verify`).")
     with gr.Row():
       with gr.Column():
-        image = PortraitImage(label="Portrait", type="filepath", sources=["upload", "clipboard"],
-                         height=320)
+        image = readable(gr.Image(label="Portrait", type="filepath",
+                                  sources=["upload", "clipboard"], height=320))
         audio = gr.Audio(label="Speech", type="filepath", sources=["upload", "microphone"],
                          format=None)
         gr.Examples([[example_image, example_audio]], inputs=[image, audio],
