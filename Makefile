@@ -27,6 +27,7 @@ $(DEV_STAMP): $(STAMP) requirements-dev.txt
 	touch $(DEV_STAMP)
 
 test: setup-dev
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 demo: setup

@@ -42,7 +42,8 @@ def main():
 
   import tensorflow_datasets as tfds
 
-  from vasa_jax.data import SyntheticConfig, SyntheticTalkingHeads, pipeline
+  from vasa_jax.data import SyntheticConfig, SyntheticTalkingHeads, pipeline, register_builders
+  register_builders()
   data_dir = a.data_dir or os.path.join(tempfile.gettempdir(), "vasa_jax_bench_tfds")
   t0 = time.perf_counter()
   if a.dataset:

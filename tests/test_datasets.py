@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-import vasa_jax.data  # noqa: F401
+from vasa_jax.data import register_builders
 from vasa_jax import media, sharding
 from vasa_jax.data import pipeline, records
 
@@ -17,6 +17,7 @@ from vasa_jax.data import pipeline, records
 @pytest.fixture(scope="module")
 def synthetic_dir(tmp_path_factory):
   data_dir = str(tmp_path_factory.mktemp("tfds"))
+  register_builders()
   builder = tfds.builder("synthetic_talking_heads/tiny", data_dir=data_dir, workers=2)
   builder.download_and_prepare(file_format="array_record")
   return data_dir

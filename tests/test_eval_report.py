@@ -83,6 +83,13 @@ def _clip(name, seed, renderer):
                      controls={"gaze": np.zeros(2), "distance": 0.65, "emotion": 0})
 
 
+def test_identity_similarity_is_the_mean_cosine_with_the_first_frame():
+  z = np.tile([[3.0, 4.0, 0.0]], (4, 1))
+  assert report.identity_similarity(z) == pytest.approx(1.0)       # scale does not matter
+  turned = np.array([[1.0, 0, 0], [1.0, 0, 0], [0, 1.0, 0], [-1.0, 0, 0]])
+  assert report.identity_similarity(turned) == pytest.approx((1 + 1 + 0 - 1) / 4)
+
+
 def test_run_writes_the_report(tmp_path):
   """End to end with a tiny random-weight animator and the bundled evaluators."""
   from vasa_jax import animate as an
@@ -105,9 +112,10 @@ def test_run_writes_the_report(tmp_path):
   # the mouth read from the frames follows the clip's own audio, not another clip's
   assert foot["mouth_r"] > 0.5 and foot["mouth_r"] > rows["footage, another clip's audio"]["mouth_r"]
   assert foot["clips"] == 2 and foot["emotion_ok_n"] == 2 and np.isfinite(foot["sync_d"])
-  assert rows["generated"]["identity"] <= 1.0 + 1e-6
+  # generated from the clip's first frame: the identity code stays that frame's
+  assert 0.5 < rows["generated"]["identity"] <= 1.0 + 1e-6
   saved = json.loads((tmp_path / "report.json").read_text())
   assert saved["rows"]["synthetic"]["footage"]["mouth_r"] == pytest.approx(foot["mouth_r"])
   md_text = (tmp_path / "report.md").read_text()
   assert "| synthetic | footage |" in md_text and "no previous-window" in md_text
-  assert (tmp_path / "report.md").exists() and out["timing"]["video_s"] == pytest.approx(8.0)
+  assert "| synthetic | generated |" in md_text and out["timing"]["video_s"] == pytest.approx(8.0)

@@ -42,5 +42,5 @@ def test_wheel_carries_the_bundle_evaluators_examples_and_face_models(tmp_path):
 
 
 def test_face_models_come_from_the_package():
-  from vasa_jax.data import faces
+  from vasa_jax import faces
   assert os.path.samefile(faces.model_dir(), os.path.join(ROOT, "vasa_jax", "assets", "models"))

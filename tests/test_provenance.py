@@ -8,9 +8,11 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import REAL
+
 from vasa_jax import media, provenance
 
-REAL_IMAGES = "/work/shared/real/images"
+REAL_IMAGES = str(REAL / "images")   # ../shared/real, resolved in tests/conftest.py
 
 
 def _base_frame(size=256):

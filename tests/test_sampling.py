@@ -287,10 +287,12 @@ def test_sampler_benchmark_quick():
 
 
 def test_sample_long_with_motion_dit_tiny():
-  """Integration with the real denoiser contract (skipped until the stage-2 model exists)."""
-  md = pytest.importorskip("vasa_jax.models.motion_dit")
-  cfg_mod = pytest.importorskip("configs.motion_dit")
+  """Integration with the real denoiser contract (the stage-2 model, its tiny config)."""
   import flax.linen as nn
+  from conftest import load_stage_config
+
+  from vasa_jax.models import motion_dit as md
+  cfg_mod = load_stage_config("motion_dit")
   mc = cfg_mod.get_config("tiny").model
   model = md.MotionDiT(config=mc)
   variables = nn.meta.unbox(model.init(jax.random.PRNGKey(0), *md.dummy_inputs(mc, 1)))

@@ -104,6 +104,8 @@ def main(argv=None):
   # 2. labels for every clip of the target datasets
   out = {}
   for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
+    from vasa_jax.data import register_builders
+    register_builders()
     builder = tfds.builder(name, data_dir=args.data_dir)
     for split in builder.info.splits:
       src = builder.as_data_source(split=split)

@@ -44,6 +44,7 @@ import numpy as np
 
 from vasa_jax import audio as audio_lib
 from vasa_jax import bundle as bundle_lib
+from vasa_jax.composites import feather_mask, paste_back  # noqa: F401  (public here too)
 from vasa_jax import media
 from vasa_jax import mouth_rig
 from vasa_jax import sampling
@@ -109,48 +110,6 @@ def crop_box(face_box, width: int, height: int, *, scale: float = CROP_SCALE,
   side = max(x1 - x0, y1 - y0)
   c = np.array([(x0 + x1) / 2, (y0 + y1) / 2], np.float32)
   return _crop_box(c, side, scale, shift_up, width, height)
-
-
-def feather_mask(side: int, feather: float = 0.12) -> np.ndarray:
-  """[side, side] float32 weights: 1 inside, a cosine ramp to 0 over `feather` of the side."""
-  ramp = max(int(round(side * feather)), 1)
-  t = np.ones(side, np.float32)
-  x = (np.arange(ramp, dtype=np.float32) + 0.5) / ramp
-  edge = 0.5 - 0.5 * np.cos(np.pi * x)
-  t[:ramp] = edge
-  t[side - ramp:] = edge[::-1]
-  return np.minimum(t[:, None], t[None, :])
-
-
-def paste_back(image: np.ndarray, crops: np.ndarray, box, mask: np.ndarray, *,
-               reference: np.ndarray | None = None) -> np.ndarray:
-  """Blend model-size crops [n,s,s,3] into copies of `image` at box (x0, y0, side).
-
-  reference=None ("render" compositing): the upscaled render replaces the photo inside the
-  feathered mask. reference = the render of the portrait's own motion [s,s,3] ("detail"
-  compositing): the photo keeps its pixels and only the change (render - reference), upscaled,
-  is added, so detail the model cannot reproduce survives where nothing moves.
-  """
-  import cv2
-  x0, y0, side = box
-  h, w = image.shape[:2]
-  xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
-  out = np.repeat(image[None], crops.shape[0], axis=0)
-  if xb <= xa or yb <= ya:
-    return out
-  m = mask[ya - y0:yb - y0, xa - x0:xb - x0, None]
-  base = image[ya:yb, xa:xb].astype(np.float32)
-  for i, crop in enumerate(crops):
-    if reference is None:
-      interp = cv2.INTER_CUBIC if side > crop.shape[0] else cv2.INTER_AREA
-      big = cv2.resize(crop, (side, side), interpolation=interp)
-      patch = big[ya - y0:yb - y0, xa - x0:xb - x0].astype(np.float32)
-    else:
-      delta = crop.astype(np.float32) - reference.astype(np.float32)
-      big = cv2.resize(delta, (side, side), interpolation=cv2.INTER_LINEAR)
-      patch = base + big[ya - y0:yb - y0, xa - x0:xb - x0]
-    out[i, ya:yb, xa:xb] = np.clip(m * patch + (1.0 - m) * base + 0.5, 0, 255).astype(np.uint8)
-  return out
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -497,7 +456,7 @@ class Animator:
   @property
   def detector(self):
     if self._detector is None:
-      from vasa_jax.data.faces import get_detector
+      from vasa_jax.faces import get_detector
       self._detector = get_detector()
     return self._detector
 

@@ -32,11 +32,9 @@ import re
 import sys
 import time
 
-DEFAULT_DATA_DIR = os.environ.get("VASA_JAX_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
+from vasa_jax.config_utils import DEFAULT_DATA_DIR, InputError, load_config  # noqa: F401
 
-
-class UsageError(Exception):
-  """Bad input from the user: reported in one line, exit status 2."""
+UsageError = InputError    # bad input from the user: reported in one line, exit status 2
 
 
 def _progress(total: int, label: str):
@@ -67,7 +65,8 @@ def cmd_synth(args) -> int:
 def _builder(args):
   import tensorflow_datasets as tfds
 
-  import vasa_jax.data  # noqa: F401  (registers the builders)
+  from vasa_jax.data import register_builders
+  register_builders()
   kwargs = {}
   if args.workers:
     kwargs["workers"] = args.workers
@@ -190,7 +189,8 @@ def cmd_data_extract_motion(args) -> int:
     raise UsageError(f"{ml.NAME}/{name} already exists in {os.fspath(builder.data_path)}; "
                      "choose another --name or delete that folder")
   # Bad config spec / a checkpoint of another config: one line, before any output.
-  _, params = ml.load_face_latent(args.face_latent_config, args.face_latent_checkpoint)
+  from vasa_jax.train import common
+  _, params = common.load_stage1(args.face_latent_config, args.face_latent_checkpoint)
   builder = ml.MotionLatents(
       config=config, data_dir=args.data_dir, face_latent_checkpoint=args.face_latent_checkpoint,
       face_latent_params=params, source_data_dir=src_dir, batch_size=args.batch_size,
@@ -258,29 +258,6 @@ def _extract_geometry(args, datasets) -> int:
 # ----------------------------------------------------------------------------- train
 
 TRAINERS = {"face_latent": "vasa_jax.train.face_latent", "motion_dit": "vasa_jax.train.motion_dit"}
-
-
-def load_config(spec: str, overrides=()):
-  """`configs/face_latent.py:demo` (+ `--config.a.b=value` overrides) -> ConfigDict."""
-  from vasa_jax import config_utils
-  path, _, arg = spec.partition(":")
-  try:
-    module = config_utils.load_config_module(path)
-  except FileNotFoundError as e:
-    raise UsageError(str(e)) from None
-  try:
-    config = module.get_config(arg or None)
-  except (ValueError, KeyError) as e:
-    raise UsageError(f"{spec}: {e}") from None
-  for item in overrides:
-    key, eq, _ = item.partition("=")
-    if not key.startswith("--config.") or not eq:
-      raise UsageError(f"unrecognised argument {item!r} (overrides look like --config.a.b=value)")
-    try:
-      config_utils.apply_override(config, item[len("--config."):])
-    except KeyError:
-      raise UsageError(f"{key}: no such config field") from None
-  return config
 
 
 def cmd_train(args, extra) -> int:
@@ -437,9 +414,7 @@ def cmd_reenact(args) -> int:
 def cmd_export(args) -> int:
   from vasa_jax import bundle as bundle_lib
   from vasa_jax.data import motion as motion_lib
-  from vasa_jax.eval import reenact
   from vasa_jax.train import common
-  from vasa_jax.train import motion_dit as md_trainer
   recorded = os.path.join(args.face_latent, "config.json")
   if args.face_latent_config is None and os.path.isfile(recorded):
     import ml_collections
@@ -455,14 +430,10 @@ def cmd_export(args) -> int:
   try:
     if geometry:
       from vasa_jax.geometry import codes as codes_lib
-      from vasa_jax.train import geo_decoder
-      fl_params, _ = geo_decoder.restore_params(args.face_latent, fl_cfg,
-                                                key="ema" if args.weights == "ema" else "params")
       face_basis = codes_lib.FaceBasis.load(os.path.join(args.face_latent, codes_lib.BASIS_FILE))
-    else:
-      fl_params = reenact.load_params(args.face_latent, fl_cfg, use_ema=args.weights == "ema")
-    md_params, md_step = common.restore_params(args.motion_dit, md_cfg, md_trainer.init_state,
-                                               key="ema" if args.weights == "ema" else "params")
+    key = "ema" if args.weights == "ema" else "params"
+    fl_params, _ = common.restore_params(args.face_latent, fl_cfg, key=key)
+    md_params, md_step = common.restore_params(args.motion_dit, md_cfg, key=key)
   except FileNotFoundError as e:
     raise UsageError(str(e)) from None
   stats_path = os.path.join(args.motion_dit, motion_lib.STATS_FILE)

@@ -29,10 +29,55 @@ if TYPE_CHECKING:   # pragma: no cover
   from vasa_jax.animate import Animator, Portrait
 
 __all__ = ["Composite", "GeometryComposite", "RenderComposite", "DetailComposite",
-           "RigComposite", "make", "LEARNED", "GEOMETRY"]
+           "RigComposite", "make", "LEARNED", "GEOMETRY", "feather_mask", "paste_back"]
 
 LEARNED = ("render", "detail", "warp")
 GEOMETRY = ("geometry",)
+
+
+# ----------------------------------------------------------------------------- paste-back
+
+def feather_mask(side: int, feather: float = 0.12) -> np.ndarray:
+  """[side, side] float32 weights: 1 inside, a cosine ramp to 0 over `feather` of the side."""
+  ramp = max(int(round(side * feather)), 1)
+  t = np.ones(side, np.float32)
+  x = (np.arange(ramp, dtype=np.float32) + 0.5) / ramp
+  edge = 0.5 - 0.5 * np.cos(np.pi * x)
+  t[:ramp] = edge
+  t[side - ramp:] = edge[::-1]
+  return np.minimum(t[:, None], t[None, :])
+
+
+def paste_back(image: np.ndarray, crops: np.ndarray, box, mask: np.ndarray, *,
+               reference: np.ndarray | None = None) -> np.ndarray:
+  """Blend model-size crops [n,s,s,3] into copies of `image` at box (x0, y0, side).
+
+  reference=None ("render" compositing): the upscaled render replaces the photo inside the
+  feathered mask. reference = the render of the portrait's own motion [s,s,3] ("detail"
+  compositing): the photo keeps its pixels and only the change (render - reference), upscaled,
+  is added, so detail the model cannot reproduce survives where nothing moves.
+  """
+  import cv2
+  x0, y0, side = box
+  h, w = image.shape[:2]
+  xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
+  out = np.repeat(image[None], crops.shape[0], axis=0)
+  if xb <= xa or yb <= ya:
+    return out
+  m = mask[ya - y0:yb - y0, xa - x0:xb - x0, None]
+  base = image[ya:yb, xa:xb].astype(np.float32)
+  for i, crop in enumerate(crops):
+    if reference is None:
+      interp = cv2.INTER_CUBIC if side > crop.shape[0] else cv2.INTER_AREA
+      big = cv2.resize(crop, (side, side), interpolation=interp)
+      patch = big[ya - y0:yb - y0, xa - x0:xb - x0].astype(np.float32)
+    else:
+      delta = crop.astype(np.float32) - reference.astype(np.float32)
+      big = cv2.resize(delta, (side, side), interpolation=cv2.INTER_LINEAR)
+      patch = base + big[ya - y0:yb - y0, xa - x0:xb - x0]
+    out[i, ya:yb, xa:xb] = np.clip(m * patch + (1.0 - m) * base + 0.5, 0, 255).astype(np.uint8)
+  return out
+
 
 
 class Composite:
@@ -135,13 +180,12 @@ class RenderComposite(Composite):
                                    jnp.asarray(part[:, :6]), jnp.asarray(part[:, 6:])))[:n]
 
   def render(self, portrait, motion):
-    from vasa_jax import animate as an
-    mask = None if portrait.image is None else an.feather_mask(portrait.box[2])
+    mask = None if portrait.image is None else feather_mask(portrait.box[2])
     reference = self._render(portrait, portrait.motion[None])[0] if self.reference else None
     for part in self._batches(motion):
       crops = self._render(portrait, part)
       if portrait.image is not None:
-        out = an.paste_back(portrait.image, crops, portrait.box, mask, reference=reference)
+        out = paste_back(portrait.image, crops, portrait.box, mask, reference=reference)
       elif reference is not None:
         delta = crops.astype(np.float32) - reference.astype(np.float32)
         out = np.clip(portrait.crop.astype(np.float32) + delta + 0.5, 0, 255).astype(np.uint8)
@@ -161,8 +205,7 @@ class RigComposite(Composite):
   name = "warp"
 
   def render(self, portrait, motion):
-    from vasa_jax import animate as an
-    mask = None if portrait.image is None else an.feather_mask(portrait.box[2])
+    mask = None if portrait.image is None else feather_mask(portrait.box[2])
     for part in self._batches(motion):
       yield self.anim._articulate(portrait, self.anim._warp_frames(portrait, part[:, :6], mask),
                                   part)

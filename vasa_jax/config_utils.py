@@ -1,4 +1,7 @@
-"""Loading the per-stage ml_collections config files and applying `key=value` overrides."""
+"""Loading the per-stage ml_collections config files and applying `key=value` overrides.
+
+The bottom of the artifacts layer: every other layer (data, train, eval, the CLI) resolves
+config specs here, and bad input anywhere below the CLI is an `InputError`."""
 
 from __future__ import annotations
 
@@ -7,6 +10,38 @@ import importlib.util
 import os
 
 import ml_collections
+
+DEFAULT_DATA_DIR = os.environ.get("VASA_JAX_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
+
+
+class InputError(ValueError):
+  """Bad input from the user (a path, a spec, an option): reported in one line, exit 2."""
+
+
+class ConfigError(InputError):
+  """A config spec or override that cannot be applied."""
+
+
+def load_config(spec: str, overrides=()):
+  """`configs/face_latent.py:demo` (+ `--config.a.b=value` overrides) -> ConfigDict."""
+  path, _, arg = spec.partition(":")
+  try:
+    module = load_config_module(path)
+  except FileNotFoundError as e:
+    raise ConfigError(str(e)) from None
+  try:
+    config = module.get_config(arg or None)
+  except (ValueError, KeyError) as e:
+    raise ConfigError(f"{spec}: {e}") from None
+  for item in overrides:
+    key, eq, _ = item.partition("=")
+    if not key.startswith("--config.") or not eq:
+      raise ConfigError(f"unrecognised argument {item!r} (overrides look like --config.a.b=value)")
+    try:
+      apply_override(config, item[len("--config."):])
+    except KeyError:
+      raise ConfigError(f"{key}: no such config field") from None
+  return config
 
 
 def load_config_module(path: str):

@@ -33,7 +33,6 @@ import shutil
 import tempfile
 import threading
 import time
-import uuid
 from typing import Iterator
 
 import numpy as np

@@ -120,8 +120,8 @@ class MotionLatents(tfds.core.GeneratorBasedBuilder):
                compiler_options: dict | None = None,
                progress: Callable[[], None] | None = None,
                dyn_labels: str | None = None, track_workers: int = 1, **kwargs):
-    """Build-time options (reading needs none): face_latent_checkpoint, the stage-1 workdir
-    (its EMA params are loaded unless face_latent_params, already loaded from it, are given);
+    """Build-time options (reading needs none): face_latent_checkpoint, the stage-1 workdir,
+    and face_latent_params, its EMA params (train.common.load_stage1 restores them);
     source_data_dir, where the source datasets are built (default: this data_dir); batch_size,
     frames per encoder call; workers, JPEG decoding threads; progress, called once per clip;
     dyn_labels, an .npz of tools/label_mouth.py: z_dyn[0:4] become the named factors (see
@@ -191,7 +191,8 @@ class MotionLatents(tfds.core.GeneratorBasedBuilder):
           continue
         src = b.as_data_source(split=split)
         n = min(len(src), cfg.max_clips) if cfg.max_clips else len(src)
-        for i, rec, tr in tracking.track_source(src, n, workers=self._track_workers):
+        for i, rec, tr in tracking.track_source(src, n, workers=self._track_workers,
+                                                      decode=records.decode_jpeg):
           tracked.setdefault(split, []).append((name, src, i, tr, int(rec["size"]),
                                                 _text(rec["identity"])))
           if self._progress is not None:
@@ -310,25 +311,13 @@ def open_sources(datasets: Iterable[str], data_dir: str | None):
   return out
 
 
-def load_face_latent(face_latent_config: str, checkpoint: str):
-  """(stage-1 config, EMA params of the checkpoint); ValueError / FileNotFoundError (one line)
-  for a bad config spec or a checkpoint that does not fit it."""
-  from vasa_jax import cli
-  from vasa_jax.eval import reenact
-  try:
-    fl_config = cli.load_config(face_latent_config)
-  except cli.UsageError as e:
-    raise ValueError(str(e)) from None
-  return fl_config, reenact.load_params(checkpoint, fl_config)
-
-
 def _encoder(face_latent_config: str, checkpoint: str, compiler_options, params=None):
-  """(encode(frames uint8 [1,N,S,S,3]) -> [1,N,D], D) with the stage-1 EMA encoder."""
+  """(encode(frames uint8 [1,N,S,S,3]) -> [1,N,D], D) with the stage-1 EMA encoder whose
+  params the caller restored (train.common.load_stage1: this layer restores no checkpoint)."""
+  from vasa_jax import config_utils
   if params is None:
-    fl_config, params = load_face_latent(face_latent_config, checkpoint)
-  else:
-    from vasa_jax import cli
-    fl_config = cli.load_config(face_latent_config)
+    raise ValueError(f"the stage-1 params of {checkpoint} are needed (face_latent_params=)")
+  fl_config = config_utils.load_config(face_latent_config)
   enc = _motion().latent_motion_fn(fl_config, params, compiler_options=compiler_options)
   return enc, enc.motion_dim
 

@@ -45,7 +45,8 @@ def open_builder(name: str, data_dir: str | None = None, **builder_kwargs):
   read from their files."""
   import tensorflow_datasets as tfds
 
-  import vasa_jax.data  # noqa: F401  (registers the builders)
+  from vasa_jax.data import register_builders
+  register_builders()
   try:
     builder = tfds.builder(name, data_dir=data_dir, **builder_kwargs)
   except ValueError as e:   # DatasetNotFoundError, or an unregistered config that is not built

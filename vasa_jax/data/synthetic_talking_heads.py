@@ -4,7 +4,7 @@ Every clip is a new rendering of vasa_jax.synth (3D head, espeak-ng speech, moti
 the dataset is built from nothing but a seed. Splits are identity-disjoint. Written as
 array_record; read with `tfds.data_source` (no TensorFlow needed) and grain.
 
-    import vasa_jax.data  # registers the builders
+    vasa_jax.data.register_builders()
     b = tfds.builder("synthetic_talking_heads/r256_n1000", data_dir=DIR)   # or:
     b = SyntheticTalkingHeads(config=SyntheticConfig(name="mine", size=128, clips=64), data_dir=DIR)
     b.download_and_prepare()

@@ -9,7 +9,7 @@ Pipeline of `process_video` (memory stays at a few frames of the source, whateve
   1. probe with ``ffmpeg -i`` (no ffprobe needed): streams, size, rotation, duration;
   2. audio: ffmpeg -> 16 kHz mono float32 (from the container or `VideoFile.audio_path`);
   3. detection pass: ffmpeg streams rgb24 frames resampled to 25 fps (``fps`` filter) and
-     downscaled to <= 640 px; BlazeFace (vasa_jax.data.faces) runs every ``detect_every`` frames,
+     downscaled to <= 640 px; BlazeFace (vasa_jax.faces) runs every ``detect_every`` frames,
      refined on a region around the face when the face is small;
   4. segmentation: runs of detections with exactly one dominant face, whose box stays within a
      tolerance of the run's median box (a moving/jumping face or a cut starts a new run);
@@ -37,7 +37,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from vasa_jax.data import faces as faces_lib
+from vasa_jax import faces as faces_lib
 
 log = logging.getLogger(__name__)
 

@@ -202,15 +202,15 @@ def add_clip_args(p: argparse.ArgumentParser) -> None:
 def open_clips(args):
   """(geometry Animator, geometry split, its clips with frames) from `add_clip_args` options."""
   from vasa_jax import animate as an
-  from vasa_jax import cli
+  from vasa_jax import config_utils
   from vasa_jax.data import geometry_pairs, pipeline
   name, _, split = args.dataset.partition(":")
-  data_dir = args.data_dir or cli.DEFAULT_DATA_DIR
+  data_dir = args.data_dir or config_utils.DEFAULT_DATA_DIR
   geo = pipeline.open_source(name, split or "test", data_dir)
   clips = geometry_pairs.GeometryClips(geo, args.source_data_dir or data_dir)
   anim = an.Animator(args.checkpoint)
   if anim.kind != "geometry":
-    raise cli.UsageError("this evaluates geometry-grounded bundles; for learned-flow stage 1 "
+    raise config_utils.InputError("this evaluates geometry-grounded bundles; for learned-flow stage 1 "
                          "use vasa_jax/eval/reenact.py")
   return anim, geo, clips
 
@@ -228,7 +228,7 @@ def _parser():
 
 def main(argv=None) -> int:
   from vasa_jax import animate as an
-  from vasa_jax import cli
+  from vasa_jax import config_utils
   args = _parser().parse_args(argv)
   try:
     anim, geo, clips = open_clips(args)
@@ -241,7 +241,7 @@ def main(argv=None) -> int:
     progress = Bar(None, "clips")     # on a terminal only
     report = evaluate(anim, geo, clips, max_clips=args.max_clips, only=args.only,
                       out_dir=args.out, embedder=emb, progress=progress)
-  except (cli.UsageError, an.AnimateError, FileNotFoundError, ValueError) as e:
+  except (config_utils.InputError, an.AnimateError, FileNotFoundError, ValueError) as e:
     print(f"vasa-jax eval: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
     return 2
   print(json.dumps({"clips": report["clips"], "mean": report["mean"]}, indent=1))

@@ -378,12 +378,12 @@ def _parser():
 
 def main(argv=None) -> int:
   from vasa_jax import animate as an
-  from vasa_jax import cli
+  from vasa_jax import config_utils
   from vasa_jax.eval import geo_reenact
   args = _parser().parse_args(argv)
   try:
     if args.max_clips < 1 or args.max_seconds <= 0 or args.steps < 1 or args.control_clips < 0:
-      raise cli.UsageError("--max-clips and --steps must be >= 1, --max-seconds > 0, "
+      raise config_utils.InputError("--max-clips and --steps must be >= 1, --max-seconds > 0, "
                            "--control-clips >= 0")
     anim, geo, clips = geo_reenact.open_clips(args)
 
@@ -392,7 +392,7 @@ def main(argv=None) -> int:
     rep = evaluate(anim, geo, clips, max_clips=args.max_clips, max_seconds=args.max_seconds,
                    steps=args.steps, seed=args.seed, control_clips=args.control_clips,
                    only=args.only, out_dir=args.out, progress=progress, long=args.long)
-  except (cli.UsageError, an.AnimateError, FileNotFoundError, ValueError) as e:
+  except (config_utils.InputError, an.AnimateError, FileNotFoundError, ValueError) as e:
     print(f"vasa-jax eval: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
     return 2
   print(json.dumps({"clips": rep["clips"], "mean": rep["mean"]}, indent=1))

@@ -56,8 +56,7 @@ PSNR_CAP_DB = 100.0
 SSIM_RANGE = "[0, 1]"
 
 
-class CheckpointNotFoundError(FileNotFoundError):
-  """The workdir holds no (readable) checkpoint."""
+from vasa_jax.train.common import CheckpointNotFoundError  # noqa: E402  (re-exported)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -188,57 +187,10 @@ def _functions(model, compiler_options=None) -> _Functions:
 
 # ----------------------------------------------------------------------------- checkpoints
 
-def _checkpoint_dir(workdir: str) -> str:
-  directory = os.path.join(os.path.abspath(os.fspath(workdir)), "checkpoints")
-  steps = []
-  if os.path.isdir(directory):
-    steps = [n for n in os.listdir(directory) if n.isdigit()]
-  if not steps:
-    raise CheckpointNotFoundError(
-        f"no checkpoint in {directory}; train first: vasa-jax train --config "
-        f"configs/face_latent.py:<variant> --workdir {workdir}")
-  return directory
-
-
-class _HoldWarnings(logging.Filter):
-  def __init__(self):
-    super().__init__()
-    self.records = []
-
-  def filter(self, record):
-    self.records.append(record)
-    return False
-
-
 def _restore(workdir, config, *, use_ema: bool = True):
   """(generator params, step) from the newest readable checkpoint of workdir."""
   from vasa_jax.train import common
-  from vasa_jax.train import face_latent as trainer
-  directory = _checkpoint_dir(workdir)
-  rng = jax.random.key(int(config.get("seed", 0)), impl=config.get("rng_impl", None) or None)
-  abstract = common.unbox(jax.eval_shape(functools.partial(trainer.init_state, config), rng))
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract = jax.tree_util.tree_map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
-  held = _HoldWarnings()      # per-step "unreadable" warnings: shown only if a restore works
-  common.log.addFilter(held)
-  ckpt = common.Checkpointer(os.fspath(workdir), async_save=False)
-  try:
-    state, step = ckpt.restore(abstract)
-  except common.CheckpointRestoreError:
-    state = None
-  finally:
-    common.log.removeFilter(held)
-    ckpt.close()
-  if state is None:
-    why = held.records[0].getMessage() if held.records else ""
-    raise CheckpointNotFoundError(
-        f"no readable checkpoint in {directory} for this config (variant "
-        f"{config.get('variant', '?')}); does --config match the run that wrote it? "
-        f"({why})")
-  for rec in held.records:
-    common.log.handle(rec)
-  return state["ema" if use_ema else "params"], int(step)
+  return common.restore_params(workdir, config, key="ema" if use_ema else "params")
 
 
 def load_params(workdir, config, *, use_ema: bool = True):
@@ -434,8 +386,8 @@ def evaluate(workdir_or_params, config, datasets: Sequence, data_dir: str | None
   """
   t0 = time.perf_counter()
   is_workdir = isinstance(workdir_or_params, (str, os.PathLike))
-  if is_workdir:
-    _checkpoint_dir(workdir_or_params)          # cheap check before opening any data
+  if is_workdir:   # restored first: a missing checkpoint fails before any data is opened
+    params, step = _restore(workdir_or_params, config, use_ema=use_ema)
   pairs = [_parse_dataset(d) for d in datasets]
   if not pairs:
     raise ValueError("no datasets to evaluate")
@@ -444,7 +396,6 @@ def evaluate(workdir_or_params, config, datasets: Sequence, data_dir: str | None
     key = f"{name}:{split}"
     opened[key] = sources[key] if sources and key in sources else _open_dataset(name, split, data_dir)
   if is_workdir:
-    params, step = _restore(workdir_or_params, config, use_ema=use_ema)
     ckpt = {"workdir": os.path.abspath(os.fspath(workdir_or_params)), "step": step,
             "params": "ema" if use_ema else "raw"}
   else:
@@ -543,19 +494,19 @@ def main(argv=None) -> int:
     absl_logging.set_verbosity(absl_logging.ERROR)
   except ImportError:
     pass
-  from vasa_jax import cli
+  from vasa_jax import config_utils
   argv = list(sys.argv[1:] if argv is None else argv)
   if "--config" not in " ".join(argv):   # a bundle: the geometry-grounded evaluation
     from vasa_jax.eval import geo_reenact
     return geo_reenact.main(argv)
   args, extra = _parser().parse_known_args(argv)
   try:
-    config = cli.load_config(args.config, extra)
+    config = config_utils.load_config(args.config, extra)
     if config.get("stage") != "face_latent":
-      raise cli.UsageError(f"config has stage={config.get('stage')!r}; this evaluates face_latent")
+      raise config_utils.InputError(f"config has stage={config.get('stage')!r}; this evaluates face_latent")
     if args.frames_per_clip < 1 or args.batch < 1 or (args.max_clips is not None and args.max_clips < 1):
-      raise cli.UsageError("--frames-per-clip, --batch and --max-clips must be >= 1")
-    data_dir = args.data_dir or config.data.get("data_dir") or cli.DEFAULT_DATA_DIR
+      raise config_utils.InputError("--frames-per-clip, --batch and --max-clips must be >= 1")
+    data_dir = args.data_dir or config.data.get("data_dir") or config_utils.DEFAULT_DATA_DIR
 
     def progress(key, done, total):
       print(f"\r{key}: clip {done}/{total}", end="\n" if done == total else "",
@@ -566,7 +517,7 @@ def main(argv=None) -> int:
                       batch=args.batch, use_ema=not args.raw_params,
                       grid_sources=args.grid_sources, grid_drivers=args.grid_drivers,
                       progress=progress)
-  except (cli.UsageError, FileNotFoundError, NotADirectoryError, PermissionError, ValueError) as e:
+  except (config_utils.InputError, FileNotFoundError, NotADirectoryError, PermissionError, ValueError) as e:
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     print(f"vasa-jax eval: error: {msg}", file=sys.stderr)
     return 2

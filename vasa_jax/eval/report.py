@@ -156,6 +156,13 @@ def load_evaluators(animator, *, sync_path=None, capp_path=None, factors_path=No
                     factors=factors.load(factors_path), animator=animator)
 
 
+def identity_similarity(z_id: np.ndarray) -> float:
+  """Mean cosine similarity of every frame's identity code [T, D] with the first frame's."""
+  z = np.asarray(z_id, np.float64)
+  z = z / np.maximum(np.linalg.norm(z, axis=-1, keepdims=True), 1e-8)
+  return float(np.mean(z @ z[0]))
+
+
 def video_metrics(ev: Evaluators, frames: np.ndarray, audio: np.ndarray, *,
                   controls: dict | None = None, keep_traces: bool = False) -> dict:
   """Every per-video measure of the module docstring for aligned crops [T,S,S,3] + 16 kHz audio."""
@@ -180,8 +187,7 @@ def video_metrics(ev: Evaluators, frames: np.ndarray, audio: np.ndarray, *,
   except ValueError as e:   # shorter than one CAPP window
     log.warning("CAPP skipped: %s", e)
     out["capp"] = float("nan")
-  zid = enc["z_id"] / np.maximum(np.linalg.norm(enc["z_id"], axis=-1, keepdims=True), 1e-8)
-  out["identity"] = float(np.mean(zid @ zid[0]))
+  out["identity"] = identity_similarity(enc["z_id"])
   if controls:
     if controls.get("gaze") is not None:
       out["gaze_err_deg"] = gaze_error_deg(np.mean(f["gaze"], axis=0), controls["gaze"])

@@ -3,7 +3,7 @@
 Models: MediaPipe's ``face_landmark.tflite`` (192x192 RGB in [0, 1] -> 468 x (x, y, z) plus a
 face-presence logit) and ``iris_landmark.tflite`` (64x64 eye crop -> 71 eye-contour points and 5
 iris points). Both travel, with BlazeFace, in ``vasa_jax/assets/models`` (Apache-2.0 MediaPipe
-models, NOTICE.md there); `vasa_jax.data.faces.model_dir` finds them (``VASA_FACE_MODEL_DIR``
+models, NOTICE.md there); `vasa_jax.faces.model_dir` finds them (``VASA_FACE_MODEL_DIR``
 overrides). Neither mediapipe nor tensorflow is imported.
 
 Pipeline for one image (`FaceMesh.detect`):
@@ -40,7 +40,7 @@ from typing import Iterable, Iterator
 import cv2
 import numpy as np
 
-from vasa_jax.data import faces as faces_lib
+from vasa_jax import faces as faces_lib
 
 __all__ = ["FaceGeometry", "FaceMesh", "NoFaceError", "get_mesh", "NUM_POINTS", "MESH_POINTS",
            "IRIS_A", "IRIS_B", "OneEuro"]

@@ -1,7 +1,7 @@
 """Landmark tracks of whole clips: every frame's 478 points, with gaps filled.
 
     points, valid, score = track_frames(frames)            # one clip, uint8 [T, S, S, 3]
-    for rec, tr in track_source(source, n, workers=2):     # the clips of a TFDS clip dataset
+    for i, rec, tr in track_source(source, n, workers=2, decode=records.decode_jpeg):
         ...
 
 Frames where the face is lost (valid = False) get points linearly interpolated from the nearest
@@ -12,7 +12,7 @@ frames were measured.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -61,16 +61,16 @@ def _track_record(args):
   return i, track_frames(frames)
 
 
-def track_source(source, n: int | None = None, *, workers: int = 1
+def track_source(source, n: int | None = None, *, workers: int = 1, decode: Callable
                  ) -> Iterator[tuple[int, dict, Track]]:
-  """(index, record, Track) for the first n clips of a clip data source (records schema),
-  in order. workers > 1 tracks clips in that many processes."""
-  from vasa_jax.data import records
+  """(index, record, Track) for the first n clips of a clip data source whose records hold
+  encoded frames (`decode(bytes) -> uint8 [S, S, 3]`, e.g. data.records.decode_jpeg), in
+  order. workers > 1 tracks clips in that many processes."""
   n = len(source) if n is None else min(n, len(source))
 
   def load(i):
     rec = source[i]
-    return rec, np.stack([records.decode_jpeg(bytes(f)) for f in rec["frames"]])
+    return rec, np.stack([decode(bytes(f)) for f in rec["frames"]])
 
   if workers <= 1:
     for i in range(n):

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from vasa_jax import audio as audio_lib
+from vasa_jax.models import audio_encoder
 from vasa_jax import diffusion
 from vasa_jax.models import layers
 
@@ -204,7 +204,7 @@ class MotionDiT(nn.Module):
     temb = nn.silu(_dense(width, ("embed", "mlp"), "time_in", jnp.float32)(temb))
     temb = _dense(width, ("mlp", "embed"), "time_out", jnp.float32)(temb)   # [B, C] float32
 
-    encoder = audio_lib.AudioEncoder(
+    encoder = audio_encoder.AudioEncoder(
         features=c.audio_dim, hidden=c.audio_hidden, num_layers=c.audio_layers,
         kernel=c.audio_kernel, dtype=dt, name="audio_encoder")
     audio_proj = _dense(width, ("mlp", "embed"), "audio_proj", dt)

@@ -13,7 +13,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any
+from typing import Callable, Any
 
 import jax
 import jax.numpy as jnp
@@ -416,27 +416,79 @@ def finish_step(metrics: dict, step: int, batch, bad_batches, last: dict) -> tup
 
 # ----------------------------------------------------------------------------- inference restore
 
-def restore_params(workdir: str, config, init_state_fn, *, key: str = "ema"):
-  """(state[key], step) of workdir's newest readable checkpoint, on the first local device.
+class CheckpointNotFoundError(FileNotFoundError):
+  """The workdir holds no (readable) checkpoint for this config."""
 
-  The abstract state comes from jax.eval_shape(init_state_fn(config, rng)), so no optimizer or
-  data iterator is needed. Raises FileNotFoundError when there is no readable checkpoint.
+
+class _HoldWarnings(logging.Filter):
+  """Holds the per-step "unreadable checkpoint" warnings: shown only if a restore works,
+  else folded into the one-line error."""
+
+  def __init__(self):
+    super().__init__()
+    self.records = []
+
+  def filter(self, record):
+    self.records.append(record)
+    return False
+
+
+def init_state_for(config) -> Callable:
+  """The trainer's init_state for a config: what its checkpoints hold."""
+  from vasa_jax.train import face_latent, geo_decoder, motion_dit
+  if config.get("stage") == "motion_dit":
+    return motion_dit.init_state
+  if config.model.get("kind", "learned_flow") == "geometry":
+    return geo_decoder.init_state
+  return face_latent.init_state
+
+
+def restore_params(workdir: str, config, init_state_fn=None, *, key: str = "ema"):
+  """(state[key], step) of workdir's newest readable checkpoint, on the first local device:
+  the one place a training run's parameters are read back (export, evaluators, the stage-2
+  trainer's stage-1 encoder, init_from).
+
+  The abstract state comes from jax.eval_shape(init_state_fn(config, rng)) (default: the
+  trainer of `config`'s stage), so no optimizer or data iterator is needed. Raises
+  CheckpointNotFoundError (a FileNotFoundError) when there is no readable checkpoint.
   """
   import functools
+  directory = os.path.join(os.path.abspath(os.fspath(workdir)), "checkpoints")
+  if not os.path.isdir(os.fspath(workdir)):
+    raise CheckpointNotFoundError(f"workdir not found: {workdir}")
+  if not (os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))):
+    raise CheckpointNotFoundError(
+        f"no checkpoint in {directory}; train first: vasa-jax train --config "
+        f"configs/{config.get('stage', '<stage>')}.py:<variant> --workdir {workdir}")
+  init_state_fn = init_state_fn or init_state_for(config)
   rng = jax.random.key(int(config.get("seed", 0)), impl=config.get("rng_impl", None) or None)
   abstract = unbox(jax.eval_shape(functools.partial(init_state_fn, config), rng))
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   abstract = jax.tree_util.tree_map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
-  if not os.path.isdir(os.fspath(workdir)):
-    raise FileNotFoundError(f"workdir not found: {workdir}")
+  held = _HoldWarnings()
+  log.addFilter(held)
   ckpt = Checkpointer(os.fspath(workdir), async_save=False)
   try:
     state, step = ckpt.restore(abstract)
-  except CheckpointRestoreError as e:
-    raise FileNotFoundError(f"no readable checkpoint in {workdir} for this config: {e}") from None
+  except CheckpointRestoreError:
+    state, step = None, None
   finally:
+    log.removeFilter(held)
     ckpt.close()
   if state is None:
-    raise FileNotFoundError(f"no checkpoint in {workdir}")
+    why = held.records[0].getMessage() if held.records else ""
+    raise CheckpointNotFoundError(
+        f"no readable checkpoint in {directory} for this config (variant "
+        f"{config.get('variant', '?')}); does --config match the run that wrote it? ({why})")
+  for rec in held.records:
+    log.handle(rec)
   return state[key], int(step)
+
+
+def load_stage1(face_latent_config: str, checkpoint: str):
+  """(stage-1 config, EMA params) for a config spec and its training workdir; ConfigError /
+  CheckpointNotFoundError (one line) for a bad spec or a checkpoint that does not fit it."""
+  from vasa_jax import config_utils
+  config = config_utils.load_config(face_latent_config)
+  return config, restore_params(checkpoint, config)[0]

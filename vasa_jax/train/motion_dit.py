@@ -60,6 +60,7 @@ import numpy as np
 import optax
 
 from vasa_jax import audio as audio_lib
+from vasa_jax import config_utils
 from vasa_jax import sharding as sharding_lib
 from vasa_jax.data import motion as motion_lib
 from vasa_jax.data import pipeline
@@ -76,7 +77,7 @@ STEP_KEYS = ("motion", "prev_motion", "mask", "prev_mask", "audio", "prev_audio"
              "control_blink_rate", "has_control_blink_rate")
 
 
-class ConfigError(ValueError):
+class ConfigError(config_utils.ConfigError):
   """A required config field is missing or inconsistent."""
 
 
@@ -122,8 +123,7 @@ def _face_latent_config(config):
         "'configs/face_latent.py:demo', the config the stage-1 checkpoint was trained with); "
         "set motion_source='ground_truth' only for synthetic debugging")
   if isinstance(spec, str):
-    from vasa_jax import cli
-    return cli.load_config(spec)
+    return config_utils.load_config(spec)
   return spec
 
 
@@ -149,8 +149,7 @@ def make_motion_fn(config, mesh) -> tuple[Callable, bool]:
   if fl_dim != d:
     raise ConfigError(f"config.model.motion_dim={d} but the stage-1 model gives 6 + dyn_dim = "
                       f"{fl_dim}; set model.dyn_dim={fl_config.model.dyn_dim}")
-  from vasa_jax.eval import reenact
-  params = reenact.load_params(ckpt, fl_config)
+  params, _ = common.restore_stage_params(ckpt, fl_config)
   log.info("motion latents from the stage-1 EMA encoder of %s", ckpt)
   enc = motion_lib.latent_motion_fn(fl_config, params, mesh=mesh,
                                     chunk=int(config.get("latent_chunk", 0)) or None,

@@ -59,7 +59,7 @@ def model_dir() -> str:
     if not os.path.isfile(os.path.join(env, _FULL)):
       raise FileNotFoundError(f"VASA_FACE_MODEL_DIR={env!r} has no {_FULL}")
     return env
-  bundled = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets",
+  bundled = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets",
                          "models")
   if os.path.isfile(os.path.join(bundled, _FULL)):
     return bundled
