@@ -455,7 +455,7 @@ def restore_params(workdir: str, config, init_state_fn=None, *, key: str = "ema"
   import functools
   directory = os.path.join(os.path.abspath(os.fspath(workdir)), "checkpoints")
   if not os.path.isdir(os.fspath(workdir)):
-    raise CheckpointNotFoundError(f"workdir not found: {workdir}")
+    raise CheckpointNotFoundError(f"no checkpoint in {workdir}: no such folder")
   if not (os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))):
     raise CheckpointNotFoundError(
         f"no checkpoint in {directory}; train first: vasa-jax train --config "

@@ -149,7 +149,7 @@ def make_motion_fn(config, mesh) -> tuple[Callable, bool]:
   if fl_dim != d:
     raise ConfigError(f"config.model.motion_dim={d} but the stage-1 model gives 6 + dyn_dim = "
                       f"{fl_dim}; set model.dyn_dim={fl_config.model.dyn_dim}")
-  params, _ = common.restore_stage_params(ckpt, fl_config)
+  params, _ = common.restore_params(ckpt, fl_config)
   log.info("motion latents from the stage-1 EMA encoder of %s", ckpt)
   enc = motion_lib.latent_motion_fn(fl_config, params, mesh=mesh,
                                     chunk=int(config.get("latent_chunk", 0)) or None,
