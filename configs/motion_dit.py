@@ -52,7 +52,7 @@ LOGICAL_AXIS_RULES = (
 )
 
 VARIANTS = ("tiny", "demo", "paper", "geo")
-EMOTIONS = ("neutral", "happy", "sad", "angry", "surprised")
+from vasa_jax.constants import EMOTIONS  # noqa: E402  (one definition for the package)
 
 
 def _model(variant: str) -> ml_collections.ConfigDict:

@@ -11,12 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vasa_jax import sampling
+from vasa_jax import diffusion, sampling
 
 FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 B, W, D, A, K = 2, 8, 3, 4, 3
 PROJ = np.asarray(np.random.default_rng(0).normal(size=(A, D)), np.float32)
-SCHED = sampling.CosineSchedule()
+SCHED = diffusion.CosineSchedule()
 
 
 def _drop(drop, name, b):

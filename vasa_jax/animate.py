@@ -52,8 +52,7 @@ from vasa_jax.geometry.emotion import EMOTIONS   # = configs/motion_dit.EMOTIONS
 
 log = logging.getLogger(__name__)
 
-FPS = 25
-SAMPLE_RATE = 16000
+from vasa_jax.constants import FPS, SAMPLE_RATE  # noqa: E402
 CROP_SCALE = 1.8          # = talking_face_videos crop: side / BlazeFace box side
 CROP_SHIFT_UP = 0.1       # crop centre above the box centre, in face sides
 COMPOSITES = ("render", "detail", "warp", "geometry")
@@ -319,6 +318,11 @@ class Animator:
       raise AnimateError(f"{self.checkpoint}: motion_dit motion_dim {self.motion_dim} does not "
                          f"match the face model's 6 + dyn_dim {6 + int(mc.dyn_dim)}")
     self.dit = md.MotionDiT(dc)
+    # The noise schedule the stage-2 run trained with (its config's `diffusion` block) and its
+    # sampler settings: inference denoises along the same schedule.
+    from vasa_jax import diffusion
+    self.schedule = diffusion.schedule_from_config(self.md_config)
+    self.eta = float((self.md_config.get("sampler", None) or {}).get("eta", 0.0))
     if self.kind == "geometry":
       self._init_geometry(bundle)
     else:
@@ -660,7 +664,8 @@ class Animator:
     for start, m in sampling.stream(
         self._denoise, feats, ctrl, window=self.window, context=k, steps=int(steps), cfg=cfg,
         rng=jax.random.PRNGKey(int(seed)), first_prev=first, motion_dim=self.motion_dim,
-        params=self.md_params, carry_context=carry_context):
+        params=self.md_params, carry_context=carry_context, schedule=self.schedule,
+        eta=self.eta):
       m = self._denormalize(m)
       if tail is not None:
         m = join_seam(tail, m)

@@ -25,9 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-FPS = 25
-SAMPLE_RATE = 16000
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS   # 640
+from vasa_jax.constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+
 HOP = 320                                # 20 ms
 WIN = 400                                # 25 ms
 N_FFT = 512                              # window zero-padded to the next power of two

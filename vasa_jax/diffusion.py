@@ -8,8 +8,8 @@ Continuous time t in [0, 1]: t = 0 is clean data, t = 1 is (almost) pure noise.
 A schedule is any object with `alpha_sigma(t) -> (alpha, sigma)` and `logsnr(t)`;
 `CosineSchedule` (the cosine schedule of Nichol & Dhariwal, written in log-SNR and clipped to
 [logsnr_min, logsnr_max] so both ends are finite) is the default. The model predicts x0
-directly (VASA-1), so the training loss is an x0 regression; `eps_from_x0` and `ddim_step`
-serve samplers.
+directly (VASA-1), so the training loss is an x0 regression; `vasa_jax.sampling` runs DDIM
+with the same schedule objects (a bundle's own, from `schedule_from_config`).
 """
 
 from __future__ import annotations
@@ -81,20 +81,6 @@ def eps_from_x0(x_t, x0, t, schedule=CosineSchedule()):
   """The noise implied by an x0 prediction: eps = (x_t - alpha x0) / sigma."""
   alpha, sigma = schedule.alpha_sigma(t)
   return (x_t - _bcast(alpha, x_t) * x0) / jnp.maximum(_bcast(sigma, x_t), 1e-8)
-
-
-def ddim_step(x_t, x0, t, s, schedule=CosineSchedule(), noise=None, eta: float = 0.0):
-  """One DDIM step t -> s < t given an x0 prediction (eta = 0: deterministic)."""
-  eps = eps_from_x0(x_t, x0, t, schedule)
-  a_t, s_t = (_bcast(v, x_t) for v in schedule.alpha_sigma(t))
-  a_s, s_s = (_bcast(v, x_t) for v in schedule.alpha_sigma(s))
-  if eta == 0.0 or noise is None:
-    return a_s * x0 + s_s * eps
-  # Stochastic DDIM: sigma_eta^2 = eta^2 (s_s^2 / s_t^2) (1 - a_t^2 / a_s^2).
-  ratio = a_t / jnp.maximum(a_s, 1e-8)
-  var = eta ** 2 * (s_s / jnp.maximum(s_t, 1e-8)) ** 2 * jnp.clip(1 - ratio ** 2, 0.0, 1.0)
-  dir_scale = jnp.sqrt(jnp.clip(s_s ** 2 - var, 0.0, None))
-  return a_s * x0 + dir_scale * eps + jnp.sqrt(var) * noise
 
 
 def masked_mean(err, mask):

@@ -15,8 +15,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-FPS = 25
-SAMPLE_RATE = 16000
+from vasa_jax.constants import FPS, SAMPLE_RATE  # noqa: E402
 
 
 class MediaError(ValueError):

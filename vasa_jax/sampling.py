@@ -47,39 +47,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vasa_jax import diffusion
+
 Denoiser = Callable[..., jax.Array]
 
-FPS = 25
+from vasa_jax.constants import FPS  # noqa: E402
 DEFAULT_CFG = {"audio": 0.5, "gaze": 1.0}     # DESIGN.md defaults (l_audio, l_gaze)
 
 
 # ----------------------------------------------------------------------------- schedule
 
-class CosineSchedule:
-  """Cosine variance-preserving schedule: alpha = cos(pi/2 t'), sigma = sin(pi/2 t').
-
-  t' = clip(t, t_min, 1 - t_min) keeps alpha and sigma away from 0. Any object with
-  ``alpha_sigma(t) -> (alpha, sigma)`` (or a vdm-style ``log_snr(t)`` / ``gamma(t)``) can be
-  used instead.
-  """
-
-  def __init__(self, t_min: float = 1e-4):
-    self.t_min = float(t_min)
-
-  def alpha_sigma(self, t):
-    t = jnp.clip(jnp.asarray(t, jnp.float32), self.t_min, 1.0 - self.t_min)
-    return jnp.cos(0.5 * jnp.pi * t), jnp.sin(0.5 * jnp.pi * t)
-
-
 def default_schedule():
-  """The project's CosineSchedule if vasa_jax.diffusion provides one, else ours."""
-  try:
-    from vasa_jax import diffusion  # pylint: disable=import-outside-toplevel
-    sched = diffusion.CosineSchedule()
-    alpha_sigma(sched, jnp.zeros(()))        # it must speak one of the supported protocols
-    return sched
-  except Exception:  # noqa: BLE001 - any failure falls back to the local definition
-    return CosineSchedule()
+  """The training default (vasa_jax.diffusion.CosineSchedule); a bundle's own schedule comes
+  from its config (diffusion.schedule_from_config), which `Animator` passes in."""
+  return diffusion.CosineSchedule()
 
 
 def alpha_sigma(schedule, t) -> Tuple[jax.Array, jax.Array]:

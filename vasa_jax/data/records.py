@@ -14,9 +14,7 @@ import io
 
 import numpy as np
 
-FPS = 25
-SAMPLE_RATE = 16000
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
+from vasa_jax.constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME  # noqa: E402,F401
 
 # Per-frame label tracks: name -> trailing shape.
 TRACKS = {

@@ -41,9 +41,7 @@ from vasa_jax import faces as faces_lib
 
 log = logging.getLogger(__name__)
 
-FPS = 25
-SAMPLE_RATE = 16000
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
+from vasa_jax.constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME  # noqa: E402,F401
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 AUDIO_EXTS = (".wav", ".flac", ".m4a", ".mp3", ".ogg", ".aac")  # preference order for siblings

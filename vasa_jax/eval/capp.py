@@ -61,7 +61,7 @@ from vasa_jax.eval import contrastive
 log = logging.getLogger(__name__)
 
 NAME = "capp"
-SAMPLES_PER_FRAME = 640
+from vasa_jax.constants import SAMPLES_PER_FRAME  # noqa: E402
 DATASET = "motion_latents/demo"
 POSE_DIMS = 6
 MIRROR = np.array([-1, 1, -1, -1, 1, 1], np.float32)   # yaw, roll, tx change sign in a mirror

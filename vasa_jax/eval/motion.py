@@ -54,7 +54,7 @@ import time
 
 import numpy as np
 
-FPS = 25
+from vasa_jax.constants import FPS  # noqa: E402
 CONTROL_SECONDS = 4.0
 MOUTH = (13, 14)                  # inner upper / lower lip centre
 CORNERS = (61, 291)

@@ -62,8 +62,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-FPS = 25
-SPF = 640   # audio samples per frame at 16 kHz
+from vasa_jax.constants import FPS, SAMPLES_PER_FRAME as SPF  # noqa: E402
 SHIFT_FRAMES = 10
 MAX_LAG = 5
 

@@ -60,8 +60,7 @@ from vasa_jax.eval import contrastive
 log = logging.getLogger(__name__)
 
 NAME = "syncnet"
-FPS = 25
-SAMPLES_PER_FRAME = 640
+from vasa_jax.constants import FPS, SAMPLES_PER_FRAME  # noqa: E402
 REAL_DATASET = "talking_face_videos/r256"
 SYNTH_DATASET = "synthetic_talking_heads/r256_n1000"
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-EMOTIONS = ("neutral", "happy", "sad", "angry", "surprised")
+from vasa_jax.constants import EMOTIONS  # noqa: E402,F401
 
 MOUTH_CORNERS = (61, 291)
 LIP_UPPER = (0, 13, 37, 267)

@@ -22,9 +22,7 @@ from vasa_jax.synth import sentences as sentences_lib
 from vasa_jax.synth import speech as speech_lib
 from vasa_jax.workers import default_workers, pool
 
-FPS = 25
-SAMPLE_RATE = 16000
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
+from vasa_jax.constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME  # noqa: E402
 
 
 @dataclasses.dataclass

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-EMOTIONS = ("neutral", "happy", "sad", "angry", "surprised")
+from vasa_jax.constants import EMOTIONS  # noqa: E402
 
 HEAD_SCALE = 0.46          # anatomical metres -> rendered metres (see module docstring)
 FOV_Y_DEG = 14.0           # vertical field of view of the pinhole camera

@@ -22,8 +22,7 @@ import numpy as np
 
 from .speech import Speech, is_pause
 
-EMOTIONS = ("neutral", "happy", "sad", "angry", "surprised")
-FPS = 25
+from vasa_jax.constants import EMOTIONS, FPS  # noqa: E402
 DEG = np.pi / 180.0
 
 # pose limits (radians / metres)

@@ -22,7 +22,7 @@ from typing import Optional
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from vasa_jax.constants import SAMPLE_RATE  # noqa: E402
 
 # --- espeak-ng C API constants (speak_lib.h) ---------------------------------------
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
