@@ -174,15 +174,7 @@ def cmd_data_extract_motion(args) -> int:
   name = args.name or (args.face_latent_config.partition(":")[2].split(",")[0] or "default")
   if "/" in name or not name.replace("_", "").replace("-", "").isalnum():
     raise UsageError(f"--name {name!r}: use letters, digits, '_' and '-'")
-  src_dir = args.source_data_dir or args.data_dir
-  try:
-    sources = ml.open_sources(datasets, src_dir)
-  except (ValueError, FileNotFoundError) as e:
-    raise UsageError(str(e).strip().splitlines()[0]) from None
-  total = 0
-  for _, b in sources:
-    for si in b.info.splits.values():
-      total += min(si.num_examples, args.max_clips) if args.max_clips else si.num_examples
+  src_dir, total = _source_clips(args, datasets)
   config = ml.make_config(name, datasets, args.face_latent_config, args.max_clips or 0)
   builder = ml.MotionLatents(config=config, data_dir=args.data_dir)
   if builder.is_prepared():
@@ -210,6 +202,19 @@ def cmd_data_extract_motion(args) -> int:
   return 0
 
 
+def _source_clips(args, datasets) -> tuple[str, int]:
+  """(the source data dir, how many clips extract-motion will read from the datasets)."""
+  from vasa_jax.data import motion_latents as ml
+  src_dir = args.source_data_dir or args.data_dir
+  try:
+    sources = ml.open_sources(datasets, src_dir)
+  except (ValueError, FileNotFoundError) as e:
+    raise UsageError(str(e).strip().splitlines()[0]) from None
+  total = sum(min(si.num_examples, args.max_clips) if args.max_clips else si.num_examples
+              for _, b in sources for si in b.info.splits.values())
+  return src_dir, total
+
+
 def _extract_geometry(args, datasets) -> int:
   """extract-motion --geometry: landmarks of every frame, a face basis, codes."""
   from vasa_jax.data import motion_latents as ml
@@ -220,15 +225,7 @@ def _extract_geometry(args, datasets) -> int:
     raise UsageError(f"--face-basis: no such file: {args.face_basis}")
   if not 1 <= args.exp_dim <= 200:
     raise UsageError("--exp-dim must be between 1 and 200")
-  src_dir = args.source_data_dir or args.data_dir
-  try:
-    sources = ml.open_sources(datasets, src_dir)
-  except (ValueError, FileNotFoundError) as e:
-    raise UsageError(str(e).strip().splitlines()[0]) from None
-  total = 0
-  for _, b in sources:
-    for si in b.info.splits.values():
-      total += min(si.num_examples, args.max_clips) if args.max_clips else si.num_examples
+  src_dir, total = _source_clips(args, datasets)
   config = ml.make_config(name, datasets, "", args.max_clips or 0, motion_source="geometry",
                           face_basis=os.path.abspath(args.face_basis) if args.face_basis else "",
                           exp_dim=int(args.exp_dim))

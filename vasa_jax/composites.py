@@ -39,13 +39,8 @@ GEOMETRY = ("geometry",)
 
 def feather_mask(side: int, feather: float = 0.12) -> np.ndarray:
   """[side, side] float32 weights: 1 inside, a cosine ramp to 0 over `feather` of the side."""
-  ramp = max(int(round(side * feather)), 1)
-  t = np.ones(side, np.float32)
-  x = (np.arange(ramp, dtype=np.float32) + 0.5) / ramp
-  edge = 0.5 - 0.5 * np.cos(np.pi * x)
-  t[:ramp] = edge
-  t[side - ramp:] = edge[::-1]
-  return np.minimum(t[:, None], t[None, :])
+  from vasa_jax.geometry.render import feather_window
+  return feather_window(side, feather)
 
 
 def paste_back(image: np.ndarray, crops: np.ndarray, box, mask: np.ndarray, *,
