@@ -32,7 +32,6 @@ import ml_collections
 import numpy as np
 from flax import serialization
 
-from vasa_jax.media import atomic_folder
 
 FORMAT = "vasa-jax-bundle"
 VERSION = 2            # 2: geometry-grounded bundles (face_basis.npz); 1 still loads
@@ -92,31 +91,25 @@ def save(out_dir: str, *, face_latent_config, face_latent_params, motion_dit_con
     raise BundleError(f"motion_dit motion_dim {md_dim} != 6 + face_latent dyn_dim {fl_dyn}")
   if len(motion_stats["mean"]) != md_dim:
     raise BundleError(f"motion statistics have {len(motion_stats['mean'])} dims, not {md_dim}")
-  out_dir = os.path.abspath(out_dir)
-  with atomic_folder(out_dir, prefix=".bundle.") as tmp:
-    fl = _to_host(face_latent_params, dtype)
-    md = _to_host(motion_dit_params, dtype)
-    with open(os.path.join(tmp, FACE_FILE), "wb") as f:
-      f.write(serialization.msgpack_serialize(fl))
-    with open(os.path.join(tmp, DIT_FILE), "wb") as f:
-      f.write(serialization.msgpack_serialize(md))
-    with open(os.path.join(tmp, STATS_FILE), "w") as f:
-      json.dump({"mean": [float(x) for x in motion_stats["mean"]],
-                 "std": [float(x) for x in motion_stats["std"]]}, f)
-    if geometry:
-      face_basis.save(os.path.join(tmp, BASIS_FILE))
-    count = lambda t: int(sum(np.size(x) for x in jax.tree_util.tree_leaves(t)))  # noqa: E731
-    meta = {
-        "format": FORMAT, "version": VERSION, "dtype": dtype,
-        "face_latent": {"config": _config_json(face_latent_config), "params": count(fl),
-                        "kind": "geometry" if geometry else "learned_flow"},
-        "motion_dit": {"config": _config_json(motion_dit_config), "params": count(md)},
-        "provenance": provenance or {},
-        "mouth_rig": None if mouth_rig is None else dict(mouth_rig),
-    }
-    with open(os.path.join(tmp, META_FILE), "w") as f:
-      json.dump(meta, f, indent=1)
-  return out_dir
+  from vasa_jax import artifacts
+  fl = _to_host(face_latent_params, dtype)
+  md = _to_host(motion_dit_params, dtype)
+  meta = {
+      "format": FORMAT, "version": VERSION, "dtype": dtype,
+      "face_latent": {"config": _config_json(face_latent_config),
+                      "params": artifacts.count_params(fl),
+                      "kind": "geometry" if geometry else "learned_flow"},
+      "motion_dit": {"config": _config_json(motion_dit_config),
+                     "params": artifacts.count_params(md)},
+      "provenance": provenance or {},
+      "mouth_rig": None if mouth_rig is None else dict(mouth_rig),
+  }
+  stats = {"mean": [float(x) for x in motion_stats["mean"]],
+           "std": [float(x) for x in motion_stats["std"]]}
+  return artifacts.write_weights_folder(
+      out_dir, weights={FACE_FILE: fl, DIT_FILE: md},
+      documents={STATS_FILE: stats, META_FILE: meta}, prefix=".bundle.",
+      extra=(lambda tmp: face_basis.save(os.path.join(tmp, BASIS_FILE))) if geometry else None)
 
 
 def load(path: str | None = None) -> dict:

@@ -21,7 +21,6 @@ import numpy as np
 from flax import serialization
 
 from vasa_jax import audio as audio_lib
-from vasa_jax.media import atomic_folder
 
 FORMAT = "vasa-jax-evaluator"
 VERSION = 1
@@ -100,23 +99,19 @@ def l2_normalise(x: jax.Array, eps: float = 1e-6) -> jax.Array:
 # ----------------------------------------------------------------------------- weights folder
 
 def count_params(params) -> int:
-  return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(params)))
+  from vasa_jax import artifacts
+  return artifacts.count_params(params)
 
 
 def save(out_dir: str, name: str, params, meta: dict[str, Any]) -> str:
-  """Writes DIR/<name>.msgpack and DIR/<name>.json atomically (a temporary folder renamed onto
-  out_dir). `meta` must be JSON-serialisable; format, version and the parameter count are
-  added."""
-  out_dir = os.path.abspath(out_dir)
-  with atomic_folder(out_dir, prefix=f".{name}.") as tmp:
-    host = jax.tree_util.tree_map(lambda v: np.asarray(jax.device_get(v), np.float32), params)
-    with open(os.path.join(tmp, f"{name}.msgpack"), "wb") as f:
-      f.write(serialization.msgpack_serialize(host))
-    full = {"format": FORMAT, "version": VERSION, "evaluator": name,
-            "params": count_params(host), **meta}
-    with open(os.path.join(tmp, f"{name}.json"), "w") as f:
-      json.dump(full, f, indent=1)
-  return out_dir
+  """Writes DIR/<name>.msgpack and DIR/<name>.json atomically (vasa_jax.artifacts). `meta` must
+  be JSON-serialisable; format, version and the parameter count are added."""
+  from vasa_jax import artifacts
+  host = artifacts.to_host(params)
+  full = {"format": FORMAT, "version": VERSION, "evaluator": name,
+          "params": artifacts.count_params(host), **meta}
+  return artifacts.write_weights_folder(out_dir, weights={f"{name}.msgpack": host},
+                                        documents={f"{name}.json": full}, prefix=f".{name}.")
 
 
 def run_chunked(fn, params, x: np.ndarray, chunk: int, out_dim: int) -> np.ndarray:

@@ -346,9 +346,10 @@ class FactorRegressor:
 
 
 def save(out_dir: str, reg: FactorRegressor, extra_meta: dict | None = None) -> str:
-  """Writes out_dir/factors.msgpack (float32 params) and out_dir/factors.json (each atomically)."""
-  os.makedirs(out_dir, exist_ok=True)
-  params = jax.tree_util.tree_map(lambda x: np.asarray(jax.device_get(x), np.float32), reg.params)
+  """Writes out_dir/factors.msgpack (float32 params) and out_dir/factors.json, atomically
+  (vasa_jax.artifacts)."""
+  from vasa_jax import artifacts
+  params = artifacts.to_host(reg.params)
   meta = {
       "format": FORMAT, "version": VERSION, "config": reg.config.to_json(),
       "emotions": list(EMOTIONS), "targets": list(FACTOR_NAMES),
@@ -359,14 +360,8 @@ def save(out_dir: str, reg: FactorRegressor, extra_meta: dict | None = None) -> 
          if k not in ("format", "version", "config", "stats", "params", "crop")},
       **(extra_meta or {}),
   }
-  for name, data, mode in ((PARAMS_FILE, serialization.msgpack_serialize(params), "wb"),
-                           (META_FILE, json.dumps(meta, indent=1), "w")):
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=out_dir)
-    with os.fdopen(fd, mode) as f:
-      f.write(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, os.path.join(out_dir, name))
-  return out_dir
+  return artifacts.write_weights_folder(out_dir, weights={PARAMS_FILE: params},
+                                        documents={META_FILE: meta}, prefix=".factors.")
 
 
 def load(path: str | None = None) -> FactorRegressor:
