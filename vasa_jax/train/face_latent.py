@@ -16,20 +16,19 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from flax import linen as nn
 
 from vasa_jax import losses as losses_lib
 from vasa_jax import sharding as sharding_lib
 from vasa_jax.data import pipeline
 from vasa_jax.models import face_latent as fl
 from vasa_jax.train import common
+from vasa_jax.train import loop
 
 log = logging.getLogger(__name__)
 
@@ -253,31 +252,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, sourc
   # --- update step ------------------------------------------------------------------------------
   train_step = make_train_step(config, mesh, shardings)
   preview = make_preview_fn(config)
-  progress = common.Progress(config.steps, start, every=max(config.log_every, 1))
 
-  # --- loop -------------------------------------------------------------------------------------
-  last = {}
-  step = start
-  bad_batches = common.BadBatches(config)   # skip (and count) batches with NaN/Inf inputs
-  guard = common.PreemptionGuard().install()  # SIGTERM/SIGINT: checkpoint this step, stop
-  try:
-    while step < config.steps:
-      local = next(data_iter)
-      batch = sharding_lib.to_global(local, mesh)
-      state, metrics = train_step(state, batch)
-      step += 1
-      metrics = jax.device_get(metrics)
-      last, scalars = common.finish_step(metrics, step, batch, bad_batches, last)
-      if step % config.log_every == 0 or step == config.steps:
-        writer.write_scalars(step, {**scalars, **progress(step)})
-      if config.get("image_every", 0) and step % config.image_every == 0:
-        writer.write_images(step, {"source_driving_recon_cross": np.asarray(preview(state["ema"], batch))[None]})
-      ckpt.save(step, state, data_iter, force=(step == config.steps))
-      if guard.should_stop(step) and step < config.steps:
-        last.update(common.save_on_preemption(ckpt, step, state, data_iter))
-        break
-  finally:
-    guard.restore()
-    ckpt.close()
-    writer.flush()
-  return last
+  def images(step, state, batch):
+    if config.get("image_every", 0) and step % config.image_every == 0:
+      writer.write_images(step, {"source_driving_recon_cross":
+                                 np.asarray(preview(state["ema"], batch))[None]})
+
+  return loop.run(config, state=state, start=start, ckpt=ckpt, writer=writer,
+                  data_iter=data_iter, train_step=train_step,
+                  make_batch=lambda raw: sharding_lib.to_global(raw, mesh), on_step=[images])

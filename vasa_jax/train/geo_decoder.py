@@ -33,6 +33,7 @@ from vasa_jax import losses
 from vasa_jax import sharding as sharding_lib
 from vasa_jax.models import geo_decoder as gd
 from vasa_jax.train import common
+from vasa_jax.train import loop
 
 log = logging.getLogger(__name__)
 
@@ -172,34 +173,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, sourc
   start = int(state["step"])
   log.info("GeometryDecoder %.3fM params", gd.param_count(state["params"]) / 1e6)
   train_step = make_train_step(config, mesh, shardings)
-  progress = common.Progress(config.steps, start, every=max(config.log_every, 1))
   curve_path = os.path.join(workdir, "curve.jsonl")
-  last, step = {}, start
-  bad_batches = common.BadBatches(config)
-  guard = common.PreemptionGuard().install()
-  try:
-    while step < config.steps:
-      raw = next(data_iter)
-      batch = sharding_lib.to_global({k: raw[k] for k in STEP_KEYS}, mesh)
-      state, metrics = train_step(state, batch)
-      step += 1
-      metrics = jax.device_get(metrics)
-      last, scalars = common.finish_step(metrics, step, batch, bad_batches, last)
-      if step % config.log_every == 0 or step == config.steps:
-        writer.write_scalars(step, {**scalars, **progress(step)})
-        if jax.process_index() == 0:
-          with open(curve_path, "a") as f:
-            f.write(json.dumps({"step": step, **{k: round(float(v), 6)
-                                                 for k, v in scalars.items()}}) + "\n")
-      ckpt.save(step, state, data_iter, force=(step == config.steps))
-      if guard.should_stop(step) and step < config.steps:
-        last.update(common.save_on_preemption(ckpt, step, state, data_iter))
-        break
-  finally:
-    guard.restore()
-    ckpt.close()
-    writer.flush()
-  return last
+
+  def curve(step, scalars):     # the convergence curve, one JSON line per logged step
+    if jax.process_index() == 0:
+      with open(curve_path, "a") as f:
+        f.write(json.dumps({"step": step, **{k: round(float(v), 6)
+                                             for k, v in scalars.items()}}) + "\n")
+
+  return loop.run(config, state=state, start=start, ckpt=ckpt, writer=writer,
+                  data_iter=data_iter, train_step=train_step,
+                  make_batch=lambda raw: sharding_lib.to_global({k: raw[k] for k in STEP_KEYS},
+                                                                mesh),
+                  on_log=[curve])
 
 
 def restore_params(workdir: str, config, key: str = "ema"):

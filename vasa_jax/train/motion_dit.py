@@ -66,6 +66,7 @@ from vasa_jax.data import motion as motion_lib
 from vasa_jax.data import pipeline
 from vasa_jax.models import motion_dit as md
 from vasa_jax.train import common
+from vasa_jax.train import loop
 from vasa_jax.train import face_latent as stage1
 
 log = logging.getLogger(__name__)
@@ -361,28 +362,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, sourc
 
   # --- update step ------------------------------------------------------------------------------
   train_step = make_train_step(config, mesh, shardings, stats)
-  progress = common.Progress(config.steps, start, every=max(config.log_every, 1))
 
-  # --- loop -------------------------------------------------------------------------------------
-  last = {}
-  step = start
-  bad_batches = common.BadBatches(config)   # skip (and count) batches with NaN/Inf inputs
-  guard = common.PreemptionGuard().install()  # SIGTERM/SIGINT: checkpoint this step, stop
-  try:
-    while step < config.steps:
-      batch = step_batch(sharding_lib.to_global(next(data_iter), mesh), motion_fn, mesh)
-      state, metrics = train_step(state, batch)
-      step += 1
-      metrics = jax.device_get(metrics)
-      last, scalars = common.finish_step(metrics, step, batch, bad_batches, last)
-      if step % config.log_every == 0 or step == config.steps:
-        writer.write_scalars(step, {**scalars, **progress(step)})
-      ckpt.save(step, state, data_iter, force=(step == config.steps))
-      if guard.should_stop(step) and step < config.steps:
-        last.update(common.save_on_preemption(ckpt, step, state, data_iter))
-        break
-  finally:
-    guard.restore()
-    ckpt.close()
-    writer.flush()
-  return last
+  # --- loop (vasa_jax/train/loop.py) -------------------------------------------------------------
+  return loop.run(config, state=state, start=start, ckpt=ckpt, writer=writer,
+                  data_iter=data_iter, train_step=train_step,
+                  make_batch=lambda raw: step_batch(sharding_lib.to_global(raw, mesh), motion_fn,
+                                                    mesh))
