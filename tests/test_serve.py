@@ -171,10 +171,14 @@ def test_serve_without_gradio_is_a_one_line_error(tmp_path):
   # A user who installed the wheel without the [serve] extra.
   (tmp_path / "gradio").mkdir()
   (tmp_path / "gradio" / "__init__.py").write_text("raise ImportError('no gradio here')\n")
-  env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}", XLA_FLAGS="")
+  scratch = tmp_path / "tmp"
+  scratch.mkdir()
+  env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}", XLA_FLAGS="",
+             TMPDIR=str(scratch))
   proc = subprocess.run([sys.executable, "-m", "vasa_jax", "serve", "--no-warmup",
                          "--port", str(_free_port())], capture_output=True, text=True, env=env,
                         timeout=300)
   assert proc.returncode == 2, proc.stderr
   assert proc.stderr.strip().splitlines()[-1] == (
       'vasa-jax: error: vasa-jax serve needs gradio: pip install "vasa-jax[serve]"')
+  assert not list(scratch.iterdir())       # no work folder left behind

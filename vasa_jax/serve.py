@@ -295,13 +295,18 @@ def build_app(anim, *, limits: Limits = Limits(), workdir: str | None = None,
   limits.check()
   if concurrency < 1 or queue_size < 1:
     raise ServeError("concurrency and queue size must be >= 1")
+  _ffmpeg_on_path()
   owns = workdir is None
   workdir = os.path.abspath(workdir or tempfile.mkdtemp(prefix="vasa-jax-serve-"))
   jobs_dir, cache_dir = os.path.join(workdir, "jobs"), os.path.join(workdir, "cache")
   os.makedirs(jobs_dir, exist_ok=True)
   os.makedirs(cache_dir, exist_ok=True)
-  _ffmpeg_on_path()
-  gr = _import_gradio(cache_dir)
+  try:
+    gr = _import_gradio(cache_dir)
+  except ServeError:
+    if owns:       # nothing left behind by a server that never started
+      shutil.rmtree(workdir, ignore_errors=True)
+    raise
   from vasa_jax.geometry.emotion import EMOTIONS
 
   def generate(image, audio, steer_gaze, theta, phi, steer_distance, distance, emotion,
