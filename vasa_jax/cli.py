@@ -321,10 +321,11 @@ def _animate_one(anim, image, audio, out, args) -> dict:
   label = os.path.basename(out)
   from vasa_jax.progress import Bar
   bar = Bar(None, label, unit="frame ")     # on a terminal only; logs get the result
+  said = []
 
   def progress(done, total):
-    if args.stream and done and "first_frame_s" in stats and not stats.get("_said"):
-      stats["_said"] = True       # asked for with --stream: always reported
+    if args.stream and done and "first_frame_s" in stats and not said:
+      said.append(True)           # asked for with --stream: always reported
       print(f"{chr(10) if bar.enabled and bar.done else ''}{label}: first frames after "
             f"{stats['first_frame_s']:.2f} s", file=sys.stderr)
     bar(done, total)
@@ -465,7 +466,7 @@ def cmd_export(args) -> int:
 
 # ----------------------------------------------------------------------------- demo
 
-EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "examples")
+from vasa_jax.constants import EXAMPLES_DIR as EXAMPLES  # noqa: E402
 
 
 def cmd_demo(args) -> int:

@@ -21,6 +21,7 @@ compile once.
 
 from __future__ import annotations
 
+import abc
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
@@ -75,15 +76,16 @@ def paste_back(image: np.ndarray, crops: np.ndarray, box, mask: np.ndarray, *,
 
 
 
-class Composite:
+class Composite(abc.ABC):
   """Motion -> frames for one portrait. Subclasses set `name` and implement `render`."""
   name = ""
 
   def __init__(self, animator: "Animator"):
     self.anim = animator
 
+  @abc.abstractmethod
   def render(self, portrait: "Portrait", motion: np.ndarray) -> Iterator[np.ndarray]:
-    raise NotImplementedError
+    """Yields uint8 frame batches [n, H, W, 3] for motion [T, 6 + dyn]."""
 
   def _batches(self, motion: np.ndarray):
     bsz = self.anim.render_batch
@@ -108,7 +110,6 @@ class GeometryComposite(Composite):
     from vasa_jax.geometry import flow as flow_lib
     from vasa_jax.geometry import render
     anim, pg = self.anim, portrait.geometry
-    n = motion.shape[0]
     full = portrait.full_crop is not None
     frs = [pg.frame(m[:6], m[6:], mesh=None if meshes is None else meshes[k], keep_map=full)
            for k, m in enumerate(motion)]

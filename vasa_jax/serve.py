@@ -38,10 +38,10 @@ from typing import Iterator
 import numpy as np
 
 from vasa_jax import media
+from vasa_jax.constants import EXAMPLE_PORTRAIT, EXAMPLE_SPEECH
 
 log = logging.getLogger(__name__)
 
-EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "examples")
 MODEL_CHOICE = "model's choice"
 UNREADABLE_IMAGE = "the portrait is not an image this app can read (use JPEG, PNG or WebP)"
 
@@ -354,8 +354,7 @@ def build_app(anim, *, limits: Limits = Limits(), workdir: str | None = None,
     component.preprocess = preprocess
     return component
 
-  example_image = os.path.join(EXAMPLES, "portrait.jpg")
-  example_audio = os.path.join(EXAMPLES, "speech.flac")
+  example_image, example_audio = EXAMPLE_PORTRAIT, EXAMPLE_SPEECH
   with gr.Blocks(title="vasa-jax", delete_cache=(3600, 3600)) as blocks:
     gr.Markdown(
         "# vasa-jax: a talking face from one portrait and a speech clip\n"
@@ -422,7 +421,7 @@ def warm_up(anim, steps: int = 10) -> float:
   """One second of the bundled example through the whole pipeline, so the first user does not
   wait for compilation. Returns the seconds it took."""
   t0 = time.perf_counter()
-  audio = media.load_audio(os.path.join(EXAMPLES, "speech.flac"), max_seconds=1.0)
-  for _ in anim.stream(os.path.join(EXAMPLES, "portrait.jpg"), audio, steps=steps):
+  audio = media.load_audio(EXAMPLE_SPEECH, max_seconds=1.0)
+  for _ in anim.stream(EXAMPLE_PORTRAIT, audio, steps=steps):
     pass
   return time.perf_counter() - t0
