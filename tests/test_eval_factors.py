@@ -160,3 +160,34 @@ def test_bundled_weights_recover_mouth_open_and_yaw(bundled, held_out_renderer):
   assert F.pearson(out["pose"][5:10, 0], yaws) > 0.8
   assert np.abs(out["pose"][5:10, 0] - yaws).max() < np.radians(10)
   assert out["blink"][10] > 0.5 > out["blink"][0]
+
+
+def test_train_fits_through_the_training_loop():
+  """factors.train (vasa_jax/train/loop.py underneath): on frames whose brightness is the
+  mouth opening, the loss falls, the history is logged every log_every steps, and the time
+  limit stops the fit early."""
+  cfg = F.NetConfig(global_size=32, face_size=24, global_widths=(8, 16), global_hidden=16,
+                    face_widths=(8, 16), face_hidden=16)
+  rng = np.random.default_rng(0)
+  n = 64
+  level = rng.uniform(0, 1, n).astype(np.float32)
+  patch = int(round(cfg.face_size * F.TRAIN_MARGIN))
+  reg = np.zeros((n, F.REG_DIM), np.float32)
+  reg[:, F.I_MOUTH] = level
+  has = np.zeros((n, 5), np.float32)
+  has[:, 0] = 1                                           # only the mouth is labelled
+  data = {"global": np.repeat((level * 255).astype(np.uint8)[:, None, None, None], 32, 1)
+                      .repeat(32, 2).repeat(3, 3),
+          "face": np.repeat((level * 255).astype(np.uint8)[:, None, None, None], patch, 1)
+                    .repeat(patch, 2).repeat(3, 3),
+          "reg": reg, "has": has, "blink": np.zeros(n, np.float32),
+          "emotion": np.full(n, -1, np.int32)}
+  reg_model, info = F.train(data, cfg=cfg, steps=120, batch_size=16, seed=0, lr=3e-3,
+                            max_shift=0, log_every=20)
+  hist = info["history"]
+  assert info["steps"] == 120 and [h["step"] for h in hist] == list(range(20, 121, 20))
+  assert hist[-1]["loss"] < 0.5 * hist[0]["loss"], hist
+  assert all(np.isfinite(h["face"]) for h in hist)
+  _, short = F.train(data, cfg=cfg, steps=10_000, batch_size=16, seed=0, lr=3e-3,
+                     max_shift=0, log_every=20, time_limit_s=0.5)
+  assert short["steps"] < 10_000

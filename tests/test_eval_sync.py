@@ -174,3 +174,26 @@ def test_bundled_capp_on_example():
   s = ev.score(z["pose"], capp.shifted_audio(audio, len(z["pose"]) // 2))
   assert m["windows"] == (len(z["pose"]) - 75) // 25 + 1
   assert m["capp"] > s["capp"]
+
+
+def test_syncnet_train_learns_toy_timing():
+  """syncnet.train (vasa_jax/train/loop.py underneath): mouth crops whose brightness is the
+  audio's loudness at the same frame. Within a clip's group of windows, the matching audio
+  window is found far above chance after a short fit, and the time budget stops a long one."""
+  cfg = syncnet.Config(embed_dim=16, video_widths=(8, 16), audio_widths=(8, 16), hidden=16,
+                       n_mels=8)
+  rng = np.random.default_rng(0)
+  h, w, m = cfg.crop[0] + 2 * cfg.margin, cfg.crop[1] + 2 * cfg.margin, cfg.margin
+  loud = (rng.random(2000) < 0.5).astype(np.float32)
+  video = np.repeat(np.repeat(loud[:, None, None], h, 1), w, 2).astype(np.float16) * 2 - 1
+  mel = np.repeat(np.repeat(loud[:, None, None], cfg.mel_per_frame, 1), cfg.n_mels, 2)
+  mel = (mel * 2 - 1).astype(np.float16)
+  starts = np.arange(0, 2001, 100)
+  cs = syncnet.ClipSet(video=video, mel=mel, starts=starts, ids=[str(i) for i in range(20)])
+  params, info = syncnet.train([cs], [1.0], cfg, steps=150, clips=4, group=6, lr=3e-3,
+                               log_every=50)
+  assert info["steps"] == 150 and [r["step"] for r in info["history"]] == [50, 100, 150]
+  assert info["history"][-1]["acc"] > 0.6, info["history"]          # chance: 1/6
+  assert info["history"][-1]["loss"] < info["history"][0]["loss"]
+  _, short = syncnet.train([cs], [1.0], cfg, steps=10_000, clips=4, group=6, max_seconds=0.5)
+  assert short["steps"] < 10_000

@@ -326,15 +326,17 @@ def train(groups: Sequence[Sequence[Clip]], weights: Sequence[float], cfg: Confi
           val_groups: Sequence[Sequence[Clip]] = (), eval_every: int = 100,
           max_seconds: float = 0.0, log_every: int = 100):
   """Trains on `groups` (a batch is drawn from one group, group g with probability
-  weights[g]). With `val_groups`, the InfoNCE loss on fixed batches of those clips is measured
-  every `eval_every` steps and the parameters with the lowest one are returned (early
-  stopping: the audio-pose signal is weak and a few hundred clips are easy to memorise)."""
+  weights[g]) through the one training loop (vasa_jax/train/loop.py), in memory. With
+  `val_groups`, the InfoNCE loss on fixed batches of those clips is measured every
+  `eval_every` steps and the parameters with the lowest one are returned (early stopping: the
+  audio-pose signal is weak and a few hundred clips are easy to memorise)."""
+  import ml_collections
   import optax
+
+  from vasa_jax.train import common, loop
+  tx = common.adamw(lr, warmup_steps=min(100, steps // 10 + 1), decay_steps=steps,
+                    weight_decay=1e-2)
   params = init_params(cfg, seed)
-  sched = optax.warmup_cosine_decay_schedule(0.0, lr, min(100, steps // 10 + 1), steps,
-                                             end_value=lr * 0.05)
-  tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(sched, weight_decay=1e-2))
-  opt = tx.init(params)
   model = Capp(cfg)
 
   def loss_fn(p, pose, audio, key, train):
@@ -342,10 +344,12 @@ def train(groups: Sequence[Sequence[Clip]], weights: Sequence[float], cfg: Confi
     return contrastive.clip_loss(pe, ae, scale)
 
   @jax.jit
-  def step(p, o, pose, audio, key):
+  def step(state, batch):
+    p, o = state
+    pose, audio, key = batch
     (loss, acc), g = jax.value_and_grad(loss_fn, has_aux=True)(p, pose, audio, key, True)
     upd, o = tx.update(g, o, p)
-    return optax.apply_updates(p, upd), o, loss, acc
+    return (optax.apply_updates(p, upd), o), {"loss": loss, "acc": acc}
 
   @jax.jit
   def val_loss(p, pose, audio):
@@ -362,39 +366,48 @@ def train(groups: Sequence[Sequence[Clip]], weights: Sequence[float], cfg: Confi
   key = jax.random.key(seed + 1)
   probs = np.asarray(weights, np.float64) / np.sum(weights)
   t0 = time.perf_counter()
-  hist, done, run = [], 0, []
-  best = (np.inf, 0, params, None)
-  for i in range(steps):
+  hist, window = [], []
+  best = [np.inf, 0, params, None]
+  counter = iter(range(steps + 1))
+
+  def draw():
+    i = next(counter)
     g = int(rng.choice(len(groups), p=probs))
     pose, audio = sample_batch(rng, groups[g], batch, cfg, stats)
-    params, opt, loss, acc = step(params, opt, jnp.asarray(pose), jnp.asarray(audio),
-                                  jax.random.fold_in(key, i))
-    run.append((loss, acc))
-    done = i + 1
-    if done % log_every == 0 or done == steps:
-      losses = np.array([float(l) for l, _ in run])
-      accs = np.array([float(a) for _, a in run])
-      run = []
-      if not np.all(np.isfinite(losses)):
-        raise FloatingPointError(f"capp training diverged by step {done}")
-      row = {"step": done, "loss": round(float(losses.mean()), 4),
-             "acc": round(float(accs.mean()), 4), "seconds": round(time.perf_counter() - t0, 1)}
-      if val and (done % eval_every == 0 or done == steps):
-        vl, va = evaluate(params)
-        row.update({"val_loss": round(vl, 4), "val_acc": round(va, 4)})
-        if vl < best[0]:
-          best = (vl, done, jax.device_get(params), va)
-      hist.append(row)
-      log.warning("%s", row)
-    if max_seconds and time.perf_counter() - t0 > max_seconds:
-      log.warning("stopping at step %d: time budget of %.0f s spent", done, max_seconds)
-      break
-  info = {"steps": done, "history": hist, "seconds": round(time.perf_counter() - t0, 1)}
+    return jnp.asarray(pose), jnp.asarray(audio), jax.random.fold_in(key, i)
+
+  def keep(done, state, batch, metrics):     # the losses of the steps since the last log line
+    if metrics:
+      window.append((metrics["loss"], metrics["acc"]))
+
+  def record(done, scalars):
+    losses, accs = np.array(window).reshape(-1, 2).T
+    window.clear()
+    row = {"step": done, "loss": round(float(losses.mean()), 4),
+           "acc": round(float(accs.mean()), 4), "seconds": round(time.perf_counter() - t0, 1)}
+    if val and (done % eval_every == 0 or done == steps):
+      vl, va = evaluate(state_now[0][0])
+      row.update({"val_loss": round(vl, 4), "val_acc": round(va, 4)})
+      if vl < best[0]:
+        best[:] = [vl, done, jax.device_get(state_now[0][0]), va]
+    hist.append(row)
+    log.warning("%s", row)
+
+  state_now = [None]
+
+  def track(done, state, batch, metrics):
+    state_now[0] = state
+
+  out = loop.run(ml_collections.ConfigDict({"steps": steps, "log_every": log_every}),
+                 state=(params, tx.init(params)), start=0, data_iter=loop.forever(draw),
+                 train_step=step, make_batch=lambda b: b, on_step=[track, keep],
+                 max_seconds=max_seconds)
+  info = {"steps": out.step, "history": hist, "seconds": round(time.perf_counter() - t0, 1)}
   if val:
     info.update({"best_step": best[1], "best_val_loss": round(best[0], 4),
                  "best_val_acc": round(best[3], 4), "val_batch_size": batch})
     return best[2], info
-  return jax.device_get(params), info
+  return jax.device_get(out.state[0]), info
 
 
 # ----------------------------------------------------------------------------- validation

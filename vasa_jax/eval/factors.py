@@ -597,8 +597,12 @@ def _loss_fn(params, module, g, f, reg_n, mask, blink, blink_m, cls):
 
 def train(data: dict, *, cfg: NetConfig, steps: int, batch_size: int, seed: int, lr: float,
           max_shift: int, log_every: int = 50, time_limit_s: float | None = None):
-  """Trains a FactorNet on a cache from `build_train_cache`; returns (FactorRegressor, info)."""
+  """Trains a FactorNet on a cache from `build_train_cache` through the one training loop
+  (vasa_jax/train/loop.py), in memory; returns (FactorRegressor, info)."""
+  import ml_collections
   import optax
+
+  from vasa_jax.train import common, loop
   reg_raw = data["reg"].astype(np.float32)
   mask = _reg_mask(data["has"])
   mean = (reg_raw * mask).sum(0) / np.maximum(mask.sum(0), 1)
@@ -609,7 +613,7 @@ def train(data: dict, *, cfg: NetConfig, steps: int, batch_size: int, seed: int,
   params = _init_params(cfg, seed)
   # AdamW with unit rate; the rate itself is fed per step (warmup + cosine over the run's
   # progress, which with a time limit is the larger of the step and the time fraction).
-  tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1.0, weight_decay=1e-4))
+  tx = common.adamw(1.0, weight_decay=1e-4)
   warmup = min(100, steps // 10 + 1)
 
   def rate(i: int, elapsed: float) -> float:
@@ -620,11 +624,12 @@ def train(data: dict, *, cfg: NetConfig, steps: int, batch_size: int, seed: int,
       frac = max(frac, elapsed / time_limit_s)
     return lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
 
-  opt = tx.init(params)
   mean_j, std_j = jnp.asarray(mean), jnp.asarray(std)
 
-  @functools.partial(jax.jit, donate_argnums=(0, 1))
-  def step(params, opt, lr_t, rng, g_u8, f_u8, reg, mask, blink, blink_m, cls):
+  @functools.partial(jax.jit, donate_argnums=(0,))
+  def step(state, batch):
+    params, opt = state
+    lr_t, rng, g_u8, f_u8, reg, mask, blink, blink_m, cls = batch
     g, f, reg = augment(rng, g_u8.astype(jnp.float32) / 255.0, f_u8.astype(jnp.float32) / 255.0,
                         reg, max_shift=max_shift, face_size=cfg.face_size)
     reg_n = (reg - mean_j) / std_j
@@ -632,37 +637,43 @@ def train(data: dict, *, cfg: NetConfig, steps: int, batch_size: int, seed: int,
         params, module, g, f, reg_n, mask, blink, blink_m, cls)
     updates, opt = tx.update(grads, opt, params)
     params = optax.apply_updates(params, jax.tree_util.tree_map(lambda u: u * lr_t, updates))
-    return params, opt, loss, parts, optax.global_norm(grads)
+    return (params, opt), {"loss": loss, **parts, "grad_norm": common.global_norm(grads)}
 
   n = len(reg_raw)
   rng = np.random.default_rng(seed)
   key = jax.random.PRNGKey(seed)
   blink_m = data["has"][:, 3].astype(np.float32)
   t0 = time.perf_counter()
-  hist, run = [], []
-  done = 0
-  for i in range(steps):
-    if time_limit_s and time.perf_counter() - t0 > time_limit_s:
-      print(f"time limit reached after {done} steps", file=sys.stderr, flush=True)
-      break
+  hist, window = [], []
+  counter = iter(range(steps + 1))
+
+  def draw():
+    i = next(counter)
     b = rng.choice(n, min(batch_size, n), replace=False)
-    params, opt, loss, parts, gn = step(
-        params, opt, np.float32(rate(i, time.perf_counter() - t0)), jax.random.fold_in(key, i),
-        data["global"][b], data["face"][b], reg_raw[b], mask[b], data["blink"][b], blink_m[b],
-        data["emotion"][b])
-    done = i + 1
-    run.append(float(loss))
-    if not np.isfinite(run[-1]):
-      raise FloatingPointError(f"factor regressor loss is {run[-1]} at step {i}")
-    if done % log_every == 0 or done == steps:
-      rec = {"step": done, "loss": float(np.mean(run)), "grad_norm": float(gn),
-             **{k: float(v) for k, v in parts.items()},
-             "seconds": round(time.perf_counter() - t0, 1)}
-      hist.append(rec)
-      run = []
-      print(json.dumps(rec), file=sys.stderr, flush=True)
-  if run:
-    hist.append({"step": done, "loss": float(np.mean(run)),
+    return (np.float32(rate(i, time.perf_counter() - t0)), jax.random.fold_in(key, i),
+            data["global"][b], data["face"][b], reg_raw[b], mask[b], data["blink"][b],
+            blink_m[b], data["emotion"][b])
+
+  def keep(done, state, batch, metrics):     # the losses of the steps since the last log line
+    if metrics:
+      window.append(metrics["loss"])
+
+  def record(done, scalars):
+    rec = {"step": done, "loss": float(np.mean(window)), "grad_norm": scalars["grad_norm"],
+           **{k: v for k, v in scalars.items() if k not in ("loss", "grad_norm")
+              and not k.startswith("data/")},
+           "seconds": round(time.perf_counter() - t0, 1)}
+    hist.append(rec)
+    window.clear()
+    print(json.dumps(rec), file=sys.stderr, flush=True)
+
+  out = loop.run(ml_collections.ConfigDict({"steps": steps, "log_every": log_every}),
+                 state=(params, tx.init(params)), start=0, data_iter=loop.forever(draw),
+                 train_step=step, make_batch=lambda b: b, on_step=[keep], on_log=[record],
+                 max_seconds=time_limit_s or 0.0)
+  done, params = out.step, out.state[0]
+  if window:
+    hist.append({"step": done, "loss": float(np.mean(window)),
                  "seconds": round(time.perf_counter() - t0, 1)})
   seconds = time.perf_counter() - t0
   reg_model = FactorRegressor(jax.device_get(params), cfg, {"mean": mean, "std": std})

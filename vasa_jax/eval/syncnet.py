@@ -433,12 +433,15 @@ def sync_loss(v: jax.Array, a: jax.Array, scale: jax.Array, group: int, cross_we
 def train(sets: Sequence[ClipSet], weights: Sequence[float], cfg: Config, *, steps: int,
           clips: int, group: int = 6, cross_weight: float = 0.3, lr: float = 2e-3,
           seed: int = 0, max_seconds: float = 0.0, log_every: int = 50):
+  """Fits the SyncNet through the one training loop (vasa_jax/train/loop.py), in memory.
+  Returns (params, info with the logged history)."""
+  import ml_collections
   import optax
+
+  from vasa_jax.train import common, loop
+  tx = common.adamw(lr, warmup_steps=min(100, steps // 10 + 1), decay_steps=steps,
+                    weight_decay=1e-4)
   params = init_params(cfg, seed)
-  sched = optax.warmup_cosine_decay_schedule(0.0, lr, min(100, steps // 10 + 1), steps,
-                                             end_value=lr * 0.05)
-  tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(sched, weight_decay=1e-4))
-  opt = tx.init(params)
   model = SyncNet(cfg)
 
   def loss_fn(p, v, a):
@@ -446,31 +449,31 @@ def train(sets: Sequence[ClipSet], weights: Sequence[float], cfg: Config, *, ste
     return sync_loss(ve, ae, scale, group, cross_weight)
 
   @jax.jit
-  def step(p, o, v, a):
-    (loss, acc), g = jax.value_and_grad(loss_fn, has_aux=True)(p, v, a)
+  def step(state, batch):
+    p, o = state
+    (loss, acc), g = jax.value_and_grad(loss_fn, has_aux=True)(p, *batch)
     upd, o = tx.update(g, o, p)
-    return optax.apply_updates(p, upd), o, loss, acc
+    return (optax.apply_updates(p, upd), o), {"loss": loss, "acc": acc}
 
   rng = np.random.default_rng(seed)
   t0 = time.perf_counter()
-  hist, done = [], 0
-  for i in range(steps):
-    v, a = sample_batch(rng, sets, weights, clips, group, cfg)
-    params, opt, loss, acc = step(params, opt, jnp.asarray(v), jnp.asarray(a))
-    done = i + 1
-    if done % log_every == 0 or done == steps:
-      loss = float(loss)
-      if not np.isfinite(loss):
-        raise FloatingPointError(f"syncnet training diverged at step {done} (loss {loss})")
-      hist.append({"step": done, "loss": round(loss, 4), "acc": round(float(acc), 4),
-                   "seconds": round(time.perf_counter() - t0, 1)})
-      log.warning("step %d loss %.4f acc %.3f (%.0f s)", done, loss, float(acc),
-                  time.perf_counter() - t0)
-    if max_seconds and time.perf_counter() - t0 > max_seconds:
-      log.warning("stopping at step %d: time budget of %.0f s spent", done, max_seconds)
-      break
-  return jax.device_get(params), {"steps": done, "history": hist,
-                                  "seconds": round(time.perf_counter() - t0, 1)}
+  hist = []
+
+  def record(done, scalars):
+    hist.append({"step": done, "loss": round(scalars["loss"], 4),
+                 "acc": round(scalars["acc"], 4),
+                 "seconds": round(time.perf_counter() - t0, 1)})
+    log.warning("step %d loss %.4f acc %.3f (%.0f s)", done, scalars["loss"], scalars["acc"],
+                time.perf_counter() - t0)
+
+  out = loop.run(ml_collections.ConfigDict({"steps": steps, "log_every": log_every}),
+                 state=(params, tx.init(params)), start=0,
+                 data_iter=loop.forever(lambda: sample_batch(rng, sets, weights, clips, group,
+                                                             cfg)),
+                 train_step=step, make_batch=lambda b: tuple(jnp.asarray(x) for x in b),
+                 on_log=[record], max_seconds=max_seconds)
+  return jax.device_get(out.state[0]), {"steps": out.step, "history": hist,
+                                        "seconds": round(time.perf_counter() - t0, 1)}
 
 
 # ----------------------------------------------------------------------------- validation

@@ -39,6 +39,33 @@ class CheckpointRestoreError(RuntimeError):
 
 # ----------------------------------------------------------------------------- shardings
 
+def adamw(lr, *, warmup_steps: int = 0, decay_steps: int = 0, end_ratio: float = 0.05,
+          grad_clip: float = 1.0, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+          weight_decay: float = 0.0):
+  """The one optimizer of every trainer here (both stages, the evaluators): global-norm
+  clipping, then AdamW. The rate: a linear warmup over warmup_steps then constant; with
+  decay_steps, the warmup then a cosine decay to end_ratio x lr at decay_steps."""
+  import optax
+  if decay_steps:
+    sched = optax.warmup_cosine_decay_schedule(0.0, lr, max(int(warmup_steps), 1),
+                                               int(decay_steps), end_value=lr * end_ratio)
+  elif warmup_steps:
+    sched = optax.linear_schedule(0.0, lr, int(warmup_steps))
+  else:
+    sched = lr
+  return optax.chain(optax.clip_by_global_norm(grad_clip),
+                     optax.adamw(sched, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay))
+
+
+def optimizer(optim, lr: float | None = None):
+  """`adamw` from a config's optim block (lr: a rate other than optim.lr)."""
+  return adamw(float(optim.lr if lr is None else lr),
+               warmup_steps=int(optim.get("warmup_steps", 0)),
+               decay_steps=int(optim.get("decay_steps", 0)), grad_clip=float(optim.grad_clip),
+               b1=float(optim.b1), b2=float(optim.b2), eps=float(optim.get("eps", 1e-8)),
+               weight_decay=float(optim.weight_decay))
+
+
 def state_shardings(abstract_state, mesh: Mesh, rules) -> Any:
   """NamedShardings for a state pytree whose leaves may carry flax logical partitioning.
 

@@ -73,13 +73,7 @@ def make_models(config):
 
 def make_optimizers(config):
   o = config.optim
-
-  def opt(lr):
-    sched = optax.linear_schedule(0.0, lr, max(int(o.warmup_steps), 1)) if o.warmup_steps else lr
-    return optax.chain(optax.clip_by_global_norm(o.grad_clip),
-                       optax.adamw(sched, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay))
-
-  return opt(o.lr_g), opt(o.lr_d)
+  return common.optimizer(o, lr=o.lr_g), common.optimizer(o, lr=o.lr_d)
 
 
 def _dummy_batch(config, batch_size: int):
@@ -253,11 +247,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, sourc
   train_step = make_train_step(config, mesh, shardings)
   preview = make_preview_fn(config)
 
-  def images(step, state, batch):
+  def images(step, state, batch, metrics):
     if config.get("image_every", 0) and step % config.image_every == 0:
       writer.write_images(step, {"source_driving_recon_cross":
                                  np.asarray(preview(state["ema"], batch))[None]})
 
   return loop.run(config, state=state, start=start, ckpt=ckpt, writer=writer,
                   data_iter=data_iter, train_step=train_step,
-                  make_batch=lambda raw: sharding_lib.to_global(raw, mesh), on_step=[images])
+                  make_batch=lambda raw: sharding_lib.to_global(raw, mesh), on_step=[images]).metrics

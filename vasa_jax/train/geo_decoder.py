@@ -45,16 +45,7 @@ def make_model(config):
 
 
 def make_optimizer(config):
-  o = config.optim
-  if o.get("decay_steps", 0):
-    sched = optax.warmup_cosine_decay_schedule(0.0, o.lr, max(int(o.warmup_steps), 1),
-                                               int(o.decay_steps), end_value=o.lr * 0.05)
-  elif o.warmup_steps:
-    sched = optax.linear_schedule(0.0, o.lr, int(o.warmup_steps))
-  else:
-    sched = o.lr
-  return optax.chain(optax.clip_by_global_norm(o.grad_clip),
-                     optax.adamw(sched, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay))
+  return common.optimizer(config.optim)
 
 
 def init_state(config, rng, batch_size: int = 1):
@@ -185,7 +176,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, sourc
                   data_iter=data_iter, train_step=train_step,
                   make_batch=lambda raw: sharding_lib.to_global({k: raw[k] for k in STEP_KEYS},
                                                                 mesh),
-                  on_log=[curve])
+                  on_log=[curve]).metrics
 
 
 def restore_params(workdir: str, config, key: str = "ema"):

@@ -249,11 +249,7 @@ def make_model(config):
 
 
 def make_optimizer(config):
-  o = config.optim
-  sched = optax.linear_schedule(0.0, o.lr, max(int(o.warmup_steps), 1)) if o.warmup_steps else o.lr
-  return optax.chain(optax.clip_by_global_norm(o.grad_clip),
-                     optax.adamw(sched, b1=o.b1, b2=o.b2, eps=float(o.get("eps", 1e-8)),
-                                 weight_decay=o.weight_decay))
+  return common.optimizer(config.optim)
 
 
 def init_state(config, rng, batch_size: int = 1):
@@ -367,4 +363,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, sourc
   return loop.run(config, state=state, start=start, ckpt=ckpt, writer=writer,
                   data_iter=data_iter, train_step=train_step,
                   make_batch=lambda raw: step_batch(sharding_lib.to_global(raw, mesh), motion_fn,
-                                                    mesh))
+                                                    mesh)).metrics
