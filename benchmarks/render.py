@@ -57,7 +57,7 @@ def _motion(portrait, basis, n):
 
 
 def _time_render(anim, portrait, motion):
-  comp = anim._composite
+  comp = anim.renderer
   bsz = anim.render_batch
   comp.frames_for(portrait, motion[:bsz])       # warm-up (compilation)
   tg = td = tc = 0.0
@@ -69,7 +69,7 @@ def _time_render(anim, portrait, motion):
     t1 = time.perf_counter()
     mouth = np.stack([f.inputs["mouth"] for f in frs])
     eyes = np.stack([np.stack([f.inputs["eye_a"], f.inputs["eye_b"]]) for f in frs])
-    out = [np.asarray(x) for x in anim._decode_parts(mouth, eyes.reshape((-1,) + eyes.shape[2:]))]
+    out = [np.asarray(x) for x in anim.engine.decode_parts(mouth, eyes.reshape((-1,) + eyes.shape[2:]))]
     t2 = time.perf_counter()
     for k, fr in enumerate(frs):
       render.compose(fr, {"mouth": (out[0][k], out[1][k]), "eye_a": (out[2][2 * k], out[3][2 * k]),

@@ -296,7 +296,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   else:
     c.data.datasets = ((f"synthetic_talking_heads/r{size}_n1000", 0.5),
                        (f"talking_face_videos/r{size}", 0.5))
-  c.data.image_size = size  # frames are resized to the model's size when a dataset differs
   c.data.split = "train"
   c.data.worker_count = {"tiny": 0, "demo": 2}.get(variant, 8)
   c.data.augment = ml_collections.ConfigDict(dict(

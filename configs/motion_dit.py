@@ -175,17 +175,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.stats_min_std = 1e-2
   c.data.with_frames = False  # decode window frames for an injected motion function
 
+  # The sampler defaults the exported bundle carries (vasa_jax.bundle.SamplerDefaults): what
+  # inference uses where a call does not say (DDIM steps, eta, the CFG scales).
   c.sampler = ml_collections.ConfigDict()
-  c.sampler.steps = 50
+  c.sampler.steps = 25
   c.sampler.eta = 0.0
   c.sampler.cfg_audio = 0.5
   c.sampler.cfg_gaze = 1.0
-  c.sampler.gaze = (0.0, 0.0)     # frontal
-  c.sampler.distance = c.model.get_ref("distance_mean")
-  c.sampler.emotion = "empty"     # one of EMOTIONS or "empty" (index num_emotions)
 
   c.log_every = {"tiny": 1, "demo": 50, "paper": 100}[variant]
-  c.eval_every = {"tiny": 0, "demo": 2000, "paper": 5000}[variant]
   c.ckpt_every = {"tiny": 1, "demo": 2000, "paper": 5000}[variant]
   c.keep = 3
   c.async_checkpoint = True

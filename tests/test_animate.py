@@ -33,8 +33,8 @@ def tiny_bundle(tmp_path_factory):
   d = int(md.model.motion_dim)
   stats = {"mean": np.linspace(-0.1, 0.1, d).astype(np.float32), "std": np.full(d, 0.5, np.float32)}
   path = str(tmp_path_factory.mktemp("bundle") / "tiny")
-  bundle_lib.save(path, face_latent_config=fl, face_latent_params=anim.fl_params,
-                  motion_dit_config=md, motion_dit_params=anim.md_params, motion_stats=stats)
+  bundle_lib.save(path, face_latent_config=fl, face_latent_params=anim.engine.fl_params,
+                  motion_dit_config=md, motion_dit_params=anim.engine.md_params, motion_stats=stats)
   return path
 
 
@@ -51,15 +51,15 @@ def _speech(seconds=1.3, sr=22050):
 
 def test_bundle_roundtrip_float16(tmp_path, tiny_bundle):
   b = bundle_lib.load(tiny_bundle)
-  assert b["meta"]["format"] == bundle_lib.FORMAT
-  half = bundle_lib.save(str(tmp_path / "half"), face_latent_config=b["face_latent_config"],
-                         face_latent_params=b["face_latent_params"],
-                         motion_dit_config=b["motion_dit_config"],
-                         motion_dit_params=b["motion_dit_params"],
-                         motion_stats=b["motion_stats"], dtype="float16")
+  assert b.meta["format"] == bundle_lib.FORMAT
+  half = bundle_lib.save(str(tmp_path / "half"), face_latent_config=b.face_latent_config,
+                         face_latent_params=b.face_latent_params,
+                         motion_dit_config=b.motion_dit_config,
+                         motion_dit_params=b.motion_dit_params,
+                         motion_stats=b.motion_stats, dtype="float16")
   h = bundle_lib.load(half)
-  a = np.concatenate([np.ravel(x) for x in __import__("jax").tree_util.tree_leaves(b["face_latent_params"])])
-  c = np.concatenate([np.ravel(x) for x in __import__("jax").tree_util.tree_leaves(h["face_latent_params"])])
+  a = np.concatenate([np.ravel(x) for x in __import__("jax").tree_util.tree_leaves(b.face_latent_params)])
+  c = np.concatenate([np.ravel(x) for x in __import__("jax").tree_util.tree_leaves(h.face_latent_params)])
   assert c.dtype == np.float32 and np.allclose(a, c, atol=2e-3 * (1 + np.abs(a)).max())
   size = lambda p: sum(os.path.getsize(os.path.join(p, f)) for f in os.listdir(p))  # noqa: E731
   assert size(half) < size(tiny_bundle)
@@ -162,12 +162,12 @@ def test_bad_inputs(animator, tmp_path):
 
 def test_incompatible_bundle(tmp_path, tiny_bundle):
   b = bundle_lib.load(tiny_bundle)
-  cfg = b["face_latent_config"]
+  cfg = b.face_latent_config
   cfg.model.dec_width = cfg.model.dec_width * 2    # params no longer fit the config
   path = bundle_lib.save(str(tmp_path / "bad"), face_latent_config=cfg,
-                         face_latent_params=b["face_latent_params"],
-                         motion_dit_config=b["motion_dit_config"],
-                         motion_dit_params=b["motion_dit_params"], motion_stats=b["motion_stats"])
+                         face_latent_params=b.face_latent_params,
+                         motion_dit_config=b.motion_dit_config,
+                         motion_dit_params=b.motion_dit_params, motion_stats=b.motion_stats)
   with pytest.raises(an.AnimateError, match="shape|do not match"):
     an.Animator(path)
 
@@ -312,12 +312,12 @@ def test_the_training_diffusion_schedule_reaches_the_sampler(tmp_path, tiny_bund
                                        "--config.diffusion.logsnr_min=-6.0"])
   b = bundle_lib.load(tiny_bundle)
   path = str(tmp_path / "other_schedule")
-  bundle_lib.save(path, face_latent_config=b["face_latent_config"],
-                  face_latent_params=b["face_latent_params"], motion_dit_config=md,
-                  motion_dit_params=b["motion_dit_params"], motion_stats=b["motion_stats"])
+  bundle_lib.save(path, face_latent_config=b.face_latent_config,
+                  face_latent_params=b.face_latent_params, motion_dit_config=md,
+                  motion_dit_params=b.motion_dit_params, motion_stats=b.motion_stats)
   other = an.Animator(path, composite="render")
   assert other.schedule == diffusion.CosineSchedule(-6.0, 6.0)
-  assert animator.schedule == diffusion.schedule_from_config(b["motion_dit_config"])
+  assert animator.schedule == diffusion.schedule_from_config(b.motion_dit_config)
   assert animator.schedule != other.schedule
   audio, sr = _speech(seconds=1.0)
   audio = np.interp(np.arange(16000) / 16000, np.arange(len(audio)) / sr, audio).astype(np.float32)
@@ -328,3 +328,61 @@ def test_the_training_diffusion_schedule_reaches_the_sampler(tmp_path, tiny_bund
   ours, theirs = motion(animator), motion(other)
   assert ours.shape == theirs.shape and np.abs(ours - theirs).max() > 1e-3
   np.testing.assert_allclose(motion(animator), ours, atol=1e-6)      # deterministic per seed
+
+
+def test_the_bundles_sampler_defaults_are_what_a_call_leaves_out(tmp_path, tiny_bundle, animator):
+  """A stage-2 run's `sampler` block travels in its bundle (Bundle.sampler) and is what
+  inference uses for the settings a call does not give: steps from the bundle == the same
+  steps given; an explicit value overrides the bundle's."""
+  from vasa_jax import config_utils
+  spec = os.path.join(ROOT, "configs", "motion_dit.py") + ":tiny"
+  md = config_utils.load_config(spec, ["--config.sampler.steps=2",
+                                       "--config.sampler.cfg_audio=1.5"])
+  b = bundle_lib.load(tiny_bundle)
+  path = str(tmp_path / "two_steps")
+  bundle_lib.save(path, face_latent_config=b.face_latent_config,
+                  face_latent_params=b.face_latent_params, motion_dit_config=md,
+                  motion_dit_params=b.motion_dit_params, motion_stats=b.motion_stats)
+  other = an.Animator(path, composite="render")
+  assert other.sampler == bundle_lib.SamplerDefaults(steps=2, eta=0.0, cfg_audio=1.5,
+                                                     cfg_gaze=1.0)
+  assert animator.sampler.steps == 25            # configs/motion_dit.py's default
+  audio = np.interp(np.arange(16000) / 16000, *(lambda a, sr: (np.arange(len(a)) / sr, a))(
+      *_speech(seconds=1.0))).astype(np.float32)
+  portrait = other.prepare_portrait(PORTRAIT)
+
+  def motion(**kw):
+    return np.concatenate([m for _, m in other.motion_windows(portrait, audio, **kw)])
+  default = motion()
+  np.testing.assert_allclose(default, motion(steps=2, cfg_audio=1.5), atol=1e-6)
+  assert np.abs(default - motion(steps=3, cfg_audio=1.5)).max() > 1e-3
+  assert np.abs(default - motion(steps=2, cfg_audio=0.0)).max() > 1e-3
+
+
+def test_the_engine_works_without_the_animator(tiny_bundle, animator):
+  """The engine's functions (encode a portrait, sample motion, render frames) give what the
+  Animator facade gives, and bad options are refused by name before any work."""
+  from vasa_jax import composites, engine, portrait as portrait_lib
+  eng = engine.Engine(bundle_lib.load(tiny_bundle))
+  faces = portrait_lib.FaceTools()
+  p = portrait_lib.encode(eng, PORTRAIT, faces, crop_only=True)
+  q = animator.prepare_portrait(PORTRAIT, crop_only=True)
+  np.testing.assert_array_equal(p.crop, q.crop)
+  np.testing.assert_allclose(p.motion, q.motion, atol=1e-6)
+  audio = np.interp(np.arange(12000) / 16000, *(lambda a, sr: (np.arange(len(a)) / sr, a))(
+      *_speech(seconds=1.0))).astype(np.float32)
+  opts = engine.SampleOptions(steps=2, seed=4, gaze=(5.0, -3.0))
+  ours = np.concatenate([m for _, m in engine.sample_motion(eng, p.motion, audio, opts)])
+  theirs = np.concatenate([m for _, m in animator.motion_windows(q, audio, steps=2, seed=4,
+                                                                 gaze=(5.0, -3.0))])
+  np.testing.assert_allclose(ours, theirs, atol=1e-5)
+  frames = np.concatenate(list(composites.make("render", eng).render(p, ours[:5])))
+  np.testing.assert_array_equal(frames, np.concatenate(list(animator.render_motion(q, ours[:5]))))
+  assert frames.shape == (5, eng.size, eng.size, 3)
+  for bad, match in ((dict(steps=0), "steps"), (dict(cfg_audio=11), "cfg_audio"),
+                     (dict(head_motion=-1), "head_motion"), (dict(gaze=(90, 0)), "gaze"),
+                     (dict(emotion="bored"), "emotion")):
+    with pytest.raises(an.AnimateError, match=match):
+      next(engine.sample_motion(eng, p.motion, audio, engine.SampleOptions(**bad)))
+  with pytest.raises(TypeError, match="unexpected"):
+    animator.animate(PORTRAIT, audio, stepz=2)

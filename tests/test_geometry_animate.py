@@ -35,8 +35,8 @@ def geo_bundle(tmp_path_factory):
   d = int(md.model.motion_dim)
   stats = {"mean": np.zeros(d, np.float32), "std": np.full(d, 0.05, np.float32)}
   path = str(tmp_path_factory.mktemp("bundle") / "geo")
-  bundle_lib.save(path, face_latent_config=fl, face_latent_params=anim.fl_params,
-                  motion_dit_config=md, motion_dit_params=anim.md_params, motion_stats=stats,
+  bundle_lib.save(path, face_latent_config=fl, face_latent_params=anim.engine.fl_params,
+                  motion_dit_config=md, motion_dit_params=anim.engine.md_params, motion_stats=stats,
                   face_basis=basis, dtype="float16")
   return path
 
@@ -60,14 +60,14 @@ def driver_video(tmp_path_factory):
 
 def test_geometry_bundle_round_trip(geo_bundle):
   b = bundle_lib.load(geo_bundle)
-  assert b["meta"]["version"] == 2 and b["meta"]["face_latent"]["kind"] == "geometry"
-  assert b["face_basis"].dyn_dim == 44
-  fl = b["face_latent_config"]
+  assert b.meta["version"] == 2 and b.meta["face_latent"]["kind"] == "geometry"
+  assert b.face_basis.dyn_dim == 44
+  fl = b.face_latent_config
   with pytest.raises(bundle_lib.BundleError, match="face basis"):
     bundle_lib.save(geo_bundle + "_nobasis", face_latent_config=fl,
-                    face_latent_params=b["face_latent_params"],
-                    motion_dit_config=b["motion_dit_config"],
-                    motion_dit_params=b["motion_dit_params"], motion_stats=b["motion_stats"])
+                    face_latent_params=b.face_latent_params,
+                    motion_dit_config=b.motion_dit_config,
+                    motion_dit_params=b.motion_dit_params, motion_stats=b.motion_stats)
   assert not os.path.exists(geo_bundle + "_nobasis")
 
 
@@ -290,7 +290,7 @@ def test_eval_motion_measures_output_and_footage_alike_and_the_controls_act(geo_
   # the untrained model's motion, de-normalised about this clip's codes (a face in frame)
   bundle = bundle_lib.load(geo_bundle)
   motion = np.concatenate([code.pose, code.dyn], 1)
-  bundle["motion_stats"] = {"mean": motion.mean(0), "std": np.full(motion.shape[1], 0.01)}
+  bundle.motion_stats = {"mean": motion.mean(0), "std": np.full(motion.shape[1], 0.01)}
   anim = an.Animator(bundle=bundle, render_batch=4)
   out = str(tmp_path / "motion")
   rep = motion_eval.evaluate(anim, src, src, max_clips=1, max_seconds=1.2, steps=2,

@@ -39,7 +39,7 @@ def test_config_variants_and_overrides():
     assert c.model.width % c.model.heads == 0
     assert c.data.window == c.model.window and c.data.context == c.model.context
     assert c.train.p_drop == 0.1 and c.train.p_drop_prev == 0.5
-    assert c.sampler.steps == 50 and c.sampler.cfg_audio == 0.5 and c.sampler.cfg_gaze == 1.0
+    assert c.sampler.steps == 25 and c.sampler.cfg_audio == 0.5 and c.sampler.cfg_gaze == 1.0
   assert cfg_lib.get_config("tiny").model.motion_dim == 14
   assert cfg_lib.get_config("demo").model.motion_dim == 70
   assert cfg_lib.get_config("paper").model.motion_dim == 262

@@ -112,7 +112,7 @@ def test_named_dyn_ground_truth_or_pseudo_labels():
 
 
 def test_bundle_round_trips_the_rig_and_the_animator_applies_it(tmp_path):
-  from vasa_jax import animate, bundle
+  from vasa_jax import animate, bundle, composites
   from conftest import load_stage_config
   fl_cfg = load_stage_config("face_latent").get_config("tiny")
   md_cfg = load_stage_config("motion_dit").get_config("tiny")
@@ -120,8 +120,8 @@ def test_bundle_round_trips_the_rig_and_the_animator_applies_it(tmp_path):
   d = base.motion_dim
   stats = {"mean": np.zeros(d, np.float32), "std": np.ones(d, np.float32)}
   out = bundle.save(str(tmp_path / "b"), face_latent_config=fl_cfg,
-                    face_latent_params=base.fl_params, motion_dit_config=md_cfg,
-                    motion_dit_params=base.md_params, motion_stats=stats,
+                    face_latent_params=base.engine.fl_params, motion_dit_config=md_cfg,
+                    motion_dit_params=base.engine.md_params, motion_stats=stats,
                     mouth_rig={"gain": 1.5})
   with open(os.path.join(out, "bundle.json")) as f:
     assert json.load(f)["mouth_rig"] == {"gain": 1.5}
@@ -136,11 +136,11 @@ def test_bundle_round_trips_the_rig_and_the_animator_applies_it(tmp_path):
   motion = np.tile(portrait.motion[None], (3, 1))
   motion[1, 6] = 0.9
   frames = np.stack([crop] * 3)
-  got = anim._articulate(portrait, frames, motion)
+  got = composites.articulate(anim.engine, portrait, frames, motion)
   assert np.array_equal(got[0], crop) and np.array_equal(got[2], crop)
   assert (got[1].astype(int) - crop).any()
   # the same motion without a rig: untouched
-  assert np.array_equal(base._articulate(portrait, frames, motion), frames)
+  assert np.array_equal(composites.articulate(base.engine, portrait, frames, motion), frames)
   # a bundle with unknown rig settings is refused with one line
   meta_path = os.path.join(out, "bundle.json")
   with open(meta_path) as f:
@@ -176,7 +176,7 @@ def test_face_homographies_identity_and_motion():
 
 
 def test_warp_composite_moves_the_photo_and_needs_a_rig(tmp_path):
-  from vasa_jax import animate, bundle
+  from vasa_jax import animate, bundle, composites
   from conftest import load_stage_config
   fl_cfg = load_stage_config("face_latent").get_config("tiny")
   md_cfg = load_stage_config("motion_dit").get_config("tiny")
@@ -186,8 +186,8 @@ def test_warp_composite_moves_the_photo_and_needs_a_rig(tmp_path):
   assert base.composite == "detail"
   d = base.motion_dim
   out = bundle.save(str(tmp_path / "b"), face_latent_config=fl_cfg,
-                    face_latent_params=base.fl_params, motion_dit_config=md_cfg,
-                    motion_dit_params=base.md_params,
+                    face_latent_params=base.engine.fl_params, motion_dit_config=md_cfg,
+                    motion_dit_params=base.engine.md_params,
                     motion_stats={"mean": np.zeros(d, np.float32), "std": np.ones(d, np.float32)},
                     mouth_rig={})
   anim = animate.Animator(out)
@@ -196,7 +196,7 @@ def test_warp_composite_moves_the_photo_and_needs_a_rig(tmp_path):
   photo = np.zeros((64, 80, 3), np.uint8)
   photo[:, :, 0] = np.arange(80, dtype=np.uint8)[None, :] * 3      # a horizontal ramp
   portrait = animate.Portrait(image=photo, crop=photo[:s, :s], box=(10, 8, 48), prepared=None,
-                              motion=anim._rest(np.r_[REF, np.zeros(d - 6)]), faces_found=1,
+                              motion=anim.engine.rest(np.r_[REF, np.zeros(d - 6)]), faces_found=1,
                               mouth=None)
   motion = np.tile(portrait.motion[None], (2, 1))
   motion[1, 3] = 0.01                                                # tx: 1 cm to the right

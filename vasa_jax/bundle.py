@@ -23,6 +23,7 @@ fast and works on any device.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
@@ -44,6 +45,69 @@ BASIS_FILE = "face_basis.npz"
 
 class BundleError(ValueError):
   """A bundle folder is missing, incomplete or incompatible (one human-readable line)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerDefaults:
+  """How the bundle's motion model is sampled unless a call says otherwise (its config's
+  `sampler` block): DDIM steps, eta (0: deterministic DDIM) and the guidance scales."""
+  steps: int = 25
+  eta: float = 0.0
+  cfg_audio: float = 0.5
+  cfg_gaze: float = 1.0
+
+  @classmethod
+  def from_config(cls, config) -> "SamplerDefaults":
+    s = config.get("sampler", None) if hasattr(config, "get") else None
+    if not s:
+      return cls()
+    d = cls()
+    return cls(steps=int(s.get("steps", d.steps)), eta=float(s.get("eta", d.eta)),
+               cfg_audio=float(s.get("cfg_audio", d.cfg_audio)),
+               cfg_gaze=float(s.get("cfg_gaze", d.cfg_gaze)))
+
+
+@dataclasses.dataclass
+class Bundle:
+  """Everything inference needs, in memory: both stages' configs and EMA parameters, the
+  motion statistics, the face basis (geometry-grounded bundles), the provenance metadata, and,
+  derived from the stage-2 config, the diffusion schedule it was trained with and its sampler
+  defaults. `load` reads one from a folder, `save` writes one."""
+  face_latent_config: Any
+  face_latent_params: Any
+  motion_dit_config: Any
+  motion_dit_params: Any
+  motion_stats: dict
+  face_basis: Any = None
+  meta: dict = dataclasses.field(default_factory=dict)
+  path: str | None = None            # the folder it was read from (None: built in memory)
+
+  @property
+  def kind(self) -> str:
+    """"geometry" (motion grounded in measured face meshes, the part decoder) or "learned"
+    (the learned-flow FaceLatentModel)."""
+    k = self.face_latent_config.model.get("kind", "learned_flow")
+    return "geometry" if k == "geometry" else "learned"
+
+  @property
+  def mouth_rig(self) -> dict | None:
+    """The parametric mouth rig's settings (old learned-flow bundles), else None."""
+    return (self.meta or {}).get("mouth_rig")
+
+  @property
+  def schedule(self):
+    """The noise schedule of the stage-2 run (its config's `diffusion` block)."""
+    from vasa_jax import diffusion
+    return diffusion.schedule_from_config(self.motion_dit_config)
+
+  @property
+  def sampler(self) -> SamplerDefaults:
+    return SamplerDefaults.from_config(self.motion_dit_config)
+
+  @property
+  def label(self) -> str:
+    """Where it came from, for messages."""
+    return self.path or "the bundle"
 
 
 def default_dir() -> str:
@@ -112,9 +176,8 @@ def save(out_dir: str, *, face_latent_config, face_latent_params, motion_dit_con
       extra=(lambda tmp: face_basis.save(os.path.join(tmp, BASIS_FILE))) if geometry else None)
 
 
-def load(path: str | None = None) -> dict:
-  """{"face_latent_config", "face_latent_params", "motion_dit_config", "motion_dit_params",
-  "motion_stats", "meta"} from a bundle folder (default: the bundled demo)."""
+def load(path: str | None = None) -> Bundle:
+  """The Bundle in a folder (default: the bundled demo)."""
   path = os.path.abspath(os.fspath(path or default_dir()))
   meta_path = os.path.join(path, META_FILE)
   if not os.path.isdir(path):
@@ -130,7 +193,7 @@ def load(path: str | None = None) -> dict:
   if meta.get("format") != FORMAT or int(meta.get("version", -1)) > VERSION:
     raise BundleError(f"{path}: unsupported bundle format {meta.get('format')!r} "
                       f"version {meta.get('version')!r} (this vasa-jax reads {FORMAT} v{VERSION})")
-  out = {"meta": meta}
+  parts = {}
   for stage, fname in (("face_latent", FACE_FILE), ("motion_dit", DIT_FILE)):
     fpath = os.path.join(path, fname)
     try:
@@ -138,22 +201,22 @@ def load(path: str | None = None) -> dict:
         params = serialization.msgpack_restore(f.read())
     except (OSError, ValueError, TypeError) as e:
       raise BundleError(f"cannot read {fpath}: {type(e).__name__}: {e}") from None
-    out[f"{stage}_params"] = _from_host(params)
-    out[f"{stage}_config"] = ml_collections.ConfigDict(meta[stage]["config"])
+    parts[f"{stage}_params"] = _from_host(params)
+    parts[f"{stage}_config"] = ml_collections.ConfigDict(meta[stage]["config"])
   try:
     with open(os.path.join(path, STATS_FILE)) as f:
       stats = json.load(f)
-    out["motion_stats"] = {"mean": np.asarray(stats["mean"], np.float32),
-                           "std": np.asarray(stats["std"], np.float32)}
+    parts["motion_stats"] = {"mean": np.asarray(stats["mean"], np.float32),
+                             "std": np.asarray(stats["std"], np.float32)}
   except (OSError, ValueError, KeyError) as e:
     raise BundleError(f"cannot read {os.path.join(path, STATS_FILE)}: {e}") from None
-  if out["face_latent_config"].model.get("kind", "learned_flow") == "geometry":
+  if parts["face_latent_config"].model.get("kind", "learned_flow") == "geometry":
     from vasa_jax.geometry.codes import FaceBasis
     try:
-      out["face_basis"] = FaceBasis.load(os.path.join(path, BASIS_FILE))
+      parts["face_basis"] = FaceBasis.load(os.path.join(path, BASIS_FILE))
     except (OSError, ValueError) as e:
       raise BundleError(f"{path}: cannot read the face basis: {e}") from None
-  return out
+  return Bundle(meta=meta, path=path, **parts)
 
 
 def check_params(params, reference, what: str) -> None:

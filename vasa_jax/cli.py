@@ -477,7 +477,7 @@ def cmd_demo(args) -> int:
         "(bundled demo weights; media licences in vasa_jax/assets/examples/ATTRIBUTION.md)",
         file=sys.stderr)
   ns = argparse.Namespace(image=[image], audio=[audio], out=out, checkpoint=args.checkpoint,
-                          gaze=None, distance=None, emotion=None, cfg_audio=0.5, cfg_gaze=1.0,
+                          gaze=None, distance=None, emotion=None, cfg_audio=None, cfg_gaze=None,
                           steps=args.steps, seed=args.seed, stream=True, crop_only=False,
                           max_seconds=3600.0, composite=args.composite, head_motion=1.0,
                           emotion_intensity=1.0, blink_rate=None)
@@ -628,9 +628,12 @@ def build_parser() -> argparse.ArgumentParser:
                   help="blinks a minute, 0-60 (default: as the model learned from footage)")
   an.add_argument("--head-motion", type=float, default=1.0,
                   help="head-motion scale: 0 still head, 1 natural (default), above 1 livelier")
-  an.add_argument("--cfg-audio", type=float, default=0.5, help="audio guidance scale")
-  an.add_argument("--cfg-gaze", type=float, default=1.0, help="gaze guidance scale")
-  an.add_argument("--steps", type=int, default=25, help="DDIM steps (10 is usable)")
+  an.add_argument("--cfg-audio", type=float, default=None,
+                  help="audio guidance scale (default: the bundle's, 0.5 for the bundled one)")
+  an.add_argument("--cfg-gaze", type=float, default=None,
+                  help="gaze guidance scale (default: the bundle's, 1.0 for the bundled one)")
+  an.add_argument("--steps", type=int, default=None,
+                  help="DDIM steps (default: the bundle's, 25 for the bundled one; 10 is usable)")
   an.add_argument("--seed", type=int, default=0)
   an.add_argument("--stream", action="store_true", help="report first-frame latency per video")
   an.add_argument("--crop-only", action="store_true", help="output the face crop, no paste-back")
@@ -674,7 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
   m = sub.add_parser("demo", help="what `make demo` runs: bundled portrait + speech -> OUT/demo.mp4")
   m.add_argument("--out", default="out")
   m.add_argument("--checkpoint", default=None, help="bundle folder (default: bundled demo)")
-  m.add_argument("--steps", type=int, default=25)
+  m.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the bundle's)")
   m.add_argument("--seed", type=int, default=0)
   m.add_argument("--composite", default=None, choices=("render", "detail", "warp"))
   m.set_defaults(func=cmd_demo)

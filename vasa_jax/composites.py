@@ -1,6 +1,6 @@
 """How an Animator turns motion into output frames: one small interface, one class per way.
 
-    comp = composites.make(name, animator)
+    comp = composites.make(name, engine)           # a vasa_jax.engine.Engine
     for frames in comp.render(portrait, motion):   # motion [T, 6 + dyn_dim], de-normalised
         ...                                         # uint8 [n, H, W, 3] (photo, or crop only)
 
@@ -26,11 +26,15 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
+from vasa_jax import mouth_rig
+
 if TYPE_CHECKING:   # pragma: no cover
-  from vasa_jax.animate import Animator, Portrait
+  from vasa_jax.engine import Engine
+  from vasa_jax.portrait import Portrait
 
 __all__ = ["Composite", "GeometryComposite", "RenderComposite", "DetailComposite",
-           "RigComposite", "make", "LEARNED", "GEOMETRY", "feather_mask", "paste_back"]
+           "RigComposite", "make", "default_for", "COMPOSITES", "LEARNED", "GEOMETRY",
+           "feather_mask", "paste_back", "warp_frames", "articulate"]
 
 LEARNED = ("render", "detail", "warp")
 GEOMETRY = ("geometry",)
@@ -80,15 +84,15 @@ class Composite(abc.ABC):
   """Motion -> frames for one portrait. Subclasses set `name` and implement `render`."""
   name = ""
 
-  def __init__(self, animator: "Animator"):
-    self.anim = animator
+  def __init__(self, engine: "Engine"):
+    self.engine = engine
 
   @abc.abstractmethod
   def render(self, portrait: "Portrait", motion: np.ndarray) -> Iterator[np.ndarray]:
     """Yields uint8 frame batches [n, H, W, 3] for motion [T, 6 + dyn]."""
 
   def _batches(self, motion: np.ndarray):
-    bsz = self.anim.render_batch
+    bsz = self.engine.render_batch
     for lo in range(0, motion.shape[0], bsz):
       yield motion[lo:lo + bsz]
 
@@ -109,14 +113,14 @@ class GeometryComposite(Composite):
     overrides the driving landmarks decoded from the motion (crop pixels at render size)."""
     from vasa_jax.geometry import flow as flow_lib
     from vasa_jax.geometry import render
-    anim, pg = self.anim, portrait.geometry
+    eng, pg = self.engine, portrait.geometry
     full = portrait.full_crop is not None
     frs = [pg.frame(m[:6], m[6:], mesh=None if meshes is None else meshes[k], keep_map=full)
            for k, m in enumerate(motion)]
-    mouth = _pad(np.stack([f.inputs["mouth"] for f in frs]), anim.render_batch)
+    mouth = _pad(np.stack([f.inputs["mouth"] for f in frs]), eng.render_batch)
     eyes = _pad(np.stack([np.stack([f.inputs["eye_a"], f.inputs["eye_b"]]) for f in frs]),
-                anim.render_batch)
-    out = anim._decode_parts(mouth, eyes.reshape((-1,) + eyes.shape[2:]))
+                eng.render_batch)
+    out = eng.decode_parts(mouth, eyes.reshape((-1,) + eyes.shape[2:]))
     m_rgb, m_a, e_rgb, e_a = (np.asarray(x) for x in out)
     frames = []
     for k, fr in enumerate(frs):
@@ -168,12 +172,8 @@ class RenderComposite(Composite):
   reference = False
 
   def _render(self, portrait, part):
-    import jax.numpy as jnp
-    anim = self.anim
     n = part.shape[0]
-    part = _pad(part, anim.render_batch)
-    return np.asarray(anim._render(anim.fl_params, portrait.prepared,
-                                   jnp.asarray(part[:, :6]), jnp.asarray(part[:, 6:])))[:n]
+    return self.engine.render(portrait.prepared, _pad(part, self.engine.render_batch))[:n]
 
   def render(self, portrait, motion):
     mask = None if portrait.image is None else feather_mask(portrait.box[2])
@@ -187,7 +187,7 @@ class RenderComposite(Composite):
         out = np.clip(portrait.crop.astype(np.float32) + delta + 0.5, 0, 255).astype(np.uint8)
       else:
         out = crops
-      yield self.anim._articulate(portrait, out, part)
+      yield articulate(self.engine, portrait, out, part)
 
 
 class DetailComposite(RenderComposite):
@@ -203,12 +203,91 @@ class RigComposite(Composite):
   def render(self, portrait, motion):
     mask = None if portrait.image is None else feather_mask(portrait.box[2])
     for part in self._batches(motion):
-      yield self.anim._articulate(portrait, self.anim._warp_frames(portrait, part[:, :6], mask),
-                                  part)
+      yield articulate(self.engine, portrait, warp_frames(self.engine, portrait, part[:, :6],
+                                                          mask), part)
+
+
+def _camera(engine: "Engine") -> dict:
+  m = engine.fl_config.model
+  return dict(ref_distance=float(m.ref_distance), fov_deg=float(m.fov_deg))
+
+
+def warp_frames(engine: "Engine", portrait: "Portrait", poses: np.ndarray, mask) -> np.ndarray:
+  """The "warp" composite: the photo (or crop) with its face region moved by the rigid pose
+  change from the portrait's pose to each of poses [n, 6]."""
+  import cv2
+  size = engine.size
+  hs = mouth_rig.face_homographies(portrait.motion[:6], poses, size, engine.rig,
+                                   **_camera(engine))
+  if portrait.image is None:
+    return np.stack([cv2.warpPerspective(portrait.crop, h, (size, size), flags=cv2.INTER_LINEAR,
+                                         borderMode=cv2.BORDER_REPLICATE) for h in hs])
+  img = portrait.image
+  ih, iw = img.shape[:2]
+  x0, y0, side = portrait.box
+  k = side / float(size)
+  # crop pixel centres -> photo pixel centres: p = k (c + 0.5) - 0.5 + (x0, y0)
+  a = np.array([[k, 0, x0 + 0.5 * k - 0.5], [0, k, y0 + 0.5 * k - 0.5], [0, 0, 1]])
+  a_inv = np.linalg.inv(a)
+  xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + side, iw), min(y0 + side, ih)
+  out = np.repeat(img[None], len(hs), axis=0)
+  if xb <= xa or yb <= ya:
+    return out
+  # The displacement fades out with the feathered mask (rather than blending the warped
+  # and the still photo, which doubles edges): one remap per frame, no seams.
+  m = mask[ya - y0:yb - y0, xa - x0:xb - x0].astype(np.float64)
+  gx, gy = np.meshgrid(np.arange(xa, xb, dtype=np.float64), np.arange(ya, yb, dtype=np.float64))
+  for i, h in enumerate(hs):
+    inv = np.linalg.inv(a @ h @ a_inv)     # output photo pixel -> source photo pixel
+    den = inv[2, 0] * gx + inv[2, 1] * gy + inv[2, 2]
+    sx = (inv[0, 0] * gx + inv[0, 1] * gy + inv[0, 2]) / den
+    sy = (inv[1, 0] * gx + inv[1, 1] * gy + inv[1, 2]) / den
+    mx = (gx + m * (sx - gx)).astype(np.float32)
+    my = (gy + m * (sy - gy)).astype(np.float32)
+    out[i, ya:yb, xa:xb] = cv2.remap(img, mx, my, interpolation=cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_REPLICATE)
+  return out
+
+
+def articulate(engine: "Engine", portrait: "Portrait", frames: np.ndarray,
+               motion: np.ndarray) -> np.ndarray:
+  """The bundle's mouth rig (if any) on output frames [n,H,W,3] for their motion [n,D]."""
+  if engine.rig is None or portrait.mouth is None:
+    return frames
+  cx, cy, hw, roll = mouth_rig.track(portrait.mouth, portrait.motion[:6], motion[:, :6],
+                                     engine.size, engine.rig, **_camera(engine))
+  x0, y0, side = portrait.box
+  k = side / float(engine.size)   # crop pixels -> output pixels (1 for crop-only output)
+  return np.stack([mouth_rig.articulate(f, x0 + k * (x + 0.5) - 0.5, y0 + k * (y + 0.5) - 0.5,
+                                        k * h, r, m[mouth_rig.NAMED_SLICE], engine.rig)
+                   for f, x, y, h, r, m in zip(frames, cx, cy, hw, roll, motion)])
 
 
 _CLASSES = {c.name: c for c in (GeometryComposite, RenderComposite, DetailComposite, RigComposite)}
 
 
-def make(name: str, animator: "Animator") -> Composite:
-  return _CLASSES[name](animator)
+COMPOSITES = ("render", "detail", "warp", "geometry")
+
+
+def default_for(engine: "Engine") -> str:
+  """A bundle's default composite: "geometry" for a geometry-grounded stage 1; else "warp"
+  with a mouth rig, "detail" without."""
+  if engine.kind == "geometry":
+    return "geometry"
+  return "warp" if engine.rig is not None else "detail"
+
+
+def make(name: str | None, engine: "Engine") -> Composite:
+  """The composite `name` (None: the bundle's default) for an engine; ValueError with one
+  line where the name is unknown or does not fit the bundle."""
+  name = default_for(engine) if name is None else name
+  if name not in _CLASSES:
+    raise ValueError(f"composite must be one of {COMPOSITES}, got {name!r}")
+  allowed = GEOMETRY if engine.kind == "geometry" else LEARNED
+  if name not in allowed:
+    raise ValueError(f"composite {name!r} is not available for this bundle (a {engine.kind} "
+                     f"stage 1); use one of {', '.join(allowed)}")
+  if name == "warp" and engine.rig is None:
+    raise ValueError("composite 'warp' needs a bundle with a mouth rig (it renders no mouth "
+                     "motion otherwise)")
+  return _CLASSES[name](engine)

@@ -123,7 +123,7 @@ class Evaluators:
   def _encode(self):
     import jax
     from vasa_jax.models import face_latent as fl
-    model, M = self.animator.face_model, fl.FaceLatentModel
+    model, M = self.animator.engine.face_model, fl.FaceLatentModel
 
     def enc(params, x):
       m = model.apply({"params": params}, x, method=M.encode_motion)
@@ -143,7 +143,7 @@ class Evaluators:
       n = len(part)
       if n < batch:
         part = np.concatenate([part, np.repeat(part[-1:], batch - n, axis=0)])
-      r = self._encode(self.animator.fl_params, part)
+      r = self._encode(self.animator.engine.fl_params, part)
       for k in out:
         out[k].append(np.asarray(r[k])[:n])
     return {k: np.concatenate(v).astype(np.float64) for k, v in out.items()}
@@ -510,7 +510,7 @@ def run(animator, clips_by_group: dict[str, list[Clip]], *, settings: Sequence[S
     rows[group] = {row: summarize(ms) for row, ms in acc.items()}
     src = [c.record for c in clips if c.record is not None]
     if src:
-      r = reenact.self_reenactment(animator.face_model, animator.fl_params, src,
+      r = reenact.self_reenactment(animator.engine.face_model, animator.engine.fl_params, src,
                                    frames_per_clip=reenact_frames)
       reen[group] = {"psnr": r["psnr"], "ssim": r["ssim"], "clips": r["clips"],
                      "frames": r["frames"]}
