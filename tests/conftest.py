@@ -97,3 +97,22 @@ def load_stage_config(stage: str):
   """The configs/<stage>.py module (e.g. "face_latent", "motion_dit")."""
   from vasa_jax.config_utils import load_config_module
   return load_config_module(str(pathlib.Path(__file__).resolve().parents[1] / "configs" / f"{stage}.py"))
+
+
+def fast_tiny_config(stage: str, settings: dict | None = None, overrides: dict | None = None):
+  """configs/<stage>.py:tiny set up for quick CPU tests (rbg keys, -O0 compiles, batch 8,
+  synchronous checkpoints), then `settings` and `overrides` ("node.field" keys allowed)."""
+  import ml_collections
+  c = load_stage_config(stage).get_config("tiny")
+  with c.unlocked():
+    c.rng_impl = "unsafe_rbg"
+    c.compiler_options = ml_collections.ConfigDict(FAST_COMPILE)
+    c.batch_size = 8
+    c.async_checkpoint = False
+    for k, v in {**(settings or {}), **(overrides or {})}.items():
+      node, *rest = k.split(".")
+      if rest:
+        c[node][rest[0]] = v
+      else:
+        c[k] = v
+  return c

@@ -303,19 +303,27 @@ def media_load(path):
   return media.load_audio(path)
 
 
-def test_the_training_diffusion_schedule_reaches_the_sampler(tmp_path, tiny_bundle, animator):
-  """`--config.diffusion.*` of a stage-2 run travels in its bundle and is what the Animator's
-  sampler denoises along: the same weights and seed give other motion under another schedule."""
-  from vasa_jax import config_utils, diffusion
-  spec = os.path.join(ROOT, "configs", "motion_dit.py") + ":tiny"
-  md = config_utils.load_config(spec, ["--config.diffusion.logsnr_max=6.0",
-                                       "--config.diffusion.logsnr_min=-6.0"])
+def _with_stage2_overrides(tmp_path, tiny_bundle, overrides):
+  """An Animator of the tiny bundle's weights with its stage-2 config trained as
+  `vasa-jax train --config configs/motion_dit.py:tiny OVERRIDES` would record it."""
+  from vasa_jax import config_utils
+  md = config_utils.load_config(os.path.join(ROOT, "configs", "motion_dit.py") + ":tiny",
+                                overrides)
   b = bundle_lib.load(tiny_bundle)
-  path = str(tmp_path / "other_schedule")
+  path = str(tmp_path / "overridden")
   bundle_lib.save(path, face_latent_config=b.face_latent_config,
                   face_latent_params=b.face_latent_params, motion_dit_config=md,
                   motion_dit_params=b.motion_dit_params, motion_stats=b.motion_stats)
-  other = an.Animator(path, composite="render")
+  return an.Animator(path, composite="render")
+
+
+def test_the_training_diffusion_schedule_reaches_the_sampler(tmp_path, tiny_bundle, animator):
+  """`--config.diffusion.*` of a stage-2 run travels in its bundle and is what the Animator's
+  sampler denoises along: the same weights and seed give other motion under another schedule."""
+  from vasa_jax import diffusion
+  b = bundle_lib.load(tiny_bundle)
+  other = _with_stage2_overrides(tmp_path, tiny_bundle, ["--config.diffusion.logsnr_max=6.0",
+                                                         "--config.diffusion.logsnr_min=-6.0"])
   assert other.schedule == diffusion.CosineSchedule(-6.0, 6.0)
   assert animator.schedule == diffusion.schedule_from_config(b.motion_dit_config)
   assert animator.schedule != other.schedule
@@ -334,16 +342,8 @@ def test_the_bundles_sampler_defaults_are_what_a_call_leaves_out(tmp_path, tiny_
   """A stage-2 run's `sampler` block travels in its bundle (Bundle.sampler) and is what
   inference uses for the settings a call does not give: steps from the bundle == the same
   steps given; an explicit value overrides the bundle's."""
-  from vasa_jax import config_utils
-  spec = os.path.join(ROOT, "configs", "motion_dit.py") + ":tiny"
-  md = config_utils.load_config(spec, ["--config.sampler.steps=2",
-                                       "--config.sampler.cfg_audio=1.5"])
-  b = bundle_lib.load(tiny_bundle)
-  path = str(tmp_path / "two_steps")
-  bundle_lib.save(path, face_latent_config=b.face_latent_config,
-                  face_latent_params=b.face_latent_params, motion_dit_config=md,
-                  motion_dit_params=b.motion_dit_params, motion_stats=b.motion_stats)
-  other = an.Animator(path, composite="render")
+  other = _with_stage2_overrides(tmp_path, tiny_bundle, ["--config.sampler.steps=2",
+                                                         "--config.sampler.cfg_audio=1.5"])
   assert other.sampler == bundle_lib.SamplerDefaults(steps=2, eta=0.0, cfg_audio=1.5,
                                                      cfg_gaze=1.0)
   assert animator.sampler.steps == 25            # configs/motion_dit.py's default

@@ -9,7 +9,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import FAST_COMPILE, ListSource, load_stage_config, make_fake_records
+from conftest import FAST_COMPILE, ListSource, fast_tiny_config, make_fake_records
 from vasa_jax import sharding
 from vasa_jax.data import pipeline, records
 from vasa_jax.eval import reenact
@@ -17,23 +17,14 @@ from vasa_jax.models import FaceLatentModel
 from vasa_jax.train import face_latent as trainer
 
 _CONFIG_PATH = os.path.join(os.path.dirname(__file__), "..", "configs", "face_latent.py")
-_cfg_mod = load_stage_config("face_latent")
 
 # Cheap CPU compiles (as in tests/test_face_latent.py).
 _FAST = FAST_COMPILE
 
 
 def tiny_config(**overrides):
-  c = _cfg_mod.get_config("tiny")
-  with c.unlocked():
-    c.rng_impl = "unsafe_rbg"
-    c.compiler_options = ml_collections.ConfigDict(_FAST)
-    c.batch_size = 8
-    c.data.augment = ml_collections.ConfigDict(dict(pipeline.AugmentConfig.none().__dict__))
-    c.async_checkpoint = False
-    for k, v in overrides.items():
-      c[k] = v
-  return c
+  return fast_tiny_config("face_latent", {"data.augment": ml_collections.ConfigDict(
+      dict(pipeline.AugmentConfig.none().__dict__))}, overrides)
 
 
 @pytest.fixture(scope="module")

@@ -13,26 +13,13 @@ from vasa_jax.data import pipeline
 from vasa_jax.train import common
 from vasa_jax.train import face_latent as trainer
 
-from conftest import FAST_COMPILE, load_stage_config
+from conftest import fast_tiny_config
 
-_cfg_mod = load_stage_config("face_latent")
 
 
 def tiny_config(**overrides):
-  c = _cfg_mod.get_config("tiny")
-  with c.unlocked():
-    c.rng_impl = "unsafe_rbg"
-    c.compiler_options = ml_collections.ConfigDict(FAST_COMPILE)
-    c.batch_size = 8
-    c.data.augment = ml_collections.ConfigDict(dict(pipeline.AugmentConfig.none().__dict__))
-    c.async_checkpoint = False
-    for k, v in overrides.items():
-      node, *rest = k.split(".")
-      if rest:
-        c[node][rest[0]] = v
-      else:
-        c[k] = v
-  return c
+  return fast_tiny_config("face_latent", {"data.augment": ml_collections.ConfigDict(
+      dict(pipeline.AugmentConfig.none().__dict__))}, overrides)
 
 
 @pytest.fixture(scope="module")

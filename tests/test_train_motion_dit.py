@@ -5,34 +5,19 @@ import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
-from conftest import FAST_COMPILE, ListSource, load_stage_config, make_fake_records
+from conftest import ListSource, fast_tiny_config, load_stage_config, make_fake_records
 from vasa_jax import sharding
 from vasa_jax.data import motion as motion_lib
 from vasa_jax.train import motion_dit as trainer
 
-_cfg_mod = load_stage_config("motion_dit")
 
 
 def tiny_config(**overrides):
-  c = _cfg_mod.get_config("tiny")
-  with c.unlocked():
-    c.rng_impl = "unsafe_rbg"
-    c.compiler_options = ml_collections.ConfigDict(FAST_COMPILE)
-    c.batch_size = 8
-    c.async_checkpoint = False
-    c.motion_source = "ground_truth"
-    c.data.stats_batches = 2
-    for k, v in overrides.items():
-      node, *rest = k.split(".")
-      if rest:
-        c[node][rest[0]] = v
-      else:
-        c[k] = v
-  return c
+  return fast_tiny_config("motion_dit", {"motion_source": "ground_truth",
+                                         "data.stats_batches": 2}, overrides)
 
 
 @pytest.fixture(scope="module")

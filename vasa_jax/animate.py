@@ -47,6 +47,12 @@ from vasa_jax.engine import (  # noqa: F401  (public here too)
 from vasa_jax.geometry.emotion import EMOTIONS  # noqa: F401  (= configs/motion_dit.EMOTIONS)
 from vasa_jax.portrait import CROP_SCALE, CROP_SHIFT_UP, Portrait, crop_box  # noqa: F401
 
+__all__ = ["Animator", "AnimationResult", "AnimateError", "Reenactor", "Portrait",
+           "SampleOptions", "Engine", "pairs", "crop_box", "join_seam", "smooth_pose",
+           "feather_mask", "paste_back", "COMPOSITES", "EMOTIONS", "POSE_DIM", "MAX_TURN_DEG",
+           "SEAM_TAU", "BLINK_CFG", "POSE_SMOOTHING", "SILENCE_PEAK", "CROP_SCALE",
+           "CROP_SHIFT_UP"]
+
 _load_audio = engine_lib.load_audio
 
 
@@ -126,24 +132,28 @@ class Animator:
     self.pose_smoothing = POSE_SMOOTHING
     self.blink_cfg = BLINK_CFG
 
-  # -- what the bundle is (read-only views of the engine)
-  kind = property(lambda self: self.engine.kind)
-  size = property(lambda self: self.engine.size)
-  window = property(lambda self: self.engine.window)
-  context = property(lambda self: self.engine.context)
-  motion_dim = property(lambda self: self.engine.motion_dim)
-  render_batch = property(lambda self: self.engine.render_batch)
-  fl_config = property(lambda self: self.engine.fl_config)
-  md_config = property(lambda self: self.engine.md_config)
-  schedule = property(lambda self: self.engine.schedule)
-  sampler = property(lambda self: self.engine.sampler)
-  rig = property(lambda self: self.engine.rig)
-  basis = property(lambda self: self.engine.basis)
-  renderer = property(lambda self: self._composite,
-                      doc="The composite object that turns motion into frames.")
-  mesh = property(lambda self: self.faces.mesh,
-                  doc="The face mesh + iris landmark models (geometry bundles, reenactment).")
-  detector = property(lambda self: self.faces.detector)
+  # -- what the bundle is: read-only views of the engine's fields
+  _ENGINE_VIEWS = frozenset({"kind", "size", "window", "context", "motion_dim", "render_batch",
+                             "fl_config", "md_config", "schedule", "sampler", "rig", "basis"})
+
+  def __getattr__(self, name):
+    if name in Animator._ENGINE_VIEWS and "engine" in self.__dict__:
+      return getattr(self.engine, name)
+    raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+  @property
+  def renderer(self):
+    """The composite object that turns motion into frames."""
+    return self._composite
+
+  @property
+  def mesh(self):
+    """The face mesh + iris landmark models (geometry bundles, reenactment)."""
+    return self.faces.mesh
+
+  @property
+  def detector(self):
+    return self.faces.detector
 
   @classmethod
   def from_configs(cls, face_latent_config, motion_dit_config, *, seed: int = 0,

@@ -533,8 +533,7 @@ def main(argv=None) -> int:
     if args.eval_only:
       ev = load(args.weights)
       cfg = ev.cfg
-      info = {**ev.meta.get("training", {}),
-              "weights": os.path.relpath(args.weights or contrastive.assets_dir(NAME))}
+      info = contrastive.trained_info(ev.meta, args.weights, NAME)
     else:
       clips = [c for c in load_clips(args.data_dir, "train", cfg, args.dataset)
                if len(c.pose) >= cfg.window]

@@ -36,6 +36,12 @@ def assets_dir(name: str) -> str:
                       "assets", "evaluators", name)
 
 
+def trained_info(meta: dict, weights: str | None, name: str) -> dict:
+  """A loaded evaluator's recorded training summary, and where its weights were read from
+  (--eval-only reports)."""
+  return {**meta.get("training", {}), "weights": os.path.relpath(weights or assets_dir(name))}
+
+
 # ----------------------------------------------------------------------------- audio features
 
 def log_mel(audio_16k: np.ndarray, *, n_mels: int, per_frame: int) -> np.ndarray:

@@ -647,8 +647,7 @@ def main(argv=None) -> int:
     if args.eval_only:
       ev = load(args.weights)
       cfg = ev.cfg
-      info = {**ev.meta.get("training", {}),
-              "weights": os.path.relpath(args.weights or contrastive.assets_dir(NAME))}
+      info = contrastive.trained_info(ev.meta, args.weights, NAME)
     else:
       real = extract(REAL_DATASET, "train", args.data_dir, cfg, cache_dir=args.cache_dir)
       synth = extract(SYNTH_DATASET, "train", args.data_dir, cfg,

@@ -169,6 +169,22 @@ def keep_if_bad(n_bad, new_state: dict, old_state: dict) -> dict:
   return out
 
 
+def apply_gradients(state: dict, grads, opt, *, ema_decay: float, n_bad, skip_bad: bool):
+  """The update of a {"params", "opt", "ema", "step"} train state (inside a jitted step):
+  the optimizer step, the EMA, the step count, and -- with skip_bad -- the old state kept where
+  the batch had `n_bad` non-finite inputs. Returns (new_state, metrics): the non-finite input
+  count and the gradient / parameter / update norms."""
+  import optax
+  updates, opt_state = opt.update(grads, state["opt"], state["params"])
+  params = optax.apply_updates(state["params"], updates)
+  new_state = {"params": params, "opt": opt_state,
+               "ema": ema_update(state["ema"], params, ema_decay), "step": state["step"] + 1}
+  if skip_bad:
+    new_state = keep_if_bad(n_bad, new_state, state)
+  return new_state, {NONFINITE_INPUTS: n_bad, "norm/grad": global_norm(grads),
+                     "norm/params": global_norm(params), "norm/update": global_norm(updates)}
+
+
 def nonfinite_fields(batch) -> list[str]:
   """Names of the float leaves of a (global) batch holding NaN/Inf. Only called after a step
   flagged the batch (every process does, as the flag is global)."""
@@ -386,6 +402,18 @@ class Progress:
     eta = (self.total - step) / rate if rate > 0 else float("inf")
     log.info("step %d/%d  %.2f steps/s  ETA %.0f s", step, self.total, rate, eta)
     return {"steps_per_second": rate, "eta_seconds": eta}
+
+
+def start_run(config, workdir: str, mesh, create_state: Callable, data_iter,
+              init_state_fn=None):
+  """A trainer's state at the start of a run: fresh (sharded over `mesh`, from config.seed)
+  or restored from the workdir's newest checkpoint (see checkpointer_and_resume). Returns
+  (state, shardings, checkpointer, start step)."""
+  rng = jax.random.key(config.seed, impl=config.get("rng_impl") or None)
+  state, shardings = create_state(config, mesh, rng)
+  state, ckpt = checkpointer_and_resume(config, workdir, state, shardings, data_iter,
+                                        init_state_fn=init_state_fn)
+  return state, shardings, ckpt, int(state["step"])
 
 
 def checkpointer_and_resume(config, workdir: str, state, shardings, data_iter,

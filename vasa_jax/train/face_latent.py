@@ -235,10 +235,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, sourc
   data_iter = iter(loader)
 
   # --- model, state, shardings ----------------------------------------------------------------
-  rng = jax.random.key(config.seed, impl=config.get("rng_impl") or None)
-  state, shardings = create_state(config, mesh, rng)
-  state, ckpt = common.checkpointer_and_resume(config, workdir, state, shardings, data_iter)
-  start = int(state["step"])
+  state, shardings, ckpt, start = common.start_run(config, workdir, mesh, create_state, data_iter)
   n_g = fl.param_count(state["params"])
   log.info("generator %.2fM params, discriminator %.2fM params", n_g / 1e6,
            fl.param_count(state["d_params"]) / 1e6)

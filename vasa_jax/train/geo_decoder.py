@@ -27,7 +27,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from vasa_jax import losses
 from vasa_jax import sharding as sharding_lib
@@ -100,19 +99,9 @@ def make_train_step(config, mesh, state_shardings):
     n_bad = common.count_nonfinite(batch)
     (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], model, batch,
                                                                   w)
-    updates, opt_state = opt.update(grads, state["opt"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    new_state = {"params": params, "opt": opt_state,
-                 "ema": common.ema_update(state["ema"], params, config.ema_decay),
-                 "step": state["step"] + 1}
-    if skip_bad:
-      new_state = common.keep_if_bad(n_bad, new_state, state)
-    metrics = {f"loss/{k}": v for k, v in terms.items()}
-    metrics[common.NONFINITE_INPUTS] = n_bad
-    metrics["norm/grad"] = common.global_norm(grads)
-    metrics["norm/params"] = common.global_norm(params)
-    metrics["norm/update"] = common.global_norm(updates)
-    return new_state, metrics
+    new_state, norms = common.apply_gradients(state, grads, opt, ema_decay=config.ema_decay,
+                                              n_bad=n_bad, skip_bad=skip_bad)
+    return new_state, {**{f"loss/{k}": v for k, v in terms.items()}, **norms}
 
   return jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding),
                  out_shardings=(state_shardings, None), donate_argnums=(0,),
@@ -157,11 +146,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, sourc
   data_iter = iter(geometry_pairs.pair_loader(source, basis, config, batch_size=local_bs,
                                               seed=config.seed,
                                               worker_count=int(config.data.worker_count)))
-  rng = jax.random.key(config.seed, impl=config.get("rng_impl") or None)
-  state, shardings = create_state(config, mesh, rng)
-  state, ckpt = common.checkpointer_and_resume(config, workdir, state, shardings, data_iter,
-                                               init_state_fn=init_state)
-  start = int(state["step"])
+  state, shardings, ckpt, start = common.start_run(config, workdir, mesh, create_state,
+                                                    data_iter, init_state_fn=init_state)
   log.info("GeometryDecoder %.3fM params", gd.param_count(state["params"]) / 1e6)
   train_step = make_train_step(config, mesh, shardings)
   curve_path = os.path.join(workdir, "curve.jsonl")

@@ -57,7 +57,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from vasa_jax import audio as audio_lib
 from vasa_jax import config_utils
@@ -301,20 +300,10 @@ def make_train_step(config, mesh, state_shardings, stats):
       return md.training_loss(params, model, tb, rng, config)
 
     (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-    updates, opt_state = opt.update(grads, state["opt"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    new_state = {"params": params, "opt": opt_state,
-                 "ema": common.ema_update(state["ema"], params, config.ema_decay),
-                 "step": step + 1}
-    if skip_bad:
-      new_state = common.keep_if_bad(n_bad, new_state, state)
-    metrics = {f"loss/{k}": v for k, v in terms.items()}
-    metrics[common.NONFINITE_INPUTS] = n_bad
-    metrics["norm/grad"] = common.global_norm(grads)
-    metrics["norm/params"] = common.global_norm(params)
-    metrics["norm/update"] = common.global_norm(updates)
-    metrics["stats/motion_abs"] = jnp.mean(jnp.abs(tb["motion"]))
-    return new_state, metrics
+    new_state, norms = common.apply_gradients(state, grads, opt, ema_decay=config.ema_decay,
+                                              n_bad=n_bad, skip_bad=skip_bad)
+    return new_state, {**{f"loss/{k}": v for k, v in terms.items()}, **norms,
+                       "stats/motion_abs": jnp.mean(jnp.abs(tb["motion"]))}
 
   return jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding),
                  out_shardings=(state_shardings, None), donate_argnums=(0,),
@@ -349,11 +338,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, sourc
   data_iter = iter(make_loader(config, source, local_bs, frames=frames))
 
   # --- model, state, shardings ----------------------------------------------------------------
-  rng = jax.random.key(config.seed, impl=config.get("rng_impl") or None)
-  state, shardings = create_state(config, mesh, rng)
-  state, ckpt = common.checkpointer_and_resume(config, workdir, state, shardings, data_iter,
-                                               init_state_fn=init_state)
-  start = int(state["step"])
+  state, shardings, ckpt, start = common.start_run(config, workdir, mesh, create_state,
+                                                    data_iter, init_state_fn=init_state)
   log.info("MotionDiT %.2fM params", md.param_count(state["params"]) / 1e6)
 
   # --- update step ------------------------------------------------------------------------------
