@@ -125,6 +125,28 @@ def test_load_params_without_checkpoint_or_with_another_config(run, tmp_path, ca
   assert "unreadable" not in caplog.text       # folded into the one-line error
 
 
+def test_the_run_records_its_config_and_stage_2_reads_it(run, caplog):
+  """A stage-1 run writes the config it trained with into its workdir; restoring it for stage
+  2 (load_stage1, the latent motion source) reads that record, not a config spec: a spec for
+  another model is ignored with a warning, and without a record a spec is required."""
+  from vasa_jax import config_utils
+  from vasa_jax.train import common
+  from vasa_jax.train import motion_dit as md_trainer
+  config, workdir, _ = run
+  recorded = config_utils.run_config(workdir)
+  assert recorded.model.to_dict() == json.loads(config.model.to_json_best_effort())
+  cfg, params = common.load_stage1(None, workdir)
+  assert cfg.model.dyn_dim == config.model.dyn_dim and jax.tree_util.tree_leaves(params)
+  other = os.path.join(os.path.dirname(_CONFIG_PATH), "face_latent.py") + ":geo_tiny"
+  cfg2, _ = common.load_stage1(other, workdir)         # another model: the record wins
+  assert cfg2.model.to_dict() == recorded.model.to_dict()
+  assert "using the config the run recorded" in caplog.text
+  md = ml_collections.ConfigDict({"face_latent_config": "", "face_latent_checkpoint": workdir})
+  assert md_trainer._face_latent_config(md).model.to_dict() == recorded.model.to_dict()
+  with pytest.raises(config_utils.ConfigError, match="records no config"):
+    config_utils.run_config(os.path.dirname(workdir))
+
+
 # ----------------------------------------------------------------------------- reenactment
 
 def test_self_reenactment_counts_and_finite(model_params):

@@ -171,7 +171,15 @@ def cmd_data_extract_motion(args) -> int:
                      "configs/face_latent.py:<variant>)")
   if args.dyn_labels and not os.path.isfile(args.dyn_labels):
     raise UsageError(f"--dyn-labels: no such file: {args.dyn_labels}")
-  name = args.name or (args.face_latent_config.partition(":")[2].split(",")[0] or "default")
+  from vasa_jax import config_utils
+  try:
+    fl_cfg = config_utils.run_config(args.face_latent_checkpoint, args.face_latent_config)
+  except config_utils.ConfigError as e:
+    raise UsageError(f"{e} (--face-latent-config)") from None
+  variant = (args.face_latent_config or "").partition(":")[2].split(",")[0]
+  name = args.name or variant or str(fl_cfg.get("variant", "") or "default")
+  args.face_latent_config = args.face_latent_config or os.path.join(
+      args.face_latent_checkpoint, config_utils.RUN_CONFIG)
   if "/" in name or not name.replace("_", "").replace("-", "").isalnum():
     raise UsageError(f"--name {name!r}: use letters, digits, '_' and '-'")
   src_dir, total = _source_clips(args, datasets)
@@ -413,16 +421,16 @@ def cmd_export(args) -> int:
   from vasa_jax import bundle as bundle_lib
   from vasa_jax.data import motion as motion_lib
   from vasa_jax.train import common
-  recorded = os.path.join(args.face_latent, "config.json")
-  if args.face_latent_config is None and os.path.isfile(recorded):
-    import ml_collections
-    with open(recorded) as f:
-      fl_cfg = ml_collections.ConfigDict(json.load(f))
+  from vasa_jax import config_utils
+  recorded = os.path.join(args.face_latent, config_utils.RUN_CONFIG)
+  fl_cfg = config_utils.run_config(args.face_latent,
+                                   args.face_latent_config or "configs/face_latent.py:demo"
+                                   if not os.path.isfile(recorded) else args.face_latent_config)
+  if os.path.isfile(recorded):
     args.face_latent_config = recorded
-  else:
-    args.face_latent_config = args.face_latent_config or "configs/face_latent.py:demo"
-    fl_cfg = load_config(args.face_latent_config)
-  md_cfg = load_config(args.motion_dit_config)
+  md_recorded = os.path.isfile(os.path.join(args.motion_dit, config_utils.RUN_CONFIG))
+  md_cfg = config_utils.run_config(args.motion_dit, args.motion_dit_config or (
+      None if md_recorded else "configs/motion_dit.py:demo"))
   geometry = fl_cfg.model.get("kind", "learned_flow") == "geometry"
   face_basis = None
   try:
@@ -577,8 +585,9 @@ def build_parser() -> argparse.ArgumentParser:
   x.add_argument("--face-basis", default=None, help="--geometry: a face_basis.npz to use")
   x.add_argument("--exp-dim", type=int, default=40,
                  help="--geometry: expression components of the fitted basis")
-  x.add_argument("--face-latent-config", default="configs/face_latent.py:demo",
-                 help="the config that checkpoint was trained with")
+  x.add_argument("--face-latent-config", default=None,
+                 help="the config that checkpoint was trained with (default: the one its "
+                      "workdir recorded, config.json)")
   x.add_argument("--datasets", required=True,
                  help="comma-separated clip datasets, e.g. synthetic_talking_heads/r256_n1000,"
                       "talking_face_videos/r256")
@@ -661,7 +670,9 @@ def build_parser() -> argparse.ArgumentParser:
                   help="the stage-1 run's config (default: the workdir's config.json, else "
                        "configs/face_latent.py:demo)")
   ex.add_argument("--motion-dit", required=True, help="stage-2 workdir")
-  ex.add_argument("--motion-dit-config", default="configs/motion_dit.py:demo")
+  ex.add_argument("--motion-dit-config", default=None,
+                  help="the stage-2 run's config (default: the workdir's config.json, else "
+                       "configs/motion_dit.py:demo)")
   ex.add_argument("--out", required=True, help="bundle folder to write")
   ex.add_argument("--dtype", default="float32", choices=("float32", "float16"))
   ex.add_argument("--mouth-rig", action="store_true",

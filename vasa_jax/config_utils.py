@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
+import logging
 import os
+import tempfile
 
 import ml_collections
 
@@ -42,6 +45,51 @@ def load_config(spec: str, overrides=()):
     except KeyError:
       raise ConfigError(f"{key}: no such config field") from None
   return config
+
+
+RUN_CONFIG = "config.json"    # the config a training run recorded in its workdir
+
+log = logging.getLogger(__name__)
+
+
+def record_config(workdir: str, config: ml_collections.ConfigDict) -> str:
+  """Writes the run's config into its workdir (atomically), so that later steps read the
+  config the run really trained with instead of resolving a spec again (`run_config`)."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, RUN_CONFIG)
+  fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".json", dir=workdir)
+  try:
+    with os.fdopen(fd, "w") as f:
+      f.write(config.to_json_best_effort(indent=1))
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  return path
+
+
+def run_config(workdir: str, spec: str | None = None) -> ml_collections.ConfigDict:
+  """The config a training workdir recorded (RUN_CONFIG); `spec` is only the fallback for a
+  workdir written before runs recorded their config (a spec that disagrees with the record
+  is ignored, with a warning). ConfigError when there is neither."""
+  path = os.path.join(workdir, RUN_CONFIG)
+  if os.path.isfile(path):
+    try:
+      with open(path) as f:
+        recorded = ml_collections.ConfigDict(json.load(f))
+    except (OSError, ValueError) as e:
+      raise ConfigError(f"cannot read {path}: {e}") from None
+    if isinstance(spec, str) and spec and not spec.endswith(".json"):
+      model = lambda c: json.loads(c.to_json_best_effort()).get("model")  # noqa: E731
+      if model(load_config(spec)) != model(recorded):
+        log.warning("%s: using the config the run recorded, not %s (their models differ)",
+                    workdir, spec)
+    return recorded
+  if not spec:
+    raise ConfigError(f"{workdir} records no config ({RUN_CONFIG}); pass the config it was "
+                      "trained with")
+  return load_config(spec)
 
 
 def load_config_module(path: str):

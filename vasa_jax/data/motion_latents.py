@@ -317,7 +317,7 @@ def _encoder(face_latent_config: str, checkpoint: str, compiler_options, params=
   from vasa_jax import config_utils
   if params is None:
     raise ValueError(f"the stage-1 params of {checkpoint} are needed (face_latent_params=)")
-  fl_config = config_utils.load_config(face_latent_config)
+  fl_config = config_utils.run_config(checkpoint, face_latent_config)
   enc = _motion().latent_motion_fn(fl_config, params, compiler_options=compiler_options)
   return enc, enc.motion_dim
 

@@ -541,9 +541,10 @@ def restore_params(workdir: str, config, init_state_fn=None, *, key: str = "ema"
   return state[key], int(step)
 
 
-def load_stage1(face_latent_config: str, checkpoint: str):
-  """(stage-1 config, EMA params) for a config spec and its training workdir; ConfigError /
+def load_stage1(face_latent_config: str | None, checkpoint: str):
+  """(stage-1 config, EMA params) of a stage-1 training workdir: the config it recorded
+  (face_latent_config, a spec, is the fallback for older workdirs); ConfigError /
   CheckpointNotFoundError (one line) for a bad spec or a checkpoint that does not fit it."""
   from vasa_jax import config_utils
-  config = config_utils.load_config(face_latent_config)
+  config = config_utils.run_config(checkpoint, face_latent_config)
   return config, restore_params(checkpoint, config)[0]

@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from vasa_jax import config_utils
 from vasa_jax import losses as losses_lib
 from vasa_jax import sharding as sharding_lib
 from vasa_jax.data import pipeline
@@ -221,6 +222,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, sourc
   metrics as floats."""
   # --- logging + mesh -------------------------------------------------------------------------
   os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:   # later steps read the config the run trained with
+    config_utils.record_config(workdir, config)
   mesh = sharding_lib.make_mesh(config.mesh.data, config.mesh.fsdp)
   log.info("mesh %s over %d devices (%d processes)", dict(mesh.shape), mesh.size,
            jax.process_count())

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from vasa_jax import config_utils
 from vasa_jax import losses
 from vasa_jax import sharding as sharding_lib
 from vasa_jax.models import geo_decoder as gd
@@ -140,8 +141,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, sourc
   basis_path = os.path.join(workdir, codes_lib.BASIS_FILE)
   if jax.process_index() == 0 and not os.path.isfile(basis_path):
     basis.save(basis_path)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=1))
+  if jax.process_index() == 0:
+    config_utils.record_config(workdir, config)
   local_bs = sharding_lib.per_process_batch_size(config.batch_size, mesh)
   data_iter = iter(geometry_pairs.pair_loader(source, basis, config, batch_size=local_bs,
                                               seed=config.seed,

@@ -116,15 +116,21 @@ def motion_source_name(config) -> str:
 
 
 def _face_latent_config(config):
+  """The stage-1 config: the one its workdir recorded (config.face_latent_config is only the
+  fallback for a workdir from before runs recorded theirs)."""
   spec = config.get("face_latent_config", "")
+  if spec and not isinstance(spec, str):
+    return spec
+  ckpt = config.get("face_latent_checkpoint", "")
+  if ckpt and os.path.isfile(os.path.join(ckpt, config_utils.RUN_CONFIG)):
+    return config_utils.run_config(ckpt, spec or None)
   if not spec:
     raise ConfigError(
-        "motion_source='latent' needs config.face_latent_config (e.g. "
-        "'configs/face_latent.py:demo', the config the stage-1 checkpoint was trained with); "
-        "set motion_source='ground_truth' only for synthetic debugging")
-  if isinstance(spec, str):
-    return config_utils.load_config(spec)
-  return spec
+        "motion_source='latent' needs the stage-1 run's config: its workdir's "
+        f"{config_utils.RUN_CONFIG}, or config.face_latent_config (e.g. "
+        "'configs/face_latent.py:demo'); set motion_source='ground_truth' only for synthetic "
+        "debugging")
+  return config_utils.load_config(spec)
 
 
 def make_motion_fn(config, mesh) -> tuple[Callable, bool]:
@@ -319,6 +325,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, sourc
   config.motion_source (prev_motion may be None: no previous-window context)."""
   # --- logging + mesh -------------------------------------------------------------------------
   os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:   # later steps read the config the run trained with
+    config_utils.record_config(workdir, config)
   mesh = sharding_lib.make_mesh(config.mesh.data, config.mesh.fsdp)
   log.info("mesh %s over %d devices (%d processes)", dict(mesh.shape), mesh.size,
            jax.process_count())
