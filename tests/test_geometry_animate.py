@@ -294,7 +294,7 @@ def test_eval_motion_measures_output_and_footage_alike_and_the_controls_act(geo_
   anim = an.Animator(bundle=bundle, render_batch=4)
   out = str(tmp_path / "motion")
   rep = motion_eval.evaluate(anim, src, src, max_clips=1, max_seconds=1.2, steps=2,
-                             control_clips=1, out_dir=out)
+                             control_clips=1, out_dir=out, bilabial_sentences=1)
   real, gen = rep["mean"]["real"], rep["mean"]["generated"]
   assert gen["face_found"] == 1.0 and real["rot_std"] > 0.5      # the real clip rocks +-3 deg
   ctrl = {(r["control"], str(r["asked"])): r for r in rep["controls"]}
@@ -303,6 +303,11 @@ def test_eval_motion_measures_output_and_footage_alike_and_the_controls_act(geo_
   assert ctrl[("emotion", "angry")]["d_brow_height"] < -0.005
   for name in ("motion_eval.json", "motion_eval.md", "motion_sheet.png"):
     assert os.path.getsize(os.path.join(out, name)) > 300
+  # the sync evaluator scored both rows; the bilabial table measured its sentence
+  assert rep["mean"]["real"]["in_sync"] in (0.0, 1.0) and rep["mean"]["generated"]["sync_c"]
+  (bl,) = rep["bilabials"]["sentences"]
+  assert bl["voice"] == "en-us" and bl["bilabials"] >= 8 and bl["closure_ratio"] is not None
+  assert "Lip closure at bilabials" in open(os.path.join(out, "motion_eval.md")).read()
   # seams: a jump where a window starts is caught, a smooth track is not
   smooth = np.zeros((40, 50), np.float32)
   smooth[:, 0] = np.linspace(0, 0.2, 40)
@@ -311,6 +316,32 @@ def test_eval_motion_measures_output_and_footage_alike_and_the_controls_act(geo_
   jump = smooth.copy()
   jump[20:, 0] += 0.05
   assert motion_eval.seam_ratio(jump, gap, [0, 20]) > 5
+
+
+def test_bilabial_closure_figures():
+  """Lips that shut on /p b m/ score a closure ratio near 0 and a closed share of 1; lips that
+  follow loudness alone (as open on /m/ as on /a/) score near 1 and 0."""
+  from vasa_jax.eval import motion as motion_eval
+  phones = [(0.0, 0.2, "m"), (0.2, 0.5, "'a"), (0.5, 0.6, "p"), (0.6, 0.9, "a:"),
+            (0.9, 1.0, "b"), (1.0, 1.2, "i")]
+  t = (np.arange(30) + 0.5) / 25
+  closing = np.where([any(a <= x < b and s in "mpb" for a, b, s in phones) for x in t], 0.0, 0.3)
+  good = motion_eval.bilabial_figures(closing, phones)
+  assert good["bilabials"] == 3 and good["closure_ratio"] < 0.05 and good["closed_share"] == 1.0
+  flat = motion_eval.bilabial_figures(np.full(30, 0.3), phones)
+  assert flat["closure_ratio"] == pytest.approx(1.0) and flat["closed_share"] == 0.0
+  none = motion_eval.bilabial_figures(np.full(30, 0.3), [(0.0, 1.2, "a")])
+  assert none["closure_ratio"] is None
+  # the sync evaluator's offset decides "in sync": within +-1 frame
+  class Fake:
+    def __init__(self, off):
+      self.off = off
+
+    def score(self, frames, audio):
+      return {"offset": self.off, "sync_c": 3.0}
+  assert motion_eval.sync_figures(Fake(1), None, None)["in_sync"] == 1.0
+  assert motion_eval.sync_figures(Fake(-3), None, None)["in_sync"] == 0.0
+  assert motion_eval.sync_figures(None, None, None) == {}
 
 
 def test_windows_join_without_a_jump():

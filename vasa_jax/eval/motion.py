@@ -22,7 +22,20 @@ real side by side:
   seam_ratio       mean |frame-to-frame change| of pose and mouth at the generated windows'
                    seams over that at all other frames (1: no jump at a seam; the real row
                    uses the same frame indices)
+  sync_c           the SyncNet-style sync evaluator's confidence (vasa_jax.eval.syncnet,
+                   bundled weights) of video and audio at the best offset
+  in_sync          1 when that best offset is within +-1 frame (40 ms) of 0, else 0; its mean
+                   over clips is the in-sync share
   face_found       share of output frames where the tracker finds the face
+
+Bilabials (--bilabial-sentences N, synthetic speech whose phoneme timings espeak-ng gives):
+each sentence, rich in /p b m/, in one of several languages and voices, is spoken to the
+control clips' portraits, and the inner-lip gap of the output is read at each phone:
+
+  closure_ratio    mean gap over bilabial frames / mean gap over open-vowel frames (0: the
+                   lips shut on every /p b m/; 1: bilabials no more closed than /a/)
+  closed_share     share of bilabial phones whose smallest gap (the phone +-1 frame) is under
+                   a third of the sentence's median open-vowel gap
 
 Control table (the first --control-clips clips, their first 4 s): each control asked through
 the Animator and measured on the output by the same tracker:
@@ -165,7 +178,87 @@ def _summary(rows, keys):
 
 
 FIGURES = ("rot_std", "yaw_std", "ang_speed", "blink_rate", "mouth_std", "mouth_audio_r",
-           "jitter", "seam_ratio")
+           "jitter", "seam_ratio", "sync_c", "in_sync")
+IN_SYNC_FRAMES = 1                # |best offset| <= this many frames counts as in sync
+
+
+def sync_figures(sync_eval, frames: np.ndarray, audio: np.ndarray) -> dict:
+  """The sync evaluator's best offset and confidence for aligned face crops and their audio;
+  empty without an evaluator or for a clip too short to score."""
+  if sync_eval is None:
+    return {}
+  try:
+    s = sync_eval.score(frames, audio)
+  except ValueError:
+    return {}
+  return {"sync_offset": int(s["offset"]), "sync_c": float(s["sync_c"]),
+          "in_sync": float(abs(int(s["offset"])) <= IN_SYNC_FRAMES)}
+
+
+# Sentences dense in /p b m/ in the languages of ../shared/real (espeak-ng voices).
+BILABIAL_SENTENCES = (
+    ("en-us", "Bob bought a big bag of maple bread for my mum."),
+    ("de", "Papa baut mit Mama eine breite Brücke am Bach."),
+    ("es", "Mamá bebe mucho vino blanco en la playa bonita."),
+    ("fr", "Le bébé mange une pomme bien mûre avec maman."),
+    ("en-gb", "Please pass me the purple pen and the map, Pam."),
+    ("it", "Il bambino beve molto latte prima di mangiare la pappa."),
+)
+BILABIAL_PHONES = frozenset({"p", "b", "m", "p:", "b:", "m:"})   # stops and /m/ (not the
+# Spanish approximant "B", where the lips need not meet)
+OPEN_VOWELS = frozenset({"a", "a#", "aa", "A", "A:", "A@", "&", "a:", "0", "O", "O:", "V",
+                         "aI", "aU", "a2", "E", "e@"})
+
+
+def phone_frames(phones, n: int):
+  """(bilabial frame mask [n], open-vowel frame mask [n], bilabial phone frame spans) of
+  espeak phones [(start s, end s, symbol)] on n frames at FPS (frame t covers the instant
+  (t + 0.5) / FPS)."""
+  t = (np.arange(n) + 0.5) / FPS
+  bil, vow, spans = np.zeros(n, bool), np.zeros(n, bool), []
+  for start, end, sym in phones:
+    sym = sym.lstrip("',")             # espeak's stress marks
+    inside = (t >= start) & (t < end)
+    if sym in BILABIAL_PHONES:
+      bil |= inside
+      lo, hi = int(math.floor(start * FPS)), int(math.ceil(end * FPS))
+      spans.append((max(lo - 1, 0), min(hi + 1, n)))
+    elif sym in OPEN_VOWELS:
+      vow |= inside
+  return bil, vow, spans
+
+
+def bilabial_figures(gap: np.ndarray, phones) -> dict:
+  """closure_ratio and closed_share (see the module docstring) of an inner-lip gap trace [T]
+  and the speech's phones [(start s, end s, symbol)]."""
+  gap = np.asarray(gap, np.float64)
+  bil, vow, spans = phone_frames(phones, len(gap))
+  if not bil.any() or not vow.any():
+    return {"bilabials": len(spans), "closure_ratio": None, "closed_share": None}
+  open_gap = float(np.median(gap[vow]))
+  base = max(float(np.mean(gap[vow])), 1e-6)
+  mins = [float(gap[a:b].min()) for a, b in spans if b > a]
+  return {"bilabials": len(spans), "closure_ratio": float(np.mean(gap[bil]) / base),
+          "closed_share": float(np.mean([m < open_gap / 3 for m in mins])) if mins else None}
+
+
+def bilabial_table(anim, portraits, measure, *, steps: int, seed: int,
+                   sentences=BILABIAL_SENTENCES) -> list[dict]:
+  """One row a sentence: spoken by espeak-ng (vasa_jax.synth.speech), animated on the next
+  of `portraits`, its output's inner-lip gap (canonical mesh) read at the phones."""
+  from vasa_jax.synth import speech as speech_lib
+  rows = []
+  for k, (voice, text) in enumerate(sentences):
+    sp = speech_lib.synthesize(text, voice=voice, seed=k)
+    portrait = portraits[k % len(portraits)]
+    frames, _ = generate(anim, portrait, sp.audio, steps=steps, seed=seed)
+    codes, canon, found = measure(frames)
+    row = {"voice": voice, "text": text, "face_found": found}
+    if codes is not None:
+      phones = [(p.start, p.end, p.symbol) for p in sp.phones]
+      row.update(bilabial_figures(mouth_gap(canon), phones))
+    rows.append(row)
+  return rows
 
 
 def control_table(anim, clips, measure, *, steps: int, seed: int) -> list[dict]:
@@ -261,6 +354,16 @@ def markdown(rep: dict) -> str:
     for g in lg.get("segments", []):
       lines.append(f"| {g['start_s']:.0f} | {g['tz']:.3f} | {g['yaw_deg']:.1f} | "
                    f"{g['pitch_deg']:.1f} | {g['face_px']:.1f} | {g['mouth_std']:.2f} |")
+  if rep.get("bilabials"):
+    bm = rep["bilabials"]["mean"]
+    lines += ["", "## Lip closure at bilabials (espeak-ng speech, phoneme timings known)", "",
+              f"mean closure ratio {_fmt(bm.get('closure_ratio'))} (0: shut on every /p b m/, "
+              f"1: no more closed than /a/), closed share {_fmt(bm.get('closed_share'))}", "",
+              "| voice | sentence | bilabials | closure ratio | closed share |",
+              "|---" * 5 + "|"]
+    for r in rep["bilabials"]["sentences"]:
+      lines.append(f"| {r['voice']} | {r['text']} | {r.get('bilabials', '-')} | "
+                   f"{_fmt(r.get('closure_ratio'))} | {_fmt(r.get('closed_share'))} |")
   if rep.get("controls"):
     lines += ["", "## Controls (asked vs measured on the output)", "",
               "| clip | control | asked | gaze (deg) | distance (m) | blinks/min | yaw std | "
@@ -298,9 +401,16 @@ def _sheet(items, path):
 
 def evaluate(anim, geo_source, clip_index, *, max_clips: int = 12, max_seconds: float = 8.0,
              steps: int = 10, seed: int = 0, control_clips: int = 3, only: str = "",
-             out_dir: str | None = None, progress=None, long: tuple | None = None) -> dict:
-  """long: (image, audio) of a long-audio drift check (`long_audio`), or None."""
+             out_dir: str | None = None, progress=None, long: tuple | None = None,
+             bilabial_sentences: int = 0, sync_eval="bundled") -> dict:
+  """long: (image, audio) of a long-audio drift check (`long_audio`), or None.
+  bilabial_sentences: how many of BILABIAL_SENTENCES to animate (on the control clips'
+  portraits). sync_eval: a syncnet.SyncEvaluator, "bundled" (the package's weights) or None
+  (no sync figures)."""
   from vasa_jax.data import records
+  if isinstance(sync_eval, str):
+    from vasa_jax.eval import syncnet
+    sync_eval = syncnet.load()
   measure = Measurer(anim.basis)
   picks = [i for i in range(len(geo_source)) if _text(geo_source[i]["dataset"]).startswith(only)]
   picks = picks[:max_clips]
@@ -319,10 +429,11 @@ def evaluate(anim, geo_source, clip_index, *, max_clips: int = 12, max_seconds: 
     codes, gpts, found = measure(gen)
     gen_points = measure.points
     row = {"clip_id": _text(rec["clip_id"]), "dataset": _text(rec["dataset"]), "frames": t,
-           "real": motion_figures(real_motion, measure.canonical(pts, frames.shape[1]), audio,
-                                  seams)}
+           "real": {**motion_figures(real_motion, measure.canonical(pts, frames.shape[1]),
+                                     audio, seams), **sync_figures(sync_eval, frames, audio)}}
     if codes is not None:
-      row["generated"] = motion_figures(codes, gpts, audio, seams)
+      row["generated"] = {**motion_figures(codes, gpts, audio, seams),
+                          **sync_figures(sync_eval, gen, audio)}
       row["generated"]["face_found"] = found
       if len(sheet) < 4:
         sheet.append((frames, gen, gen_points))
@@ -343,6 +454,10 @@ def evaluate(anim, geo_source, clip_index, *, max_clips: int = 12, max_seconds: 
          "per_clip": rows}
   if ctrl_clips:
     rep["controls"] = control_table(anim, ctrl_clips, measure, steps=steps, seed=seed)
+  if bilabial_sentences and ctrl_clips:
+    bl = bilabial_table(anim, [p for p, _ in ctrl_clips], measure, steps=steps, seed=seed,
+                        sentences=BILABIAL_SENTENCES[:bilabial_sentences])
+    rep["bilabials"] = {"sentences": bl, "mean": _summary(bl, ("closure_ratio", "closed_share"))}
   if long:
     rep["long"] = long_audio(anim, long[0], long[1], measure, steps=steps, seed=seed)
   rep["seconds"] = round(time.perf_counter() - t0, 1)
@@ -369,6 +484,9 @@ def _parser():
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--control-clips", type=int, default=3, help="clips of the control table")
+  p.add_argument("--bilabial-sentences", type=int, default=len(BILABIAL_SENTENCES),
+                 help="espeak-ng sentences rich in /p b m/ for the lip-closure table "
+                      f"(0-{len(BILABIAL_SENTENCES)}; on the control clips' portraits)")
   p.add_argument("--long", nargs=2, metavar=("IMAGE", "AUDIO"), default=None,
                  help="also animate IMAGE with a long AUDIO (60 s and more) and report drift "
                       "per 10-s segment")
@@ -391,7 +509,8 @@ def main(argv=None) -> int:
     progress = Bar(None, "clips")     # on a terminal only
     rep = evaluate(anim, geo, clips, max_clips=args.max_clips, max_seconds=args.max_seconds,
                    steps=args.steps, seed=args.seed, control_clips=args.control_clips,
-                   only=args.only, out_dir=args.out, progress=progress, long=args.long)
+                   only=args.only, out_dir=args.out, progress=progress, long=args.long,
+                   bilabial_sentences=args.bilabial_sentences)
   except (config_utils.InputError, an.AnimateError, FileNotFoundError, ValueError) as e:
     print(f"vasa-jax eval: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
     return 2
