@@ -246,3 +246,18 @@ def test_train_motion_dit_on_stored_latents(built, tmp_path):
   with pytest.raises(trainer.ConfigError, match="model.dyn_dim=8"):
     trainer.train_and_evaluate(_stage2_config(data_dir, **{"model.dyn_dim": 4}),
                                str(tmp_path / "bad"))
+
+
+def test_open_sources_knows_the_clip_builders_in_a_fresh_process(tmp_path):
+  """The clip builders register with TFDS when imported; open_sources must not depend on
+  something else having imported them first (it did, once the data package became lazy)."""
+  import subprocess
+  import sys
+  code = ("from vasa_jax.data import motion_latents as ml\n"
+          "try:\n"
+          f"  ml.open_sources(['talking_face_videos/r256'], {str(tmp_path)!r})\n"
+          "except Exception as e:\n"
+          "  print(type(e).__name__, e)\n")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300).stdout
+  assert "unknown source dataset" not in out and out.strip(), out

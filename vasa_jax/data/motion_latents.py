@@ -289,7 +289,8 @@ def open_sources(datasets: Iterable[str], data_dir: str | None):
   """[(name, builder)] of built clip datasets (the `records` schema: synthetic_talking_heads,
   talking_face_videos, ...); ValueError / FileNotFoundError (one line) for a name that is not a
   registered clip dataset or is not built in data_dir."""
-  from vasa_jax.data import pipeline
+  from vasa_jax.data import pipeline, register_builders
+  register_builders()          # the clip builders are known to TFDS once imported
   datasets = list(datasets)
   if not datasets:
     raise ValueError("no source datasets given")
