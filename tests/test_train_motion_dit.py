@@ -218,3 +218,26 @@ def test_init_from_warm_starts_params_and_ema_only(source, tmp_path):
   with pytest.raises(common.CheckpointRestoreError):
     trainer.train_and_evaluate(tiny_config(steps=1, init_from=str(tmp_path / "nope")),
                                str(tmp_path / "c"), source=source)
+
+
+def test_graft_grows_inputs_without_changing_what_the_old_ones_do():
+  """Warm start from a bundle whose model had fewer audio inputs: the old kernel rows are
+  copied and the new rows are zero, so on the old inputs the grown layer computes what the
+  old one did; same-shape leaves are copied, incompatible ones stay fresh."""
+  from vasa_jax.train import common
+  rng = np.random.default_rng(0)
+  old = {"stem": {"kernel": rng.normal(size=(4, 3)), "bias": rng.normal(size=3)},
+         "norm": {"scale": rng.normal(size=4)}, "head": {"kernel": rng.normal(size=(3, 2))}}
+  fresh = {"stem": {"kernel": rng.normal(size=(6, 3)), "bias": rng.normal(size=3)},
+           "norm": {"scale": np.ones(6)}, "head": {"kernel": rng.normal(size=(2, 2))},
+           "new": {"kernel": np.ones((2, 2))}}
+  tree, changed = common.graft(fresh, old)
+  x = rng.normal(size=(5, 4))
+  grown = np.concatenate([x, rng.normal(size=(5, 2))], 1)
+  np.testing.assert_allclose(grown @ tree["stem"]["kernel"], x @ old["stem"]["kernel"])
+  np.testing.assert_array_equal(tree["stem"]["bias"], old["stem"]["bias"])
+  np.testing.assert_array_equal(tree["norm"]["scale"], np.r_[old["norm"]["scale"], 1, 1])
+  np.testing.assert_array_equal(tree["head"]["kernel"], fresh["head"]["kernel"])  # shrank
+  np.testing.assert_array_equal(tree["new"]["kernel"], fresh["new"]["kernel"])
+  assert sorted(changed) == sorted(["['head']['kernel']", "['new']['kernel']",
+                                    "['norm']['scale']", "['stem']['kernel']"])

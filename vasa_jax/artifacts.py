@@ -15,6 +15,22 @@ from flax import serialization
 from vasa_jax.media import atomic_folder
 
 
+class JsonConfig:
+  """A frozen dataclass of a network's settings that round-trips through the JSON metadata of
+  its weights folder (tuples are stored as lists; unknown keys are ignored)."""
+
+  def to_json(self) -> dict:
+    import dataclasses
+    return {k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(self).items()}
+
+  @classmethod
+  def from_json(cls, d: dict):
+    import dataclasses
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names})
+
+
 def to_host(tree, dtype: str = "float32"):
   """Every leaf as a host numpy array of `dtype`."""
   return jax.tree_util.tree_map(lambda v: np.asarray(jax.device_get(v), dtype), tree)

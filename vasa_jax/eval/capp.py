@@ -46,7 +46,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import sys
 import time
 from typing import Sequence
@@ -56,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from vasa_jax import artifacts
 from vasa_jax.eval import contrastive
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ MIN_FRAMES = 25
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(artifacts.JsonConfig):
   window: int = 75              # frames (3 s)
   stride: int = 25              # frames between scored windows (1 s)
   n_mels: int = 16
@@ -85,11 +85,6 @@ class Config:
   hidden: int = 64
   embed_dim: int = 64
   profile_pool: int = 5         # frames per profile step
-
-  @classmethod
-  def from_json(cls, d: dict) -> "Config":
-    fields = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in fields})
 
 
 # ----------------------------------------------------------------------------- features

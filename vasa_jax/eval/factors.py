@@ -73,6 +73,7 @@ import numpy as np
 from flax import linen as nn
 from flax import serialization
 
+from vasa_jax import artifacts
 from vasa_jax.synth import head as head_lib
 
 __all__ = ["EMOTIONS", "FactorNet", "FactorRegressor", "NetConfig", "default_dir", "load",
@@ -222,7 +223,7 @@ class FactorNet(nn.Module):
 
 
 @dataclasses.dataclass(frozen=True)
-class NetConfig:
+class NetConfig(artifacts.JsonConfig):
   global_size: int = 64
   face_size: int = 96
   global_widths: tuple = (16, 24, 32, 48, 64)
@@ -234,13 +235,6 @@ class NetConfig:
     return FactorNet(tuple(self.global_widths), self.global_hidden, tuple(self.face_widths),
                      self.face_hidden)
 
-  def to_json(self) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-  @classmethod
-  def from_json(cls, d: dict) -> "NetConfig":
-    return cls(**{f.name: tuple(int(x) for x in d[f.name]) if f.name.endswith("widths")
-                  else int(d[f.name]) for f in dataclasses.fields(cls)})
 
 
 def _init_params(cfg: NetConfig, seed: int = 0):

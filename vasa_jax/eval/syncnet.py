@@ -55,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from vasa_jax import artifacts
 from vasa_jax.eval import contrastive
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ SYNTH_DATASET = "synthetic_talking_heads/r256_n1000"
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(artifacts.JsonConfig):
   region: tuple[float, float, float, float] = (0.52, 0.86, 0.25, 0.75)  # y0, y1, x0, x1
   crop: tuple[int, int] = (32, 48)        # mouth crop H, W
   margin: int = 3                         # extra crop pixels each side (training jitter)
@@ -77,11 +78,6 @@ class Config:
   video_widths: tuple[int, ...] = (32, 48, 64, 96)
   audio_widths: tuple[int, ...] = (48, 96, 96)
   hidden: int = 128
-
-  @classmethod
-  def from_json(cls, d: dict) -> "Config":
-    fields = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in fields})
 
 
 # ----------------------------------------------------------------------------- features

@@ -404,6 +404,20 @@ class Progress:
     return {"steps_per_second": rate, "eta_seconds": eta}
 
 
+def open_run(config, workdir: str):
+  """A run's workdir (its config recorded there: later steps read what it trained with), its
+  device mesh and its metrics writer."""
+  from vasa_jax import config_utils
+  from vasa_jax import sharding as sharding_lib
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    config_utils.record_config(workdir, config)
+  mesh = sharding_lib.make_mesh(config.mesh.data, config.mesh.fsdp)
+  log.info("mesh %s over %d devices (%d processes)", dict(mesh.shape), mesh.size,
+           jax.process_count())
+  return mesh, create_writer(workdir)
+
+
 def start_run(config, workdir: str, mesh, create_state: Callable, data_iter,
               init_state_fn=None):
   """A trainer's state at the start of a run: fresh (sharded over `mesh`, from config.seed)
@@ -424,7 +438,10 @@ def checkpointer_and_resume(config, workdir: str, state, shardings, data_iter,
   Warm start: with no checkpoint in workdir and config.init_from set (another workdir of the
   same model config), its newest params and EMA replace the fresh ones (`init_state_fn`, the
   trainer's init_state, builds the abstract state to read it); the optimizer state, step and
-  data order start afresh. A run that resumes its own checkpoint ignores init_from.
+  data order start afresh. init_from may also be an inference bundle: its EMA parameters of
+  this stage start both params and EMA, grafted by shape (`graft`), so a model whose input
+  grew (more audio features) starts as the bundle's. A run that resumes its own checkpoint
+  ignores init_from.
   """
   ckpt = Checkpointer(workdir, keep=config.keep, save_every=config.ckpt_every,
                       async_save=config.get("async_checkpoint", True))
@@ -435,7 +452,9 @@ def checkpointer_and_resume(config, workdir: str, state, shardings, data_iter,
     log.info("resumed from step %d", step)
     return restored, ckpt
   init_from = config.get("init_from", "") or ""
-  if init_from:
+  if init_from and os.path.isfile(os.path.join(init_from, "bundle.json")):
+    state = {**state, **warm_start_from_bundle(init_from, config, state)}
+  elif init_from:
     if init_state_fn is None:
       raise ValueError("config.init_from is not supported by this trainer")
     loaded = {}
@@ -449,6 +468,49 @@ def checkpointer_and_resume(config, workdir: str, state, shardings, data_iter,
     state = {**state, **loaded}
     log.info("initialised params and EMA from %s (step %d)", init_from, from_step)
   return state, ckpt
+
+
+def graft(fresh, old):
+  """`old` parameters on the tree of `fresh` (host arrays): a leaf of the same shape is
+  copied; a leaf that grew (every dim >= old's) gets old's values in its leading block --
+  kernels with zeros elsewhere, so new inputs start with no effect; vectors (biases, norm
+  scales) with the fresh values elsewhere; any other leaf stays fresh. Returns (tree, the
+  paths of leaves not copied whole)."""
+  flat_old = {jax.tree_util.keystr(k): np.asarray(v)
+              for k, v in jax.tree_util.tree_flatten_with_path(old)[0]}
+  changed = []
+
+  def one(path, x):
+    x = np.asarray(x)
+    o = flat_old.get(jax.tree_util.keystr(path))
+    if o is not None and o.shape == x.shape:
+      return o.astype(x.dtype)
+    changed.append(jax.tree_util.keystr(path))
+    if o is None or o.ndim != x.ndim or any(a > b for a, b in zip(o.shape, x.shape)):
+      return x
+    out = np.zeros_like(x) if x.ndim >= 2 else x.copy()
+    out[tuple(slice(0, n) for n in o.shape)] = o
+    return out
+  return jax.tree_util.tree_map_with_path(one, fresh), changed
+
+
+def warm_start_from_bundle(path: str, config, state) -> dict:
+  """{"params", "ema"} of `state` started from an inference bundle's EMA parameters of
+  config.stage (grafted by shape), placed with the fresh state's shardings."""
+  from vasa_jax import bundle as bundle_lib
+  try:
+    b = bundle_lib.load(path)
+  except bundle_lib.BundleError as e:
+    raise CheckpointRestoreError(f"config.init_from={path}: {e}") from None
+  old = {"motion_dit": b.motion_dit_params, "face_latent": b.face_latent_params}.get(
+      config.get("stage", ""))
+  if old is None:
+    raise CheckpointRestoreError(f"config.init_from={path}: a bundle holds no {config.stage!r}")
+  tree, changed = graft(jax.device_get(state["params"]), old)
+  log.info("initialised params and EMA from the bundle %s (%d leaves grafted: %s)", path,
+           len(changed), ", ".join(changed[:4]))
+  return {k: jax.tree_util.tree_map(lambda x, ref: jax.device_put(x, ref.sharding), tree,
+                                    state[k]) for k in ("params", "ema")}
 
 
 # ----------------------------------------------------------------------------- per-step metrics

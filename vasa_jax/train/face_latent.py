@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +22,6 @@ import ml_collections
 import numpy as np
 import optax
 
-from vasa_jax import config_utils
 from vasa_jax import losses as losses_lib
 from vasa_jax import sharding as sharding_lib
 from vasa_jax.data import pipeline
@@ -221,13 +219,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, sourc
   """Trains to config.steps (resuming from workdir if it holds checkpoints); returns the last
   metrics as floats."""
   # --- logging + mesh -------------------------------------------------------------------------
-  os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:   # later steps read the config the run trained with
-    config_utils.record_config(workdir, config)
-  mesh = sharding_lib.make_mesh(config.mesh.data, config.mesh.fsdp)
-  log.info("mesh %s over %d devices (%d processes)", dict(mesh.shape), mesh.size,
-           jax.process_count())
-  writer = common.create_writer(workdir)
+  mesh, writer = common.open_run(config, workdir)
 
   # --- input ----------------------------------------------------------------------------------
   source = source if source is not None else make_source(config, data_dir)

@@ -28,7 +28,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vasa_jax import config_utils
 from vasa_jax import losses
 from vasa_jax import sharding as sharding_lib
 from vasa_jax.models import geo_decoder as gd
@@ -131,9 +130,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, sourc
                        basis=None, data_dir: str | None = None) -> dict:
   """Trains to config.steps (resuming from workdir); returns the last metrics as floats."""
   from vasa_jax.data import geometry_pairs
-  os.makedirs(workdir, exist_ok=True)
-  mesh = sharding_lib.make_mesh(config.mesh.data, config.mesh.fsdp)
-  writer = common.create_writer(workdir)
+  mesh, writer = common.open_run(config, workdir)
   if source is None or basis is None:
     source, basis = open_data(config, data_dir)
   # The basis this decoder is trained with travels with its workdir (the bundle takes it).
@@ -141,8 +138,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, sourc
   basis_path = os.path.join(workdir, codes_lib.BASIS_FILE)
   if jax.process_index() == 0 and not os.path.isfile(basis_path):
     basis.save(basis_path)
-  if jax.process_index() == 0:
-    config_utils.record_config(workdir, config)
   local_bs = sharding_lib.per_process_batch_size(config.batch_size, mesh)
   data_iter = iter(geometry_pairs.pair_loader(source, basis, config, batch_size=local_bs,
                                               seed=config.seed,

@@ -58,7 +58,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vasa_jax import audio as audio_lib
 from vasa_jax import config_utils
 from vasa_jax import sharding as sharding_lib
 from vasa_jax.data import motion as motion_lib
@@ -188,15 +187,13 @@ def step_batch(batch, motion_fn, mesh):
 
 
 def audio_features_fn(config):
-  mc = config.model
-  if mc.get("audio_features", "log_mel") != "log_mel":
-    raise ConfigError(f"model.audio_features={mc.audio_features!r}: the trainer computes "
-                      "log-mel features only")
-  n_mels = int(mc.n_mels)
-  fpv = int(mc.audio_in_dim) // n_mels
-  if fpv * n_mels != int(mc.audio_in_dim):
-    raise ConfigError(f"model.audio_in_dim={mc.audio_in_dim} is not a multiple of n_mels={n_mels}")
-  return functools.partial(audio_lib.log_mel, n_mels=n_mels, frames_per_video_frame=fpv)
+  """The FeatureSource of config.model.audio_features (log-mel, or log-mel + the frozen
+  phonetic front end of vasa_jax/models/phonetic.py)."""
+  from vasa_jax.models import phonetic
+  try:
+    return phonetic.audio_source(config.model)
+  except (ValueError, FileNotFoundError) as e:
+    raise ConfigError(str(e)) from None
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -324,13 +321,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, sourc
   metrics as floats. `motion_fn(global pipeline batch) -> (motion, prev_motion)` overrides
   config.motion_source (prev_motion may be None: no previous-window context)."""
   # --- logging + mesh -------------------------------------------------------------------------
-  os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:   # later steps read the config the run trained with
-    config_utils.record_config(workdir, config)
-  mesh = sharding_lib.make_mesh(config.mesh.data, config.mesh.fsdp)
-  log.info("mesh %s over %d devices (%d processes)", dict(mesh.shape), mesh.size,
-           jax.process_count())
-  writer = common.create_writer(workdir)
+  mesh, writer = common.open_run(config, workdir)
 
   # --- motion source + input ------------------------------------------------------------------
   if motion_fn is None:
