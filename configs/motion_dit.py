@@ -69,8 +69,10 @@ def _model(variant: str) -> ml_collections.ConfigDict:
   m.mlp_ratio = 4.0
   m.dropout = 0.0
   m.time_scale = 1000.0           # sinusoidal embedding of t * time_scale
-  # Audio: per-frame input features (log-mel: 2 mel frames x 80 bins per video frame; set to
-  # the encoder's width for a pretrained FeatureSource) -> learned AudioEncoder -> audio_dim.
+  # Audio: per-frame input features -> learned AudioEncoder -> audio_dim. "log_mel": 2 mel
+  # frames x 80 bins per video frame; "log_mel+phonetic": followed by the frozen phonetic
+  # front end's features (vasa_jax/models/phonetic.py, trained on espeak-ng speech). For a
+  # pretrained FeatureSource set audio_in_dim to its width.
   m.audio_features = "log_mel"
   m.n_mels = 80
   m.audio_in_dim = 2 * m.n_mels
@@ -198,5 +200,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 def _apply_override(c: ml_collections.ConfigDict, item: str) -> None:
   apply_override(c, item)
   key = item.split("=", 1)[0].strip()
-  if key == "model.n_mels" and c.model.audio_features == "log_mel":
-    c.model.audio_in_dim = 2 * c.model.n_mels
+  if key in ("model.n_mels", "model.audio_features"):
+    # the input width follows the features: 2 mel frames x n_mels, plus the phonetic front
+    # end's 48 (vasa_jax/models/phonetic.py: embedding 32 + mouth 3 + 13 visemes)
+    c.model.audio_in_dim = 2 * c.model.n_mels + (
+        48 if c.model.audio_features == "log_mel+phonetic" else 0)

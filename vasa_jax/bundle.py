@@ -41,6 +41,7 @@ FACE_FILE = "face_latent.msgpack"
 DIT_FILE = "motion_dit.msgpack"
 STATS_FILE = "motion_stats.json"
 BASIS_FILE = "face_basis.npz"
+PHONETIC_DIR = "phonetic"  # the frozen phonetic front end (model.audio_features with phonetic)
 
 
 class BundleError(ValueError):
@@ -105,6 +106,14 @@ class Bundle:
     return SamplerDefaults.from_config(self.motion_dit_config)
 
   @property
+  def phonetic_dir(self) -> str | None:
+    """The phonetic front end's weights this bundle's motion model hears through: its own
+    copy (DIR/phonetic), else the package's (an in-memory bundle)."""
+    if self.path and os.path.isdir(os.path.join(self.path, PHONETIC_DIR)):
+      return os.path.join(self.path, PHONETIC_DIR)
+    return None
+
+  @property
   def label(self) -> str:
     """Where it came from, for messages."""
     return self.path or "the bundle"
@@ -135,7 +144,7 @@ def _config_json(config: ml_collections.ConfigDict) -> Any:
 def save(out_dir: str, *, face_latent_config, face_latent_params, motion_dit_config,
          motion_dit_params, motion_stats: dict, dtype: str = "float32",
          provenance: dict | None = None, mouth_rig: dict | None = None,
-         face_basis=None) -> str:
+         face_basis=None, phonetic_dir: str | None = None) -> str:
   """Writes a bundle atomically (a temporary folder renamed onto out_dir).
 
   mouth_rig: settings of the explicit mouth articulation (vasa_jax/mouth_rig.py) for a decoder
@@ -170,10 +179,21 @@ def save(out_dir: str, *, face_latent_config, face_latent_params, motion_dit_con
   }
   stats = {"mean": [float(x) for x in motion_stats["mean"]],
            "std": [float(x) for x in motion_stats["std"]]}
+  phonetic = "phonetic" in str(motion_dit_config.model.get("audio_features", "log_mel"))
+  if phonetic:
+    from vasa_jax.models import phonetic as phonetic_lib
+    phonetic_dir = phonetic_dir or phonetic_lib.default_dir()
+    phonetic_lib.load(phonetic_dir)           # refuse missing / incompatible weights now
+
+  def extra(tmp):
+    if geometry:
+      face_basis.save(os.path.join(tmp, BASIS_FILE))
+    if phonetic:                            # the bundle carries the front end it heard with
+      import shutil
+      shutil.copytree(phonetic_dir, os.path.join(tmp, PHONETIC_DIR))
   return artifacts.write_weights_folder(
       out_dir, weights={FACE_FILE: fl, DIT_FILE: md},
-      documents={STATS_FILE: stats, META_FILE: meta}, prefix=".bundle.",
-      extra=(lambda tmp: face_basis.save(os.path.join(tmp, BASIS_FILE))) if geometry else None)
+      documents={STATS_FILE: stats, META_FILE: meta}, prefix=".bundle.", extra=extra)
 
 
 def load(path: str | None = None) -> Bundle:

@@ -18,7 +18,6 @@ de-normalised motion window by window. `vasa_jax.animate.Animator` is the facade
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import Iterator
 
@@ -26,7 +25,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vasa_jax import audio as audio_lib
 from vasa_jax import bundle as bundle_lib
 from vasa_jax import mouth_rig
 from vasa_jax import sampling
@@ -215,10 +213,11 @@ class Engine:
       self._build_geometry(bundle)
     else:
       self._build_learned()
-    n_mels = int(dc.get("n_mels", 80))
-    self.features = jax.jit(functools.partial(
-        audio_lib.log_mel, n_mels=n_mels,
-        frames_per_video_frame=int(dc.audio_in_dim) // n_mels))
+    from vasa_jax.models import phonetic
+    try:
+      self.features = jax.jit(phonetic.audio_source(dc, bundle.phonetic_dir))
+    except (ValueError, FileNotFoundError) as e:
+      raise AnimateError(f"{self.where}: {e}") from None
     dit = self.dit
 
     def denoise(params, x_t, t, cond, drop):
