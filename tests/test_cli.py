@@ -129,3 +129,40 @@ def test_help_on_every_subcommand_exits_0():
         code = e.code
     assert code == 0, cmd
     assert "usage:" in out.getvalue().lower(), cmd
+
+
+def test_export_keeps_a_bundles_stage1_and_reads_the_runs_recorded_config(tmp_path):
+  """`vasa-jax export --face-latent BUNDLE --motion-dit RUN`: the bundle's stage 1 is kept
+  as it is, the stage-2 EMA weights and statistics come from the run, and the run's config is
+  the one it recorded (no --motion-dit-config)."""
+  import jax
+  from conftest import ListSource, fast_tiny_config, load_stage_config, make_fake_records
+  from vasa_jax import animate as an
+  from vasa_jax import bundle as bundle_lib
+  from vasa_jax.train import common
+  from vasa_jax.train import motion_dit as trainer
+  md = fast_tiny_config("motion_dit", {"motion_source": "ground_truth", "data.stats_batches": 2,
+                                       "steps": 2, "ckpt_every": 2})
+  run_dir = str(tmp_path / "md")
+  trainer.train_and_evaluate(md, run_dir, source=ListSource(
+      make_fake_records(n_clips=4, frames=25, size=32, identities=2)))
+  fl = load_stage_config("face_latent").get_config("tiny")
+  base = an.Animator.from_configs(fl, load_stage_config("motion_dit").get_config("tiny"))
+  d = md.model.motion_dim
+  src = bundle_lib.save(str(tmp_path / "src"), face_latent_config=fl,
+                        face_latent_params=base.engine.fl_params,
+                        motion_dit_config=base.md_config, motion_dit_params=base.engine.md_params,
+                        motion_stats={"mean": np.zeros(d), "std": np.ones(d)})
+  r = run("export", "--face-latent", src, "--motion-dit", run_dir, "--out",
+          str(tmp_path / "out"))
+  assert r.returncode == 0, r.stderr
+  out = bundle_lib.load(str(tmp_path / "out"))
+  same = lambda a, b: all(np.array_equal(np.asarray(x), np.asarray(y))  # noqa: E731
+                          for x, y in zip(jax.tree_util.tree_leaves(a),
+                                          jax.tree_util.tree_leaves(b)))
+  assert same(out.face_latent_params, bundle_lib.load(src).face_latent_params)
+  ema, _ = common.restore_params(run_dir, md)
+  assert same(out.motion_dit_params, ema)
+  assert out.meta["provenance"]["face_latent_bundle"] == src
+  assert out.motion_dit_config.motion_source == "ground_truth"      # the run's own record
+  assert json.loads(r.stdout)["bytes"] > 0

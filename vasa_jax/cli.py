@@ -422,23 +422,37 @@ def cmd_export(args) -> int:
   from vasa_jax.data import motion as motion_lib
   from vasa_jax.train import common
   from vasa_jax import config_utils
-  recorded = os.path.join(args.face_latent, config_utils.RUN_CONFIG)
-  fl_cfg = config_utils.run_config(args.face_latent,
-                                   args.face_latent_config or "configs/face_latent.py:demo"
-                                   if not os.path.isfile(recorded) else args.face_latent_config)
-  if os.path.isfile(recorded):
-    args.face_latent_config = recorded
+  stage1_bundle = None
+  if os.path.isfile(os.path.join(args.face_latent, bundle_lib.META_FILE)):
+    try:                  # --face-latent BUNDLE: keep a bundle's stage 1, swap its stage 2
+      stage1_bundle = bundle_lib.load(args.face_latent)
+    except bundle_lib.BundleError as e:
+      raise UsageError(str(e)) from None
+    fl_cfg = stage1_bundle.face_latent_config
+    args.face_latent_config = (stage1_bundle.meta.get("provenance", {}).get("face_latent_config")
+                               or "the bundle's")
+  else:
+    recorded = os.path.join(args.face_latent, config_utils.RUN_CONFIG)
+    fl_cfg = config_utils.run_config(args.face_latent,
+                                     args.face_latent_config or "configs/face_latent.py:demo"
+                                     if not os.path.isfile(recorded) else args.face_latent_config)
+    if os.path.isfile(recorded):
+      args.face_latent_config = recorded
   md_recorded = os.path.isfile(os.path.join(args.motion_dit, config_utils.RUN_CONFIG))
   md_cfg = config_utils.run_config(args.motion_dit, args.motion_dit_config or (
       None if md_recorded else "configs/motion_dit.py:demo"))
   geometry = fl_cfg.model.get("kind", "learned_flow") == "geometry"
   face_basis = None
   try:
-    if geometry:
-      from vasa_jax.geometry import codes as codes_lib
-      face_basis = codes_lib.FaceBasis.load(os.path.join(args.face_latent, codes_lib.BASIS_FILE))
     key = "ema" if args.weights == "ema" else "params"
-    fl_params, _ = common.restore_params(args.face_latent, fl_cfg, key=key)
+    if stage1_bundle is not None:
+      fl_params, face_basis = stage1_bundle.face_latent_params, stage1_bundle.face_basis
+    else:
+      if geometry:
+        from vasa_jax.geometry import codes as codes_lib
+        face_basis = codes_lib.FaceBasis.load(os.path.join(args.face_latent,
+                                                           codes_lib.BASIS_FILE))
+      fl_params, _ = common.restore_params(args.face_latent, fl_cfg, key=key)
     md_params, md_step = common.restore_params(args.motion_dit, md_cfg, key=key)
   except FileNotFoundError as e:
     raise UsageError(str(e)) from None
@@ -460,14 +474,20 @@ def cmd_export(args) -> int:
                         motion_dit_config=md_cfg, motion_dit_params=md_params,
                         motion_stats=stats, dtype=args.dtype, mouth_rig=rig,
                         face_basis=face_basis,
-                        provenance={"face_latent_workdir": os.path.abspath(args.face_latent),
+                        provenance={"face_latent_workdir": (
+                                        stage1_bundle.meta.get("provenance", {}).get(
+                                            "face_latent_workdir")
+                                        if stage1_bundle is not None
+                                        else os.path.abspath(args.face_latent)),
+                                    **({"face_latent_bundle": os.path.abspath(args.face_latent)}
+                                       if stage1_bundle is not None else {}),
                                     "face_latent_config": args.face_latent_config,
                                     "motion_dit_workdir": os.path.abspath(args.motion_dit),
                                     "motion_dit_config": args.motion_dit_config,
                                     "motion_dit_step": md_step, "weights": args.weights})
   except bundle_lib.BundleError as e:
     raise UsageError(str(e)) from None
-  size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
+  size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out) for f in fs)
   print(json.dumps({"bundle": out, "bytes": size}, indent=1))
   return 0
 
@@ -665,7 +685,8 @@ def build_parser() -> argparse.ArgumentParser:
   re_.set_defaults(func=cmd_reenact)
 
   ex = sub.add_parser("export", help="pack two training workdirs into an inference bundle")
-  ex.add_argument("--face-latent", required=True, help="stage-1 workdir")
+  ex.add_argument("--face-latent", required=True,
+                  help="stage-1 workdir, or a bundle whose stage 1 is kept")
   ex.add_argument("--face-latent-config", default=None,
                   help="the stage-1 run's config (default: the workdir's config.json, else "
                        "configs/face_latent.py:demo)")
