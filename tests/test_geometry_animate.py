@@ -305,6 +305,7 @@ def test_eval_motion_measures_output_and_footage_alike_and_the_controls_act(geo_
     assert os.path.getsize(os.path.join(out, name)) > 300
   # the sync evaluator scored both rows; the bilabial table measured its sentence
   assert rep["mean"]["real"]["in_sync"] in (0.0, 1.0) and rep["mean"]["generated"]["sync_c"]
+  assert rep["mean"]["real"]["phonetic_open_r"] is not None
   (bl,) = rep["bilabials"]["sentences"]
   assert bl["voice"] == "en-us" and bl["bilabials"] >= 8 and bl["closure_ratio"] is not None
   assert "Lip closure at bilabials" in open(os.path.join(out, "motion_eval.md")).read()

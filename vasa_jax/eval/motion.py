@@ -18,6 +18,10 @@ real side by side:
   mouth_std        spread of the inner-lip gap, % of the eye-corner distance
   mouth_audio_r    correlation of that gap with the audio's RMS envelope at the best lag in
                    +-5 frames (vasa_jax.eval.report.lagged_corr): the lips move with the speech
+  phonetic_open_r  the same correlation with the mouth opening that the phonetic front end
+                   (vasa_jax/models/phonetic.py) hears in the audio: on the footage row, how
+                   well the front end, trained on espeak-ng speech only, transfers to real
+                   voices (compare mouth_audio_r, loudness)
   jitter           mean |second difference| of yaw / pitch / roll, degrees per frame^2
   seam_ratio       mean |frame-to-frame change| of pose and mouth at the generated windows'
                    seams over that at all other frames (1: no jump at a seam; the real row
@@ -114,15 +118,22 @@ def seam_ratio(motion: np.ndarray, gap: np.ndarray, seams) -> float | None:
   return float(d[idx].mean() / max(d[rest].mean(), 1e-9))
 
 
-def motion_figures(motion: np.ndarray, points: np.ndarray, audio: np.ndarray, seams) -> dict:
-  """The per-clip figures (see the module docstring) of measured codes [T, D] and mesh points."""
+def motion_figures(motion: np.ndarray, points: np.ndarray, audio: np.ndarray, seams,
+                   open_pred: np.ndarray | None = None) -> dict:
+  """The per-clip figures (see the module docstring) of measured codes [T, D] and mesh points;
+  open_pred: the phonetic front end's mouth opening for the audio, per frame."""
   from vasa_jax.data import pipeline
   from vasa_jax.eval import report
   ang = np.degrees(np.asarray(motion[:, :3], np.float64))
   gap = mouth_gap(points)
   env = report.envelope(audio, len(gap))
   r, lag = report.lagged_corr(gap, env)
-  return {
+  extra = {}
+  if open_pred is not None:
+    n = min(len(gap), len(open_pred))
+    rp, _ = report.lagged_corr(gap[:n], np.asarray(open_pred, np.float64)[:n])
+    extra["phonetic_open_r"] = None if not math.isfinite(rp) else float(rp)
+  return {**extra,
       "rot_std": float(ang.std(0).mean()),
       "yaw_std": float(ang[:, 0].std()),
       "ang_speed": float(np.linalg.norm(np.diff(ang, axis=0), axis=-1).mean() * FPS)
@@ -178,7 +189,7 @@ def _summary(rows, keys):
 
 
 FIGURES = ("rot_std", "yaw_std", "ang_speed", "blink_rate", "mouth_std", "mouth_audio_r",
-           "jitter", "seam_ratio", "sync_c", "in_sync")
+           "phonetic_open_r", "jitter", "seam_ratio", "sync_c", "in_sync")
 IN_SYNC_FRAMES = 1                # |best offset| <= this many frames counts as in sync
 
 
@@ -411,6 +422,11 @@ def evaluate(anim, geo_source, clip_index, *, max_clips: int = 12, max_seconds: 
   if isinstance(sync_eval, str):
     from vasa_jax.eval import syncnet
     sync_eval = syncnet.load()
+  from vasa_jax.models import phonetic
+  try:
+    front_end = phonetic.load()
+  except (FileNotFoundError, ValueError):
+    front_end = None
   measure = Measurer(anim.basis)
   picks = [i for i in range(len(geo_source)) if _text(geo_source[i]["dataset"]).startswith(only)]
   picks = picks[:max_clips]
@@ -428,11 +444,13 @@ def evaluate(anim, geo_source, clip_index, *, max_clips: int = 12, max_seconds: 
     gen = gen[:t]
     codes, gpts, found = measure(gen)
     gen_points = measure.points
+    opened = None if front_end is None else front_end.predict(audio)["mouth"][:, 0]
     row = {"clip_id": _text(rec["clip_id"]), "dataset": _text(rec["dataset"]), "frames": t,
            "real": {**motion_figures(real_motion, measure.canonical(pts, frames.shape[1]),
-                                     audio, seams), **sync_figures(sync_eval, frames, audio)}}
+                                     audio, seams, opened),
+                    **sync_figures(sync_eval, frames, audio)}}
     if codes is not None:
-      row["generated"] = {**motion_figures(codes, gpts, audio, seams),
+      row["generated"] = {**motion_figures(codes, gpts, audio, seams, opened),
                           **sync_figures(sync_eval, gen, audio)}
       row["generated"]["face_found"] = found
       if len(sheet) < 4:
