@@ -165,6 +165,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # train on its stored stage-1 latents and statistics instead of encoding frames ("" = off;
   # data.datasets, motion_source and face_latent_* are then unused).
   c.data.motion_dataset = ""
+  # Further motion datasets (extracted with the same face basis) mixed into motion_dataset:
+  # "NAME:SHARE[+NAME:SHARE]", each SHARE the fraction of training records drawn from it, e.g.
+  # "motion_latents/geo_syn:0.3" for the synthetic corpus, whose mouths follow espeak-ng's
+  # phoneme timings exactly. The normalisation statistics stay motion_dataset's.
+  c.data.motion_mix = ""
   c.data.split = "train"
   c.data.window = c.model.get_ref("window")
   c.data.context = c.model.get_ref("context")

@@ -249,6 +249,21 @@ def test_head_motion_scales_the_generated_pose_about_the_portraits(anim):
     next(anim.motion_windows(portrait, audio, steps=2, head_motion=-1))
 
 
+def test_without_a_distance_the_sampler_holds_the_portraits_own(anim):
+  """No --distance: every window is conditioned on the portrait's head distance (so long clips
+  keep their framing), exactly as if that distance had been asked."""
+  portrait = anim.prepare_portrait(PORTRAIT, crop_only=True)
+  audio = (0.3 * np.sin(2 * np.pi * 180 * np.arange(24000) / 16000)).astype(np.float32)
+
+  def motion(**kw):
+    return np.concatenate([m for _, m in anim.motion_windows(portrait, audio, steps=2, seed=2,
+                                                             **kw)])
+  own = float(np.clip(portrait.motion[5], 0.3, 1.5))
+  free = motion()
+  np.testing.assert_array_equal(free, motion(distance=own))
+  assert np.abs(free - motion(distance=1.4)).max() > 1e-4
+
+
 def test_emotion_is_an_offset_of_the_generated_codes(anim):
   from vasa_jax.geometry import emotion
   portrait = anim.prepare_portrait(PORTRAIT, crop_only=True)

@@ -261,3 +261,39 @@ def test_open_sources_knows_the_clip_builders_in_a_fresh_process(tmp_path):
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=300).stdout
   assert "unknown source dataset" not in out and out.strip(), out
+
+
+def test_motion_mix_weights_the_sources_and_refuses_bad_specs(built, monkeypatch):
+  from vasa_jax.train import motion_dit as trainer
+  data_dir = built[0]
+  n = len(pipeline.open_source("motion_latents/t", "train", data_dir=data_dir))
+  mixed = trainer.make_source(_stage2_config(data_dir, **{"data.motion_mix":
+                                                          "motion_latents/t:0.25"}))
+  # the main dataset takes the rest (0.75): repeated 3x next to the mix's one copy
+  assert isinstance(mixed, pipeline.ConcatSource) and len(mixed) == 4 * n
+  assert [len(s) for s in mixed.sources] == [n, n]
+  trainer.check_motion_dataset(_stage2_config(data_dir), mixed)
+  for bad in ("motion_latents/t", "motion_latents/t:1.5", "motion_latents/t:0.6+x/y:0.5"):
+    with pytest.raises(trainer.ConfigError, match="motion_mix"):
+      trainer.make_source(_stage2_config(data_dir, **{"data.motion_mix": bad}))
+  # geometry datasets in different face bases must not be mixed
+  import types
+  bases = {"a": types.SimpleNamespace(template=np.zeros((4, 3)), exp_basis=np.ones((2, 4, 3))),
+           "b": types.SimpleNamespace(template=np.zeros((4, 3)), exp_basis=np.ones((2, 4, 3))),
+           "c": types.SimpleNamespace(template=np.ones((4, 3)), exp_basis=np.ones((2, 4, 3)))}
+  monkeypatch.setattr(ml, "load_dataset_basis", lambda d, name: bases[name])
+  trainer._check_same_basis(data_dir, ["a", "b"])
+  with pytest.raises(trainer.ConfigError, match="different face bases"):
+    trainer._check_same_basis(data_dir, ["a", "c"])
+
+
+def test_weighted_concat_and_parse_mix():
+  a, b = list(range(10)), list(range(100, 130))
+  mix = pipeline.weighted_concat([a, b], [0.5, 0.5])
+  draws = [mix[i] for i in range(len(mix))]
+  assert sum(x < 100 for x in draws) == sum(x >= 100 for x in draws) == 30
+  assert pipeline.weighted_concat([a], [1.0]) is a
+  assert pipeline.parse_mix("x/a:0.2+ y/b:0.1") == [("x/a", 0.2), ("y/b", 0.1)]
+  assert pipeline.parse_mix("") == []
+  with pytest.raises(ValueError, match="NAME:SHARE"):
+    pipeline.parse_mix("x/a:0")

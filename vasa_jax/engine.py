@@ -136,7 +136,8 @@ def _in_range(name: str, value, lo: float, hi: float, what: str = "") -> float:
 class SampleOptions:
   """One call's sampling settings. gaze (theta, phi) in degrees, distance in metres, emotion
   a name of EMOTIONS or its index, blink_rate in blinks a minute: None is a dropped condition
-  (the model chooses). steps / cfg_audio / cfg_gaze None: the bundle's sampler defaults.
+  (the model chooses), except distance on a geometry bundle: None holds the portrait's own
+  head distance (`sample_motion`). steps / cfg_audio / cfg_gaze None: the bundle's sampler defaults.
   head_motion scales the generated head motion about the portrait's pose (0 still, 1 the
   model's, above 1 livelier); emotion_intensity scales the emotion's expression offset.
   carry_context=False: every window is conditioned on the portrait's motion only (an
@@ -405,11 +406,17 @@ def sample_motion(engine: Engine, portrait_motion: np.ndarray, audio_16k: np.nda
       else None
   feats = engine.features(jnp.asarray(audio_16k))
   ctrl = engine.controls(opts)
+  ref = np.asarray(portrait_motion, np.float32)
+  if geometry and opts.distance is None:
+    # No distance asked: hold the portrait's own framing. Each window is conditioned on the
+    # portrait's head distance (the model learned windows' mean distance), so a long clip does
+    # not slowly zoom in or out as windows follow each other.
+    ctrl["distance"] = np.float32(np.clip(ref[5], 0.3, 1.5))
+    ctrl["drop"]["distance"] = np.float32(0.0)
   cfg = {"audio": opts.cfg_audio, "gaze": opts.cfg_gaze if opts.gaze is not None else 0.0}
   if opts.blink_rate is not None and blink_cfg:
     cfg["blink_rate"] = float(blink_cfg)
   k = engine.context
-  ref = np.asarray(portrait_motion, np.float32)
   first = None
   if k:
     silence = engine.features(jnp.zeros(k * (SAMPLE_RATE // FPS), jnp.float32))

@@ -85,8 +85,46 @@ class ConcatSource(grain.RandomAccessDataSource):
     k = int(np.searchsorted(self._offsets, index, side="right") - 1)
     return self._sources[k][(index - self._offsets[k]) % self._lengths[k]]
 
+  @property
+  def sources(self) -> list:
+    return list(self._sources)
+
   def __repr__(self) -> str:
     return f"ConcatSource(lengths={self._lengths})"
+
+
+def weighted_concat(sources: Sequence, weights: Sequence[float]):
+  """Sources mixed so that each one's share of the records follows its weight: each is
+  repeated in the concatenation (a single source is returned as it is)."""
+  if len(sources) != len(weights) or not sources:
+    raise ValueError("one weight per source, and at least one source")
+  if min(weights) <= 0:
+    raise ValueError(f"weights must be positive, got {list(weights)}")
+  if len(sources) == 1:
+    return sources[0]
+  per_unit = [len(s) / float(w) for s, w in zip(sources, weights)]
+  base = max(per_unit)
+  return ConcatSource(sources, [max(1, int(round(base / p))) for p in per_unit])
+
+
+def parse_mix(spec: str) -> list[tuple[str, float]]:
+  """"NAME:SHARE[+NAME:SHARE...]" (e.g. "motion_latents/geo_syn:0.3") -> [(name, share)]; each
+  share in (0, 1), their sum under 1."""
+  out = []
+  for part in (p.strip() for p in str(spec or "").split("+")):
+    if not part:
+      continue
+    name, sep, share = part.rpartition(":")
+    try:
+      w = float(share)
+    except ValueError:
+      w = -1.0
+    if not sep or not name or not 0.0 < w < 1.0:
+      raise ValueError(f"bad mix entry {part!r}: expected NAME:SHARE with 0 < SHARE < 1")
+    out.append((name, w))
+  if sum(w for _, w in out) >= 1.0:
+    raise ValueError(f"the mix's shares sum to {sum(w for _, w in out):g}; they must stay under 1")
+  return out
 
 
 # ----------------------------------------------------------------------------- augmentation

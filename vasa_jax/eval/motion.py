@@ -34,7 +34,8 @@ real side by side:
 
 Bilabials (--bilabial-sentences N, synthetic speech whose phoneme timings espeak-ng gives):
 each sentence, rich in /p b m/, in one of several languages and voices, is spoken to the
-control clips' portraits, and the inner-lip gap of the output is read at each phone:
+portraits of the first clips (the control clips, at least three), and the inner-lip gap of
+the output is read at each phone:
 
   closure_ratio    mean gap over bilabial frames / mean gap over open-vowel frames (0: the
                    lips shut on every /p b m/; 1: bilabials no more closed than /a/)
@@ -172,7 +173,8 @@ class Measurer:
 
 
 def generate(anim, portrait, audio: np.ndarray, *, steps: int, seed: int, **controls):
-  """(frames uint8 [T,S,S,3], seams) for the audio; seams = frames where a window starts."""
+  """(frames uint8 [T,S,S,3], seams) for the audio; seams = frames where a window starts.
+  controls: SampleOptions fields (gaze, cfg_audio, ...)."""
   seams, frames = [], []
   for start, m in anim.motion_windows(portrait, audio, steps=steps, seed=seed, **controls):
     seams.append(int(start))
@@ -254,7 +256,7 @@ def bilabial_figures(gap: np.ndarray, phones) -> dict:
 
 
 def bilabial_table(anim, portraits, measure, *, steps: int, seed: int,
-                   sentences=BILABIAL_SENTENCES) -> list[dict]:
+                   sentences=BILABIAL_SENTENCES, options: dict | None = None) -> list[dict]:
   """One row a sentence: spoken by espeak-ng (vasa_jax.synth.speech), animated on the next
   of `portraits`, its output's inner-lip gap (canonical mesh) read at the phones."""
   from vasa_jax.synth import speech as speech_lib
@@ -262,7 +264,7 @@ def bilabial_table(anim, portraits, measure, *, steps: int, seed: int,
   for k, (voice, text) in enumerate(sentences):
     sp = speech_lib.synthesize(text, voice=voice, seed=k)
     portrait = portraits[k % len(portraits)]
-    frames, _ = generate(anim, portrait, sp.audio, steps=steps, seed=seed)
+    frames, _ = generate(anim, portrait, sp.audio, steps=steps, seed=seed, **(options or {}))
     codes, canon, found = measure(frames)
     row = {"voice": voice, "text": text, "face_found": found}
     if codes is not None:
@@ -272,7 +274,8 @@ def bilabial_table(anim, portraits, measure, *, steps: int, seed: int,
   return rows
 
 
-def control_table(anim, clips, measure, *, steps: int, seed: int) -> list[dict]:
+def control_table(anim, clips, measure, *, steps: int, seed: int,
+                  options: dict | None = None) -> list[dict]:
   """The control rows (see the module docstring) over `clips` [(portrait, audio)]."""
   from vasa_jax.data import pipeline
   asks = [("gaze", (-15.0, 0.0)), ("gaze", (15.0, 0.0)), ("gaze", (0.0, 10.0)),
@@ -286,7 +289,9 @@ def control_table(anim, clips, measure, *, steps: int, seed: int) -> list[dict]:
     for name, value in [("none", None)] + asks:
       if name == "blink_rate" and not anim.md_config.model.get("blink_control", False):
         continue
-      kw = {} if name == "none" or value is None else {name: value}
+      kw = dict(options or {})
+      if name != "none" and value is not None:
+        kw[name] = value
       frames, _ = generate(anim, portrait, audio, steps=steps, seed=seed, **kw)
       codes, pts, found = measure(frames)
       if codes is None:
@@ -308,14 +313,14 @@ def control_table(anim, clips, measure, *, steps: int, seed: int) -> list[dict]:
 
 
 def long_audio(anim, image: str, audio: str, measure, *, steps: int, seed: int,
-               segment_s: float = 10.0) -> dict:
+               segment_s: float = 10.0, options: dict | None = None) -> dict:
   """Drift over a long clip: per `segment_s` segment of the output, the measured mean head
   distance tz, yaw, pitch, the face size (eye-corner distance, px) and the mouth spread; the
   seam ratio over the whole output."""
   from vasa_jax import media
   a = media.load_audio(audio, 16000)
   portrait = anim.prepare_portrait(image, crop_only=True)
-  frames, seams = generate(anim, portrait, a, steps=steps, seed=seed)
+  frames, seams = generate(anim, portrait, a, steps=steps, seed=seed, **(options or {}))
   codes, canon, found = measure(frames)
   if codes is None:
     return {"image": image, "audio": audio, "face_found": 0.0}
@@ -413,8 +418,11 @@ def _sheet(items, path):
 def evaluate(anim, geo_source, clip_index, *, max_clips: int = 12, max_seconds: float = 8.0,
              steps: int = 10, seed: int = 0, control_clips: int = 3, only: str = "",
              out_dir: str | None = None, progress=None, long: tuple | None = None,
-             bilabial_sentences: int = 0, sync_eval="bundled") -> dict:
+             bilabial_sentences: int = 0, sync_eval="bundled",
+             options: dict | None = None) -> dict:
   """long: (image, audio) of a long-audio drift check (`long_audio`), or None.
+  options: sampler settings for every generated clip (SampleOptions fields: cfg_audio,
+  cfg_gaze, ...; the bundle's defaults where left out).
   bilabial_sentences: how many of BILABIAL_SENTENCES to animate (on the control clips'
   portraits). sync_eval: a syncnet.SyncEvaluator, "bundled" (the package's weights) or None
   (no sync figures)."""
@@ -427,6 +435,7 @@ def evaluate(anim, geo_source, clip_index, *, max_clips: int = 12, max_seconds: 
     front_end = phonetic.load()
   except (FileNotFoundError, ValueError):
     front_end = None
+  options = dict(options or {})
   measure = Measurer(anim.basis)
   picks = [i for i in range(len(geo_source)) if _text(geo_source[i]["dataset"]).startswith(only)]
   picks = picks[:max_clips]
@@ -440,7 +449,7 @@ def evaluate(anim, geo_source, clip_index, *, max_clips: int = 12, max_seconds: 
     real_motion = np.asarray(rec["motion"], np.float32)[:t]
     audio = records.audio_to_float(rec["audio"])[:t * (16000 // FPS)]
     portrait = anim.portrait_from_landmarks(frames[0], pts[0])
-    gen, seams = generate(anim, portrait, audio, steps=steps, seed=seed)
+    gen, seams = generate(anim, portrait, audio, steps=steps, seed=seed, **options)
     gen = gen[:t]
     codes, gpts, found = measure(gen)
     gen_points = measure.points
@@ -459,7 +468,7 @@ def evaluate(anim, geo_source, clip_index, *, max_clips: int = 12, max_seconds: 
       row["generated"] = {"face_found": 0.0}
     row["real"]["face_found"] = 1.0
     rows.append(row)
-    if len(ctrl_clips) < control_clips:
+    if len(ctrl_clips) < max(control_clips, 3 if bilabial_sentences else 0):
       ctrl_clips.append((portrait, audio[:int(CONTROL_SECONDS * 16000)]))
     if progress is not None:
       progress(n + 1, len(picks))
@@ -467,17 +476,21 @@ def evaluate(anim, geo_source, clip_index, *, max_clips: int = 12, max_seconds: 
     raise ValueError("no clip to evaluate")
   keys = FIGURES + ("face_found",)
   rep = {"dataset": _text(rows[0]["dataset"]), "clips": len(rows),
-         "settings": f"{steps} DDIM steps, seed {seed}, first {max_seconds:g} s of each clip",
+         "settings": f"{steps} DDIM steps, seed {seed}, first {max_seconds:g} s of each clip"
+                     + "".join(f", {k} {v}" for k, v in sorted(options.items())),
+         "options": options,
          "mean": {g: _summary([r[g] for r in rows], keys) for g in ("real", "generated")},
          "per_clip": rows}
-  if ctrl_clips:
-    rep["controls"] = control_table(anim, ctrl_clips, measure, steps=steps, seed=seed)
+  if control_clips:
+    rep["controls"] = control_table(anim, ctrl_clips[:control_clips], measure, steps=steps, seed=seed,
+                                    options=options)
   if bilabial_sentences and ctrl_clips:
     bl = bilabial_table(anim, [p for p, _ in ctrl_clips], measure, steps=steps, seed=seed,
-                        sentences=BILABIAL_SENTENCES[:bilabial_sentences])
+                        sentences=BILABIAL_SENTENCES[:bilabial_sentences], options=options)
     rep["bilabials"] = {"sentences": bl, "mean": _summary(bl, ("closure_ratio", "closed_share"))}
   if long:
-    rep["long"] = long_audio(anim, long[0], long[1], measure, steps=steps, seed=seed)
+    rep["long"] = long_audio(anim, long[0], long[1], measure, steps=steps, seed=seed,
+                             options=options)
   rep["seconds"] = round(time.perf_counter() - t0, 1)
   if out_dir:
     os.makedirs(out_dir, exist_ok=True)
@@ -504,10 +517,14 @@ def _parser():
   p.add_argument("--control-clips", type=int, default=3, help="clips of the control table")
   p.add_argument("--bilabial-sentences", type=int, default=len(BILABIAL_SENTENCES),
                  help="espeak-ng sentences rich in /p b m/ for the lip-closure table "
-                      f"(0-{len(BILABIAL_SENTENCES)}; on the control clips' portraits)")
+                      f"(0-{len(BILABIAL_SENTENCES)}; on the first clips' portraits)")
   p.add_argument("--long", nargs=2, metavar=("IMAGE", "AUDIO"), default=None,
                  help="also animate IMAGE with a long AUDIO (60 s and more) and report drift "
                       "per 10-s segment")
+  p.add_argument("--cfg-audio", type=float, default=None,
+                 help="audio guidance scale (default: the bundle's sampler setting)")
+  p.add_argument("--cfg-gaze", type=float, default=None,
+                 help="gaze guidance scale (default: the bundle's)")
   p.add_argument("--out", default="docs/motion_eval")
   return p
 
@@ -528,7 +545,9 @@ def main(argv=None) -> int:
     rep = evaluate(anim, geo, clips, max_clips=args.max_clips, max_seconds=args.max_seconds,
                    steps=args.steps, seed=args.seed, control_clips=args.control_clips,
                    only=args.only, out_dir=args.out, progress=progress, long=args.long,
-                   bilabial_sentences=args.bilabial_sentences)
+                   bilabial_sentences=args.bilabial_sentences,
+                   options={k: v for k, v in (("cfg_audio", args.cfg_audio),
+                                              ("cfg_gaze", args.cfg_gaze)) if v is not None})
   except (config_utils.InputError, an.AnimateError, FileNotFoundError, ValueError) as e:
     print(f"vasa-jax eval: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
     return 2

@@ -41,13 +41,7 @@ def make_source(config, data_dir: str | None = None):
   for name, weight in config.data.datasets:
     sources.append(pipeline.open_source(name, config.data.split, data_dir=data_dir))
     weights.append(float(weight))
-  if len(sources) == 1:
-    return sources[0]
-  # Repeat each source so that its share of the concatenation follows its weight.
-  per_unit = [len(s) / w for s, w in zip(sources, weights)]
-  base = max(per_unit)
-  repeats = [max(1, int(round(base / p))) for p in per_unit]
-  return pipeline.ConcatSource(sources, repeats)
+  return pipeline.weighted_concat(sources, weights)
 
 
 def _images(batch, size: int):

@@ -28,6 +28,7 @@ Fields read with `config.get` (absent from configs/motion_dit.py, defaults in br
                        synthetic tracks, debugging only (vasa_jax/data/motion.py).
   face_latent_config   [""] see above (required for "latent").
   data.motion_dataset  [""] a built motion_latents dataset ("motion_latents/NAME"), see above.
+  data.motion_mix      [""] more motion datasets mixed in, "NAME:SHARE[+NAME:SHARE]" (configs).
   data.stats_batches   [16] batches used for the motion normalisation statistics.
   data.stats_min_std   [1e-2] floor of the per-dimension std.
   data.with_frames     [False] decode frames for an injected motion_fn.
@@ -92,15 +93,47 @@ def make_source(config, data_dir: str | None = None):
   training mix (same weighting as stage 1)."""
   name = motion_dataset_name(config)
   if name:
-    return pipeline.open_source(name, config.data.split,
-                                data_dir=common.resolve_data_dir(config, data_dir))
+    data_dir = common.resolve_data_dir(config, data_dir)
+    try:
+      mix = pipeline.parse_mix(config.data.get("motion_mix", ""))
+    except ValueError as e:
+      raise ConfigError(f"data.motion_mix: {e}") from None
+    if mix:
+      _check_same_basis(data_dir, [name] + [m for m, _ in mix])
+    sources = [pipeline.open_source(n, config.data.split, data_dir=data_dir)
+               for n in [name] + [m for m, _ in mix]]
+    return pipeline.weighted_concat(sources, [1.0 - sum(w for _, w in mix)] + [w for _, w in mix])
   return stage1.make_source(config, data_dir)
+
+
+def _check_same_basis(data_dir, names) -> None:
+  """ConfigError unless the geometry motion datasets `names` share one face basis (codes in
+  different bases mean different things dimension by dimension)."""
+  from vasa_jax.data import motion_latents
+  ref = None
+  for n in names:
+    try:
+      b = motion_latents.load_dataset_basis(data_dir, n)
+    except FileNotFoundError:
+      continue                                  # a learned-latent dataset: no basis to compare
+    sig = (b.template.shape, b.exp_basis.shape)
+    if ref is None:
+      ref = (n, b, sig)
+    elif sig != ref[2] or not (np.allclose(b.template, ref[1].template, atol=1e-5)
+                               and np.allclose(b.exp_basis, ref[1].exp_basis, atol=1e-5)):
+      raise ConfigError(f"{n} and {ref[0]} were extracted with different face bases; extract "
+                        f"both with --face-basis of one basis to mix them")
 
 
 def check_motion_dataset(config, source) -> None:
   """ConfigError unless the stored motion of `source` has model.motion_dim dimensions."""
   d = int(config.model.motion_dim)
-  dim = int(np.shape(source[0]["motion"])[-1])
+  parts = getattr(source, "sources", None) or [source]
+  dims = {int(np.shape(s[0]["motion"])[-1]) for s in parts}
+  if len(dims) > 1:
+    raise ConfigError(f"the motion datasets of data.motion_dataset and data.motion_mix hold "
+                      f"codes of different sizes {sorted(dims)}; extract them with one face basis")
+  dim = dims.pop()
   if dim != d:
     raise ConfigError(
         f"{motion_dataset_name(config)} holds motion latents of {dim} dims (6 + dyn_dim "
