@@ -421,3 +421,96 @@ def test_cli_animate_takes_the_new_controls_and_keeps_logs_quiet(geo_bundle, tmp
   r = _cli("animate", "--image", PORTRAIT, "--audio", wav, "--out", out, "--checkpoint",
            geo_bundle, "--head-motion", "5")
   assert r.returncode == 2 and "head_motion" in r.stderr
+
+
+def test_gaze_steer_holds_the_asked_direction_and_keeps_fast_motion():
+  """An asked gaze moves the slow main gaze (head + eyes) onto the target across windows,
+  the eyes taking their share; glances faster than the time constant survive; seams stay
+  smooth; a still head leaves the turn to the eyes."""
+  from vasa_jax import engine
+  rng = np.random.default_rng(0)
+  t = np.arange(200, dtype=np.float32)
+  m = np.zeros((200, 6 + 44), np.float32)
+  m[:, 0] = 0.05 + 0.02 * np.sin(t / 3.0)            # the model looks right, with quick glances
+  m[:, -2] = 0.01 * rng.standard_normal(200)
+  target = np.float32([-0.25, 0.1])
+  steer = engine.GazeSteer(target, np.zeros(2, np.float32))
+  out = np.concatenate([steer(m[i:i + 50]) for i in range(0, 200, 50)])   # four windows
+  gaze = np.stack([out[:, 0] + out[:, -2], out[:, 1] + out[:, -1]], -1)
+  np.testing.assert_allclose(gaze[100:].mean(0), target, atol=0.02)
+  eye, head = out[100:, -2].mean() - m[100:, -2].mean(), out[100:, 0].mean() - m[100:, 0].mean()
+  assert eye < -0.08 and head < -0.08                  # both turn left
+  fast = lambda x: (x - np.convolve(x, np.ones(9) / 9, mode="same"))[10:-10]
+  assert np.corrcoef(fast(gaze[100:, 0]), fast(m[100:, 0] + m[100:, -2]))[0, 1] > 0.9
+  assert np.abs(np.diff(gaze, axis=0)).max() < 0.05    # no jump at the window seams
+  still = engine.GazeSteer(target, np.zeros(2, np.float32), move_head=False)
+  out = np.concatenate([still(m[i:i + 50]) for i in range(0, 200, 50)])
+  np.testing.assert_array_equal(out[:, :6], m[:, :6])  # the head is left alone
+  np.testing.assert_allclose((out[:, 0] + out[:, -2])[100:].mean(), target[0], atol=0.02)
+  far = engine.GazeSteer(np.float32([-0.8, 0.0]), np.zeros(2, np.float32), move_head=False)
+  out = np.concatenate([far(m[i:i + 50]) for i in range(0, 200, 50)])
+  assert out[:, -2].min() >= -np.radians(engine.GAZE_EYE_LIMIT_DEG) - 1e-6   # eyes stop there
+
+
+def test_an_asked_gaze_is_steered_relative_to_where_the_data_looks(anim):
+  """Through the Animator: --gaze -15,0 and 15,0 put the generated main gaze on either side,
+  about the data's mean gaze (engine.gaze_zero), and a still head stays still."""
+  from vasa_jax import engine
+  portrait = anim.prepare_portrait(PORTRAIT, crop_only=True)
+  audio = (0.3 * np.sin(2 * np.pi * 200 * np.arange(48000) / 16000)).astype(np.float32)
+
+  def main_gaze(**kw):
+    m = np.concatenate([m for _, m in anim.motion_windows(portrait, audio, steps=2, seed=0, **kw)])
+    return np.degrees(np.stack([m[:, 0] + m[:, -2], m[:, 1] + m[:, -1]], -1)[25:].mean(0)), m
+  zero = np.degrees(engine.gaze_zero(anim.engine.stats))
+  left, _ = main_gaze(gaze=(-15, 0))
+  right, _ = main_gaze(gaze=(15, 0))
+  assert left[0] < zero[0] - 8 and right[0] > zero[0] + 8
+  _, still = main_gaze(gaze=(15, 0), head_motion=0.0)
+  np.testing.assert_allclose(still[:, :6], np.broadcast_to(portrait.motion[:6], still[:, :6].shape),
+                             atol=1e-6)
+
+
+def test_eval_controls_verdicts():
+  from vasa_jax.eval import controls
+  runs = {"none": {"mouth_audio_r": 0.40, "rot_std": 2.0},
+          "gaze -15,0": {"gaze_deg": [-9.0, 0.0], "eye_deg": [-3.0, 0.0]},
+          "gaze 15,0": {"gaze_deg": [8.0, 0.0], "eye_deg": [4.0, 0.0]},
+          "distance 0.55": {"face_px": 90.0}, "distance 0.75": {"face_px": 70.0},
+          "emotion happy": {"corner_lift": 0.03, "mouth_audio_r": 0.41},
+          "emotion sad": {"corner_lift": 0.01, "mouth_audio_r": 0.38},
+          "head_motion 0": {"rot_std": 0.3}}
+  v = controls.verdicts(runs)
+  assert v == {"gaze_theta": True, "iris_theta": True, "distance": True, "emotion": True,
+               "emotion_sync_kept": True, "head_still": True}
+  runs["gaze 15,0"]["gaze_deg"] = [-10.0, 0.0]
+  runs["emotion sad"]["mouth_audio_r"] = 0.2              # the lips lost the speech
+  runs["distance 0.75"]["face_px"] = 95.0
+  v = controls.verdicts(runs)
+  assert not v["gaze_theta"] and not v["emotion_sync_kept"] and not v["distance"]
+
+
+def test_long_audio_traces_pose_and_identity_over_time(geo_bundle, anim, tmp_path):
+  """eval motion --long: per-frame pose and face-size traces, the seams, dlib identity distance
+  every second, and the plot of them."""
+  from vasa_jax.eval import identity
+  from vasa_jax.eval import motion as motion_eval
+  bundle = bundle_lib.load(geo_bundle)       # the untrained model's motion about the portrait's
+  own = anim.prepare_portrait(PORTRAIT, crop_only=True).motion
+  bundle.motion_stats = {"mean": own, "std": np.full(own.shape[0], 0.01, np.float32)}
+  anim = an.Animator(bundle=bundle, render_batch=4)
+  t = np.arange(3 * 16000) / 16000
+  audio = (0.3 * np.sin(2 * np.pi * 190 * t) * (np.sin(2 * np.pi * 2 * t) > 0)).astype(np.float32)
+  import soundfile
+  wav = str(tmp_path / "a.wav")
+  soundfile.write(wav, audio, 16000)
+  lg = motion_eval.long_audio(anim, PORTRAIT, wav, motion_eval.Measurer(_basis()), steps=2,
+                              seed=0, segment_s=1.0, embedder=identity.FaceEmbedder())
+  tr = lg["traces"]
+  assert len(tr["yaw_deg"]) == len(tr["face_px"]) == 75 and len(lg["segments"]) == 3
+  assert tr["seams"][0] == 0 and len(tr["seams"]) >= 2          # windows of the tiny model
+  assert tr["identity_frames"] == [25, 50] and len(tr["identity_dist"]) == 2
+  assert 0.0 <= lg["identity"]["max"] < identity.SAME_PERSON    # the same person throughout
+  svg = motion_eval.long_audio_svg(lg)
+  assert svg.startswith("<svg") and svg.count("<polyline") == 7 and "identity distance" in svg
+  assert svg.count("stroke=\"#ccc\"") == 2 * sum(1 for s in tr["seams"] if s > 0)   # seams marked

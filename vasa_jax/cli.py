@@ -301,8 +301,8 @@ def cmd_eval(args, extra) -> int:
     if any(a in ("-h", "--help") for a in extra):
       print(args.eval_help)
       return 0
-    raise UsageError("eval needs what to evaluate: report, reenact, motion, lipsync, syncnet, "
-                     "capp or factors (vasa-jax eval --help)")
+    raise UsageError("eval needs what to evaluate: report, reenact, motion, controls, lipsync, "
+                     "syncnet, capp or factors (vasa-jax eval --help)")
   module = importlib.import_module(f"vasa_jax.eval.{args.what}")
   return module.main(extra)
 
@@ -632,13 +632,15 @@ def build_parser() -> argparse.ArgumentParser:
   t.add_argument("--data-dir", default=None, help="TFDS data dir (default: config or ~/tensorflow_datasets)")
   t.set_defaults(func=cmd_train, wants_extra=True)
 
-  e = sub.add_parser("eval", help="evaluate: `vasa-jax eval report|reenact|motion|lipsync|"
-                     "syncnet|capp|factors --help`", add_help=False)
-  e.add_argument("what", nargs="?", choices=("report", "reenact", "motion", "lipsync",
-                                             "syncnet", "capp", "factors"),
+  e = sub.add_parser("eval", help="evaluate: `vasa-jax eval report|reenact|motion|controls|"
+                     "lipsync|syncnet|capp|factors --help`", add_help=False)
+  e.add_argument("what", nargs="?", choices=("report", "reenact", "motion", "controls",
+                                             "lipsync", "syncnet", "capp", "factors"),
                  help="report: the evaluation suite (generated vs real footage); reenact: "
                       "stage-1 self/cross reenactment; motion: audio-driven head, blink and "
                       "mouth motion and the controls vs real footage (geometry bundles); "
+                      "controls: gaze, distance, emotion and head-motion asked on many "
+                      "portraits and measured on the output; "
                       "lipsync: stage-2 mouth probe; syncnet / capp / factors: train and "
                       "validate that evaluator")
   e.set_defaults(func=cmd_eval, wants_extra=True, eval_help=e.format_help())

@@ -37,6 +37,9 @@ MAX_TURN_DEG = (18.0, 15.0, 12.0)   # soft limit of yaw, pitch, roll away from t
 SEAM_TAU = 6.0            # frames: how fast a window's start eases from the previous window's
 BLINK_CFG = 2.0           # guidance scale of an asked blink rate (docs/motion_eval)
 POSE_SMOOTHING = 0.3      # EMA weight of a new frame's head pose (1: no smoothing)
+GAZE_TAU_S = 2.0          # seconds: the slow gaze that an asked gaze steers (faster motion kept)
+GAZE_EYE_SHARE = 0.5      # of a gaze correction the eyes take this share, the head the rest
+GAZE_EYE_LIMIT_DEG = 20.0  # eye-in-head rotation kept within this of the data's mean
 
 
 class AnimateError(InputError):
@@ -383,6 +386,52 @@ def smooth_pose(pose: np.ndarray, state, alpha: float):
   return out, s
 
 
+def gaze_zero(stats: dict) -> np.ndarray:
+  """The main gaze (head + eye-in-head rotation, radians) that the gaze control calls (0, 0):
+  where the training footage's speakers look on average -- near the camera. The iris measure
+  has a per-person offset (the eye corners' midpoint is not the pupil's rest), so the raw
+  measured zero is not the camera; the data's mean is."""
+  m = np.asarray(stats["mean"], np.float32)
+  return np.asarray([m[0] + m[-2], m[1] + m[-1]], np.float32)
+
+
+class GazeSteer:
+  """Steers generated motion windows [n, 6 + dyn] toward an asked main gaze (radians, in the
+  frame of `gaze_zero`): the slow part of the generated main gaze (a causal EMA with time
+  constant GAZE_TAU_S, carried across windows so seams stay smooth) is moved onto the target,
+  the eyes taking `eye_share` of the correction (within GAZE_EYE_LIMIT_DEG of the data's mean
+  eye rotation) and the head the rest; glances, nods and saccades faster than that are kept.
+  The model's own gaze condition pulls the same way; this makes the asked direction hold
+  whatever the portrait and the audio. move_head=False (a still head): the eyes alone."""
+
+  def __init__(self, target: np.ndarray, eye_mean: np.ndarray, *, eye_share: float =
+               GAZE_EYE_SHARE, tau_s: float = GAZE_TAU_S, move_head: bool = True):
+    self.target = np.asarray(target, np.float32)
+    self.move_head = bool(move_head)
+    self.eye_mean = np.asarray(eye_mean, np.float32)
+    self.eye_share = float(eye_share)
+    self.alpha = 1.0 / max(tau_s * FPS, 1.0)
+    self.slow = None
+
+  def __call__(self, m: np.ndarray) -> np.ndarray:
+    m = np.array(m, np.float32, copy=True)
+    g = np.stack([m[:, 0] + m[:, -2], m[:, 1] + m[:, -1]], -1)
+    if self.slow is None:
+      self.slow = g.mean(0)
+    corr = np.empty_like(g)
+    for i, x in enumerate(g):
+      self.slow = self.slow + self.alpha * (x - self.slow)
+      corr[i] = self.target - self.slow
+    lim = np.radians(GAZE_EYE_LIMIT_DEG)
+    eye = m[:, -2:] + (self.eye_share if self.move_head else 1.0) * corr
+    eye = np.clip(eye, self.eye_mean - lim, self.eye_mean + lim)
+    head = corr - (eye - m[:, -2:])           # the head turns the rest of the way
+    m[:, -2:] = eye
+    if self.move_head:
+      m[:, :2] += head
+    return m
+
+
 def sample_motion(engine: Engine, portrait_motion: np.ndarray, audio_16k: np.ndarray,
                   opts: SampleOptions = SampleOptions(), *,
                   pose_smoothing: float = POSE_SMOOTHING, blink_cfg: float = BLINK_CFG
@@ -398,7 +447,8 @@ def sample_motion(engine: Engine, portrait_motion: np.ndarray, audio_16k: np.nda
   times opts.emotion_intensity, is added to every frame (geometry bundles), so brows, lip
   corners and lids change while the lips keep syncing; opts.head_motion scales the head
   motion about the portrait's pose. The model's next window is still conditioned on its own,
-  unscaled output."""
+  unscaled output. An asked gaze is also steered (`GazeSteer`, relative to `gaze_zero`):
+  opts.head_motion 0 leaves it to the eyes alone."""
   opts = opts.resolved(engine.sampler)
   e = emotion_index(opts.emotion)
   geometry = engine.kind == "geometry"
@@ -407,6 +457,11 @@ def sample_motion(engine: Engine, portrait_motion: np.ndarray, audio_16k: np.nda
   feats = engine.features(jnp.asarray(audio_16k))
   ctrl = engine.controls(opts)
   ref = np.asarray(portrait_motion, np.float32)
+  steer = None
+  if geometry and opts.gaze is not None:
+    zero = gaze_zero(engine.stats)
+    ctrl["gaze"] = (ctrl["gaze"] + zero).astype(np.float32)
+    steer = GazeSteer(ctrl["gaze"], engine.stats["mean"][-2:], move_head=opts.head_motion > 0)
   if geometry and opts.distance is None:
     # No distance asked: hold the portrait's own framing. Each window is conditioned on the
     # portrait's head distance (the model learned windows' mean distance), so a long clip does
@@ -438,6 +493,8 @@ def sample_motion(engine: Engine, portrait_motion: np.ndarray, audio_16k: np.nda
       m[:, POSE_DIM:] += offset
     if opts.head_motion != 1.0:
       m[:, :POSE_DIM] = ref[:POSE_DIM] + opts.head_motion * (m[:, :POSE_DIM] - ref[:POSE_DIM])
+    if steer is not None:
+      m = steer(m)
     if geometry:
       lim = np.radians(np.asarray(MAX_TURN_DEG, np.float32))
       m[:, :3] = ref[:3] + lim * np.tanh((m[:, :3] - ref[:3]) / lim)

@@ -55,7 +55,8 @@ the Animator and measured on the output by the same tracker:
 
 Long audio (--long IMAGE AUDIO): the output of a minute or more, cut into 10-s segments; each
 segment's mean head distance, yaw, pitch and face size, and their spread across segments
-(drift), with the seam ratio over the whole.
+(drift), with the seam ratio over the whole; OUT/long_audio.svg plots the head rotation, face
+size (window seams marked) and dlib identity distance to the first frame over time.
 
 Writes OUT/motion_eval.json (settings, means, per clip, control table), OUT/motion_eval.md and
 OUT/motion_sheet.png (per clip: real | generated frames, and mouth / eye close-ups).
@@ -313,10 +314,13 @@ def control_table(anim, clips, measure, *, steps: int, seed: int,
 
 
 def long_audio(anim, image: str, audio: str, measure, *, steps: int, seed: int,
-               segment_s: float = 10.0, options: dict | None = None) -> dict:
+               segment_s: float = 10.0, options: dict | None = None, embedder=None,
+               id_every_s: float = 1.0) -> dict:
   """Drift over a long clip: per `segment_s` segment of the output, the measured mean head
   distance tz, yaw, pitch, the face size (eye-corner distance, px) and the mouth spread; the
-  seam ratio over the whole output."""
+  seam ratio over the whole output; and, for the plot (`long_audio_svg`), per-frame traces of
+  the measured head rotation and face size, the window seams, and the identity distance
+  (dlib, vasa_jax.eval.identity) of an output frame every `id_every_s` to the first one."""
   from vasa_jax import media
   a = media.load_audio(audio, 16000)
   portrait = anim.prepare_portrait(image, crop_only=True)
@@ -335,9 +339,51 @@ def long_audio(anim, image: str, audio: str, measure, *, steps: int, seed: int,
                  "face_px": float(_iod(p).mean()),
                  "mouth_std": float(100 * mouth_gap(canon[lo:lo + n]).std())})
   spread = lambda k: float(np.ptp([s[k] for s in segs]))
-  return {"image": image, "audio": audio, "seconds": len(frames) / FPS, "face_found": found,
-          "seam_ratio": seam_ratio(codes, mouth_gap(canon), seams), "segments": segs,
-          "drift": {k: spread(k) for k in ("tz", "yaw_deg", "pitch_deg", "face_px")}}
+  ang = np.degrees(codes[:, :3].astype(np.float64))
+  traces = {"yaw_deg": ang[:, 0].round(2).tolist(), "pitch_deg": ang[:, 1].round(2).tolist(),
+            "roll_deg": ang[:, 2].round(2).tolist(),
+            "face_px": _iod(pts).round(2).tolist(), "seams": [int(x) for x in seams]}
+  if embedder is not None:
+    step = max(1, int(id_every_s * FPS))
+    ref = embedder.embed(frames[0], pts[0])
+    idx = list(range(step, len(frames), step))
+    traces["identity_frames"] = idx
+    traces["identity_dist"] = [round(float(np.linalg.norm(embedder.embed(frames[i], pts[i])
+                                                          - ref)), 4) for i in idx]
+  out = {"image": image, "audio": audio, "seconds": len(frames) / FPS, "face_found": found,
+         "seam_ratio": seam_ratio(codes, mouth_gap(canon), seams), "segments": segs,
+         "drift": {k: spread(k) for k in ("tz", "yaw_deg", "pitch_deg", "face_px")},
+         "traces": traces}
+  if traces.get("identity_dist"):
+    d = np.asarray(traces["identity_dist"])
+    out["identity"] = {"mean": float(d.mean()), "max": float(d.max()),
+                       "first_10s": float(d[:10].mean()), "last_10s": float(d[-10:].mean())}
+  return out
+
+
+def long_audio_svg(lg: dict) -> str:
+  """Pose, face size and identity distance over the long clip, window seams marked."""
+  from vasa_jax.eval import report
+  tr = lg["traces"]
+  t = np.arange(len(tr["yaw_deg"])) / FPS
+  seam_t = np.asarray([s / FPS for s in tr["seams"] if s > 0])
+  face = np.asarray(tr["face_px"])
+  panels = [
+      {"title": "head rotation measured on the output (degrees); grey: window seams",
+       "xlabel": "seconds", "ylabel": "deg", "vlines": seam_t,
+       "series": [(k.split("_")[0], t, np.asarray(tr[k]))
+                  for k in ("yaw_deg", "pitch_deg", "roll_deg")]},
+      {"title": "face size (eye-corner distance, px); grey: window seams", "xlabel": "seconds",
+       "ylabel": "px", "vlines": seam_t, "series": [("face size", t, face)]},
+  ]
+  if tr.get("identity_dist"):
+    ti = np.asarray(tr["identity_frames"]) / FPS
+    panels.append({"title": "identity distance to the first frame (dlib; < 0.6 same person)",
+                   "xlabel": "seconds", "ylabel": "distance",
+                   "series": [("identity distance", ti, np.asarray(tr["identity_dist"])),
+                              ("0.6 threshold", ti[[0, -1]], np.asarray([0.6, 0.6])),
+                              ("0", ti[[0, -1]], np.zeros(2))]})
+  return report.svg_panels(panels, width=900, panel_height=190)
 
 
 def _fmt(v, nd=2):
@@ -366,6 +412,11 @@ def markdown(rep: dict) -> str:
               f"face found {_fmt(lg.get('face_found'))}, seam ratio "
               f"{_fmt(lg.get('seam_ratio'))}; spread of the segment means: "
               + ", ".join(f"{k} {_fmt(v, 3)}" for k, v in lg.get("drift", {}).items()), "",
+              + (f"; identity distance to the first frame (dlib, every second): mean "
+                 f"{_fmt(lg['identity']['mean'], 3)}, max {_fmt(lg['identity']['max'], 3)}, "
+                 f"first 10 s {_fmt(lg['identity']['first_10s'], 3)}, last 10 s "
+                 f"{_fmt(lg['identity']['last_10s'], 3)}" if lg.get("identity") else "")
+              + " (plot: long_audio.svg)", "",
               "| from (s) | tz (m) | yaw | pitch | face (px) | mouth std |", "|---" * 6 + "|"]
     for g in lg.get("segments", []):
       lines.append(f"| {g['start_s']:.0f} | {g['tz']:.3f} | {g['yaw_deg']:.1f} | "
@@ -489,8 +540,9 @@ def evaluate(anim, geo_source, clip_index, *, max_clips: int = 12, max_seconds: 
                         sentences=BILABIAL_SENTENCES[:bilabial_sentences], options=options)
     rep["bilabials"] = {"sentences": bl, "mean": _summary(bl, ("closure_ratio", "closed_share"))}
   if long:
+    from vasa_jax.eval import identity
     rep["long"] = long_audio(anim, long[0], long[1], measure, steps=steps, seed=seed,
-                             options=options)
+                             options=options, embedder=identity.FaceEmbedder())
   rep["seconds"] = round(time.perf_counter() - t0, 1)
   if out_dir:
     os.makedirs(out_dir, exist_ok=True)
@@ -500,6 +552,9 @@ def evaluate(anim, geo_source, clip_index, *, max_clips: int = 12, max_seconds: 
       f.write(markdown(rep))
     if sheet:
       _sheet(sheet, os.path.join(out_dir, "motion_sheet.png"))
+    if rep.get("long", {}).get("traces"):
+      with open(os.path.join(out_dir, "long_audio.svg"), "w") as f:
+        f.write(long_audio_svg(rep["long"]))
   return rep
 
 

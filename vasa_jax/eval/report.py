@@ -301,7 +301,8 @@ _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e
 
 
 def svg_panels(panels: Sequence[dict], *, width: int = 720, panel_height: int = 200) -> str:
-  """Stacked line-chart panels: each {"title", "xlabel", "ylabel", "series": [(label, x, y)]}.
+  """Stacked line-chart panels: each {"title", "xlabel", "ylabel", "series": [(label, x, y)]}
+  and optionally "vlines": x values marked by thin vertical lines (e.g. window seams).
   `width` is the plot area plus axes; the legend column is added to it, as wide as the labels."""
   longest = max((len(str(s[0])) for p in panels for s in p["series"]), default=0)
   ml, mr, mt, mb = 60, max(150, 40 + int(6.5 * longest)), 26, 34
@@ -345,6 +346,10 @@ def svg_panels(panels: Sequence[dict], *, width: int = 720, panel_height: int = 
               f'{_esc(p.get("xlabel", ""))}</text>')
     el.append(f'<text x="14" y="{y0 + mt + ph / 2}" text-anchor="middle" '
               f'transform="rotate(-90 14 {y0 + mt + ph / 2})">{_esc(p.get("ylabel", ""))}</text>')
+    for xv in p.get("vlines", ()):
+      if x_lo <= xv <= x_hi:
+        el.append(f'<line x1="{px(xv):.1f}" y1="{y0 + mt}" x2="{px(xv):.1f}" y2="{y0 + mt + ph}" '
+                  f'stroke="#ccc" stroke-width="1"/>')
     for s_i, (label, x, y) in enumerate(p["series"]):
       color = _COLORS[s_i % len(_COLORS)]
       pts = " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in zip(x, y)
