@@ -438,8 +438,9 @@ def test_gaze_steer_holds_the_asked_direction_and_keeps_fast_motion():
   out = np.concatenate([steer(m[i:i + 50]) for i in range(0, 200, 50)])   # four windows
   gaze = np.stack([out[:, 0] + out[:, -2], out[:, 1] + out[:, -1]], -1)
   np.testing.assert_allclose(gaze[100:].mean(0), target, atol=0.02)
-  eye, head = out[100:, -2].mean() - m[100:, -2].mean(), out[100:, 0].mean() - m[100:, 0].mean()
-  assert eye < -0.08 and head < -0.08                  # both turn left
+  # the eyes look half the asked way (not back at the camera), the head turns the rest
+  np.testing.assert_allclose(out[100:, -2].mean(), engine.GAZE_EYE_SHARE * target[0], atol=0.02)
+  assert out[100:, 0].mean() - m[100:, 0].mean() < -0.15
   fast = lambda x: (x - np.convolve(x, np.ones(9) / 9, mode="same"))[10:-10]
   assert np.corrcoef(fast(gaze[100:, 0]), fast(m[100:, 0] + m[100:, -2]))[0, 1] > 0.9
   assert np.abs(np.diff(gaze, axis=0)).max() < 0.05    # no jump at the window seams

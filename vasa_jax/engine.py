@@ -396,39 +396,48 @@ def gaze_zero(stats: dict) -> np.ndarray:
 
 
 class GazeSteer:
-  """Steers generated motion windows [n, 6 + dyn] toward an asked main gaze (radians, in the
-  frame of `gaze_zero`): the slow part of the generated main gaze (a causal EMA with time
-  constant GAZE_TAU_S, carried across windows so seams stay smooth) is moved onto the target,
-  the eyes taking `eye_share` of the correction (within GAZE_EYE_LIMIT_DEG of the data's mean
-  eye rotation) and the head the rest; glances, nods and saccades faster than that are kept.
-  The model's own gaze condition pulls the same way; this makes the asked direction hold
-  whatever the portrait and the audio. move_head=False (a still head): the eyes alone."""
+  """Steers generated motion windows [n, 6 + dyn] toward an asked main gaze `target` (head +
+  eye-in-head rotation, radians, as the data measures it). The slow parts (causal EMAs with time
+  constant GAZE_TAU_S, carried across windows so seams stay smooth) of the main gaze and of
+  the eye-in-head rotation are moved: the eyes onto `eye_share` of the asked turn away from
+  `zero` (the data's mean gaze, `gaze_zero`) about the data's mean eye rotation `eye_mean`
+  (within GAZE_EYE_LIMIT_DEG of it), the head onto the rest of the way to the target. Glances,
+  nods and saccades faster than that are kept. The model's own gaze condition pulls the same
+  way; this makes the asked direction hold whatever the portrait and the audio, with eyes that
+  look the asked way rather than back at the camera. move_head=False (a still head): the eyes
+  alone take the whole turn."""
 
-  def __init__(self, target: np.ndarray, eye_mean: np.ndarray, *, eye_share: float =
-               GAZE_EYE_SHARE, tau_s: float = GAZE_TAU_S, move_head: bool = True):
+  def __init__(self, target: np.ndarray, eye_mean: np.ndarray, zero: np.ndarray | None = None,
+               *, eye_share: float = GAZE_EYE_SHARE, tau_s: float = GAZE_TAU_S,
+               move_head: bool = True):
     self.target = np.asarray(target, np.float32)
-    self.move_head = bool(move_head)
     self.eye_mean = np.asarray(eye_mean, np.float32)
-    self.eye_share = float(eye_share)
+    zero = np.zeros(2, np.float32) if zero is None else np.asarray(zero, np.float32)
+    self.lim = np.float32(np.radians(GAZE_EYE_LIMIT_DEG))
+    self.eye_target = np.clip(self.eye_mean + float(eye_share) * (self.target - zero),
+                              self.eye_mean - self.lim, self.eye_mean + self.lim)
+    self.move_head = bool(move_head)
     self.alpha = 1.0 / max(tau_s * FPS, 1.0)
-    self.slow = None
+    self.slow = self.slow_eye = None
 
   def __call__(self, m: np.ndarray) -> np.ndarray:
     m = np.array(m, np.float32, copy=True)
     g = np.stack([m[:, 0] + m[:, -2], m[:, 1] + m[:, -1]], -1)
+    eye = m[:, -2:].copy()
     if self.slow is None:
-      self.slow = g.mean(0)
-    corr = np.empty_like(g)
-    for i, x in enumerate(g):
-      self.slow = self.slow + self.alpha * (x - self.slow)
+      self.slow, self.slow_eye = g.mean(0), eye.mean(0)
+    corr, eye_corr = np.empty_like(g), np.empty_like(g)
+    for i in range(len(g)):
+      self.slow = self.slow + self.alpha * (g[i] - self.slow)
+      self.slow_eye = self.slow_eye + self.alpha * (eye[i] - self.slow_eye)
       corr[i] = self.target - self.slow
-    lim = np.radians(GAZE_EYE_LIMIT_DEG)
-    eye = m[:, -2:] + (self.eye_share if self.move_head else 1.0) * corr
-    eye = np.clip(eye, self.eye_mean - lim, self.eye_mean + lim)
-    head = corr - (eye - m[:, -2:])           # the head turns the rest of the way
-    m[:, -2:] = eye
+      eye_corr[i] = self.eye_target - self.slow_eye
+    if not self.move_head:
+      eye_corr = corr                       # the eyes turn the whole way
+    new_eye = np.clip(eye + eye_corr, self.eye_mean - self.lim, self.eye_mean + self.lim)
+    m[:, -2:] = new_eye
     if self.move_head:
-      m[:, :2] += head
+      m[:, :2] += corr - (new_eye - eye)    # the head turns the rest of the way
     return m
 
 
@@ -461,7 +470,8 @@ def sample_motion(engine: Engine, portrait_motion: np.ndarray, audio_16k: np.nda
   if geometry and opts.gaze is not None:
     zero = gaze_zero(engine.stats)
     ctrl["gaze"] = (ctrl["gaze"] + zero).astype(np.float32)
-    steer = GazeSteer(ctrl["gaze"], engine.stats["mean"][-2:], move_head=opts.head_motion > 0)
+    steer = GazeSteer(ctrl["gaze"], engine.stats["mean"][-2:], zero,
+                      move_head=opts.head_motion > 0)
   if geometry and opts.distance is None:
     # No distance asked: hold the portrait's own framing. Each window is conditioned on the
     # portrait's head distance (the model learned windows' mean distance), so a long clip does

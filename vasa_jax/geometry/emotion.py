@@ -12,7 +12,10 @@ projected onto the bundle's expression basis:
   surprised  brows raised (AU1+2), upper lids raised (AU5), jaw dropped a little (AU26)
 
 The speech motion is untouched: the offset moves corners, brows and lids; the lips keep
-opening and closing with the audio on top of it. Displacements are in template units (the
+opening and closing with the audio on top of it. Each offset is kept free of any change of
+the inner-lip gap (`offsets` projects that direction out): an emotion that parted the lips a
+little (happy, surprised) or pressed them (sad, angry) would stop them closing, or make them
+overlap, on /p b m/. Displacements are in template units (the
 outer-eye-corner distance is 1), spread over the mesh with a Gaussian fall-off so the face
 deforms smoothly, and scaled by an intensity in [0, 1].
 """
@@ -30,6 +33,7 @@ CHEEKS = (50, 280, 205, 425)
 BROW_INNER = (107, 55, 336, 285, 66, 296)
 BROW_OUTER = (70, 46, 300, 276, 63, 293)
 BROW_ALL = BROW_INNER + BROW_OUTER + (105, 52, 65, 334, 282, 295, 53, 283)
+INNER_LIPS = (13, 14)   # upper / lower inner lip centre
 JAW = (152, 148, 377, 176, 400, 149, 378, 18, 200, 175)
 FALLOFF = 0.07      # template units: the Gaussian radius a control point's pull spreads over
 
@@ -71,11 +75,20 @@ def offsets(basis) -> np.ndarray:
   gaze untouched) of each emotion at full intensity; row 0 (neutral) is zero."""
   k = basis.exp_dim
   flat = np.asarray(basis.exp_basis, np.float64).reshape(k, -1)
+  gap = inner_gap_direction(basis)
   rows = np.zeros((len(EMOTIONS), basis.dyn_dim), np.float32)
   for i, name in enumerate(EMOTIONS):
     if name == "neutral":
       continue
     d = displacement(basis.template, name)
-    rows[i, :k] = flat @ d.reshape(-1)           # the basis is orthonormal
+    c = flat @ d.reshape(-1)                     # the basis is orthonormal
+    rows[i, :k] = c - (gap @ c) / (gap @ gap) * gap
     rows[i, k:k + 2] = _ACTIONS[name][1]
   return rows
+
+
+def inner_gap_direction(basis) -> np.ndarray:
+  """[exp_dim]: the inner-lip gap change (lower minus upper inner lip centre, template units,
+  +: parted) per unit of each expression coefficient."""
+  e = np.asarray(basis.exp_basis, np.float64)
+  return e[:, INNER_LIPS[1], 1] - e[:, INNER_LIPS[0], 1]
