@@ -1,7 +1,7 @@
 r"""Do the controls act? Each control asked on many portraits, measured on the output.
 
     vasa-jax eval controls [--checkpoint BUNDLE] [--real ../shared/real] [--portraits N]
-        [--seconds 6] [--steps 10] [--seed 0] [--out docs/motion_eval/controls]
+        [--seconds 6] [--steps 10] [--seed 0] [--out docs/motion_eval/controls] [--videos DIR]
 
 Every portrait (a photo, painting, statue or drawing of ../shared/real/images) speaks a
 different real speech file (../shared/real/audio) once freely and once per asked control. The
@@ -115,7 +115,9 @@ def verdicts(runs: dict) -> dict:
 
 
 def evaluate(anim, portraits, audios, *, seconds: float = 6.0, steps: int = 10, seed: int = 0,
-             asks=ASKS, progress=None) -> dict:
+             asks=ASKS, progress=None, video_dir: str | None = None) -> dict:
+  """video_dir: also write every output there (PORTRAIT__ASK.mp4, with its audio), e.g. for
+  ../shared/tools/judge."""
   from vasa_jax import media
   from vasa_jax.eval import motion as motion_eval
   measure = motion_eval.Measurer(anim.basis)
@@ -129,8 +131,13 @@ def evaluate(anim, portraits, audios, *, seconds: float = 6.0, steps: int = 10, 
     for name, value in asks:
       kw = {} if value is None else {name: value}
       frames, _ = motion_eval.generate(anim, portrait, audio, steps=steps, seed=seed, **kw)
-      runs[_key(name, value)] = measure_run(measure, frames[:int(len(audio) * FPS
-                                                                  / SAMPLE_RATE)], audio)
+      frames = frames[:int(len(audio) * FPS / SAMPLE_RATE)]
+      runs[_key(name, value)] = measure_run(measure, frames, audio)
+      if video_dir:
+        os.makedirs(video_dir, exist_ok=True)
+        tag = _key(name, value).replace(" ", "_").replace(",", "_")
+        media.write_video(os.path.join(video_dir, f"{os.path.splitext(os.path.basename(image))[0]}"
+                                                  f"__{tag}.mp4"), frames, audio=audio)
     rows.append({"portrait": os.path.basename(image), "audio": os.path.basename(audio_path),
                  "runs": runs, "pass": verdicts(runs)})
     if progress is not None:
@@ -201,6 +208,7 @@ def _parser():
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--out", default=os.path.join("docs", "motion_eval", "controls"))
+  p.add_argument("--videos", default=None, help="also write every output video into this folder")
   return p
 
 
@@ -218,7 +226,7 @@ def main(argv=None) -> int:
       raise config_utils.InputError("this evaluates geometry-grounded bundles")
     from vasa_jax.progress import Bar
     rep = evaluate(anim, images, auds, seconds=args.seconds, steps=args.steps, seed=args.seed,
-                   progress=Bar(None, "portraits"))
+                   progress=Bar(None, "portraits"), video_dir=args.videos)
   except (config_utils.InputError, an.AnimateError, FileNotFoundError, ValueError) as e:
     print(f"vasa-jax eval: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
     return 2
