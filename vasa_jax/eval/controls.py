@@ -170,7 +170,13 @@ def markdown(rep: dict) -> str:
            "| control | passes |", "|---|---|"]
   lines += [f"| {k} | {v} |" for k, v in rep["passes"].items()]
   lines += ["", f"Head-rotation spread: {rep['rot_std_free']:.2f} deg free, "
-                f"{rep['rot_std_still']:.2f} deg with --head-motion 0.", "",
+                f"{rep['rot_std_still']:.2f} deg with --head-motion 0.", ""]
+  sync = sync_summary(rep)
+  if sync:
+    lines += ["Lip-sync under an emotion, means over the portraits: " + "; ".join(
+        f"{k}: mouth-audio r {v['mouth_audio_r']:.3f}, mouth std {v['mouth_std']:.2f}"
+        for k, v in sync.items()), ""]
+  lines += [
             "| portrait | ask | main gaze (deg) | eye-in-head (deg) | face (px) | distance (m) "
             "| corner lift | brow height | mouth std | mouth-audio r | rot std |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -182,6 +188,17 @@ def markdown(rep: dict) -> str:
                    f"{f(m.get('mouth_std'), 2)} | {f(m.get('mouth_audio_r'), 2)} | "
                    f"{f(m.get('rot_std'), 2)} |")
   return "\n".join(lines) + "\n"
+
+
+def sync_summary(rep: dict) -> dict:
+  """Mean mouth-audio r and mouth spread of the free, happy and sad runs over the portraits."""
+  out = {}
+  for key in ("none", "emotion happy", "emotion sad"):
+    rows = [r["runs"][key] for r in rep["per_portrait"] if r["runs"].get(key, {}).get(
+        "mouth_audio_r") is not None]
+    if rows:
+      out[key] = {f: float(np.mean([x[f] for x in rows])) for f in ("mouth_audio_r", "mouth_std")}
+  return out
 
 
 def default_inputs(real: str, n: int):
