@@ -177,6 +177,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # motion_dataset holds geometry codes (face_latent.py:geo): clips without their own gaze /
   # distance controls get them measured from each window's motion (pipeline.window_controls).
   c.data.controls_from_motion = False
+  # ... and with measured_controls_only every clip's controls are measured so, its own stored
+  # ones ignored: the synthetic corpus's ground-truth gaze / distance are in the renderer's
+  # units, not the tracker's, so a mix of real and synthetic clips must use one measure.
+  c.data.measured_controls_only = False
   c.data.motion_stats = ""  # .npz with per-dim mean/std of the motion latents ("" = computed)
   c.data.stats_batches = 16   # batches used to compute the statistics at the first start
   c.data.stats_min_std = 1e-2

@@ -178,6 +178,16 @@ def test_stage2_controls_measured_from_geometry_motion(fake_source):
       seen.add(own)
       assert b["control_blink_rate"][n] == pytest.approx(60 * 25 / 12)   # 1 blink in 12 frames
   assert seen == {True, False}
+  # measured_controls_only: the clips' own controls are replaced by the measured ones too
+  it = iter(pipeline.stage2_loader(recs, batch_size=4, window=5, context=2, seed=0,
+                                   with_motion=True, controls_from_motion=True,
+                                   measured_controls_only=True, shard_index=0, shard_count=1))
+  for _ in range(4):
+    b = next(it)
+    for n in range(4):
+      w = b["motion"][n]
+      np.testing.assert_allclose(b["control_gaze"][n], [w[:, 0].mean() - 0.02, 0.08], atol=1e-5)
+      np.testing.assert_allclose(b["control_distance"][n], w[0, 5], atol=1e-6)
   lids = np.full((100, 50), 0.3, np.float32)
   lids[[10, 11, 13, 40, 41, 80], -4:-2] = 0.05  # a blink with a flutter, two more blinks
   assert pipeline.blink_onsets(lids).tolist() == [10, 40, 80]

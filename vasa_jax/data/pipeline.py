@@ -257,11 +257,13 @@ class Stage2Transform(grain.RandomMapTransform):
   layout of vasa_jax.geometry.codes); a record without its own gaze / distance controls gets
   them measured from the window's motion (`window_controls`), and every window gets its clip's
   blink rate ("control_blink_rate", blinks/min, `blink_rate`), so that the controls are
-  learned from real footage.
+  learned from real footage. measured_controls_only: the measured gaze / distance replace a
+  record's own too (a mix of datasets whose own controls are in other units).
   """
 
   def __init__(self, window: int, context: int, with_frames: bool = False,
-               with_motion: bool = False, controls_from_motion: bool = False):
+               with_motion: bool = False, controls_from_motion: bool = False,
+               measured_controls_only: bool = False):
     if window < 1 or context < 0:
       raise ValueError("window must be >= 1 and context >= 0")
     if controls_from_motion and not with_motion:
@@ -269,6 +271,7 @@ class Stage2Transform(grain.RandomMapTransform):
     self.window, self.context, self.with_frames = window, context, with_frames
     self.with_motion = with_motion
     self.controls_from_motion = controls_from_motion
+    self.measured_only = bool(measured_controls_only)
     self.tracks = tuple(records.TRACKS) + (("motion",) if with_motion else ())
 
   def random_map(self, rec, rng: np.random.Generator):
@@ -297,9 +300,9 @@ class Stage2Transform(grain.RandomMapTransform):
       out[f] = np.int32(rec[f])
     if self.controls_from_motion and valid.any():
       gaze, dist = window_controls(out["motion"][valid])
-      if not out["has_control_gaze"]:
+      if not out["has_control_gaze"] or self.measured_only:
         out["control_gaze"], out["has_control_gaze"] = gaze, np.int32(1)
-      if not out["has_control_distance"]:
+      if not out["has_control_distance"] or self.measured_only:
         out["control_distance"], out["has_control_distance"] = dist, np.int32(1)
       # the clip's blink rate: a style of the speaker, like the main gaze
       out["control_blink_rate"] = np.float32(blink_rate(np.asarray(rec["motion"])[:t]))
@@ -417,7 +420,8 @@ def stage1_loader(source, *, batch_size: int, seed: int = 0, augment=None, worke
 
 def stage2_loader(source, *, batch_size: int, window: int, context: int, seed: int = 0,
                   with_frames: bool = False, with_motion: bool = False, worker_count: int = 0,
-                  controls_from_motion: bool = False, **kw) -> grain.DataLoader:
+                  controls_from_motion: bool = False, measured_controls_only: bool = False,
+                  **kw) -> grain.DataLoader:
   return make_loader(source, Stage2Transform(window, context, with_frames, with_motion,
-                                             controls_from_motion),
+                                             controls_from_motion, measured_controls_only),
                      batch_size=batch_size, seed=seed, worker_count=worker_count, **kw)

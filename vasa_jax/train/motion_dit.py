@@ -205,7 +205,7 @@ def make_loader(config, source, batch_size: int, *, frames: bool, seed: int | No
   return pipeline.stage2_loader(
       source, with_frames=False, with_motion=with_motion,
       controls_from_motion=with_motion and bool(config.data.get("controls_from_motion", False)),
-      **kw)
+      measured_controls_only=bool(config.data.get("measured_controls_only", False)), **kw)
 
 
 def step_batch(batch, motion_fn, mesh):
