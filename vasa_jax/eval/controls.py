@@ -16,7 +16,10 @@ portrait and seed asked nothing (or asked the opposite):
               px) and the head distance measured from it. Pass: the near face is bigger.
   emotion     happy vs sad: lip-corner lift and brow height on the canonical mesh (eye-corner
               distances, + = up); lip-sync kept: the mouth gap's correlation with the audio
-              envelope and its spread, next to the free run's. Pass: the corners are higher
+              envelope and its spread, next to the free run's, and the correlation of the
+              mouth-gap track with the free run's (mouth_vs_free_r: the same seed samples the
+              same speech motion, so 1 means the emotion left the lips' motion as it was).
+              Pass: the corners are higher
               for happy than for sad by at least EMOTION_MIN, and both runs' mouth-audio r is
               within 10% of the free run's (absolute 0.03 where the free r is small).
   head_motion --head-motion 0 and 1: head-rotation spread (std of yaw, pitch, roll, mean of
@@ -65,7 +68,7 @@ def measure_run(measure, frames: np.ndarray, audio: np.ndarray) -> dict:
   gap = motion_eval.mouth_gap(canon)
   r, _ = report.lagged_corr(gap, report.envelope(audio, len(gap)))
   ang = np.degrees(codes[:, :3].astype(np.float64))
-  return {"face_found": found,
+  return {"face_found": found, "_gap": gap,
           "gaze_deg": [float(x) for x in np.degrees(gaze)],
           "eye_deg": [float(x) for x in np.degrees(codes[:, -2:].mean(0))],
           "distance": float(dist),
@@ -138,6 +141,12 @@ def evaluate(anim, portraits, audios, *, seconds: float = 6.0, steps: int = 10, 
         tag = _key(name, value).replace(" ", "_").replace(",", "_")
         media.write_video(os.path.join(video_dir, f"{os.path.splitext(os.path.basename(image))[0]}"
                                                   f"__{tag}.mp4"), frames, audio=audio)
+    free_gap = runs.get("none", {}).get("_gap")
+    for key, run in runs.items():
+      gap = run.pop("_gap", None)
+      if key.startswith("emotion") and gap is not None and free_gap is not None:
+        n = min(len(gap), len(free_gap))
+        run["mouth_vs_free_r"] = float(np.corrcoef(gap[:n], free_gap[:n])[0, 1])
     rows.append({"portrait": os.path.basename(image), "audio": os.path.basename(audio_path),
                  "runs": runs, "pass": verdicts(runs)})
     if progress is not None:
@@ -172,6 +181,12 @@ def markdown(rep: dict) -> str:
   lines += ["", f"Head-rotation spread: {rep['rot_std_free']:.2f} deg free, "
                 f"{rep['rot_std_still']:.2f} deg with --head-motion 0.", ""]
   sync = sync_summary(rep)
+  track = [r["runs"][k].get("mouth_vs_free_r") for r in rep["per_portrait"]
+           for k in ("emotion happy", "emotion sad") if k in r["runs"]]
+  track = [t for t in track if t is not None]
+  if track:
+    lines += [f"Mouth-gap track under happy / sad vs the free run (same speech motion): r mean "
+              f"{np.mean(track):.3f}, min {np.min(track):.3f}.", ""]
   if sync:
     lines += ["Lip-sync under an emotion, means over the portraits: " + "; ".join(
         f"{k}: mouth-audio r {v['mouth_audio_r']:.3f}, mouth std {v['mouth_std']:.2f}"
