@@ -515,6 +515,9 @@ def test_long_audio_traces_pose_and_identity_over_time(geo_bundle, anim, tmp_pat
   svg = motion_eval.long_audio_svg(lg)
   assert svg.startswith("<svg") and svg.count("<polyline") == 7 and "identity distance" in svg
   assert svg.count("stroke=\"#ccc\"") == 2 * sum(1 for s in tr["seams"] if s > 0)   # seams marked
+  md = motion_eval.markdown({"clips": 1, "dataset": "d", "settings": "s", "long": lg,
+                             "mean": {"real": {}, "generated": {}}})
+  assert "identity distance to the first frame" in md and "long_audio.svg" in md
 
 
 def test_eval_controls_measures_each_ask_on_the_output(geo_bundle, anim, tmp_path):

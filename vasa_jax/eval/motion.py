@@ -411,7 +411,7 @@ def markdown(rep: dict) -> str:
               f"on {os.path.basename(lg['image'])})", "",
               f"face found {_fmt(lg.get('face_found'))}, seam ratio "
               f"{_fmt(lg.get('seam_ratio'))}; spread of the segment means: "
-              + ", ".join(f"{k} {_fmt(v, 3)}" for k, v in lg.get("drift", {}).items()), "",
+              + ", ".join(f"{k} {_fmt(v, 3)}" for k, v in lg.get("drift", {}).items())
               + (f"; identity distance to the first frame (dlib, every second): mean "
                  f"{_fmt(lg['identity']['mean'], 3)}, max {_fmt(lg['identity']['max'], 3)}, "
                  f"first 10 s {_fmt(lg['identity']['first_10s'], 3)}, last 10 s "
