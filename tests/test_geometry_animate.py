@@ -548,3 +548,20 @@ def test_eval_controls_measures_each_ask_on_the_output(geo_bundle, anim, tmp_pat
   r = subprocess.run([sys.executable, "-m", "vasa_jax", "eval", "controls", "--portraits", "0"],
                      capture_output=True, text=True, cwd=ROOT)
   assert r.returncode == 2 and "--portraits" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+def test_a_free_head_keeps_its_turns_but_not_a_lasting_drift():
+  """No gaze asked: the recentring (GazeSteer from the portrait's own gaze, head only, slow)
+  keeps a turn of a second or two and pulls back one that lasts; the eyes are untouched."""
+  from vasa_jax import engine
+  m = np.zeros((1500, 50), np.float32)                 # 60 s
+  m[100:150, 0] = 0.2                                   # a 2-s glance to the side
+  m[500:, 0] = 0.25                                     # then the head turns away and stays
+  m[:, -2] = 0.03 * np.sin(np.arange(1500) / 7.0)
+  st = engine.GazeSteer(np.zeros(2, np.float32), np.zeros(2, np.float32), tau_s=engine.RECENTRE_TAU_S,
+                        move_eyes=False, start=np.zeros(2, np.float32))
+  out = np.concatenate([st(m[i:i + 50]) for i in range(0, 1500, 50)])
+  np.testing.assert_array_equal(out[:, -2:], m[:, -2:])
+  assert out[100:150, 0].mean() > 0.15                  # the glance stays (most of it)
+  assert out[510:530, 0].mean() > 0.15                  # the turn starts as the model made it
+  assert abs(out[1200:, 0].mean() + out[1200:, -2].mean()) < 0.02   # ... and is pulled back

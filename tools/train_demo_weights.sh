@@ -17,7 +17,7 @@ MD_STEPS=${MD_STEPS:-7000}
 # The bundled weights were trained on the real clips only (WITH_SYNTH=0): the synthetic corpus
 # adds rendered heads, whose mouth interiors differ from real ones, and ~35 min of data build +
 # extraction on this box. WITH_SYNTH=1 adds synthetic_talking_heads/r256_n1000 to both stages.
-WITH_SYNTH=${WITH_SYNTH:-0}
+WITH_SYNTH=${WITH_SYNTH:-0}     # (stage 2 of bundle v4 mixes the synthetic corpus in: step 5)
 DATASETS=talking_face_videos/r256
 [ "$WITH_SYNTH" = 1 ] && DATASETS=$DATASETS,synthetic_talking_heads/r256_n1000
 
@@ -52,6 +52,26 @@ $VJ train --config configs/face_latent.py:geo --workdir "$RUN/face_geo" --data-d
 $VJ train --config configs/motion_dit.py:geo --workdir "$RUN/motion_dit" --data-dir "$DATA" \
   --config.steps="$MD_STEPS"
 
-# 4. the inference bundle (float16 halves its size)
-$VJ export --face-latent "$RUN/face_geo" --motion-dit "$RUN/motion_dit" \
-  --motion-dit-config configs/motion_dit.py:geo --out vasa_jax/assets/demo --dtype float16
+# 4. the v3 bundle (float16 halves its size): stage 1 + stage 2 on the real clips
+[ -f "$RUN/bundle_v3/bundle.json" ] || \
+  $VJ export --face-latent "$RUN/face_geo" --motion-dit "$RUN/motion_dit" \
+    --motion-dit-config configs/motion_dit.py:geo --out "$RUN/bundle_v3" --dtype float16
+
+# 5. bundle v4 (the bundled one): stage 2 warm-started from v3, now hearing through the phonetic
+#    front end (model.audio_features=log_mel+phonetic; its new input rows start at zero) and
+#    mixed with the synthetic corpus (30% of windows), whose mouths follow espeak-ng's phoneme
+#    timings exactly; every clip's gaze / distance controls measured by the tracker
+#    (data.measured_controls_only: the synthetic clips' own ground truth is in the renderer's
+#    units). Synthetic corpus ~20 min, its codes ~5 min, 5000 steps ~30 min on the CPU box.
+[ -d "$DATA/synthetic_talking_heads/r256_n1000" ] || \
+  $VJ data build synthetic_talking_heads/r256_n1000 --data-dir "$DATA"
+[ -d "$DATA/motion_latents/geosynth" ] || \
+  $VJ data extract-motion --geometry --face-basis "$BASIS" \
+    --datasets synthetic_talking_heads/r256_n1000 \
+    --data-dir "$DATA" --max-clips 300 --name geosynth --workers 2
+$VJ train --config "configs/motion_dit.py:geo,model.audio_features=log_mel+phonetic" \
+  --workdir "$RUN/md_mix" --data-dir "$DATA" \
+  --config.data.motion_mix=motion_latents/geosynth:0.3 --config.data.measured_controls_only=True \
+  --config.init_from="$RUN/bundle_v3" --config.steps=5000
+$VJ export --face-latent "$RUN/bundle_v3" --motion-dit "$RUN/md_mix" \
+  --out vasa_jax/assets/demo --dtype float16

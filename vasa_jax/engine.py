@@ -40,6 +40,7 @@ POSE_SMOOTHING = 0.3      # EMA weight of a new frame's head pose (1: no smoothi
 GAZE_TAU_S = 2.0          # seconds: the slow gaze that an asked gaze steers (faster motion kept)
 GAZE_EYE_SHARE = 0.5      # of a gaze correction the eyes take this share, the head the rest
 GAZE_EYE_LIMIT_DEG = 20.0  # eye-in-head rotation kept within this of the data's mean
+RECENTRE_TAU_S = 6.0      # seconds: no gaze asked, the head drifts back to the portrait's own
 
 
 class AnimateError(InputError):
@@ -405,27 +406,35 @@ class GazeSteer:
   nods and saccades faster than that are kept. The model's own gaze condition pulls the same
   way; this makes the asked direction hold whatever the portrait and the audio, with eyes that
   look the asked way rather than back at the camera. move_head=False (a still head): the eyes
-  alone take the whole turn."""
+  alone take the whole turn; move_eyes=False: the head alone (`sample_motion` recentres a
+  free head so: only its slow drift, over RECENTRE_TAU_S, is pulled back)."""
 
   def __init__(self, target: np.ndarray, eye_mean: np.ndarray, zero: np.ndarray | None = None,
                *, eye_share: float = GAZE_EYE_SHARE, tau_s: float = GAZE_TAU_S,
-               move_head: bool = True):
+               move_head: bool = True, move_eyes: bool = True,
+               start: np.ndarray | None = None):
     self.target = np.asarray(target, np.float32)
     self.eye_mean = np.asarray(eye_mean, np.float32)
     zero = np.zeros(2, np.float32) if zero is None else np.asarray(zero, np.float32)
     self.lim = np.float32(np.radians(GAZE_EYE_LIMIT_DEG))
     self.eye_target = np.clip(self.eye_mean + float(eye_share) * (self.target - zero),
                               self.eye_mean - self.lim, self.eye_mean + self.lim)
-    self.move_head = bool(move_head)
+    self.move_head, self.move_eyes = bool(move_head), bool(move_eyes)
     self.alpha = 1.0 / max(tau_s * FPS, 1.0)
-    self.slow = self.slow_eye = None
+    # where the slow main gaze starts: the first window's mean (an asked gaze acts at once),
+    # or `start` (the recentring starts at the portrait's own gaze, so the model's early turns
+    # pass and only a lasting one is pulled back)
+    self.slow = None if start is None else np.asarray(start, np.float32)
+    self.slow_eye = None
 
   def __call__(self, m: np.ndarray) -> np.ndarray:
     m = np.array(m, np.float32, copy=True)
     g = np.stack([m[:, 0] + m[:, -2], m[:, 1] + m[:, -1]], -1)
     eye = m[:, -2:].copy()
     if self.slow is None:
-      self.slow, self.slow_eye = g.mean(0), eye.mean(0)
+      self.slow = g.mean(0)
+    if self.slow_eye is None:
+      self.slow_eye = eye.mean(0)
     corr, eye_corr = np.empty_like(g), np.empty_like(g)
     for i in range(len(g)):
       self.slow = self.slow + self.alpha * (g[i] - self.slow)
@@ -434,6 +443,8 @@ class GazeSteer:
       eye_corr[i] = self.eye_target - self.slow_eye
     if not self.move_head:
       eye_corr = corr                       # the eyes turn the whole way
+    if not self.move_eyes:
+      eye_corr = np.zeros_like(corr)        # the head turns the whole way
     new_eye = np.clip(eye + eye_corr, self.eye_mean - self.lim, self.eye_mean + self.lim)
     m[:, -2:] = new_eye
     if self.move_head:
@@ -457,7 +468,8 @@ def sample_motion(engine: Engine, portrait_motion: np.ndarray, audio_16k: np.nda
   corners and lids change while the lips keep syncing; opts.head_motion scales the head
   motion about the portrait's pose. The model's next window is still conditioned on its own,
   unscaled output. An asked gaze is also steered (`GazeSteer`, relative to `gaze_zero`):
-  opts.head_motion 0 leaves it to the eyes alone."""
+  opts.head_motion 0 leaves it to the eyes alone. With no gaze asked, the head's slow drift
+  (slower than RECENTRE_TAU_S) is pulled back to the portrait's own main gaze."""
   opts = opts.resolved(engine.sampler)
   e = emotion_index(opts.emotion)
   geometry = engine.kind == "geometry"
@@ -466,12 +478,19 @@ def sample_motion(engine: Engine, portrait_motion: np.ndarray, audio_16k: np.nda
   feats = engine.features(jnp.asarray(audio_16k))
   ctrl = engine.controls(opts)
   ref = np.asarray(portrait_motion, np.float32)
-  steer = None
+  steer = recentre = None
   if geometry and opts.gaze is not None:
     zero = gaze_zero(engine.stats)
     ctrl["gaze"] = (ctrl["gaze"] + zero).astype(np.float32)
     steer = GazeSteer(ctrl["gaze"], engine.stats["mean"][-2:], zero,
                       move_head=opts.head_motion > 0)
+  elif geometry:
+    # No gaze asked: the model chooses, but over long audio a head that turned away slowly
+    # drifts back to where the portrait looks (its own main gaze), as a speaker keeps facing
+    # the listener; turns and nods faster than RECENTRE_TAU_S are the model's.
+    own = np.asarray([ref[0] + ref[-2], ref[1] + ref[-1]], np.float32)
+    recentre = GazeSteer(own, engine.stats["mean"][-2:], gaze_zero(engine.stats),
+                         tau_s=RECENTRE_TAU_S, move_eyes=False, start=own)
   if geometry and opts.distance is None:
     # No distance asked: hold the portrait's own framing. Each window is conditioned on the
     # portrait's head distance (the model learned windows' mean distance), so a long clip does
@@ -501,6 +520,8 @@ def sample_motion(engine: Engine, portrait_motion: np.ndarray, audio_16k: np.nda
       m[:, :POSE_DIM], pose_state = smooth_pose(m[:, :POSE_DIM], pose_state, pose_smoothing)
     if offset is not None:
       m[:, POSE_DIM:] += offset
+    if recentre is not None:
+      m = recentre(m)
     if opts.head_motion != 1.0:
       m[:, :POSE_DIM] = ref[:POSE_DIM] + opts.head_motion * (m[:, :POSE_DIM] - ref[:POSE_DIM])
     if steer is not None:
