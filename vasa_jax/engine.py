@@ -406,8 +406,9 @@ class GazeSteer:
   nods and saccades faster than that are kept. The model's own gaze condition pulls the same
   way; this makes the asked direction hold whatever the portrait and the audio, with eyes that
   look the asked way rather than back at the camera. move_head=False (a still head): the eyes
-  alone take the whole turn; move_eyes=False: the head alone (`sample_motion` recentres a
-  free head so: only its slow drift, over RECENTRE_TAU_S, is pulled back)."""
+  alone take the whole turn; move_eyes=False: the head's own yaw and pitch are steered onto
+  `target`, the eyes untouched (`sample_motion` recentres a free head so: only its slow drift,
+  over RECENTRE_TAU_S, is pulled back)."""
 
   def __init__(self, target: np.ndarray, eye_mean: np.ndarray, zero: np.ndarray | None = None,
                *, eye_share: float = GAZE_EYE_SHARE, tau_s: float = GAZE_TAU_S,
@@ -429,8 +430,10 @@ class GazeSteer:
 
   def __call__(self, m: np.ndarray) -> np.ndarray:
     m = np.array(m, np.float32, copy=True)
-    g = np.stack([m[:, 0] + m[:, -2], m[:, 1] + m[:, -1]], -1)
     eye = m[:, -2:].copy()
+    # the steered direction: the main gaze (head + eyes), or with the eyes left alone the head
+    # itself (a head turned away while the eyes look back is still turned away)
+    g = m[:, :2] + eye if self.move_eyes else m[:, :2].copy()
     if self.slow is None:
       self.slow = g.mean(0)
     if self.slow_eye is None:
@@ -469,7 +472,7 @@ def sample_motion(engine: Engine, portrait_motion: np.ndarray, audio_16k: np.nda
   motion about the portrait's pose. The model's next window is still conditioned on its own,
   unscaled output. An asked gaze is also steered (`GazeSteer`, relative to `gaze_zero`):
   opts.head_motion 0 leaves it to the eyes alone. With no gaze asked, the head's slow drift
-  (slower than RECENTRE_TAU_S) is pulled back to the portrait's own main gaze."""
+  (slower than RECENTRE_TAU_S) is pulled back to the portrait's own head pose."""
   opts = opts.resolved(engine.sampler)
   e = emotion_index(opts.emotion)
   geometry = engine.kind == "geometry"
@@ -486,9 +489,9 @@ def sample_motion(engine: Engine, portrait_motion: np.ndarray, audio_16k: np.nda
                       move_head=opts.head_motion > 0)
   elif geometry:
     # No gaze asked: the model chooses, but over long audio a head that turned away slowly
-    # drifts back to where the portrait looks (its own main gaze), as a speaker keeps facing
-    # the listener; turns and nods faster than RECENTRE_TAU_S are the model's.
-    own = np.asarray([ref[0] + ref[-2], ref[1] + ref[-1]], np.float32)
+    # drifts back to the portrait's own head pose, as a speaker keeps facing the listener;
+    # turns and nods faster than RECENTRE_TAU_S are the model's.
+    own = np.asarray(ref[:2], np.float32)              # the portrait's head yaw, pitch
     recentre = GazeSteer(own, engine.stats["mean"][-2:], gaze_zero(engine.stats),
                          tau_s=RECENTRE_TAU_S, move_eyes=False, start=own)
   if geometry and opts.distance is None:
