@@ -544,6 +544,7 @@ def test_eval_controls_measures_each_ask_on_the_output(geo_bundle, anim, tmp_pat
   assert left < free - 3 < right - 6
   assert rep["passes"]["gaze_theta"] == "1/1" and rep["passes"]["iris_theta"] == "1/1"
   assert len(os.listdir(tmp_path / "v")) == 4
+  assert rep["sheet"].shape == (controls.SHEET_TILE, 4 * controls.SHEET_TILE, 3)
   assert "| gaze_theta | 1/1 |" in controls.markdown(rep)
   r = subprocess.run([sys.executable, "-m", "vasa_jax", "eval", "controls", "--portraits", "0"],
                      capture_output=True, text=True, cwd=ROOT)

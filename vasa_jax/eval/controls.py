@@ -25,7 +25,8 @@ portrait and seed asked nothing (or asked the opposite):
   head_motion --head-motion 0 and 1: head-rotation spread (std of yaw, pitch, roll, mean of
               the three, degrees). Pass for 0: under 0.5 degrees.
 
-Writes OUT/controls.json (per portrait, the asks, the pass counts) and OUT/controls.md.
+Writes OUT/controls.json (per portrait, the asks, the pass counts), OUT/controls.md and
+OUT/controls_sheet.png (a row per portrait: each ask's frame at 2.5 s, labelled).
 """
 
 from __future__ import annotations
@@ -54,6 +55,16 @@ EMOTION_MIN = 0.005           # eye-corner distances: a corner-lift difference o
 SYNC_TOLERANCE = 0.10         # emotion keeps lip-sync: r within 10% of the free run's
 SYNC_FLOOR = 0.03             # ... or within this absolute margin when the free r is small
 STILL_DEG = 0.5               # --head-motion 0: head-rotation spread under this
+SHEET_AT_S = 2.5              # the contact sheet shows each output's frame at this time
+SHEET_TILE = 160
+
+
+def _tile(frame: np.ndarray, label: str) -> np.ndarray:
+  import cv2
+  t = cv2.resize(np.ascontiguousarray(frame), (SHEET_TILE, SHEET_TILE),
+                 interpolation=cv2.INTER_AREA)
+  cv2.putText(t, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+  return t
 
 
 def measure_run(measure, frames: np.ndarray, audio: np.ndarray) -> dict:
@@ -124,18 +135,19 @@ def evaluate(anim, portraits, audios, *, seconds: float = 6.0, steps: int = 10, 
   from vasa_jax import media
   from vasa_jax.eval import motion as motion_eval
   measure = motion_eval.Measurer(anim.basis)
-  rows = []
+  rows, sheet = [], []
   t0 = time.perf_counter()
   for n, (image, audio_path) in enumerate(zip(portraits, audios)):
     audio = np.asarray(media.as_audio(audio_path, SAMPLE_RATE), np.float32).reshape(-1)
     audio = audio[:int(seconds * SAMPLE_RATE)]
     portrait = anim.prepare_portrait(image, crop_only=True)
-    runs = {}
+    runs, tiles = {}, []
     for name, value in asks:
       kw = {} if value is None else {name: value}
       frames, _ = motion_eval.generate(anim, portrait, audio, steps=steps, seed=seed, **kw)
       frames = frames[:int(len(audio) * FPS / SAMPLE_RATE)]
       runs[_key(name, value)] = measure_run(measure, frames, audio)
+      tiles.append(_tile(frames[int(SHEET_AT_S * FPS) % len(frames)], _key(name, value)))
       if video_dir:
         os.makedirs(video_dir, exist_ok=True)
         tag = _key(name, value).replace(" ", "_").replace(",", "_")
@@ -149,6 +161,7 @@ def evaluate(anim, portraits, audios, *, seconds: float = 6.0, steps: int = 10, 
         run["mouth_vs_free_r"] = float(np.corrcoef(gap[:n], free_gap[:n])[0, 1])
     rows.append({"portrait": os.path.basename(image), "audio": os.path.basename(audio_path),
                  "runs": runs, "pass": verdicts(runs)})
+    sheet.append(np.concatenate(tiles, 1))
     if progress is not None:
       progress(n + 1, len(portraits))
   names = sorted({k for r in rows for k in r["pass"]})
@@ -160,7 +173,8 @@ def evaluate(anim, portraits, audios, *, seconds: float = 6.0, steps: int = 10, 
           "passes": counts,
           "rot_std_still": float(np.mean([s for s in still if s is not None])),
           "rot_std_free": float(np.mean([s for s in free if s is not None])),
-          "elapsed_s": round(time.perf_counter() - t0, 1), "per_portrait": rows}
+          "elapsed_s": round(time.perf_counter() - t0, 1), "per_portrait": rows,
+          "sheet": np.concatenate(sheet, 0) if sheet else None}
 
 
 def markdown(rep: dict) -> str:
@@ -263,6 +277,10 @@ def main(argv=None) -> int:
     print(f"vasa-jax eval: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
     return 2
   os.makedirs(args.out, exist_ok=True)
+  sheet = rep.pop("sheet")
+  if sheet is not None:
+    import cv2
+    cv2.imwrite(os.path.join(args.out, "controls_sheet.png"), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
   with open(os.path.join(args.out, "controls.json"), "w") as f:
     json.dump(rep, f, indent=1)
   with open(os.path.join(args.out, "controls.md"), "w") as f:
