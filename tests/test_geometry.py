@@ -259,5 +259,8 @@ def test_emotion_offsets_move_the_face_the_way_each_emotion_does():
   inner = mesh["sad"][[107, 336], 1].mean() - mesh["sad"][[70, 300], 1].mean()
   assert inner < -0.01                                               # sad: inner brows rise
   gap = lambda n: mesh[n][14, 1] - mesh[n][13, 1]
-  assert gap("surprised") > 0.01                                     # the jaw drops a little
+  outer = lambda n: mesh[n][17, 1] - mesh[n][0, 1]
+  assert outer("surprised") > 0.01                                   # the jaw drops a little
+  for n in emotion.EMOTIONS:                # ... but no emotion parts or presses the lips: they
+    assert abs(gap(n)) < 1e-6                # still close on /p b m/ under it
   assert off[4, k] > 0 > off[3, k]                                   # lids: wide / narrowed
