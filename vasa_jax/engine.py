@@ -375,7 +375,8 @@ def join_seam(tail: np.ndarray, window: np.ndarray, tau: float = SEAM_TAU) -> np
 
 
 def smooth_pose(pose: np.ndarray, state, alpha: float):
-  """Causal exponential smoothing of head poses [n, 6] across windows: (smoothed, state).
+  """Causal exponential smoothing of head poses [n, 6] (or any track [n, k]) across windows:
+  (smoothed, state); state None starts at the first frame.
   The sampled head motion has more frame-to-frame jitter than real footage; the EMA keeps its
   slow turns and nods (alpha 0.3: a time constant of about 3 frames, 110 ms). With it the
   measured angular speed and jitter match real footage's (docs/motion_eval)."""
@@ -434,22 +435,19 @@ class GazeSteer:
     # the steered direction: the main gaze (head + eyes), or with the eyes left alone the head
     # itself (a head turned away while the eyes look back is still turned away)
     g = m[:, :2] + eye if self.move_eyes else m[:, :2].copy()
-    if self.slow is None:
-      self.slow = g.mean(0)
-    if self.slow_eye is None:
-      self.slow_eye = eye.mean(0)
-    corr, eye_corr = np.empty_like(g), np.empty_like(g)
-    for i in range(len(g)):
-      self.slow = self.slow + self.alpha * (g[i] - self.slow)
-      self.slow_eye = self.slow_eye + self.alpha * (eye[i] - self.slow_eye)
-      corr[i] = self.target - self.slow
-      eye_corr[i] = self.eye_target - self.slow_eye
-    if not self.move_head:
-      eye_corr = corr                       # the eyes turn the whole way
+    slow, self.slow = smooth_pose(g, g.mean(0) if self.slow is None else self.slow, self.alpha)
+    corr = self.target - slow
     if not self.move_eyes:
-      eye_corr = np.zeros_like(corr)        # the head turns the whole way
-    new_eye = np.clip(eye + eye_corr, self.eye_mean - self.lim, self.eye_mean + self.lim)
-    m[:, -2:] = new_eye
+      new_eye = eye                         # the head turns the whole way
+    else:
+      if not self.move_head:
+        eye_corr = corr                     # the eyes turn the whole way
+      else:
+        slow_eye, self.slow_eye = smooth_pose(
+            eye, eye.mean(0) if self.slow_eye is None else self.slow_eye, self.alpha)
+        eye_corr = self.eye_target - slow_eye
+      new_eye = np.clip(eye + eye_corr, self.eye_mean - self.lim, self.eye_mean + self.lim)
+      m[:, -2:] = new_eye
     if self.move_head:
       m[:, :2] += corr - (new_eye - eye)    # the head turns the rest of the way
     return m
@@ -492,8 +490,8 @@ def sample_motion(engine: Engine, portrait_motion: np.ndarray, audio_16k: np.nda
     # drifts back to the portrait's own head pose, as a speaker keeps facing the listener;
     # turns and nods faster than RECENTRE_TAU_S are the model's.
     own = np.asarray(ref[:2], np.float32)              # the portrait's head yaw, pitch
-    recentre = GazeSteer(own, engine.stats["mean"][-2:], gaze_zero(engine.stats),
-                         tau_s=RECENTRE_TAU_S, move_eyes=False, start=own)
+    recentre = GazeSteer(own, engine.stats["mean"][-2:], tau_s=RECENTRE_TAU_S,
+                         move_eyes=False, start=own)
   if geometry and opts.distance is None:
     # No distance asked: hold the portrait's own framing. Each window is conditioned on the
     # portrait's head distance (the model learned windows' mean distance), so a long clip does
