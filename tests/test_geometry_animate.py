@@ -559,15 +559,15 @@ def test_a_free_head_keeps_its_turns_but_not_a_lasting_drift():
   m[100:150, 0] = 0.2                                   # a 2-s glance to the side
   m[500:, 0] = 0.25                                     # then the head turns away and stays
   m[:, -2] = 0.03 * np.sin(np.arange(1500) / 7.0)
-  st = engine.GazeSteer(np.zeros(2, np.float32), np.zeros(2, np.float32), tau_s=engine.RECENTRE_TAU_S,
-                        move_eyes=False, start=np.zeros(2, np.float32))
+  st = engine.GazeSteer(np.zeros(2, np.float32), np.zeros(2, np.float32),
+                        tau_s=engine.RECENTRE_TAU_S, move_eyes=False, start=np.zeros(2, np.float32))
   out = np.concatenate([st(m[i:i + 50]) for i in range(0, 1500, 50)])
   np.testing.assert_array_equal(out[:, -2:], m[:, -2:])
   assert out[100:150, 0].mean() > 0.15                  # the glance stays (most of it)
   assert out[510:530, 0].mean() > 0.15                  # the turn starts as the model made it
   assert abs(out[1200:, 0].mean()) < 0.02              # ... and is pulled back
   m[500:, -2] -= 0.2                                    # eyes looking back: the head still
-  st = engine.GazeSteer(np.zeros(2, np.float32), np.zeros(2, np.float32), tau_s=engine.RECENTRE_TAU_S,
-                        move_eyes=False, start=np.zeros(2, np.float32))
+  st = engine.GazeSteer(np.zeros(2, np.float32), np.zeros(2, np.float32),
+                        tau_s=engine.RECENTRE_TAU_S, move_eyes=False, start=np.zeros(2, np.float32))
   out = np.concatenate([st(m[i:i + 50]) for i in range(0, 1500, 50)])
   assert abs(out[1200:, 0].mean()) < 0.02              # comes back

@@ -83,7 +83,7 @@ def measure_run(measure, frames: np.ndarray, audio: np.ndarray) -> dict:
           "gaze_deg": [float(x) for x in np.degrees(gaze)],
           "eye_deg": [float(x) for x in np.degrees(codes[:, -2:].mean(0))],
           "distance": float(dist),
-          "face_px": float(motion_eval._iod(measure.points[:, :468]).mean()),
+          "face_px": float(motion_eval.eye_corner_distance(measure.points).mean()),
           "rot_std": float(ang.std(0).mean()),
           "mouth_std": float(100 * gap.std()),
           "mouth_audio_r": float(r) if np.isfinite(r) else None,
@@ -280,7 +280,8 @@ def main(argv=None) -> int:
   sheet = rep.pop("sheet")
   if sheet is not None:
     import cv2
-    cv2.imwrite(os.path.join(args.out, "controls_sheet.png"), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(os.path.join(args.out, "controls_sheet.png"),
+                cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
   with open(os.path.join(args.out, "controls.json"), "w") as f:
     json.dump(rep, f, indent=1)
   with open(os.path.join(args.out, "controls.md"), "w") as f:

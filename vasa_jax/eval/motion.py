@@ -86,7 +86,8 @@ def _text(v) -> str:
   return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def _iod(points):
+def eye_corner_distance(points):
+  """Outer eye-corner distance of mesh points [..., N, 3] (pixels or template units)."""
   p = np.asarray(points)
   return np.linalg.norm(p[..., EYE_CORNERS[1], :2] - p[..., EYE_CORNERS[0], :2], axis=-1)
 
@@ -95,14 +96,14 @@ def mouth_gap(points) -> np.ndarray:
   """Inner-lip gap / eye-corner distance of mesh points [T, N, 3] -> [T] (image-space or
   canonical points: the eval measures on the canonical mesh, so head pose does not count)."""
   p = np.asarray(points)
-  return (p[..., MOUTH[1], 1] - p[..., MOUTH[0], 1]) / _iod(p)
+  return (p[..., MOUTH[1], 1] - p[..., MOUTH[0], 1]) / eye_corner_distance(p)
 
 
 def expression_measures(points) -> dict:
   """Clip means of lip-corner lift, brow height (both / eye-corner distance, + = up) of
   canonical meshes [T, N, 3]."""
   p = np.asarray(points, np.float64)
-  iod = _iod(p)
+  iod = eye_corner_distance(p)
   corner = (p[..., LIP_CENTRE, 1].mean(-1) - p[..., CORNERS, 1].mean(-1)) / iod
   brow = (p[..., EYE_CORNERS, 1].mean(-1) - p[..., BROWS, 1].mean(-1)) / iod
   return {"corner_lift": float(np.mean(corner)), "brow_height": float(np.mean(brow))}
@@ -336,13 +337,14 @@ def long_audio(anim, image: str, audio: str, measure, *, steps: int, seed: int,
     segs.append({"start_s": lo / FPS, "tz": float(c[:, 5].mean()),
                  "yaw_deg": float(np.degrees(c[:, 0]).mean()),
                  "pitch_deg": float(np.degrees(c[:, 1]).mean()),
-                 "face_px": float(_iod(p).mean()),
+                 "face_px": float(eye_corner_distance(p).mean()),
                  "mouth_std": float(100 * mouth_gap(canon[lo:lo + n]).std())})
   spread = lambda k: float(np.ptp([s[k] for s in segs]))
   ang = np.degrees(codes[:, :3].astype(np.float64))
   traces = {"yaw_deg": ang[:, 0].round(2).tolist(), "pitch_deg": ang[:, 1].round(2).tolist(),
             "roll_deg": ang[:, 2].round(2).tolist(),
-            "face_px": _iod(pts).round(2).tolist(), "seams": [int(x) for x in seams]}
+            "face_px": eye_corner_distance(pts).round(2).tolist(),
+            "seams": [int(x) for x in seams]}
   if embedder is not None:
     step = max(1, int(id_every_s * FPS))
     ref = embedder.embed(frames[0], pts[0])
