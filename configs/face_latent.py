@@ -183,6 +183,9 @@ def _geo_model(variant: str) -> ml_collections.ConfigDict:
   m.dyn_dim = m.get_ref("exp_dim") + 4
   m.max_flow = 0.15               # residual flow limit, normalised patch units
   m.mouth = ml_collections.ConfigDict()
+  # Where the driving mouth opens wider than the portrait's, the warp can only smear the lips
+  # over the opening: the decoder's content fills it outright (models/geo_decoder.void_mask).
+  m.mouth.void = True
   m.eye = ml_collections.ConfigDict()
   if variant == "geo_tiny":
     m.mouth.res, m.mouth.widths, m.mouth.blocks = 16, (4, 8), (0, 1)
@@ -241,6 +244,10 @@ def _geo_config(variant: str) -> ml_collections.ConfigDict:
   c.data.color = 0.1             # photometric jitter (same for source and driving)
   c.log_every = {"geo_tiny": 1, "geo": 25}.get(variant, 100)
   c.ckpt_every = {"geo_tiny": 1, "geo": 250}.get(variant, 5000)
+  # Warm start: a workdir of the same model config, or an inference bundle, whose parameters
+  # start this run (fresh optimizer, step and data order; ignored once this workdir has its
+  # own checkpoint).
+  c.init_from = ""
   c.keep = 3
   c.async_checkpoint = True
   c.rng_impl = ""

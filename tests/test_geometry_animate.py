@@ -184,7 +184,53 @@ def test_geo_trainer_runs_resumes_and_logs_the_curve(tmp_path):
   assert step == 3 and "mouth" in params
 
 
+def test_a_mouth_opened_past_the_portrait_shows_the_decoders_content_only():
+  """void_mask: where the driving mouth interior stretches the portrait to under a quarter of
+  its area, a fresh mouth net (alpha ~0.05, occlusion ~0.95: the plain warp elsewhere) outputs
+  its own content with full alpha; outside that region, and without the prior, it does not."""
+  import jax
+
+  from vasa_jax.models import geo_decoder as gd
+  r = 16
+  x = np.zeros((1, r, r, gd.IN_CHANNELS), np.float32)
+  x[..., :3] = 0.5                       # warped portrait: a flat colour
+  x[0, 5:11, 3:13, 3] = 1.0              # driving mouth interior
+  x[0, 5:11, 3:13, 4] = -3.0             # ... stretched to 5% of its area
+  x[0, 5:11, 9:13, 4] = -0.5             # ... except its right part (60%: the portrait is there)
+  hole = np.asarray(gd.void_mask(x))[0]
+  assert hole[8, 5] == pytest.approx(1.0) and hole[8, 11] == 0.0 and hole[2, 2] == 0.0
+  outs = {}
+  for void in (False, True):
+    net = gd.PartNet((4, 8), (0, 1), 2, 0.15, 1, void)
+    params = net.init(jax.random.PRNGKey(0), x)["params"]
+    outs[void] = jax.tree_util.tree_map(np.asarray, net.apply({"params": params}, x))
+  on, off = outs[True], outs[False]
+  assert on["alpha"][0, 8, 5] == pytest.approx(1.0) and off["alpha"][0, 8, 5] < 0.1
+  np.testing.assert_allclose(on["rgb"][0, 8, 5], on["content"][0, 8, 5], atol=1e-6)
+  assert off["occlusion"][0, 8, 5] > 0.9
+  # where the portrait still covers the interior, the prior changes nothing
+  np.testing.assert_allclose(on["alpha"][0, 8, 12], off["alpha"][0, 8, 12], atol=1e-6)
+  np.testing.assert_allclose(on["rgb"][0, 2, 2], off["rgb"][0, 2, 2], atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- eval reenact
+
+def test_reenact_mouth_gain_is_the_share_of_each_opening_the_output_realises():
+  from vasa_jax.eval import geo_reenact
+  rng = np.random.default_rng(0)
+  t, s = 12, 64
+  frames = rng.integers(0, 255, (t, s, s, 3), dtype=np.uint8)
+  pts = np.tile(rng.uniform(20, 44, (1, 478, 3)).astype(np.float32), (t, 1, 1))
+  pts[:, 33, :2], pts[:, 263, :2] = (20, 30), (44, 30)         # eye-corner distance 24 px
+  pts[:, 13, 1] = 40.0
+  open_px = 6.0 * np.abs(np.sin(np.arange(t)))
+  pts[:, 14, 1] = 40.0 + open_px
+  half = pts.copy()
+  half[:, 14, 1] = 40.0 + 0.5 * open_px                        # opens half as far
+  m = geo_reenact.clip_metrics(frames, pts, frames, half)
+  assert m["mouth_gain"] == pytest.approx(0.5, abs=1e-4) and m["mouth_r"] == pytest.approx(1.0)
+  assert geo_reenact.clip_metrics(frames, pts, frames, pts)["mouth_gain"] == pytest.approx(1.0)
+
 
 def test_eval_reenact_follows_the_clip_and_beats_repeating_the_first_frame(anim, tmp_path):
   """vasa-jax eval reenact's core: the first frame driven by the clip's own measured motion

@@ -15,6 +15,9 @@ For every clip of the split, its first frame is the portrait and the clip's own 
   mouth_r               correlation over the clip of the output's mouth opening with the true
                         frame's (both measured by the mesh); clips whose mouth barely moves
                         (std < 1% of the eye-corner distance) are left out of it
+  mouth_gain            slope of the output's mouth opening regressed on the true frame's over
+                        the clip (same clips): 1 when the output opens as far as the driver,
+                        below 1 when it realises only part of each opening
   identity_dist         dlib face-recognition distance of output frames to the portrait
                         (< 0.6: same person; vasa_jax.eval.identity)
 
@@ -108,8 +111,10 @@ def clip_metrics(frames, true_pts, out, out_pts, embedder=None, id_stride: int =
   m.update({f"baseline_{k}": float(np.mean(v)) for k, v in base.items()})
   g_true, g_out = _gap(true_pts), _gap(out_pts)
   m["mouth_std"] = float(g_true.std())
-  m["mouth_r"] = (float(np.corrcoef(g_true, g_out)[0, 1]) if g_true.std() > 0.01
-                  and g_out.std() > 1e-6 else None)
+  moving = g_true.std() > 0.01 and g_out.std() > 1e-6
+  m["mouth_r"] = float(np.corrcoef(g_true, g_out)[0, 1]) if moving else None
+  m["mouth_gain"] = (float(np.cov(g_true, g_out)[0, 1] / g_true.var(ddof=1)) if moving
+                     else None)
   if embedder is not None:
     ref = embedder.embed(first, true_pts[0])
     ids = [float(np.linalg.norm(embedder.embed(out[i], out_pts[i]) - ref))
@@ -167,6 +172,8 @@ def evaluate(anim, geo_source, clip_index, *, max_clips=None, only="", out_dir=N
   mean = {k: float(np.nanmean([r[k] for r in rows if r.get(k) is not None])) for k in keys}
   rs = [r["mouth_r"] for r in rows if r.get("mouth_r") is not None]
   mean["mouth_r"] = float(np.mean(rs)) if rs else None
+  gs = [r["mouth_gain"] for r in rows if r.get("mouth_gain") is not None]
+  mean["mouth_gain"] = float(np.mean(gs)) if gs else None
   mean["mouth_r_clips"] = len(rs)
   report = {"clips": len(rows), "seconds": round(time.perf_counter() - t0, 1), "mean": mean,
             "per_clip": rows}

@@ -53,6 +53,8 @@ class PartNet(nn.Module):
   groups: int = 8
   max_flow: float = 0.15      # normalised patch units (1 = half the patch side)
   grow: int = 2               # allowed region dilation, in pixels of the patch
+  void: bool = False          # the driving interior that the warp stretches to under a quarter
+                              # of its area has no portrait pixels: content only (void_mask)
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -80,11 +82,26 @@ class PartNet(nn.Module):
     occ = nn.sigmoid(out[..., 2] + 3.0)
     content = jnp.tanh(out[..., 3:6])
     alpha = nn.sigmoid(out[..., 6] - 3.0) * allowed_mask(x, self.grow)
+    if self.void:
+      hole = void_mask(x)
+      occ = occ * (1.0 - hole)
+      alpha = jnp.maximum(alpha, hole)
     r = x.shape[1]
     grid = identity_grid_2d(r, r)[None] + flow
     copy = grid_sample_2d(warped, grid, padding_mode="border")
     rgb = occ[..., None] * copy + (1.0 - occ[..., None]) * content
     return {"rgb": rgb, "alpha": alpha, "flow": flow, "occlusion": occ, "content": content}
+
+
+def void_mask(x):
+  """[B, r, r] in [0, 1]: the driving interior (ch 3) where the warp stretches the portrait to
+  under a quarter of its area (ch 4: log ratio), i.e. a mouth opened wider than the portrait's.
+  The geometric warp can only smear the lips over it, so there the decoder's content is the
+  output. Softened by one pixel so the content meets the lips without a hard edge."""
+  stretched = jnp.clip((-1.39 - x[..., 4]) / 0.5, 0.0, 1.0)
+  m = (x[..., 3] * stretched)[..., None]
+  m = nn.avg_pool(m, (3, 3), strides=(1, 1), padding="SAME")
+  return m[..., 0]
 
 
 def allowed_mask(x, grow: int = 2):
@@ -108,9 +125,10 @@ class GeometryDecoder(nn.Module):
     c = self.config
     dt = get_dtype(c.dtype)
     self.mouth = PartNet(tuple(c.mouth.widths), tuple(c.mouth.blocks), c.groups,
-                         float(c.max_flow), int(c.mouth.get("grow", 2)), dt)
+                         float(c.max_flow), int(c.mouth.get("grow", 2)),
+                         bool(c.mouth.get("void", False)), dt)
     self.eye = PartNet(tuple(c.eye.widths), tuple(c.eye.blocks), c.groups, float(c.max_flow),
-                       int(c.eye.get("grow", 1)), dt)
+                       int(c.eye.get("grow", 1)), False, dt)
 
   def __call__(self, mouth, eyes):
     """mouth [B, rm, rm, 8], eyes [2B, re, re, 8] (eye a then eye b of each frame, interleaved
