@@ -183,9 +183,11 @@ def _geo_model(variant: str) -> ml_collections.ConfigDict:
   m.dyn_dim = m.get_ref("exp_dim") + 4
   m.max_flow = 0.15               # residual flow limit, normalised patch units
   m.mouth = ml_collections.ConfigDict()
-  # Where the driving mouth opens wider than the portrait's, the warp can only smear the lips
-  # over the opening: the decoder's content fills it outright (models/geo_decoder.void_mask).
-  m.mouth.void = True
+  # True: where the driving mouth opens wider than the portrait's, the warp can only smear the
+  # lips over the opening, so the decoder's content fills it outright
+  # (models/geo_decoder.void_mask). Off by default: a 2000-step CPU fine-tune of the bundled
+  # decoder with it on made the content paler, and the rendered openings smaller (docs/DESIGN.md).
+  m.mouth.void = False
   m.eye = ml_collections.ConfigDict()
   if variant == "geo_tiny":
     m.mouth.res, m.mouth.widths, m.mouth.blocks = 16, (4, 8), (0, 1)
