@@ -166,3 +166,15 @@ def test_export_keeps_a_bundles_stage1_and_reads_the_runs_recorded_config(tmp_pa
   assert out.meta["provenance"]["face_latent_bundle"] == src
   assert out.motion_dit_config.motion_source == "ground_truth"      # the run's own record
   assert json.loads(r.stdout)["bytes"] > 0
+  assert out.motion_dit_config.sampler.cfg_audio == md.sampler.cfg_audio
+  # sampler defaults tuned after training travel in the bundle; a bad value is refused
+  r = run("export", "--face-latent", src, "--motion-dit", run_dir, "--out",
+          str(tmp_path / "tuned"), "--cfg-audio", "1.75")
+  assert r.returncode == 0, r.stderr
+  tuned = bundle_lib.load(str(tmp_path / "tuned"))
+  assert tuned.motion_dit_config.sampler.cfg_audio == 1.75 != md.sampler.cfg_audio
+  assert tuned.meta["provenance"]["cfg_audio"] == 1.75
+  r = run("export", "--face-latent", src, "--motion-dit", run_dir, "--out",
+          str(tmp_path / "bad"), "--cfg-audio", "-1")
+  assert r.returncode != 0 and "--cfg-audio" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+  assert not os.path.exists(str(tmp_path / "bad"))

@@ -57,7 +57,7 @@ $VJ train --config configs/motion_dit.py:geo --workdir "$RUN/motion_dit" --data-
   $VJ export --face-latent "$RUN/face_geo" --motion-dit "$RUN/motion_dit" \
     --motion-dit-config configs/motion_dit.py:geo --out "$RUN/bundle_v3" --dtype float16
 
-# 5. bundle v4 (the bundled one): stage 2 warm-started from v3, now hearing through the phonetic
+# 5. bundle v4: stage 2 warm-started from v3, now hearing through the phonetic
 #    front end (model.audio_features=log_mel+phonetic; its new input rows start at zero) and
 #    mixed with the synthetic corpus (30% of windows), whose mouths follow espeak-ng's phoneme
 #    timings exactly; every clip's gaze / distance controls measured by the tracker
@@ -73,5 +73,15 @@ $VJ train --config "configs/motion_dit.py:geo,model.audio_features=log_mel+phone
   --workdir "$RUN/md_mix" --data-dir "$DATA" \
   --config.data.motion_mix=motion_latents/geosynth:0.3 --config.data.measured_controls_only=True \
   --config.init_from="$RUN/bundle_v3" --config.steps=5000
-$VJ export --face-latent "$RUN/bundle_v3" --motion-dit "$RUN/md_mix" \
-  --out vasa_jax/assets/demo --dtype float16
+[ -f "$RUN/bundle_v4/bundle.json" ] || \
+  $VJ export --face-latent "$RUN/bundle_v3" --motion-dit "$RUN/md_mix" \
+    --out "$RUN/bundle_v4" --dtype float16
+
+# 6. bundle v5 (the bundled one): v4's weights with the audio guidance scale tuned on the TRAIN
+#    split's real clips (12 clips, 8 s, 10 steps; seeds 0 and 1). Of cfg_audio 0.5 (v4), 1.0,
+#    1.5, 2.0 and 3.0, 1.5 comes closest to the footage on head-rotation spread and speed,
+#    blinks, mouth spread and jitter (figures in docs/motion_eval/cfg_sweep.md). Each point:
+#      $VJ eval motion --data-dir "$DATA" --dataset motion_latents/geo:train --max-clips 12 \
+#        --control-clips 0 --bilabial-sentences 0 --cfg-audio C --seed S --out OUT
+$VJ export --face-latent "$RUN/bundle_v4" --motion-dit "$RUN/md_mix" \
+  --out vasa_jax/assets/demo --dtype float16 --cfg-audio 1.5

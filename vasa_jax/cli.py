@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -441,6 +442,13 @@ def cmd_export(args) -> int:
   md_recorded = os.path.isfile(os.path.join(args.motion_dit, config_utils.RUN_CONFIG))
   md_cfg = config_utils.run_config(args.motion_dit, args.motion_dit_config or (
       None if md_recorded else "configs/motion_dit.py:demo"))
+  for name in ("cfg_audio", "cfg_gaze"):
+    value = getattr(args, name, None)
+    if value is not None:
+      if not (math.isfinite(value) and value >= 0):
+        raise UsageError(f"--{name.replace('_', '-')} must be a number >= 0, got {value}")
+      with md_cfg.unlocked():
+        md_cfg.sampler[name] = float(value)
   geometry = fl_cfg.model.get("kind", "learned_flow") == "geometry"
   face_basis = None
   try:
@@ -484,7 +492,9 @@ def cmd_export(args) -> int:
                                     "face_latent_config": args.face_latent_config,
                                     "motion_dit_workdir": os.path.abspath(args.motion_dit),
                                     "motion_dit_config": args.motion_dit_config,
-                                    "motion_dit_step": md_step, "weights": args.weights})
+                                    "motion_dit_step": md_step, "weights": args.weights,
+                                    **{k: getattr(args, k) for k in ("cfg_audio", "cfg_gaze")
+                                       if getattr(args, k, None) is not None}})
   except bundle_lib.BundleError as e:
     raise UsageError(str(e)) from None
   size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out) for f in fs)
@@ -703,6 +713,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "vasa_jax/mouth_rig.py (for a stage 1 whose decoder leaves the mouth "
                        "static; needs motion latents with named dims: extract-motion "
                        "--dyn-labels)")
+  ex.add_argument("--cfg-audio", type=float, default=None,
+                  help="the bundle's default audio guidance scale, when tuned after training "
+                       "(default: the stage-2 config's sampler.cfg_audio)")
+  ex.add_argument("--cfg-gaze", type=float, default=None,
+                  help="the bundle's default gaze guidance scale (default: sampler.cfg_gaze)")
   ex.add_argument("--weights", default="ema", choices=("ema", "raw"),
                   help="EMA parameters (default) or the raw ones (short runs, where the EMA "
                        "still remembers the initialisation)")
