@@ -27,7 +27,6 @@ import argparse
 import contextlib
 import json
 import logging
-import math
 import os
 import re
 import sys
@@ -442,13 +441,16 @@ def cmd_export(args) -> int:
   md_recorded = os.path.isfile(os.path.join(args.motion_dit, config_utils.RUN_CONFIG))
   md_cfg = config_utils.run_config(args.motion_dit, args.motion_dit_config or (
       None if md_recorded else "configs/motion_dit.py:demo"))
-  for name in ("cfg_audio", "cfg_gaze"):
-    value = getattr(args, name, None)
-    if value is not None:
-      if not (math.isfinite(value) and value >= 0):
-        raise UsageError(f"--{name.replace('_', '-')} must be a number >= 0, got {value}")
-      with md_cfg.unlocked():
-        md_cfg.sampler[name] = float(value)
+  tuned = {k: getattr(args, k) for k in ("cfg_audio", "cfg_gaze")
+           if getattr(args, k, None) is not None}
+  if tuned:
+    from vasa_jax import engine as engine_lib
+    try:        # the range every sampling call accepts, so no call refuses the default
+      engine_lib.SampleOptions(**tuned).resolved(bundle_lib.SamplerDefaults.from_config(md_cfg))
+    except engine_lib.AnimateError as e:
+      raise UsageError("--" + str(e).replace("cfg_", "cfg-", 1)) from None
+    with md_cfg.unlocked():
+      md_cfg.sampler.update(tuned)
   geometry = fl_cfg.model.get("kind", "learned_flow") == "geometry"
   face_basis = None
   try:
@@ -493,8 +495,7 @@ def cmd_export(args) -> int:
                                     "motion_dit_workdir": os.path.abspath(args.motion_dit),
                                     "motion_dit_config": args.motion_dit_config,
                                     "motion_dit_step": md_step, "weights": args.weights,
-                                    **{k: getattr(args, k) for k in ("cfg_audio", "cfg_gaze")
-                                       if getattr(args, k, None) is not None}})
+                                    **tuned})
   except bundle_lib.BundleError as e:
     raise UsageError(str(e)) from None
   size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out) for f in fs)

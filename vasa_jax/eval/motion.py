@@ -528,10 +528,8 @@ def evaluate(anim, geo_source, clip_index, *, max_clips: int = 12, max_seconds: 
   if not rows:
     raise ValueError("no clip to evaluate")
   keys = FIGURES + ("face_found",)
-  # the guidance scales in effect: the asked ones, else the bundle's defaults
-  sampler = getattr(anim.engine, "sampler", None)
-  shown = {k: getattr(sampler, k) for k in ("cfg_audio",) if hasattr(sampler, k)}
-  shown.update(options)
+  # the audio guidance in effect: the asked scale, else the bundle's default
+  shown = {"cfg_audio": anim.engine.sampler.cfg_audio, **options}
   rep = {"dataset": _text(rows[0]["dataset"]), "clips": len(rows),
          "settings": f"{steps} DDIM steps, seed {seed}, first {max_seconds:g} s of each clip"
                      + "".join(f", {k} {v:g}" if isinstance(v, float) else f", {k} {v}"

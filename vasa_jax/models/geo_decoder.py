@@ -93,13 +93,18 @@ class PartNet(nn.Module):
     return {"rgb": rgb, "alpha": alpha, "flow": flow, "occlusion": occ, "content": content}
 
 
+def _stretched(x, log_ratio: float, soft: float):
+  """[B, r, r] in [0, 1]: 1 where the warp's log area ratio (ch 4) is below log_ratio - soft,
+  0 above log_ratio, linear between."""
+  return jnp.clip((log_ratio - x[..., 4]) / soft, 0.0, 1.0)
+
+
 def void_mask(x):
   """[B, r, r] in [0, 1]: the driving interior (ch 3) where the warp stretches the portrait to
   under a quarter of its area (ch 4: log ratio), i.e. a mouth opened wider than the portrait's.
   The geometric warp can only smear the lips over it, so there the decoder's content is the
   output. Softened by one pixel so the content meets the lips without a hard edge."""
-  stretched = jnp.clip((-1.39 - x[..., 4]) / 0.5, 0.0, 1.0)
-  m = (x[..., 3] * stretched)[..., None]
+  m = (x[..., 3] * _stretched(x, -1.39, 0.5))[..., None]
   m = nn.avg_pool(m, (3, 3), strides=(1, 1), padding="SAME")
   return m[..., 0]
 
@@ -108,8 +113,7 @@ def allowed_mask(x, grow: int = 2):
   """[B, r, r] where the decoder may change the warped portrait: the driving interior (ch 3),
   where the portrait's own interior lands (ch 8) and where the warp stretches the portrait to
   under half its area (ch 4: log ratio), dilated by `grow` pixels and softened."""
-  stretched = jnp.clip((-0.69 - x[..., 4]) / 0.4, 0.0, 1.0)
-  m = jnp.maximum(jnp.maximum(x[..., 3], x[..., 8]), stretched)[..., None]
+  m = jnp.maximum(jnp.maximum(x[..., 3], x[..., 8]), _stretched(x, -0.69, 0.4))[..., None]
   k = 2 * grow + 1
   m = nn.max_pool(m, (k, k), strides=(1, 1), padding="SAME")
   m = nn.avg_pool(m, (3, 3), strides=(1, 1), padding="SAME")
@@ -125,10 +129,10 @@ class GeometryDecoder(nn.Module):
     c = self.config
     dt = get_dtype(c.dtype)
     self.mouth = PartNet(tuple(c.mouth.widths), tuple(c.mouth.blocks), c.groups,
-                         float(c.max_flow), int(c.mouth.get("grow", 2)),
-                         bool(c.mouth.get("void", False)), dt)
+                         float(c.max_flow), grow=int(c.mouth.get("grow", 2)),
+                         void=bool(c.mouth.get("void", False)), dtype=dt)
     self.eye = PartNet(tuple(c.eye.widths), tuple(c.eye.blocks), c.groups, float(c.max_flow),
-                       int(c.eye.get("grow", 1)), False, dt)
+                       grow=int(c.eye.get("grow", 1)), dtype=dt)
 
   def __call__(self, mouth, eyes):
     """mouth [B, rm, rm, 8], eyes [2B, re, re, 8] (eye a then eye b of each frame, interleaved
