@@ -386,3 +386,20 @@ def test_the_engine_works_without_the_animator(tiny_bundle, animator):
       next(engine.sample_motion(eng, p.motion, audio, engine.SampleOptions(**bad)))
   with pytest.raises(TypeError, match="unexpected"):
     animator.animate(PORTRAIT, audio, stepz=2)
+
+
+def test_audio_lead_conditions_each_frame_on_later_audio():
+  """lead_audio(a, k) advances the audio by k frames (fractions in samples), keeping its
+  length; the sampler refuses a lead outside 0-MAX_AUDIO_LEAD with one line."""
+  from vasa_jax import engine as engine_lib
+  a = np.arange(640 * 10, dtype=np.float32)
+  led = engine_lib.lead_audio(a, 2)
+  assert led.shape == a.shape and led[0] == 1280 and led[-1] == 0 and led[640 * 8 - 1] == a[-1]
+  assert engine_lib.lead_audio(a, 0.5)[0] == 320
+  np.testing.assert_array_equal(engine_lib.lead_audio(a, 0), a)
+  defaults = bundle_lib.SamplerDefaults(audio_lead=0.5)
+  assert engine_lib.SampleOptions().resolved(defaults).audio_lead == 0.5
+  assert engine_lib.SampleOptions(audio_lead=1.0).resolved(defaults).audio_lead == 1.0
+  for bad in (-1.0, engine_lib.MAX_AUDIO_LEAD + 1, float("nan")):
+    with pytest.raises(engine_lib.AnimateError, match="audio_lead"):
+      engine_lib.SampleOptions(audio_lead=bad).resolved(defaults)

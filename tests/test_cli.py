@@ -119,7 +119,7 @@ def test_help_on_every_subcommand_exits_0():
           yield from commands(sub, prefix + (name,))
   found = list(commands(parser))
   assert ("serve",) in found and ("data", "extract-motion") in found and ("eval",) in found
-  for cmd in found + [("eval", w) for w in ("report", "reenact", "motion", "lipsync", "syncnet",
+  for cmd in found + [("eval", w) for w in ("report", "reenact", "motion", "lipsync", "syncnet", "meshsync",
                                              "capp", "factors")]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
@@ -169,12 +169,17 @@ def test_export_keeps_a_bundles_stage1_and_reads_the_runs_recorded_config(tmp_pa
   assert out.motion_dit_config.sampler.cfg_audio == md.sampler.cfg_audio
   # sampler defaults tuned after training travel in the bundle; a bad value is refused
   r = run("export", "--face-latent", src, "--motion-dit", run_dir, "--out",
-          str(tmp_path / "tuned"), "--cfg-audio", "1.75")
+          str(tmp_path / "tuned"), "--cfg-audio", "1.75", "--audio-lead", "0.5")
   assert r.returncode == 0, r.stderr
   tuned = bundle_lib.load(str(tmp_path / "tuned"))
   assert tuned.motion_dit_config.sampler.cfg_audio == 1.75 != md.sampler.cfg_audio
   assert tuned.meta["provenance"]["cfg_audio"] == 1.75
+  assert tuned.sampler.audio_lead == 0.5 and bundle_lib.load(src).sampler.audio_lead == 0.0
   r = run("export", "--face-latent", src, "--motion-dit", run_dir, "--out",
           str(tmp_path / "bad"), "--cfg-audio", "-1")
   assert r.returncode != 0 and "--cfg-audio" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+  assert not os.path.exists(str(tmp_path / "bad"))
+  r = run("export", "--face-latent", src, "--motion-dit", run_dir, "--out",
+          str(tmp_path / "bad"), "--audio-lead", "9")
+  assert r.returncode != 0 and "--audio-lead must be" in r.stderr
   assert not os.path.exists(str(tmp_path / "bad"))

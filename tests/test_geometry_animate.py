@@ -366,6 +366,10 @@ def test_eval_motion_measures_output_and_footage_alike_and_the_controls_act(geo_
     assert os.path.getsize(os.path.join(out, name)) > 300
   # the sync evaluator scored both rows; the bilabial table measured its sentence
   assert rep["mean"]["real"]["in_sync"] in (0.0, 1.0) and rep["mean"]["generated"]["sync_c"]
+  # ... and so did the mesh lip-sync evaluator, on the tracked meshes of both rows
+  assert rep["mean"]["real"]["mesh_in_sync"] in (0.0, 1.0)
+  assert rep["mean"]["generated"]["mesh_sync_c"] is not None
+  assert "mesh_in_sync" in open(os.path.join(out, "motion_eval.md")).read()
   assert rep["mean"]["real"]["phonetic_open_r"] is not None
   (bl,) = rep["bilabials"]["sentences"]
   assert bl["voice"] == "en-us" and bl["bilabials"] >= 8 and bl["closure_ratio"] is not None

@@ -51,11 +51,14 @@ class BundleError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class SamplerDefaults:
   """How the bundle's motion model is sampled unless a call says otherwise (its config's
-  `sampler` block): DDIM steps, eta (0: deterministic DDIM) and the guidance scales."""
+  `sampler` block): DDIM steps, eta (0: deterministic DDIM), the guidance scales, and the
+  audio lead: each frame's motion is conditioned on the audio this many frames later
+  (`engine.sample_motion`; it undoes a lag the training targets carry)."""
   steps: int = 25
   eta: float = 0.0
   cfg_audio: float = 0.5
   cfg_gaze: float = 1.0
+  audio_lead: float = 0.0
 
   @classmethod
   def from_config(cls, config) -> "SamplerDefaults":
@@ -65,7 +68,8 @@ class SamplerDefaults:
     d = cls()
     return cls(steps=int(s.get("steps", d.steps)), eta=float(s.get("eta", d.eta)),
                cfg_audio=float(s.get("cfg_audio", d.cfg_audio)),
-               cfg_gaze=float(s.get("cfg_gaze", d.cfg_gaze)))
+               cfg_gaze=float(s.get("cfg_gaze", d.cfg_gaze)),
+               audio_lead=float(s.get("audio_lead", d.audio_lead)))
 
 
 @dataclasses.dataclass

@@ -8,7 +8,7 @@
   vasa-jax train --config configs/face_latent.py:demo --workdir DIR [--config.key=value ...]
   vasa-jax eval reenact --config configs/face_latent.py:demo --workdir DIR --dataset NAME:SPLIT
   vasa-jax eval report [--checkpoint DIR] --data-dir DIR [--max-clips N] [--ablate-...] [--out D]
-  vasa-jax eval lipsync|syncnet|capp|factors ...   (each: --help)
+  vasa-jax eval lipsync|syncnet|meshsync|capp|factors ...   (each: --help)
   vasa-jax animate --image IMG --audio AUDIO --out OUT.mp4 [--checkpoint DIR] [--gaze T,P]
       [--distance D] [--emotion NAME] [--cfg-audio X] [--cfg-gaze X] [--steps N] [--seed S]
       [--stream] [--crop-only]
@@ -302,7 +302,7 @@ def cmd_eval(args, extra) -> int:
       print(args.eval_help)
       return 0
     raise UsageError("eval needs what to evaluate: report, reenact, motion, controls, lipsync, "
-                     "syncnet, capp or factors (vasa-jax eval --help)")
+                     "syncnet, meshsync, capp or factors (vasa-jax eval --help)")
   module = importlib.import_module(f"vasa_jax.eval.{args.what}")
   return module.main(extra)
 
@@ -441,14 +441,14 @@ def cmd_export(args) -> int:
   md_recorded = os.path.isfile(os.path.join(args.motion_dit, config_utils.RUN_CONFIG))
   md_cfg = config_utils.run_config(args.motion_dit, args.motion_dit_config or (
       None if md_recorded else "configs/motion_dit.py:demo"))
-  tuned = {k: getattr(args, k) for k in ("cfg_audio", "cfg_gaze")
+  tuned = {k: getattr(args, k) for k in ("cfg_audio", "cfg_gaze", "audio_lead")
            if getattr(args, k, None) is not None}
   if tuned:
     from vasa_jax import engine as engine_lib
     try:        # the range every sampling call accepts, so no call refuses the default
       engine_lib.SampleOptions(**tuned).resolved(bundle_lib.SamplerDefaults.from_config(md_cfg))
     except engine_lib.AnimateError as e:
-      raise UsageError("--" + str(e).replace("cfg_", "cfg-", 1)) from None
+      raise UsageError("--" + str(e).replace("_", "-", 1)) from None
     with md_cfg.unlocked():
       md_cfg.sampler.update(tuned)
   geometry = fl_cfg.model.get("kind", "learned_flow") == "geometry"
@@ -644,15 +644,17 @@ def build_parser() -> argparse.ArgumentParser:
   t.set_defaults(func=cmd_train, wants_extra=True)
 
   e = sub.add_parser("eval", help="evaluate: `vasa-jax eval report|reenact|motion|controls|"
-                     "lipsync|syncnet|capp|factors --help`", add_help=False)
+                     "lipsync|syncnet|meshsync|capp|factors --help`", add_help=False)
   e.add_argument("what", nargs="?", choices=("report", "reenact", "motion", "controls",
-                                             "lipsync", "syncnet", "capp", "factors"),
+                                             "lipsync", "syncnet", "meshsync", "capp",
+                                             "factors"),
                  help="report: the evaluation suite (generated vs real footage); reenact: "
                       "stage-1 self/cross reenactment; motion: audio-driven head, blink and "
                       "mouth motion and the controls vs real footage (geometry bundles); "
                       "controls: gaze, distance, emotion and head-motion asked on many "
                       "portraits and measured on the output; "
-                      "lipsync: stage-2 mouth probe; syncnet / capp / factors: train and "
+                      "lipsync: stage-2 mouth probe; syncnet / meshsync / capp / factors: "
+                      "train and "
                       "validate that evaluator")
   e.set_defaults(func=cmd_eval, wants_extra=True, eval_help=e.format_help())
 
@@ -671,7 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
   an.add_argument("--head-motion", type=float, default=1.0,
                   help="head-motion scale: 0 still head, 1 natural (default), above 1 livelier")
   an.add_argument("--cfg-audio", type=float, default=None,
-                  help="audio guidance scale (default: the bundle's, 0.5 for the bundled one)")
+                  help="audio guidance scale (default: the bundle's, 1.5 for the bundled one)")
   an.add_argument("--cfg-gaze", type=float, default=None,
                   help="gaze guidance scale (default: the bundle's, 1.0 for the bundled one)")
   an.add_argument("--steps", type=int, default=None,
@@ -719,6 +721,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default: the stage-2 config's sampler.cfg_audio)")
   ex.add_argument("--cfg-gaze", type=float, default=None,
                   help="the bundle's default gaze guidance scale (default: sampler.cfg_gaze)")
+  ex.add_argument("--audio-lead", type=float, default=None,
+                  help="the bundle's default audio lead in frames: each frame's motion is "
+                       "conditioned on the audio this much later, undoing the lag of "
+                       "smoothed training targets (default: sampler.audio_lead, else 0)")
   ex.add_argument("--weights", default="ema", choices=("ema", "raw"),
                   help="EMA parameters (default) or the raw ones (short runs, where the EMA "
                        "still remembers the initialisation)")

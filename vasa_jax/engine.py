@@ -36,6 +36,7 @@ POSE_DIM = 6              # motion = pose (yaw, pitch, roll, tx, ty, tz) ++ dyna
 MAX_TURN_DEG = (18.0, 15.0, 12.0)   # soft limit of yaw, pitch, roll away from the portrait's
 SEAM_TAU = 6.0            # frames: how fast a window's start eases from the previous window's
 BLINK_CFG = 2.0           # guidance scale of an asked blink rate (docs/motion_eval)
+MAX_AUDIO_LEAD = 5.0      # frames: the largest audio lead a call may ask (200 ms)
 POSE_SMOOTHING = 0.3      # EMA weight of a new frame's head pose (1: no smoothing)
 GAZE_TAU_S = 2.0          # seconds: the slow gaze that an asked gaze steers (faster motion kept)
 GAZE_EYE_SHARE = 0.5      # of a gaze correction the eyes take this share, the head the rest
@@ -141,7 +142,8 @@ class SampleOptions:
   """One call's sampling settings. gaze (theta, phi) in degrees, distance in metres, emotion
   a name of EMOTIONS or its index, blink_rate in blinks a minute: None is a dropped condition
   (the model chooses), except distance on a geometry bundle: None holds the portrait's own
-  head distance (`sample_motion`). steps / cfg_audio / cfg_gaze None: the bundle's sampler defaults.
+  head distance (`sample_motion`). steps / cfg_audio / cfg_gaze / audio_lead None: the bundle's
+  sampler defaults (audio_lead: frames by which the motion is conditioned on later audio).
   head_motion scales the generated head motion about the portrait's pose (0 still, 1 the
   model's, above 1 livelier); emotion_intensity scales the emotion's expression offset.
   carry_context=False: every window is conditioned on the portrait's motion only (an
@@ -151,6 +153,7 @@ class SampleOptions:
   emotion: str | int | None = None
   cfg_audio: float | None = None
   cfg_gaze: float | None = None
+  audio_lead: float | None = None
   steps: int | None = None
   seed: int = 0
   head_motion: float = 1.0
@@ -168,12 +171,15 @@ class SampleOptions:
     cfg_gaze = defaults.cfg_gaze if self.cfg_gaze is None else self.cfg_gaze
     for name, v in (("cfg_audio", cfg_audio), ("cfg_gaze", cfg_gaze)):
       _in_range(name, v, 0.0, 10.0)
+    lead = defaults.audio_lead if self.audio_lead is None else self.audio_lead
+    _in_range("audio_lead", lead, 0.0, MAX_AUDIO_LEAD)
     gaze_radians(self.gaze)
     distance_metres(self.distance)
     emotion_index(self.emotion)
     blink_per_minute(self.blink_rate)
     return dataclasses.replace(
         self, steps=steps, cfg_audio=float(cfg_audio), cfg_gaze=float(cfg_gaze),
+        audio_lead=float(lead),
         head_motion=_in_range("head_motion", self.head_motion, 0.0, 3.0, " (still head)"),
         emotion_intensity=_in_range("emotion_intensity", self.emotion_intensity, 0.0, 1.5))
 
@@ -453,6 +459,19 @@ class GazeSteer:
     return m
 
 
+def lead_audio(audio_16k, frames: float) -> np.ndarray:
+  """The audio advanced by `frames` video frames (a fraction is fine): sample i becomes sample
+  i + frames * 640, the end padded with silence, so frame t's motion is conditioned on what is
+  said at t + frames. The stage-2 targets were measured by the tracker's causal smoothing
+  filter, which delays the lips by about a frame; the bundle's `audio_lead` undoes that delay
+  (tuned on the train split with the mesh lip-sync evaluator, docs/motion_eval/audio_lead.md)."""
+  a = np.asarray(audio_16k, np.float32).reshape(-1)
+  n = int(round(float(frames) * (SAMPLE_RATE // FPS)))
+  if n <= 0:
+    return a
+  return np.concatenate([a[n:], np.zeros(min(n, len(a)), np.float32)])
+
+
 def sample_motion(engine: Engine, portrait_motion: np.ndarray, audio_16k: np.ndarray,
                   opts: SampleOptions = SampleOptions(), *,
                   pose_smoothing: float = POSE_SMOOTHING, blink_cfg: float = BLINK_CFG
@@ -476,7 +495,7 @@ def sample_motion(engine: Engine, portrait_motion: np.ndarray, audio_16k: np.nda
   geometry = engine.kind == "geometry"
   offset = engine.emotion_offsets[e] * opts.emotion_intensity if geometry and e is not None \
       else None
-  feats = engine.features(jnp.asarray(audio_16k))
+  feats = engine.features(jnp.asarray(lead_audio(audio_16k, opts.audio_lead)))
   ctrl = engine.controls(opts)
   ref = np.asarray(portrait_motion, np.float32)
   steer = recentre = None

@@ -114,8 +114,8 @@ class Request:
   head_motion: float = 1.0
   blink_rate: float | None = None
   steps: int = 10
-  cfg_audio: float = 0.5
-  cfg_gaze: float = 1.0
+  cfg_audio: float | None = None     # None: the bundle's default
+  cfg_gaze: float | None = None
   seed: int = 0
   crop_only: bool = False
 
@@ -388,8 +388,11 @@ def build_app(anim, *, limits: Limits = Limits(), workdir: str | None = None,
             blink_rate = gr.Slider(0, 40, value=15, step=1, label="Blinks per minute")
           with gr.Row():
             steps = gr.Slider(1, 50, value=10, step=1, label="Sampling steps")
-            cfg_audio = gr.Slider(0, 3, value=0.5, step=0.05, label="CFG audio")
-            cfg_gaze = gr.Slider(0, 3, value=1.0, step=0.05, label="CFG gaze")
+            # the bundle's tuned defaults, so the page samples as the CLI and API do
+            cfg_audio = gr.Slider(0, 3, value=float(anim.engine.sampler.cfg_audio), step=0.05,
+                                  label="CFG audio")
+            cfg_gaze = gr.Slider(0, 3, value=float(anim.engine.sampler.cfg_gaze), step=0.05,
+                                 label="CFG gaze")
           with gr.Row():
             seed = gr.Number(value=0, precision=0, label="Seed")
             crop_only = gr.Checkbox(label="Face crop only", value=False)

@@ -30,6 +30,12 @@ real side by side:
                    bundled weights) of video and audio at the best offset
   in_sync          1 when that best offset is within +-1 frame (40 ms) of 0, else 0; its mean
                    over clips is the in-sync share
+  mesh_sync_c      the same read-out of the mesh lip-sync evaluator (vasa_jax.eval.meshsync,
+                   bundled weights): it sees the lips and chin of the tracked, frontalised mesh,
+                   so identity, lighting and render blur do not count (validated on the test
+                   split: docs/evaluators/meshsync.json)
+  mesh_in_sync     1 when its best offset is within +-1 frame of 0: the in-sync share this
+                   report judges lip-sync by (the pixel SyncNet's is kept for comparison)
   face_found       share of output frames where the tracker finds the face
 
 Bilabials (--bilabial-sentences N, synthetic speech whose phoneme timings espeak-ng gives):
@@ -193,7 +199,8 @@ def _summary(rows, keys):
 
 
 FIGURES = ("rot_std", "yaw_std", "ang_speed", "blink_rate", "mouth_std", "mouth_audio_r",
-           "phonetic_open_r", "jitter", "seam_ratio", "sync_c", "in_sync")
+           "phonetic_open_r", "jitter", "seam_ratio", "sync_c", "in_sync", "mesh_sync_c",
+           "mesh_in_sync")
 IN_SYNC_FRAMES = 1                # |best offset| <= this many frames counts as in sync
 
 
@@ -208,6 +215,19 @@ def sync_figures(sync_eval, frames: np.ndarray, audio: np.ndarray) -> dict:
     return {}
   return {"sync_offset": int(s["offset"]), "sync_c": float(s["sync_c"]),
           "in_sync": float(abs(int(s["offset"])) <= IN_SYNC_FRAMES)}
+
+
+def mesh_sync_figures(mesh_eval, canonical: np.ndarray, audio: np.ndarray) -> dict:
+  """The mesh lip-sync evaluator's best offset and confidence for canonical meshes [T, N, 3]
+  and their audio; empty without an evaluator or for a clip too short to score."""
+  if mesh_eval is None or canonical is None:
+    return {}
+  try:
+    s = mesh_eval.score(canonical, audio)
+  except ValueError:
+    return {}
+  return {"mesh_sync_offset": int(s["offset"]), "mesh_sync_c": float(s["sync_c"]),
+          "mesh_in_sync": float(abs(int(s["offset"])) <= IN_SYNC_FRAMES)}
 
 
 # Sentences dense in /p b m/ in the languages of ../shared/real (espeak-ng voices).
@@ -471,18 +491,21 @@ def _sheet(items, path):
 def evaluate(anim, geo_source, clip_index, *, max_clips: int = 12, max_seconds: float = 8.0,
              steps: int = 10, seed: int = 0, control_clips: int = 3, only: str = "",
              out_dir: str | None = None, progress=None, long: tuple | None = None,
-             bilabial_sentences: int = 0, sync_eval="bundled",
+             bilabial_sentences: int = 0, sync_eval="bundled", mesh_sync_eval="bundled",
              options: dict | None = None) -> dict:
   """long: (image, audio) of a long-audio drift check (`long_audio`), or None.
   options: sampler settings for every generated clip (SampleOptions fields: cfg_audio,
   cfg_gaze, ...; the bundle's defaults where left out).
   bilabial_sentences: how many of BILABIAL_SENTENCES to animate (on the control clips'
   portraits). sync_eval: a syncnet.SyncEvaluator, "bundled" (the package's weights) or None
-  (no sync figures)."""
+  (no sync figures); mesh_sync_eval: a meshsync.MeshSyncEvaluator, "bundled" or None."""
   from vasa_jax.data import records
   if isinstance(sync_eval, str):
     from vasa_jax.eval import syncnet
     sync_eval = syncnet.load()
+  if isinstance(mesh_sync_eval, str):
+    from vasa_jax.eval import meshsync
+    mesh_sync_eval = meshsync.load()
   from vasa_jax.models import phonetic
   try:
     front_end = phonetic.load()
@@ -507,13 +530,15 @@ def evaluate(anim, geo_source, clip_index, *, max_clips: int = 12, max_seconds: 
     codes, gpts, found = measure(gen)
     gen_points = measure.points
     opened = None if front_end is None else front_end.predict(audio)["mouth"][:, 0]
+    real_canon = measure.canonical(pts, frames.shape[1])
     row = {"clip_id": _text(rec["clip_id"]), "dataset": _text(rec["dataset"]), "frames": t,
-           "real": {**motion_figures(real_motion, measure.canonical(pts, frames.shape[1]),
-                                     audio, seams, opened),
-                    **sync_figures(sync_eval, frames, audio)}}
+           "real": {**motion_figures(real_motion, real_canon, audio, seams, opened),
+                    **sync_figures(sync_eval, frames, audio),
+                    **mesh_sync_figures(mesh_sync_eval, real_canon, audio)}}
     if codes is not None:
       row["generated"] = {**motion_figures(codes, gpts, audio, seams, opened),
-                          **sync_figures(sync_eval, gen, audio)}
+                          **sync_figures(sync_eval, gen, audio),
+                          **mesh_sync_figures(mesh_sync_eval, gpts, audio)}
       row["generated"]["face_found"] = found
       if len(sheet) < 4:
         sheet.append((frames, gen, gen_points))
@@ -529,7 +554,8 @@ def evaluate(anim, geo_source, clip_index, *, max_clips: int = 12, max_seconds: 
     raise ValueError("no clip to evaluate")
   keys = FIGURES + ("face_found",)
   # the audio guidance in effect: the asked scale, else the bundle's default
-  shown = {"cfg_audio": anim.engine.sampler.cfg_audio, **options}
+  shown = {"cfg_audio": anim.engine.sampler.cfg_audio,
+           "audio_lead": anim.engine.sampler.audio_lead, **options}
   rep = {"dataset": _text(rows[0]["dataset"]), "clips": len(rows),
          "settings": f"{steps} DDIM steps, seed {seed}, first {max_seconds:g} s of each clip"
                      + "".join(f", {k} {v:g}" if isinstance(v, float) else f", {k} {v}"
@@ -585,6 +611,8 @@ def _parser():
                  help="audio guidance scale (default: the bundle's sampler setting)")
   p.add_argument("--cfg-gaze", type=float, default=None,
                  help="gaze guidance scale (default: the bundle's)")
+  p.add_argument("--audio-lead", type=float, default=None,
+                 help="audio lead in frames (default: the bundle's)")
   p.add_argument("--out", default="docs/motion_eval")
   return p
 
@@ -607,7 +635,9 @@ def main(argv=None) -> int:
                    only=args.only, out_dir=args.out, progress=progress, long=args.long,
                    bilabial_sentences=args.bilabial_sentences,
                    options={k: v for k, v in (("cfg_audio", args.cfg_audio),
-                                              ("cfg_gaze", args.cfg_gaze)) if v is not None})
+                                              ("cfg_gaze", args.cfg_gaze),
+                                              ("audio_lead", args.audio_lead))
+                            if v is not None})
   except (config_utils.InputError, an.AnimateError, FileNotFoundError, ValueError) as e:
     print(f"vasa-jax eval: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
     return 2
