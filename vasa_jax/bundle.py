@@ -59,6 +59,7 @@ class SamplerDefaults:
   cfg_audio: float = 0.5
   cfg_gaze: float = 1.0
   audio_lead: float = 0.0
+  cfg_expression: float | None = None   # audio guidance of the expression codes (None: cfg_audio)
 
   @classmethod
   def from_config(cls, config) -> "SamplerDefaults":
@@ -69,7 +70,9 @@ class SamplerDefaults:
     return cls(steps=int(s.get("steps", d.steps)), eta=float(s.get("eta", d.eta)),
                cfg_audio=float(s.get("cfg_audio", d.cfg_audio)),
                cfg_gaze=float(s.get("cfg_gaze", d.cfg_gaze)),
-               audio_lead=float(s.get("audio_lead", d.audio_lead)))
+               audio_lead=float(s.get("audio_lead", d.audio_lead)),
+               cfg_expression=None if s.get("cfg_expression", None) is None
+               else float(s["cfg_expression"]))
 
 
 @dataclasses.dataclass

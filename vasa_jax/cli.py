@@ -441,7 +441,7 @@ def cmd_export(args) -> int:
   md_recorded = os.path.isfile(os.path.join(args.motion_dit, config_utils.RUN_CONFIG))
   md_cfg = config_utils.run_config(args.motion_dit, args.motion_dit_config or (
       None if md_recorded else "configs/motion_dit.py:demo"))
-  tuned = {k: getattr(args, k) for k in ("cfg_audio", "cfg_gaze", "audio_lead")
+  tuned = {k: getattr(args, k) for k in ("cfg_audio", "cfg_gaze", "cfg_expression", "audio_lead")
            if getattr(args, k, None) is not None}
   if tuned:
     from vasa_jax import engine as engine_lib
@@ -721,6 +721,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default: the stage-2 config's sampler.cfg_audio)")
   ex.add_argument("--cfg-gaze", type=float, default=None,
                   help="the bundle's default gaze guidance scale (default: sampler.cfg_gaze)")
+  ex.add_argument("--cfg-expression", type=float, default=None,
+                  help="the bundle's default audio guidance of the expression codes (lips, "
+                       "jaw, cheeks, brows; head pose, lids and gaze keep --cfg-audio) "
+                       "(default: sampler.cfg_expression, else the same as cfg_audio)")
   ex.add_argument("--audio-lead", type=float, default=None,
                   help="the bundle's default audio lead in frames: each frame's motion is "
                        "conditioned on the audio this much later, undoing the lag of "

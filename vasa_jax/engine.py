@@ -153,6 +153,7 @@ class SampleOptions:
   emotion: str | int | None = None
   cfg_audio: float | None = None
   cfg_gaze: float | None = None
+  cfg_expression: float | None = None
   audio_lead: float | None = None
   steps: int | None = None
   seed: int = 0
@@ -171,6 +172,9 @@ class SampleOptions:
     cfg_gaze = defaults.cfg_gaze if self.cfg_gaze is None else self.cfg_gaze
     for name, v in (("cfg_audio", cfg_audio), ("cfg_gaze", cfg_gaze)):
       _in_range(name, v, 0.0, 10.0)
+    cfg_expr = defaults.cfg_expression if self.cfg_expression is None else self.cfg_expression
+    if cfg_expr is not None:
+      _in_range("cfg_expression", cfg_expr, 0.0, 10.0)
     lead = defaults.audio_lead if self.audio_lead is None else self.audio_lead
     _in_range("audio_lead", lead, 0.0, MAX_AUDIO_LEAD)
     gaze_radians(self.gaze)
@@ -179,7 +183,7 @@ class SampleOptions:
     blink_per_minute(self.blink_rate)
     return dataclasses.replace(
         self, steps=steps, cfg_audio=float(cfg_audio), cfg_gaze=float(cfg_gaze),
-        audio_lead=float(lead),
+        audio_lead=float(lead), cfg_expression=None if cfg_expr is None else float(cfg_expr),
         head_motion=_in_range("head_motion", self.head_motion, 0.0, 3.0, " (still head)"),
         emotion_intensity=_in_range("emotion_intensity", self.emotion_intensity, 0.0, 1.5))
 
@@ -518,6 +522,12 @@ def sample_motion(engine: Engine, portrait_motion: np.ndarray, audio_16k: np.nda
     ctrl["distance"] = np.float32(np.clip(ref[5], 0.3, 1.5))
     ctrl["drop"]["distance"] = np.float32(0.0)
   cfg = {"audio": opts.cfg_audio, "gaze": opts.cfg_gaze if opts.gaze is not None else 0.0}
+  if geometry and opts.cfg_expression is not None and opts.cfg_expression != opts.cfg_audio:
+    # the expression codes (lips, jaw, cheeks, brows) get their own audio guidance; head pose,
+    # lids and gaze keep cfg_audio
+    k_exp = engine.basis.exp_dim
+    cfg["audio"] = tuple([opts.cfg_audio] * POSE_DIM + [opts.cfg_expression] * k_exp
+                         + [opts.cfg_audio] * (engine.motion_dim - POSE_DIM - k_exp))
   if opts.blink_rate is not None and blink_cfg:
     cfg["blink_rate"] = float(blink_cfg)
   k = engine.context

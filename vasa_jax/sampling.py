@@ -126,6 +126,9 @@ def guided_denoise(denoise: Denoiser, x_t, t, cond: Mapping[str, Any],
   tile = lambda a: jnp.concatenate([a] * nb, axis=0)
   out = denoise(tile(x_t), tile(t), jax.tree_util.tree_map(tile, cond), drop)
   out = out.reshape((nb, b) + out.shape[1:])
+  # a scale is a number, or a tuple / array with one entry per motion dimension
+  guided = [(n, jnp.asarray(s, jnp.float32) if isinstance(s, (tuple, list)) else s)
+            for n, s in guided]
   total = sum(scale for _, scale in guided)
   x0 = (1.0 + total) * out[0]
   for k, (_, scale) in enumerate(guided):

@@ -554,8 +554,10 @@ def evaluate(anim, geo_source, clip_index, *, max_clips: int = 12, max_seconds: 
     raise ValueError("no clip to evaluate")
   keys = FIGURES + ("face_found",)
   # the audio guidance in effect: the asked scale, else the bundle's default
-  shown = {"cfg_audio": anim.engine.sampler.cfg_audio,
-           "audio_lead": anim.engine.sampler.audio_lead, **options}
+  sd = anim.engine.sampler
+  shown = {"cfg_audio": sd.cfg_audio, "audio_lead": sd.audio_lead,
+           **({"cfg_expression": sd.cfg_expression} if sd.cfg_expression is not None else {}),
+           **options}
   rep = {"dataset": _text(rows[0]["dataset"]), "clips": len(rows),
          "settings": f"{steps} DDIM steps, seed {seed}, first {max_seconds:g} s of each clip"
                      + "".join(f", {k} {v:g}" if isinstance(v, float) else f", {k} {v}"
@@ -613,6 +615,8 @@ def _parser():
                  help="gaze guidance scale (default: the bundle's)")
   p.add_argument("--audio-lead", type=float, default=None,
                  help="audio lead in frames (default: the bundle's)")
+  p.add_argument("--cfg-expression", type=float, default=None,
+                 help="audio guidance of the expression codes (default: the bundle's)")
   p.add_argument("--out", default="docs/motion_eval")
   return p
 
@@ -636,7 +640,8 @@ def main(argv=None) -> int:
                    bilabial_sentences=args.bilabial_sentences,
                    options={k: v for k, v in (("cfg_audio", args.cfg_audio),
                                               ("cfg_gaze", args.cfg_gaze),
-                                              ("audio_lead", args.audio_lead))
+                                              ("audio_lead", args.audio_lead),
+                                              ("cfg_expression", args.cfg_expression))
                             if v is not None})
   except (config_utils.InputError, an.AnimateError, FileNotFoundError, ValueError) as e:
     print(f"vasa-jax eval: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
