@@ -77,11 +77,21 @@ $VJ train --config "configs/motion_dit.py:geo,model.audio_features=log_mel+phone
   $VJ export --face-latent "$RUN/bundle_v3" --motion-dit "$RUN/md_mix" \
     --out "$RUN/bundle_v4" --dtype float16
 
-# 6. bundle v5 (the bundled one): v4's weights with the audio guidance scale tuned on the TRAIN
+# 6. bundle v5: v4's weights with the audio guidance scale tuned on the TRAIN
 #    split's real clips (12 clips, 8 s, 10 steps; seeds 0 and 1). Of cfg_audio 0.5 (v4), 1.0,
 #    1.5, 2.0 and 3.0, 1.5 comes closest to the footage on head-rotation spread and speed,
 #    blinks, mouth spread and jitter (figures in docs/motion_eval/cfg_sweep.md). Each point:
 #      $VJ eval motion --data-dir "$DATA" --dataset motion_latents/geo:train --max-clips 12 \
 #        --control-clips 0 --bilabial-sentences 0 --cfg-audio C --seed S --out OUT
 $VJ export --face-latent "$RUN/bundle_v4" --motion-dit "$RUN/md_mix" \
-  --out vasa_jax/assets/demo --dtype float16 --cfg-audio 1.5
+  --out "$RUN/bundle_v5" --dtype float16 --cfg-audio 1.5
+
+# 7. bundle v6 (the bundled one): v5 with an audio lead of 1.5 frames. The tracker's causal
+#    smoothing delayed the training targets' lips, so the mouth lagged the speech by about a
+#    frame. The lead was tuned on unseen real voices outside the test split with the mesh
+#    lip-sync evaluator (docs/motion_eval/audio_lead.md):
+#      python tools/lipsync_tuning.py '{"audio_lead": L}' --seed S
+#    The evaluator itself (vasa_jax/assets/evaluators/meshsync, ~2 min):
+#      $VJ eval meshsync --data-dir "$DATA"
+$VJ export --face-latent "$RUN/bundle_v4" --motion-dit "$RUN/md_mix" \
+  --out vasa_jax/assets/demo --dtype float16 --cfg-audio 1.5 --audio-lead 1.5

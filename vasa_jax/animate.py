@@ -105,8 +105,9 @@ class Animator:
   composite (vasa_jax/composites.py): None picks the bundle's own -- "geometry" for a
   geometry-grounded bundle (its only one); for the older learned-flow bundles "warp" with a
   mouth rig, else "detail"; "render" is the method as published, right for a well-trained
-  learned-flow model. Sampling settings a call leaves out (steps, cfg_audio, cfg_gaze) are the
-  bundle's sampler defaults (its stage-2 config's `sampler` block).
+  learned-flow model. Sampling settings a call leaves out (steps, cfg_audio, cfg_gaze,
+  cfg_expression, audio_lead) are the bundle's sampler defaults (its stage-2 config's
+  `sampler` block).
   """
 
   def __init__(self, checkpoint: str | None = None, *, bundle: "bundle_lib.Bundle | None" = None,
@@ -227,8 +228,8 @@ class Animator:
              **options) -> Iterator[np.ndarray]:
     """Yields uint8 frame batches [n,H,W,3] as soon as each is rendered (25 fps overall).
 
-    options: gaze, distance, emotion, cfg_audio, cfg_gaze, steps, seed, head_motion,
-    emotion_intensity, blink_rate (SampleOptions). If `stats` is a dict it receives
+    options: gaze, distance, emotion, cfg_audio, cfg_gaze, cfg_expression, audio_lead, steps,
+    seed, head_motion, emotion_intensity, blink_rate (SampleOptions). If `stats` is a dict it receives
     first_frame_s (time from the call to the first yielded frames), frames, seconds, and
     faces_found."""
     yield from self._stream(image, engine_lib.load_audio(audio), crop_only=crop_only,
