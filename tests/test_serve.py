@@ -157,6 +157,21 @@ def test_no_route_serves_files_outside_the_app_folder(server):
     assert e.value.code in (403, 404), (path, e.value.code)
 
 
+def test_page_samples_with_the_bundles_tuned_guidance(server):
+  """The page's guidance sliders start at the bundle's sampler defaults (bundle v5+: audio
+  1.5, tuned after training), so the page samples as the CLI and the Python API do."""
+  import json
+
+  from vasa_jax import bundle as bundle_lib
+  want = bundle_lib.load(None).sampler
+  with urllib.request.urlopen(server["url"] + "config", timeout=30) as r:
+    config = json.load(r)
+  values = {c["props"].get("label"): c["props"].get("value") for c in config["components"]
+            if isinstance(c.get("props"), dict)}
+  assert values["CFG audio"] == pytest.approx(want.cfg_audio) and want.cfg_audio != 0.5
+  assert values["CFG gaze"] == pytest.approx(want.cfg_gaze)
+
+
 def test_sigterm_removes_the_work_folder(server):
   # Last in the module: stops the shared server.
   assert server["workdir"].is_dir()
@@ -183,17 +198,3 @@ def test_serve_without_gradio_is_a_one_line_error(tmp_path):
       'vasa-jax: error: vasa-jax serve needs gradio: pip install "vasa-jax[serve]"')
   assert not list(scratch.iterdir())       # no work folder left behind
 
-
-def test_page_samples_with_the_bundles_tuned_guidance(server):
-  """The page's guidance sliders start at the bundle's sampler defaults (bundle v5+: audio
-  1.5, tuned after training), so the page samples as the CLI and the Python API do."""
-  import json
-
-  from vasa_jax import bundle as bundle_lib
-  want = bundle_lib.load(None).sampler
-  with urllib.request.urlopen(server["url"] + "config", timeout=30) as r:
-    config = json.load(r)
-  values = {c["props"].get("label"): c["props"].get("value") for c in config["components"]
-            if isinstance(c.get("props"), dict)}
-  assert values["CFG audio"] == pytest.approx(want.cfg_audio) and want.cfg_audio != 0.5
-  assert values["CFG gaze"] == pytest.approx(want.cfg_gaze)
