@@ -56,7 +56,7 @@ import numpy as np
 from flax import linen as nn
 
 from vasa_jax import artifacts
-from vasa_jax.constants import FPS, SAMPLES_PER_FRAME
+from vasa_jax.constants import SAMPLES_PER_FRAME
 from vasa_jax.eval import contrastive, syncnet
 
 log = logging.getLogger(__name__)
@@ -355,47 +355,14 @@ def sample_batch(rng: np.random.Generator, sets: Sequence[ClipSet], weights: Seq
 def train(sets: Sequence[ClipSet], weights: Sequence[float], cfg: Config, *, steps: int,
           clips: int, group: int = 6, cross_weight: float = 0.3, lr: float = 1e-3,
           seed: int = 0, max_seconds: float = 0.0, log_every: int = 100):
-  """Fits the model through the one training loop (vasa_jax/train/loop.py), in memory.
-  Returns (params, info with the logged history)."""
-  import ml_collections
-  import optax
-
-  from vasa_jax.train import common, loop
-  tx = common.adamw(lr, warmup_steps=min(200, steps // 10 + 1), decay_steps=steps,
-                    weight_decay=1e-4)
-  params = init_params(cfg, seed)
-  model = MeshSyncNet(cfg)
-
-  def loss_fn(p, m, a):
-    me, ae, scale = model.apply({"params": p}, m, a)
-    return syncnet.sync_loss(me, ae, scale, group, cross_weight)
-
-  @jax.jit
-  def step(state, batch):
-    p, o = state
-    (loss, acc), g = jax.value_and_grad(loss_fn, has_aux=True)(p, *batch)
-    upd, o = tx.update(g, o, p)
-    return (optax.apply_updates(p, upd), o), {"loss": loss, "acc": acc}
-
+  """Fits the model (`syncnet.fit`, the pixel SyncNet's loop and loss). Returns (params, info
+  with the logged history)."""
   rng = np.random.default_rng(seed)
-  t0 = time.perf_counter()
-  hist = []
-
-  def record(done, scalars):
-    hist.append({"step": done, "loss": round(scalars["loss"], 4),
-                 "acc": round(scalars["acc"], 4),
-                 "seconds": round(time.perf_counter() - t0, 1)})
-    log.warning("step %d loss %.4f acc %.3f (%.0f s)", done, scalars["loss"], scalars["acc"],
-                time.perf_counter() - t0)
-
-  out = loop.run(ml_collections.ConfigDict({"steps": steps, "log_every": log_every}),
-                 state=(params, tx.init(params)), start=0,
-                 data_iter=loop.forever(lambda: sample_batch(rng, sets, weights, clips, group,
-                                                             cfg)),
-                 train_step=step, make_batch=lambda b: tuple(jnp.asarray(x) for x in b),
-                 on_log=[record], max_seconds=max_seconds)
-  return jax.device_get(out.state[0]), {"steps": out.step, "history": hist,
-                                        "seconds": round(time.perf_counter() - t0, 1)}
+  return syncnet.fit(MeshSyncNet(cfg), init_params(cfg, seed),
+                     lambda: sample_batch(rng, sets, weights, clips, group, cfg), steps=steps,
+                     group=group, cross_weight=cross_weight, lr=lr,
+                     warmup_steps=min(200, steps // 10 + 1), max_seconds=max_seconds,
+                     log_every=log_every)
 
 
 # ----------------------------------------------------------------------------- validation

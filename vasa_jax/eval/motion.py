@@ -204,30 +204,18 @@ FIGURES = ("rot_std", "yaw_std", "ang_speed", "blink_rate", "mouth_std", "mouth_
 IN_SYNC_FRAMES = 1                # |best offset| <= this many frames counts as in sync
 
 
-def sync_figures(sync_eval, frames: np.ndarray, audio: np.ndarray) -> dict:
-  """The sync evaluator's best offset and confidence for aligned face crops and their audio;
-  empty without an evaluator or for a clip too short to score."""
+def sync_figures(sync_eval, video, audio: np.ndarray, prefix: str = "") -> dict:
+  """A sync evaluator's best offset, confidence and in-sync flag for a clip's video (aligned
+  face crops for the pixel SyncNet, canonical meshes for the mesh one) and its audio, each
+  key prefixed by `prefix`; empty without an evaluator or for a clip too short to score."""
   if sync_eval is None:
     return {}
   try:
-    s = sync_eval.score(frames, audio)
+    s = sync_eval.score(video, audio)
   except ValueError:
     return {}
-  return {"sync_offset": int(s["offset"]), "sync_c": float(s["sync_c"]),
-          "in_sync": float(abs(int(s["offset"])) <= IN_SYNC_FRAMES)}
-
-
-def mesh_sync_figures(mesh_eval, canonical: np.ndarray, audio: np.ndarray) -> dict:
-  """The mesh lip-sync evaluator's best offset and confidence for canonical meshes [T, N, 3]
-  and their audio; empty without an evaluator or for a clip too short to score."""
-  if mesh_eval is None or canonical is None:
-    return {}
-  try:
-    s = mesh_eval.score(canonical, audio)
-  except ValueError:
-    return {}
-  return {"mesh_sync_offset": int(s["offset"]), "mesh_sync_c": float(s["sync_c"]),
-          "mesh_in_sync": float(abs(int(s["offset"])) <= IN_SYNC_FRAMES)}
+  return {f"{prefix}sync_offset": int(s["offset"]), f"{prefix}sync_c": float(s["sync_c"]),
+          f"{prefix}in_sync": float(abs(int(s["offset"])) <= IN_SYNC_FRAMES)}
 
 
 # Sentences dense in /p b m/ in the languages of ../shared/real (espeak-ng voices).
@@ -534,11 +522,11 @@ def evaluate(anim, geo_source, clip_index, *, max_clips: int = 12, max_seconds: 
     row = {"clip_id": _text(rec["clip_id"]), "dataset": _text(rec["dataset"]), "frames": t,
            "real": {**motion_figures(real_motion, real_canon, audio, seams, opened),
                     **sync_figures(sync_eval, frames, audio),
-                    **mesh_sync_figures(mesh_sync_eval, real_canon, audio)}}
+                    **sync_figures(mesh_sync_eval, real_canon, audio, "mesh_")}}
     if codes is not None:
       row["generated"] = {**motion_figures(codes, gpts, audio, seams, opened),
                           **sync_figures(sync_eval, gen, audio),
-                          **mesh_sync_figures(mesh_sync_eval, gpts, audio)}
+                          **sync_figures(mesh_sync_eval, gpts, audio, "mesh_")}
       row["generated"]["face_found"] = found
       if len(sheet) < 4:
         sheet.append((frames, gen, gen_points))

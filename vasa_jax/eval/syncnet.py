@@ -426,23 +426,21 @@ def sync_loss(v: jax.Array, a: jax.Array, scale: jax.Array, group: int, cross_we
   return within + cross_weight * full, acc
 
 
-def train(sets: Sequence[ClipSet], weights: Sequence[float], cfg: Config, *, steps: int,
-          clips: int, group: int = 6, cross_weight: float = 0.3, lr: float = 2e-3,
-          seed: int = 0, max_seconds: float = 0.0, log_every: int = 50):
-  """Fits the SyncNet through the one training loop (vasa_jax/train/loop.py), in memory.
-  Returns (params, info with the logged history)."""
+def fit(model: nn.Module, params, next_batch, *, steps: int, group: int, cross_weight: float,
+        lr: float, warmup_steps: int, max_seconds: float = 0.0, log_every: int = 50):
+  """Fits a two-tower sync model (`model(x, a)` -> (x embeddings, audio embeddings, logit
+  scale)) with `sync_loss` through the one training loop (vasa_jax/train/loop.py), in memory;
+  next_batch() -> (x windows, audio windows), `group` rows per clip. Returns (params, info with
+  the logged history). Shared by this SyncNet and the mesh one (vasa_jax/eval/meshsync.py)."""
   import ml_collections
   import optax
 
   from vasa_jax.train import common, loop
-  tx = common.adamw(lr, warmup_steps=min(100, steps // 10 + 1), decay_steps=steps,
-                    weight_decay=1e-4)
-  params = init_params(cfg, seed)
-  model = SyncNet(cfg)
+  tx = common.adamw(lr, warmup_steps=warmup_steps, decay_steps=steps, weight_decay=1e-4)
 
-  def loss_fn(p, v, a):
-    ve, ae, scale = model.apply({"params": p}, v, a)
-    return sync_loss(ve, ae, scale, group, cross_weight)
+  def loss_fn(p, x, a):
+    xe, ae, scale = model.apply({"params": p}, x, a)
+    return sync_loss(xe, ae, scale, group, cross_weight)
 
   @jax.jit
   def step(state, batch):
@@ -451,7 +449,6 @@ def train(sets: Sequence[ClipSet], weights: Sequence[float], cfg: Config, *, ste
     upd, o = tx.update(g, o, p)
     return (optax.apply_updates(p, upd), o), {"loss": loss, "acc": acc}
 
-  rng = np.random.default_rng(seed)
   t0 = time.perf_counter()
   hist = []
 
@@ -463,13 +460,23 @@ def train(sets: Sequence[ClipSet], weights: Sequence[float], cfg: Config, *, ste
                 time.perf_counter() - t0)
 
   out = loop.run(ml_collections.ConfigDict({"steps": steps, "log_every": log_every}),
-                 state=(params, tx.init(params)), start=0,
-                 data_iter=loop.forever(lambda: sample_batch(rng, sets, weights, clips, group,
-                                                             cfg)),
+                 state=(params, tx.init(params)), start=0, data_iter=loop.forever(next_batch),
                  train_step=step, make_batch=lambda b: tuple(jnp.asarray(x) for x in b),
                  on_log=[record], max_seconds=max_seconds)
   return jax.device_get(out.state[0]), {"steps": out.step, "history": hist,
                                         "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def train(sets: Sequence[ClipSet], weights: Sequence[float], cfg: Config, *, steps: int,
+          clips: int, group: int = 6, cross_weight: float = 0.3, lr: float = 2e-3,
+          seed: int = 0, max_seconds: float = 0.0, log_every: int = 50):
+  """Fits the SyncNet (`fit`). Returns (params, info with the logged history)."""
+  rng = np.random.default_rng(seed)
+  return fit(SyncNet(cfg), init_params(cfg, seed),
+             lambda: sample_batch(rng, sets, weights, clips, group, cfg), steps=steps,
+             group=group, cross_weight=cross_weight, lr=lr,
+             warmup_steps=min(100, steps // 10 + 1), max_seconds=max_seconds,
+             log_every=log_every)
 
 
 # ----------------------------------------------------------------------------- validation
