@@ -142,8 +142,9 @@ class SampleOptions:
   """One call's sampling settings. gaze (theta, phi) in degrees, distance in metres, emotion
   a name of EMOTIONS or its index, blink_rate in blinks a minute: None is a dropped condition
   (the model chooses), except distance on a geometry bundle: None holds the portrait's own
-  head distance (`sample_motion`). steps / cfg_audio / cfg_gaze / audio_lead None: the bundle's
-  sampler defaults (audio_lead: frames by which the motion is conditioned on later audio).
+  head distance (`sample_motion`). steps / cfg_audio / cfg_gaze / cfg_expression / audio_lead
+  None: the bundle's sampler defaults (cfg_expression: the audio guidance of the expression
+  codes, None = cfg_audio; audio_lead: frames by which the motion hears the audio ahead).
   head_motion scales the generated head motion about the portrait's pose (0 still, 1 the
   model's, above 1 livelier); emotion_intensity scales the emotion's expression offset.
   carry_context=False: every window is conditioned on the portrait's motion only (an
@@ -467,8 +468,9 @@ def lead_audio(audio_16k, frames: float) -> np.ndarray:
   """The audio advanced by `frames` video frames (a fraction is fine): sample i becomes sample
   i + frames * 640, the end padded with silence, so frame t's motion is conditioned on what is
   said at t + frames. The stage-2 targets were measured by the tracker's causal smoothing
-  filter, which delays the lips by about a frame; the bundle's `audio_lead` undoes that delay
-  (tuned on the train split with the mesh lip-sync evaluator, docs/motion_eval/audio_lead.md)."""
+  filter, which delays the lips by 0.4 frames, and the model answers unfamiliar voices later
+  still; the bundle's `audio_lead` undoes that delay (tuned on real voices outside the test
+  split with the mesh lip-sync evaluator, docs/motion_eval/audio_lead.md)."""
   a = np.asarray(audio_16k, np.float32).reshape(-1)
   n = int(round(float(frames) * (SAMPLE_RATE // FPS)))
   if n <= 0:
