@@ -1,5 +1,10 @@
-"""Lip-sync of the bundled sampler on unseen real voices, outside the test split: the tuning set
-behind bundle v6's audio lead (docs/motion_eval/audio_lead.md).
+"""Lip-sync of the bundled sampler on unseen real voices, outside the test split
+(docs/motion_eval/audio_lead.md).
+
+These voices have no footage, so the offsets read here are relative to the evaluator's zero,
+and that zero sits 0.4-1 frame positive on real footage it has not seen. A lead that centres
+these offsets on 0 over-corrects (1.5 did, against 0.5 set on the footage of the train split).
+Use it to compare variants, not to place the lead.
 
 Twelve speech files of ../shared/real/audio (every 14th from the 8th, so not eval controls'
 picks) are spoken by twelve portraits of ../shared/real/images (every 17th from the 4th), first

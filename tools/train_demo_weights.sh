@@ -86,12 +86,14 @@ $VJ train --config "configs/motion_dit.py:geo,model.audio_features=log_mel+phone
 $VJ export --face-latent "$RUN/bundle_v4" --motion-dit "$RUN/md_mix" \
   --out "$RUN/bundle_v5" --dtype float16 --cfg-audio 1.5
 
-# 7. bundle v6 (the bundled one): v5 with an audio lead of 1.5 frames. The tracker's causal
-#    smoothing delayed the training targets' lips, so the mouth lagged the speech by about a
-#    frame. The lead was tuned on unseen real voices outside the test split with the mesh
-#    lip-sync evaluator (docs/motion_eval/audio_lead.md):
-#      python tools/lipsync_tuning.py '{"audio_lead": L}' --seed S
+# 7. bundle v6 (the bundled one): v5 with an audio lead of 0.5 frames. The tracker's causal
+#    smoothing delays the lips it measures by 0.42 frames, and the training targets carry that
+#    delay. The lead was chosen on the TRAIN split, where the mesh lip-sync evaluator reads the
+#    footage at offset 0: it brings the generated clips' mean offset from +0.8 to ~0
+#    (docs/motion_eval/audio_lead.md). Each point:
+#      $VJ eval motion --data-dir "$DATA" --dataset motion_latents/geo:train --max-clips 12 \
+#        --control-clips 0 --bilabial-sentences 0 --audio-lead L --seed S --out OUT
 #    The evaluator itself (vasa_jax/assets/evaluators/meshsync, ~2 min):
 #      $VJ eval meshsync --data-dir "$DATA"
 $VJ export --face-latent "$RUN/bundle_v4" --motion-dit "$RUN/md_mix" \
-  --out vasa_jax/assets/demo --dtype float16 --cfg-audio 1.5 --audio-lead 1.5
+  --out vasa_jax/assets/demo --dtype float16 --cfg-audio 1.5 --audio-lead 0.5

@@ -468,9 +468,9 @@ def lead_audio(audio_16k, frames: float) -> np.ndarray:
   """The audio advanced by `frames` video frames (a fraction is fine): sample i becomes sample
   i + frames * 640, the end padded with silence, so frame t's motion is conditioned on what is
   said at t + frames. The stage-2 targets were measured by the tracker's causal smoothing
-  filter, which delays the lips by 0.4 frames, and the model answers unfamiliar voices later
-  still; the bundle's `audio_lead` undoes that delay (tuned on real voices outside the test
-  split with the mesh lip-sync evaluator, docs/motion_eval/audio_lead.md)."""
+  filter, which delays the lips by 0.4 frames; the bundle's `audio_lead` undoes that delay
+  (chosen on the train split, where the mesh lip-sync evaluator reads the footage at offset 0:
+  docs/motion_eval/audio_lead.md)."""
   a = np.asarray(audio_16k, np.float32).reshape(-1)
   n = int(round(float(frames) * (SAMPLE_RATE // FPS)))
   if n <= 0:
