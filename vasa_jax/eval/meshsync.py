@@ -56,7 +56,6 @@ import numpy as np
 from flax import linen as nn
 
 from vasa_jax import artifacts
-from vasa_jax.constants import SAMPLES_PER_FRAME
 from vasa_jax.eval import contrastive, syncnet
 
 log = logging.getLogger(__name__)
@@ -118,10 +117,7 @@ def lip_features(canonical: np.ndarray) -> np.ndarray:
   return (x / (x.std() + MOTION_FLOOR)).astype(np.float32)
 
 
-def audio_features(audio_16k: np.ndarray, cfg: Config = Config()) -> np.ndarray:
-  """16 kHz mono float audio -> normalised log-mel [T, mel_per_frame, n_mels]."""
-  mel = contrastive.log_mel(audio_16k, n_mels=cfg.n_mels, per_frame=cfg.mel_per_frame)
-  return contrastive.normalise_log_mel(mel)
+audio_features = syncnet.audio_features   # normalised log-mel [T, mel_per_frame, n_mels]
 
 
 def mesh_windows(x: np.ndarray, starts: np.ndarray, window: int) -> np.ndarray:
@@ -176,49 +172,33 @@ def init_params(cfg: Config, seed: int = 0):
 
 # ----------------------------------------------------------------------------- evaluator
 
-class MeshSyncEvaluator(contrastive.TwoTowerEvaluator):
-  """Trained mesh sync model: `score(canonical, audio)` -> Sync-C / Sync-D / offset."""
-
-  CHUNK = 256
+class MeshSyncEvaluator(syncnet.SyncEvaluator):
+  """Trained mesh sync model: `score(canonical, audio)` -> Sync-C / Sync-D / offset. The
+  pixel SyncNet's evaluator with the mouth measures of the mesh in place of mouth crops (its
+  audio embedding, offset search and read-out are shared)."""
 
   def __init__(self, params, cfg: Config = Config(), meta: dict | None = None):
-    super().__init__(MeshSyncNet(cfg), MeshSyncNet.embed_mesh, MeshSyncNet.embed_audio, params,
-                     cfg, meta)
+    contrastive.TwoTowerEvaluator.__init__(self, MeshSyncNet(cfg), MeshSyncNet.embed_mesh,
+                                           MeshSyncNet.embed_audio, params, cfg, meta)
+    self._video, self._audio = self._embed_a, self._embed_b
 
-  def embed_mesh(self, feats: np.ndarray) -> np.ndarray:
+  def embed_video(self, feats: np.ndarray) -> np.ndarray:
     """lip_features [T, C] -> window embeddings [T - window + 1, D]."""
     n = feats.shape[0] - self.cfg.window + 1
     if n < 1:
       return np.zeros((0, self.cfg.embed_dim), np.float32)
-    return self._run(self._embed_a, mesh_windows(feats, np.arange(n), self.cfg.window))
+    return self._run(self._video, mesh_windows(feats, np.arange(n), self.cfg.window))
 
-  def embed_audio(self, mel: np.ndarray) -> np.ndarray:
-    """Normalised log-mel [T, P, M] -> window embeddings [T - window + 1, D]."""
-    n = mel.shape[0] - self.cfg.window + 1
-    if n < 1:
-      return np.zeros((0, self.cfg.embed_dim), np.float32)
-    return self._run(self._embed_b, syncnet.audio_windows(mel, np.arange(n), self.cfg.window))
+  def video_features(self, canonical: np.ndarray) -> np.ndarray:
+    """Canonical meshes [T, N, 3] -> lip_features [T, C] (the model's input)."""
+    return lip_features(canonical)
 
   def score(self, canonical: np.ndarray, audio: np.ndarray, max_offset: int = 15) -> dict:
     """Canonical meshes [T, N, 3] at 25 fps (the tracker's, `codes.encode(...).canonical`)
     and 16 kHz mono float audio -> {"sync_d", "sync_c", "offset", "offsets", "dists",
     "windows", "max_offset"} (see the module doc). Both are cut to the shorter; a short clip
     is searched over the offsets it allows; one too short for +-1 raises ValueError."""
-    canonical = np.asarray(canonical)
-    audio = np.asarray(audio, np.float32).reshape(-1)
-    t = min(canonical.shape[0], len(audio) // SAMPLES_PER_FRAME)
-    n = t - self.cfg.window + 1
-    k = min(int(max_offset), (n - 1) // 2)
-    if k < 1:
-      raise ValueError(f"a clip of {t} frames is too short to score: at least "
-                       f"{self.cfg.window + 2} frames of video and audio are needed")
-    m = self.embed_mesh(lip_features(canonical[:t]))
-    a = self.embed_audio(audio_features(audio[:t * SAMPLES_PER_FRAME], self.cfg))
-    offsets, dists = syncnet.offset_curve(m, a, k)
-    out = syncnet.sync_scores(offsets, dists)
-    out["windows"] = int(n - 2 * k)
-    out["max_offset"] = k
-    return out
+    return super().score(np.asarray(canonical), audio, max_offset)
 
 
 def save(out_dir: str, params, cfg: Config, extra: dict | None = None) -> str:
@@ -263,9 +243,7 @@ class ClipSet:
                    [self.ids[c] for c in keep], [self.identities[c] for c in keep])
 
 
-def _text(v) -> str:
-  v = v.item() if isinstance(v, np.ndarray) else v
-  return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+_text = syncnet._text
 
 
 def default_basis():
@@ -380,7 +358,7 @@ def validate_set(ev: MeshSyncEvaluator, cs: ClipSet, *, shift: int = 10,
   for c in range(len(cs)):
     mesh, mel = cs.clip(c)
     mel = mel.astype(np.float32)
-    m = ev.embed_mesh(mesh)
+    m = ev.embed_video(mesh)
     if len(m) - 2 * max_offset - shift < 1:
       continue
     a = ev.embed_audio(mel)
