@@ -188,7 +188,8 @@ def synth(tmp_path_factory):
   _ffmpeg("-loop", "1", "-framerate", "25", "-i", img, "-f", "lavfi", "-i", "sine=frequency=220:duration=3",
           "-t", "3", "-filter_complex", "[0:v]scale=256:256,split[a][b];[a][b]hstack", *v25, "-c:a", "aac",
           "-shortest", p("twofaces.mp4"))
-  _ffmpeg("-f", "lavfi", "-i", "gradients=s=320x240:d=3:r=25:seed=7", "-f", "lavfi", "-i",
+  _ffmpeg("-f", "lavfi", "-i", ("gradients=s=320x240:d=3:r=25:seed=7:n=3:c0=0x2040a0:c1=0xe0c040:c2=0x40a060"
+                                    ":x0=0:y0=0:x1=320:y1=240"), "-f", "lavfi", "-i",
           "sine=frequency=220:duration=3", *v25, "-c:a", "aac", "-shortest", p("gradient.mp4"))
   img2 = os.path.join(REAL, "images", "audio2head__trump2.jpg")
   _ffmpeg("-loop", "1", "-framerate", "25", "-t", "2.2", "-i", img, "-loop", "1", "-framerate", "25", "-t", "2",
