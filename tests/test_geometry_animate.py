@@ -358,6 +358,7 @@ def test_eval_motion_measures_output_and_footage_alike_and_the_controls_act(geo_
                              control_clips=1, out_dir=out, bilabial_sentences=1)
   real, gen = rep["mean"]["real"], rep["mean"]["generated"]
   assert gen["face_found"] == 1.0 and real["rot_std"] > 0.5      # the real clip rocks +-3 deg
+  assert abs(real["rot_std_px"] / real["rot_std"] - 1.0) < 0.3    # ... and its pixels say so
   ctrl = {(r["control"], str(r["asked"])): r for r in rep["controls"]}
   assert ctrl[("emotion", "happy")]["d_corner_lift"] > 0.01
   assert ctrl[("emotion", "surprised")]["d_brow_height"] > 0.01
@@ -530,15 +531,17 @@ def test_eval_controls_verdicts():
           "distance 0.55": {"face_px": 90.0}, "distance 0.75": {"face_px": 70.0},
           "emotion happy": {"corner_lift": 0.03, "mouth_audio_r": 0.41},
           "emotion sad": {"corner_lift": 0.01, "mouth_audio_r": 0.38},
-          "head_motion 0": {"rot_std": 0.3}}
+          "head_motion 0": {"rot_std": 0.6, "rot_std_px": 0.3}}   # the mesh's floor: px decides
   v = controls.verdicts(runs)
   assert v == {"gaze_theta": True, "iris_theta": True, "distance": True, "emotion": True,
                "emotion_sync_kept": True, "head_still": True}
   runs["gaze 15,0"]["gaze_deg"] = [-10.0, 0.0]
   runs["emotion sad"]["mouth_audio_r"] = 0.2              # the lips lost the speech
   runs["distance 0.75"]["face_px"] = 95.0
+  runs["head_motion 0"]["rot_std_px"] = 0.8
   v = controls.verdicts(runs)
   assert not v["gaze_theta"] and not v["emotion_sync_kept"] and not v["distance"]
+  assert not v["head_still"]
 
 
 def test_long_audio_traces_pose_and_identity_over_time(geo_bundle, anim, tmp_path):
@@ -594,6 +597,9 @@ def test_eval_controls_measures_each_ask_on_the_output(geo_bundle, anim, tmp_pat
   assert left < free - 3 < right - 6
   assert rep["passes"]["gaze_theta"] == "1/1" and rep["passes"]["iris_theta"] == "1/1"
   assert len(os.listdir(tmp_path / "v")) == 4
+  still = runs["head_motion 0"]                 # read from the pixels as well as the mesh
+  assert still["rot_std_px"] >= 0.0 and still["rot_std"] >= 0.0
+  assert rep["per_portrait"][0]["pass"]["head_still"] == (still["rot_std_px"] < controls.STILL_DEG)
   assert rep["sheet"].shape == (controls.SHEET_TILE, 4 * controls.SHEET_TILE, 3)
   assert "| gaze_theta | 1/1 |" in controls.markdown(rep)
   r = subprocess.run([sys.executable, "-m", "vasa_jax", "eval", "controls", "--portraits", "0"],

@@ -23,7 +23,12 @@ portrait and seed asked nothing (or asked the opposite):
               for happy than for sad by at least EMOTION_MIN, and both runs' mouth-audio r is
               within 10% of the free run's (absolute 0.03 where the free r is small).
   head_motion --head-motion 0 and 1: head-rotation spread (std of yaw, pitch, roll, mean of
-              the three, degrees). Pass for 0: under 0.5 degrees.
+              the three, degrees), read two ways: from the face mesh (rot_std, as for the
+              footage) and from the pixels (rot_std_px: the skull points followed by optical
+              flow, a rigid body fitted; geometry.tracking.pixel_rotation). The mesh network
+              reads about 0.6 degrees of rotation on a talking face whose upper face does not
+              move at all (docs/motion_eval/still_head.md), so the pass uses the pixels.
+              Pass for 0: rot_std_px under 0.5 degrees.
 
 Writes OUT/controls.json (per portrait, the asks, the pass counts), OUT/controls.md and
 OUT/controls_sheet.png (a row per portrait: each ask's frame at 2.5 s, labelled).
@@ -85,6 +90,7 @@ def measure_run(measure, frames: np.ndarray, audio: np.ndarray) -> dict:
           "distance": float(dist),
           "face_px": float(motion_eval.eye_corner_distance(measure.points).mean()),
           "rot_std": float(ang.std(0).mean()),
+          "rot_std_px": motion_eval.pixel_rot_std(frames, measure.points[0]),
           "mouth_std": float(100 * gap.std()),
           "mouth_audio_r": float(r) if np.isfinite(r) else None,
           **motion_eval.expression_measures(canon)}
@@ -122,7 +128,7 @@ def verdicts(runs: dict) -> dict:
                   for k in ("emotion happy", "emotion sad"))
     out["emotion"] = bool(h - s >= EMOTION_MIN)
     out["emotion_sync_kept"] = bool(sync_ok)
-  still = get("head_motion 0", "rot_std")
+  still = get("head_motion 0", "rot_std_px")
   if still is not None:
     out["head_still"] = bool(still < STILL_DEG)
   return out
@@ -167,12 +173,16 @@ def evaluate(anim, portraits, audios, *, seconds: float = 6.0, steps: int = 10, 
   names = sorted({k for r in rows for k in r["pass"]})
   counts = {k: f"{sum(r['pass'].get(k, False) for r in rows)}/"
                f"{sum(k in r['pass'] for r in rows)}" for k in names}
-  still = [r["runs"].get("head_motion 0", {}).get("rot_std") for r in rows]
-  free = [r["runs"].get("none", {}).get("rot_std") for r in rows]
+  def mean_of(key, fig):
+    v = [r["runs"].get(key, {}).get(fig) for r in rows]
+    v = [x for x in v if x is not None]
+    return float(np.mean(v)) if v else None
   return {"portraits": len(rows), "seconds": seconds, "steps": steps, "seed": seed,
           "passes": counts,
-          "rot_std_still": float(np.mean([s for s in still if s is not None])),
-          "rot_std_free": float(np.mean([s for s in free if s is not None])),
+          "rot_std_still": mean_of("head_motion 0", "rot_std"),
+          "rot_std_free": mean_of("none", "rot_std"),
+          "rot_std_px_still": mean_of("head_motion 0", "rot_std_px"),
+          "rot_std_px_free": mean_of("none", "rot_std_px"),
           "elapsed_s": round(time.perf_counter() - t0, 1), "per_portrait": rows,
           "sheet": np.concatenate(sheet, 0) if sheet else None}
 
@@ -192,8 +202,11 @@ def markdown(rep: dict) -> str:
            "",
            "| control | passes |", "|---|---|"]
   lines += [f"| {k} | {v} |" for k, v in rep["passes"].items()]
-  lines += ["", f"Head-rotation spread: {rep['rot_std_free']:.2f} deg free, "
-                f"{rep['rot_std_still']:.2f} deg with --head-motion 0.", ""]
+  lines += ["", f"Head-rotation spread from the pixels: {f(rep.get('rot_std_px_free'), 2)} deg "
+                f"free, {f(rep.get('rot_std_px_still'), 2)} deg with --head-motion 0 (from the "
+                f"face mesh: {f(rep['rot_std_free'], 2)} and {f(rep['rot_std_still'], 2)}; the "
+                "mesh reads about 0.6 deg on a talking face whose upper face is still, "
+                "docs/motion_eval/still_head.md).", ""]
   sync = sync_summary(rep)
   track = [r["runs"][k].get("mouth_vs_free_r") for r in rep["per_portrait"]
            for k in ("emotion happy", "emotion sad") if k in r["runs"]]
@@ -207,15 +220,15 @@ def markdown(rep: dict) -> str:
         for k, v in sync.items()), ""]
   lines += [
             "| portrait | ask | main gaze (deg) | eye-in-head (deg) | face (px) | distance (m) "
-            "| corner lift | brow height | mouth std | mouth-audio r | rot std |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| corner lift | brow height | mouth std | mouth-audio r | rot std mesh | rot std px |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rep["per_portrait"]:
     for k, m in r["runs"].items():
       lines.append(f"| {r['portrait'][:24]} | {k} | {f(m.get('gaze_deg'))} | "
                    f"{f(m.get('eye_deg'))} | {f(m.get('face_px'))} | {f(m.get('distance'), 3)} | "
                    f"{f(m.get('corner_lift'), 3)} | {f(m.get('brow_height'), 3)} | "
                    f"{f(m.get('mouth_std'), 2)} | {f(m.get('mouth_audio_r'), 2)} | "
-                   f"{f(m.get('rot_std'), 2)} |")
+                   f"{f(m.get('rot_std'), 2)} | {f(m.get('rot_std_px'), 2)} |")
   return "\n".join(lines) + "\n"
 
 
@@ -286,7 +299,8 @@ def main(argv=None) -> int:
     json.dump(rep, f, indent=1)
   with open(os.path.join(args.out, "controls.md"), "w") as f:
     f.write(markdown(rep))
-  print(json.dumps({k: rep[k] for k in ("portraits", "passes", "rot_std_free", "rot_std_still",
+  print(json.dumps({k: rep[k] for k in ("portraits", "passes", "rot_std_px_free", "rot_std_px_still",
+                                        "rot_std_free", "rot_std_still",
                                         "elapsed_s")}, indent=1))
   return 0
 

@@ -11,6 +11,10 @@ dataset) and the bundle's face basis (vasa_jax.geometry.codes.encode). Per clip,
 real side by side:
 
   rot_std          spread of yaw / pitch / roll over the clip, degrees (mean of the three)
+  rot_std_px       the same spread read from the pixels (the skull points followed by optical
+                   flow, a rigid body fitted: vasa_jax.geometry.tracking.pixel_rotation). The
+                   mesh network reads about 0.6 degrees on a talking face whose upper face is
+                   still; the pixels do not (docs/motion_eval/still_head.md)
   yaw_std          spread of yaw alone, degrees
   ang_speed        mean angular speed of the head, degrees per second (norm of the frame-to-frame
                    change of yaw, pitch, roll)
@@ -180,6 +184,13 @@ class Measurer:
     return codes_lib.encode(points, self.basis, size).canonical
 
 
+def pixel_rot_std(frames: np.ndarray, points0: np.ndarray) -> float:
+  """rot_std read from the pixels (tracking.pixel_rotation from the first frame's mesh)."""
+  from vasa_jax.geometry import tracking
+  ang, _ = tracking.pixel_rotation(frames, points0)
+  return float(np.degrees(ang).std(0).mean())
+
+
 def generate(anim, portrait, audio: np.ndarray, *, steps: int, seed: int, **controls):
   """(frames uint8 [T,S,S,3], seams) for the audio; seams = frames where a window starts.
   controls: SampleOptions fields (gaze, cfg_audio, ...)."""
@@ -198,9 +209,9 @@ def _summary(rows, keys):
   return out
 
 
-FIGURES = ("rot_std", "yaw_std", "ang_speed", "blink_rate", "mouth_std", "mouth_audio_r",
-           "phonetic_open_r", "jitter", "seam_ratio", "sync_c", "in_sync", "mesh_sync_c",
-           "mesh_in_sync")
+FIGURES = ("rot_std", "rot_std_px", "yaw_std", "ang_speed", "blink_rate", "mouth_std",
+           "mouth_audio_r", "phonetic_open_r", "jitter", "seam_ratio", "sync_c", "in_sync",
+           "mesh_sync_c", "mesh_in_sync")
 IN_SYNC_FRAMES = 1                # |best offset| <= this many frames counts as in sync
 
 
@@ -521,10 +532,12 @@ def evaluate(anim, geo_source, clip_index, *, max_clips: int = 12, max_seconds: 
     real_canon = measure.canonical(pts, frames.shape[1])
     row = {"clip_id": _text(rec["clip_id"]), "dataset": _text(rec["dataset"]), "frames": t,
            "real": {**motion_figures(real_motion, real_canon, audio, seams, opened),
+                    "rot_std_px": pixel_rot_std(frames, pts[0]),
                     **sync_figures(sync_eval, frames, audio),
                     **sync_figures(mesh_sync_eval, real_canon, audio, "mesh_")}}
     if codes is not None:
       row["generated"] = {**motion_figures(codes, gpts, audio, seams, opened),
+                          "rot_std_px": pixel_rot_std(gen, gen_points[0]),
                           **sync_figures(sync_eval, gen, audio),
                           **sync_figures(mesh_sync_eval, gpts, audio, "mesh_")}
       row["generated"]["face_found"] = found

@@ -39,7 +39,8 @@ import numpy as np
 from vasa_jax.geometry.landmarks import EYE_A_CONTOUR, EYE_B_CONTOUR, IRIS_A, IRIS_B, NUM_POINTS
 
 __all__ = ["FaceBasis", "Codes", "fit_basis", "encode", "decode", "fit_similarity",
-           "rotation_to_angles", "angles_to_rotation", "dyn_names", "BASIS_FILE"]
+           "rotation_to_angles", "angles_to_rotation", "dyn_names", "BASIS_FILE",
+           "skull_still"]
 
 BASIS_FILE = "face_basis.npz"
 REF_DISTANCE = 0.65                 # metres (= models/warp.REF_DISTANCE)
@@ -294,20 +295,50 @@ def encode(points, basis: FaceBasis, crop: float, noise: float = 0.01) -> Codes:
                canonical=c.astype(np.float32), scale=s, rotation=r, shift=t)
 
 
+def skull_still(disp: np.ndarray, base: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+  """Expression displacements disp [T, N, 3] (canonical units) of the mesh `base` [N, 3], seen
+  through the head rotations `rotation` [T, 3, 3], less what would look like head motion: per
+  frame, the small similarity (rotation, shift, scale) that best explains the image-plane
+  (x, y) motion of the skull points (RIGID) is removed from every point.
+
+  The expression basis was learned from tracked footage, where the tracker's rigid fit (in 3D,
+  with the mesh network's noisy depth) leaves a little apparent head motion in the expression
+  residuals: rendered as learned, a smile nods the head by a fraction of a degree. With this,
+  expression leaves the skull where the pose puts it (`--head-motion 0` is still), and the
+  lips and jaw move as before up to a fraction of a pixel."""
+  ids = list(RIGID)
+  q = np.einsum("tij,nj->tni", rotation, base - base[ids].mean(0))        # [T, N, 3]
+  v = np.einsum("tij,tnj->tni", rotation, disp)
+  eye = np.eye(3)
+  cols = [np.broadcast_to(eye[a], q.shape) for a in range(3)]
+  cols += [np.cross(eye[a], q) for a in range(3)]
+  cols.append(q)
+  fields = np.stack(cols, -1)                                               # [T, N, 3, 7]
+  a = fields[:, ids, :2].reshape(len(q), -1, 7)
+  coef = np.einsum("tkm,tm->tk", np.linalg.pinv(a), v[:, ids, :2].reshape(len(q), -1))
+  v = v - np.einsum("tndk,tk->tnd", fields, coef)
+  return np.einsum("tji,tnj->tni", rotation, v)
+
+
 def decode(source: Codes, pose, dyn, basis: FaceBasis, crop: float, index: int = 0) -> np.ndarray:
   """Landmarks [T, N, 3] (pixels of the crop) of the portrait `source` (its frame `index`)
   performing pose [T, 6] and dyn [T, K + 4].
 
   The portrait's own measured canonical mesh is the base: with the portrait's own codes the
   result is its own mesh (up to the rigid fit's residual). Expression, lids and gaze add their
-  change relative to the portrait's codes; the mesh is then moved rigidly to `pose`."""
+  change relative to the portrait's codes (expression through `skull_still`, so that it moves
+  no skull point the way a head motion would); the mesh is then moved rigidly to
+  `pose`."""
   pose = np.atleast_2d(np.asarray(pose, np.float64))
   dyn = np.atleast_2d(np.asarray(dyn, np.float64))
   k = basis.exp_dim
   base = source.canonical[index].astype(np.float64)
   d0 = source.dyn[index].astype(np.float64)
   dd = dyn - d0[None]
-  c = base[None] + np.einsum("tk,knd->tnd", dd[:, :k], basis.exp_basis)
+  s, r, t = _similarity_from_pose(pose, crop, basis)
+  n = max(len(pose), len(dyn))
+  expr = np.broadcast_to(np.einsum("tk,knd->tnd", dd[:, :k], basis.exp_basis), (n,) + base.shape)
+  c = base[None] + skull_still(expr, base, np.broadcast_to(r, (n, 3, 3)))
   c = c + np.einsum("tk,knd->tnd", dd[:, k:k + 2], basis.lid_basis)
   # Gaze: irises move within the eye by the change of sin(angle) x eyeball radius.
   _, _, widths = _eye_measures(base[None])
@@ -315,7 +346,6 @@ def decode(source: Codes, pose, dyn, basis: FaceBasis, crop: float, index: int =
   shift = np.sin(np.clip(dyn[:, k + 2:k + 4], -1.2, 1.2)) - np.sin(g0)[None]
   for e, sl in enumerate((IRIS_A, IRIS_B)):
     c[:, sl, :2] += (shift * EYEBALL_RATIO * widths[0, e])[:, None, :]
-  s, r, t = _similarity_from_pose(pose, crop, basis)
   return (s[:, None, None] * np.einsum("bij,bnj->bni", r, c) + t[:, None]).astype(np.float32)
 
 

@@ -7,12 +7,20 @@
 Frames where the face is lost (valid = False) get points linearly interpolated from the nearest
 tracked frames (held at the ends), so downstream code never sees holes; `valid` says which
 frames were measured.
+
+    angles, tracked = pixel_rotation(frames, points[0])     # head rotation from the pixels
+
+`pixel_rotation` reads the head's rotation from the image itself: the skull points of the first
+frame's mesh are followed by optical flow and a rigid 3D body (their first-frame mesh) is fitted
+to where they went. The face-mesh network, asked frame by frame, sees a fraction of a degree of
+head rotation when only the mouth moves; the pixels do not (docs/motion_eval/still_head.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Iterator
+import math
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -93,3 +101,102 @@ def track_source(source, n: int | None = None, *, workers: int = 1, decode: Call
       _, tr = pending.pop(i).result()
       yield i, recs.pop(i), tr
 
+
+
+# ----------------------------------------------------------------------------- pixel rotation
+
+FLOW_WINDOW = 21          # Lucas-Kanade window, pixels
+FLOW_LEVELS = 3           # pyramid levels
+FLOW_BACK_PX = 0.5        # forward-backward disagreement above which a point is not trusted
+# The skull points (codes.RIGID) less those on the face's side silhouette (temples, cheeks,
+# nose wings): when the head turns, the pixels there slide along the outline instead of
+# following the point, so an image tracker cannot hold them.
+SILHOUETTE = (127, 356, 234, 454, 162, 389, 116, 345, 123, 352, 50, 280, 129, 358)
+
+
+def track_pixels(frames, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Follows image points through frames [T, H, W, 3] (uint8) by pyramidal Lucas-Kanade.
+
+  points: [M, 2] pixel positions in frame 0. Each frame is matched against frame 0 itself
+  (starting from the point's last trusted position), so the tracks do not drift.
+  -> (positions float32 [T, M, 2], trusted bool [T, M]: both directions found the point and
+  agree within FLOW_BACK_PX)."""
+  import cv2
+  grey = [cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in frames]
+  p0 = np.asarray(points, np.float32).reshape(-1, 1, 2)
+  pos = np.zeros((len(grey), len(p0), 2), np.float32)
+  ok = np.zeros((len(grey), len(p0)), bool)
+  if not len(grey):
+    return pos, ok
+  pos[0], ok[0] = p0[:, 0], True
+  last = p0.copy()
+  lk = dict(winSize=(FLOW_WINDOW, FLOW_WINDOW), maxLevel=FLOW_LEVELS,
+            criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01),
+            flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
+  for t in range(1, len(grey)):
+    fwd, st, _ = cv2.calcOpticalFlowPyrLK(grey[0], grey[t], p0, last.copy(), **lk)
+    back, st2, _ = cv2.calcOpticalFlowPyrLK(grey[t], grey[0], fwd, p0.copy(), **lk)
+    good = ((st[:, 0] == 1) & (st2[:, 0] == 1)
+            & (np.linalg.norm(back - p0, axis=-1)[:, 0] < FLOW_BACK_PX))
+    pos[t], ok[t] = fwd[:, 0], good
+    last = np.where(good[:, None, None], fwd, last)
+  return pos, ok
+
+
+def _rotate(r: np.ndarray, omega: np.ndarray) -> np.ndarray:
+  th = float(np.linalg.norm(omega))
+  if th == 0.0:
+    return r
+  k = omega / th
+  kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+  return (np.eye(3) + math.sin(th) * kx + (1.0 - math.cos(th)) * kx @ kx) @ r
+
+
+def rigid_rotations(model: np.ndarray, seen: np.ndarray, trusted: np.ndarray,
+                    iters: int = 6) -> np.ndarray:
+  """Per frame, the rotation R of a rigid body `model` [M, 3] (pixels, as first seen) whose
+  scaled orthographic image s (R X)[:2] + t best matches `seen` [T, M, 2] at the trusted
+  [T, M] points, in the least-squares sense of the tracker's own rigid fit (Gauss-Newton from
+  the previous frame's fit). -> [T, 3, 3]."""
+  x = np.asarray(model, np.float64)
+  x = x - x.mean(0)
+  out = np.tile(np.eye(3), (len(seen), 1, 1))
+  r, s, shift = np.eye(3), 1.0, None
+  for t in range(len(seen)):
+    m = trusted[t]
+    if m.sum() < 6:                      # too few points: hold the last fit
+      out[t] = r
+      continue
+    xm, ym = x[m], np.asarray(seen[t, m], np.float64)
+    shift = ym.mean(0) if shift is None else shift
+    for _ in range(iters):
+      z = xm @ r.T
+      res = s * z[:, :2] + shift - ym
+      jac = np.zeros((len(xm), 2, 6))        # rotation (3), log scale, shift (2)
+      jac[:, 0, 1], jac[:, 0, 2] = s * z[:, 2], -s * z[:, 1]
+      jac[:, 1, 0], jac[:, 1, 2] = -s * z[:, 2], s * z[:, 0]
+      jac[:, :, 3] = s * z[:, :2]
+      jac[:, 0, 4] = jac[:, 1, 5] = 1.0
+      step = np.linalg.lstsq(jac.reshape(-1, 6), -res.reshape(-1), rcond=None)[0]
+      r = _rotate(r, step[:3])
+      s *= math.exp(step[3])
+      shift = shift + step[4:]
+    out[t] = r
+  return out
+
+
+def pixel_rotation(frames, points0: np.ndarray, ids: Sequence[int] | None = None
+                   ) -> tuple[np.ndarray, float]:
+  """Head rotation read from the pixels: (yaw, pitch, roll [T, 3] radians relative to frame
+  0, share of the point-frames that were trusted).
+
+  points0: [478, 3] the face mesh of frame 0 (pixels); ids: the points that move with the
+  skull (default: codes.RIGID less the SILHOUETTE: forehead, nose, eye corners)."""
+  from vasa_jax.geometry import codes as codes_lib
+  if ids is None:
+    ids = [i for i in codes_lib.RIGID if i not in SILHOUETTE]
+  ids = list(ids)
+  pts = np.asarray(points0, np.float64)[ids]
+  seen, trusted = track_pixels(frames, pts[:, :2])
+  rot = rigid_rotations(pts, seen, trusted)
+  return codes_lib.rotation_to_angles(rot), float(trusted.mean()) if trusted.size else 0.0
