@@ -276,7 +276,7 @@ def _apparent_rotation(model, seen):
 
 
 def test_expression_moves_no_skull_point_the_way_a_head_turn_would(basis, face):
-  """decode renders expression through skull_still_exp_basis: strong random expressions, pose
+  """decode renders expression through codes.skull_still: strong random expressions, pose
   fixed, and a rigid body fitted to the skull points' image positions does not turn; with the
   basis as learned it would (the footage's tracker left head motion in the expression)."""
   s = 512
@@ -286,7 +286,7 @@ def test_expression_moves_no_skull_point_the_way_a_head_turn_would(basis, face):
   dyn = np.repeat(c.dyn, 24, 0)
   dyn[:, :k] += rng.normal(size=(24, k)) * 2.0 * np.sqrt(basis.exp_var)
   pose = np.repeat(c.pose, 24, 0)
-  rigid = list(codes_lib.RIGID)
+  rigid = list(codes_lib.SKULL_INTERIOR)
   base = codes_lib.decode(c, c.pose, c.dyn, basis, s)[0]
   moved = codes_lib.decode(c, pose, dyn, basis, s)
   turn = _apparent_rotation(base[rigid], moved[:, rigid, :2])

@@ -52,6 +52,12 @@ EYEBALL_RATIO = 0.42                # eyeball radius / eye width (corner to corn
 RIGID = (10, 109, 338, 67, 297, 151, 9, 8, 168, 6, 197, 195, 5, 4, 1, 33, 133, 362, 263,
          127, 356, 234, 454, 21, 251, 162, 389, 54, 284, 103, 332, 98, 327, 129, 358, 116, 345,
          123, 352, 50, 280, 47, 277, 114, 343, 188, 412)
+# The skull points less those on the face's side silhouette (temples, cheeks, nose wings):
+# when the head turns, the image there slides along the outline instead of following the point.
+# What remains (forehead, nose, eye corners, inner cheekbones) is the skull as the pixels show
+# it: `skull_still` keeps these still under expression, tracking.pixel_rotation follows them.
+SILHOUETTE = (127, 356, 234, 454, 162, 389, 116, 345, 123, 352, 50, 280, 129, 358)
+SKULL_INTERIOR = tuple(i for i in RIGID if i not in SILHOUETTE)
 # Mirror pairs used to find the symmetry plane of the template before all pairs are matched.
 SEED_PAIRS = ((33, 263), (133, 362), (61, 291), (234, 454), (127, 356), (70, 300), (105, 334),
               (98, 327), (50, 280), (172, 397), (58, 288), (159, 386), (145, 374))
@@ -299,14 +305,14 @@ def skull_still(disp: np.ndarray, base: np.ndarray, rotation: np.ndarray) -> np.
   """Expression displacements disp [T, N, 3] (canonical units) of the mesh `base` [N, 3], seen
   through the head rotations `rotation` [T, 3, 3], less what would look like head motion: per
   frame, the small similarity (rotation, shift, scale) that best explains the image-plane
-  (x, y) motion of the skull points (RIGID) is removed from every point.
+  (x, y) motion of the skull points (SKULL_INTERIOR) is removed from every point.
 
   The expression basis was learned from tracked footage, where the tracker's rigid fit (in 3D,
   with the mesh network's noisy depth) leaves a little apparent head motion in the expression
   residuals: rendered as learned, a smile nods the head by a fraction of a degree. With this,
   expression leaves the skull where the pose puts it (`--head-motion 0` is still), and the
   lips and jaw move as before up to a fraction of a pixel."""
-  ids = list(RIGID)
+  ids = list(SKULL_INTERIOR)
   q = np.einsum("tij,nj->tni", rotation, base - base[ids].mean(0))        # [T, N, 3]
   v = np.einsum("tij,tnj->tni", rotation, disp)
   eye = np.eye(3)

@@ -108,10 +108,6 @@ def track_source(source, n: int | None = None, *, workers: int = 1, decode: Call
 FLOW_WINDOW = 21          # Lucas-Kanade window, pixels
 FLOW_LEVELS = 3           # pyramid levels
 FLOW_BACK_PX = 0.5        # forward-backward disagreement above which a point is not trusted
-# The skull points (codes.RIGID) less those on the face's side silhouette (temples, cheeks,
-# nose wings): when the head turns, the pixels there slide along the outline instead of
-# following the point, so an image tracker cannot hold them.
-SILHOUETTE = (127, 356, 234, 454, 162, 389, 116, 345, 123, 352, 50, 280, 129, 358)
 
 
 def track_pixels(frames, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -191,11 +187,9 @@ def pixel_rotation(frames, points0: np.ndarray, ids: Sequence[int] | None = None
   0, share of the point-frames that were trusted).
 
   points0: [478, 3] the face mesh of frame 0 (pixels); ids: the points that move with the
-  skull (default: codes.RIGID less the SILHOUETTE: forehead, nose, eye corners)."""
+  skull (default codes.SKULL_INTERIOR: forehead, nose, eye corners, inner cheekbones)."""
   from vasa_jax.geometry import codes as codes_lib
-  if ids is None:
-    ids = [i for i in codes_lib.RIGID if i not in SILHOUETTE]
-  ids = list(ids)
+  ids = list(codes_lib.SKULL_INTERIOR if ids is None else ids)
   pts = np.asarray(points0, np.float64)[ids]
   seen, trusted = track_pixels(frames, pts[:, :2])
   rot = rigid_rotations(pts, seen, trusted)
