@@ -534,7 +534,10 @@ def test_eval_controls_verdicts():
           "head_motion 0": {"rot_std": 0.6, "rot_std_px": 0.3}}   # the mesh's floor: px decides
   v = controls.verdicts(runs)
   assert v == {"gaze_theta": True, "iris_theta": True, "distance": True, "emotion": True,
-               "emotion_sync_kept": True, "head_still": True}
+               "emotion_sync_kept": True, "emotion_sync_within": True, "head_still": True}
+  runs["emotion happy"]["mouth_audio_r"] = 0.50           # better sync than free: kept
+  v = controls.verdicts(runs)
+  assert v["emotion_sync_kept"] and not v["emotion_sync_within"]
   runs["gaze 15,0"]["gaze_deg"] = [-10.0, 0.0]
   runs["emotion sad"]["mouth_audio_r"] = 0.2              # the lips lost the speech
   runs["distance 0.75"]["face_px"] = 95.0
