@@ -313,16 +313,16 @@ def skull_still(disp: np.ndarray, base: np.ndarray, rotation: np.ndarray) -> np.
   expression leaves the skull where the pose puts it (`--head-motion 0` is still), and the
   lips and jaw move as before up to a fraction of a pixel."""
   ids = list(SKULL_INTERIOR)
-  q = np.einsum("tij,nj->tni", rotation, base - base[ids].mean(0))        # [T, N, 3]
+  q = np.einsum("tij,nj->tni", rotation, base - base[ids].mean(0))        # [T, N, 3] view frame
   v = np.einsum("tij,tnj->tni", rotation, disp)
-  eye = np.eye(3)
-  cols = [np.broadcast_to(eye[a], q.shape) for a in range(3)]
-  cols += [np.cross(eye[a], q) for a in range(3)]
-  cols.append(q)
-  fields = np.stack(cols, -1)                                               # [T, N, 3, 7]
-  a = fields[:, ids, :2].reshape(len(q), -1, 7)
+  # linearised similarity fields at the skull points: shift (3), rotation w x q (3), scale q
+  qs = q[:, ids]
+  eye = np.broadcast_to(np.eye(3), qs.shape[:2] + (3, 3))
+  rot = np.stack([np.cross(np.eye(3)[a], qs) for a in range(3)], -1)        # [T, M, 3, 3]
+  fields = np.concatenate([eye, rot, qs[..., None]], -1)[:, :, :2]           # [T, M, 2, 7]
+  a = fields.reshape(len(q), -1, 7)
   coef = np.einsum("tkm,tm->tk", np.linalg.pinv(a), v[:, ids, :2].reshape(len(q), -1))
-  v = v - np.einsum("tndk,tk->tnd", fields, coef)
+  v = v - (coef[:, None, :3] + np.cross(coef[:, None, 3:6], q) + coef[:, None, 6:] * q)
   return np.einsum("tji,tnj->tni", rotation, v)
 
 
