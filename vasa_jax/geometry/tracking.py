@@ -108,35 +108,7 @@ def track_source(source, n: int | None = None, *, workers: int = 1, decode: Call
 FLOW_WINDOW = 21          # Lucas-Kanade window, pixels
 FLOW_LEVELS = 3           # pyramid levels
 FLOW_BACK_PX = 0.5        # forward-backward disagreement above which a point is not trusted
-
-
-def track_pixels(frames, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Follows image points through frames [T, H, W, 3] (uint8) by pyramidal Lucas-Kanade.
-
-  points: [M, 2] pixel positions in frame 0. Each frame is matched against frame 0 itself
-  (starting from the point's last trusted position), so the tracks do not drift.
-  -> (positions float32 [T, M, 2], trusted bool [T, M]: both directions found the point and
-  agree within FLOW_BACK_PX)."""
-  import cv2
-  grey = [cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in frames]
-  p0 = np.asarray(points, np.float32).reshape(-1, 1, 2)
-  pos = np.zeros((len(grey), len(p0), 2), np.float32)
-  ok = np.zeros((len(grey), len(p0)), bool)
-  if not len(grey):
-    return pos, ok
-  pos[0], ok[0] = p0[:, 0], True
-  last = p0.copy()
-  lk = dict(winSize=(FLOW_WINDOW, FLOW_WINDOW), maxLevel=FLOW_LEVELS,
-            criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01),
-            flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
-  for t in range(1, len(grey)):
-    fwd, st, _ = cv2.calcOpticalFlowPyrLK(grey[0], grey[t], p0, last.copy(), **lk)
-    back, st2, _ = cv2.calcOpticalFlowPyrLK(grey[t], grey[0], fwd, p0.copy(), **lk)
-    good = ((st[:, 0] == 1) & (st2[:, 0] == 1)
-            & (np.linalg.norm(back - p0, axis=-1)[:, 0] < FLOW_BACK_PX))
-    pos[t], ok[t] = fwd[:, 0], good
-    last = np.where(good[:, None, None], fwd, last)
-  return pos, ok
+REANCHOR_SHARE = 0.6      # under this share of trusted points, the current frame becomes the anchor
 
 
 def _rotate(r: np.ndarray, omega: np.ndarray) -> np.ndarray:
@@ -148,35 +120,39 @@ def _rotate(r: np.ndarray, omega: np.ndarray) -> np.ndarray:
   return (np.eye(3) + math.sin(th) * kx + (1.0 - math.cos(th)) * kx @ kx) @ r
 
 
-def rigid_rotations(model: np.ndarray, seen: np.ndarray, trusted: np.ndarray,
-                    iters: int = 6) -> np.ndarray:
+def _fit_rigid(x: np.ndarray, y: np.ndarray, r: np.ndarray, s: float, shift: np.ndarray,
+               iters: int = 6):
+  """Gauss-Newton from (r, s, shift) for y [M, 2] ~ s (R x)[:2] + shift, x [M, 3] centred."""
+  for _ in range(iters):
+    z = x @ r.T
+    res = s * z[:, :2] + shift - y
+    jac = np.zeros((len(x), 2, 6))        # rotation (3), log scale, shift (2)
+    jac[:, 0, 1], jac[:, 0, 2] = s * z[:, 2], -s * z[:, 1]
+    jac[:, 1, 0], jac[:, 1, 2] = -s * z[:, 2], s * z[:, 0]
+    jac[:, :, 3] = s * z[:, :2]
+    jac[:, 0, 4] = jac[:, 1, 5] = 1.0
+    step = np.linalg.lstsq(jac.reshape(-1, 6), -res.reshape(-1), rcond=None)[0]
+    r = _rotate(r, step[:3])
+    s *= math.exp(step[3])
+    shift = shift + step[4:]
+  return r, s, shift
+
+
+def rigid_rotations(model: np.ndarray, seen: np.ndarray, trusted: np.ndarray) -> np.ndarray:
   """Per frame, the rotation R of a rigid body `model` [M, 3] (pixels, as first seen) whose
   scaled orthographic image s (R X)[:2] + t best matches `seen` [T, M, 2] at the trusted
   [T, M] points, in the least-squares sense of the tracker's own rigid fit (Gauss-Newton from
-  the previous frame's fit). -> [T, 3, 3]."""
+  the previous frame's fit; a frame with under 6 trusted points holds it). -> [T, 3, 3]."""
   x = np.asarray(model, np.float64)
   x = x - x.mean(0)
   out = np.tile(np.eye(3), (len(seen), 1, 1))
   r, s, shift = np.eye(3), 1.0, None
   for t in range(len(seen)):
     m = trusted[t]
-    if m.sum() < 6:                      # too few points: hold the last fit
-      out[t] = r
-      continue
-    xm, ym = x[m], np.asarray(seen[t, m], np.float64)
-    shift = ym.mean(0) if shift is None else shift
-    for _ in range(iters):
-      z = xm @ r.T
-      res = s * z[:, :2] + shift - ym
-      jac = np.zeros((len(xm), 2, 6))        # rotation (3), log scale, shift (2)
-      jac[:, 0, 1], jac[:, 0, 2] = s * z[:, 2], -s * z[:, 1]
-      jac[:, 1, 0], jac[:, 1, 2] = -s * z[:, 2], s * z[:, 0]
-      jac[:, :, 3] = s * z[:, :2]
-      jac[:, 0, 4] = jac[:, 1, 5] = 1.0
-      step = np.linalg.lstsq(jac.reshape(-1, 6), -res.reshape(-1), rcond=None)[0]
-      r = _rotate(r, step[:3])
-      s *= math.exp(step[3])
-      shift = shift + step[4:]
+    if m.sum() >= 6:
+      y = np.asarray(seen[t, m], np.float64)
+      shift = y.mean(0) if shift is None else shift
+      r, s, shift = _fit_rigid(x[m], y, r, s, shift)
     out[t] = r
   return out
 
@@ -187,10 +163,43 @@ def pixel_rotation(frames, points0: np.ndarray, ids: Sequence[int] | None = None
   0, share of the point-frames that were trusted).
 
   points0: [478, 3] the face mesh of frame 0 (pixels); ids: the points that move with the
-  skull (default codes.SKULL_INTERIOR: forehead, nose, eye corners, inner cheekbones)."""
+  skull (default codes.SKULL_INTERIOR: forehead, nose, eye corners, inner cheekbones).
+
+  Each frame's points are found by pyramidal Lucas-Kanade against an anchor frame, starting
+  from where the last fit puts them; a point is trusted when the match back to the anchor
+  lands within FLOW_BACK_PX. The anchor is frame 0 until under REANCHOR_SHARE of the points
+  are trusted (a large turn changes how the skin looks); then the current frame becomes the
+  anchor, its points where they were found or, if not trusted, where the rigid fit puts them.
+  The rigid body is always frame 0's mesh, so a new anchor adds no drift to the model, only
+  the anchor positions' error (a fraction of a pixel)."""
+  import cv2
+
   from vasa_jax.geometry import codes as codes_lib
   ids = list(codes_lib.SKULL_INTERIOR if ids is None else ids)
-  pts = np.asarray(points0, np.float64)[ids]
-  seen, trusted = track_pixels(frames, pts[:, :2])
-  rot = rigid_rotations(pts, seen, trusted)
-  return codes_lib.rotation_to_angles(rot), float(trusted.mean()) if trusted.size else 0.0
+  model = np.asarray(points0, np.float64)[ids]
+  x = model - model.mean(0)
+  grey = [cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in frames]
+  rot = np.tile(np.eye(3), (len(grey), 1, 1))
+  if not len(grey):
+    return codes_lib.rotation_to_angles(rot), 0.0
+  lk = dict(winSize=(FLOW_WINDOW, FLOW_WINDOW), maxLevel=FLOW_LEVELS,
+            criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01),
+            flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
+  anchor, anchor_pts = grey[0], model[:, :2].astype(np.float32).reshape(-1, 1, 2)
+  r, s, shift = np.eye(3), 1.0, model[:, :2].mean(0)
+  guess = anchor_pts.copy()
+  trusted_total = len(ids)
+  for t in range(1, len(grey)):
+    fwd, st, _ = cv2.calcOpticalFlowPyrLK(anchor, grey[t], anchor_pts, guess.copy(), **lk)
+    back, st2, _ = cv2.calcOpticalFlowPyrLK(grey[t], anchor, fwd, anchor_pts.copy(), **lk)
+    good = ((st[:, 0] == 1) & (st2[:, 0] == 1)
+            & (np.linalg.norm(back - anchor_pts, axis=-1)[:, 0] < FLOW_BACK_PX))
+    trusted_total += int(good.sum())
+    if good.sum() >= 6:
+      r, s, shift = _fit_rigid(x[good], fwd[good, 0].astype(np.float64), r, s, shift)
+    rot[t] = r
+    predicted = (s * (x @ r.T)[:, :2] + shift).astype(np.float32).reshape(-1, 1, 2)
+    guess = np.where(good[:, None, None], fwd, predicted)
+    if good.mean() < REANCHOR_SHARE:
+      anchor, anchor_pts = grey[t], guess.copy()
+  return codes_lib.rotation_to_angles(rot), trusted_total / (len(grey) * len(ids))
