@@ -315,14 +315,16 @@ def skull_still(disp: np.ndarray, base: np.ndarray, rotation: np.ndarray) -> np.
   ids = list(SKULL_INTERIOR)
   q = np.einsum("tij,nj->tni", rotation, base - base[ids].mean(0))        # [T, N, 3] view frame
   v = np.einsum("tij,tnj->tni", rotation, disp)
-  # linearised similarity fields at the skull points: shift (3), rotation w x q (3), scale q
+  # linearised similarity fields at the skull points, image plane: shift (x, y), rotation
+  # w x q (3), scale q; a shift in depth shows nothing there
   qs = q[:, ids]
-  eye = np.broadcast_to(np.eye(3), qs.shape[:2] + (3, 3))
+  eye = np.broadcast_to(np.eye(3)[:, :2], qs.shape[:2] + (3, 2))
   rot = np.stack([np.cross(np.eye(3)[a], qs) for a in range(3)], -1)        # [T, M, 3, 3]
-  fields = np.concatenate([eye, rot, qs[..., None]], -1)[:, :, :2]           # [T, M, 2, 7]
-  a = fields.reshape(len(q), -1, 7)
+  fields = np.concatenate([eye, rot, qs[..., None]], -1)[:, :, :2]           # [T, M, 2, 6]
+  a = fields.reshape(len(q), -1, 6)
   coef = np.einsum("tkm,tm->tk", np.linalg.pinv(a), v[:, ids, :2].reshape(len(q), -1))
-  v = v - (coef[:, None, :3] + np.cross(coef[:, None, 3:6], q) + coef[:, None, 6:] * q)
+  shift = np.concatenate([coef[:, :2], np.zeros((len(q), 1))], -1)
+  v = v - (shift[:, None] + np.cross(coef[:, None, 2:5], q) + coef[:, None, 5:] * q)
   return np.einsum("tji,tnj->tni", rotation, v)
 
 

@@ -102,7 +102,6 @@ def track_source(source, n: int | None = None, *, workers: int = 1, decode: Call
       yield i, recs.pop(i), tr
 
 
-
 # ----------------------------------------------------------------------------- pixel rotation
 
 FLOW_WINDOW = 21          # Lucas-Kanade window, pixels
