@@ -181,23 +181,17 @@ def _geo_model(variant: str) -> ml_collections.ConfigDict:
   # exp_dim; a bundle checks they agree).
   m.exp_dim = 40
   m.dyn_dim = m.get_ref("exp_dim") + 4
-  m.max_flow = 0.15               # residual flow limit, normalised patch units
+  m.max_flow = 0.08               # flow limit on the reference, normalised patch units
+  # The mouth compositor (models/geo_decoder.py): a U-Net on a patch aligned to the driving
+  # mouth that blends the donor's real mouth interior (vasa_jax/geometry/banks.py) into the
+  # warped portrait. The eyes have no network (vasa_jax/geometry/eyes.py).
   m.mouth = ml_collections.ConfigDict()
-  # True: where the driving mouth opens wider than the portrait's, the warp can only smear the
-  # lips over the opening, so the decoder's content fills it outright
-  # (models/geo_decoder.void_mask). Off by default: a 2000-step CPU fine-tune of the bundled
-  # decoder with it on made the content paler, and the rendered openings smaller (docs/DESIGN.md).
-  m.mouth.void = False
-  m.eye = ml_collections.ConfigDict()
   if variant == "geo_tiny":
     m.mouth.res, m.mouth.widths, m.mouth.blocks = 16, (4, 8), (0, 1)
-    m.eye.res, m.eye.widths, m.eye.blocks = 8, (4, 8), (0, 1)
   elif variant == "geo":
     m.mouth.res, m.mouth.widths, m.mouth.blocks = 64, (16, 32, 64, 96), (0, 1, 1, 1)
-    m.eye.res, m.eye.widths, m.eye.blocks = 32, (16, 32, 64), (0, 1, 1)
   else:
     m.mouth.res, m.mouth.widths, m.mouth.blocks = 128, (32, 64, 128, 256, 256), (1, 1, 2, 2, 2)
-    m.eye.res, m.eye.widths, m.eye.blocks = 64, (32, 64, 128, 256), (1, 1, 2, 2)
   return m
 
 

@@ -245,6 +245,8 @@ class Animator:
     opts = opts.resolved(self.engine.sampler)      # bad options fail before any face work
     portrait = image if isinstance(image, Portrait) else self.prepare_portrait(
         image, crop_only=crop_only)
+    if portrait.parts is not None:
+      portrait.parts.reset()       # a new video: its own choice of donor entries over time
     if stats is not None:
       stats.update(faces_found=portrait.faces_found, seconds=seconds, frames=0)
     for _, motion in engine_lib.sample_motion(self.engine, portrait.motion, a, opts,
@@ -375,6 +377,8 @@ class Reenactor:
     t0 = time.perf_counter()
     portrait = image if isinstance(image, Portrait) else anim.prepare_portrait(
         image, crop_only=crop_only)
+    if portrait.parts is not None:
+      portrait.parts.reset()
     limit = int(round((max_seconds or anim.max_seconds) * FPS))
 
     def frames():

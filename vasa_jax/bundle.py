@@ -9,7 +9,9 @@ A bundle is what `vasa_jax.Animator` loads (the bundled demo weights are one):
     DIR/face_basis.npz         geometry-grounded bundles (face_latent model.kind="geometry"):
                                the face template and expression basis the motion codes live in
                                (vasa_jax.geometry.codes.FaceBasis); face_latent.msgpack then
-                               holds the part decoder (vasa_jax.models.geo_decoder)
+                               holds the mouth compositor (vasa_jax.models.geo_decoder)
+    DIR/part_bank.npz          geometry-grounded bundles: real mouth interiors and closed lids
+    DIR/PART_BANK_ATTRIBUTION.md   (vasa_jax.geometry.banks), with where each comes from
 
 It is written from two training workdirs by
 
@@ -35,7 +37,7 @@ from flax import serialization
 
 
 FORMAT = "vasa-jax-bundle"
-VERSION = 2            # 2: geometry-grounded bundles (face_basis.npz); 1 still loads
+VERSION = 3            # 3: the part bank; 2: geometry-grounded bundles (face_basis.npz)
 META_FILE = "bundle.json"
 FACE_FILE = "face_latent.msgpack"
 DIT_FILE = "motion_dit.msgpack"
@@ -113,6 +115,25 @@ class Bundle:
     return SamplerDefaults.from_config(self.motion_dit_config)
 
   @property
+  def part_bank(self):
+    """The real mouth interiors and closed lids this bundle renders with (a geometry bundle's
+    part_bank.npz, loaded on first use), or None when it has none (in-memory test bundles: the
+    renderer then leaves the inside of the mouth to the warp)."""
+    if "_bank" not in self.__dict__:
+      from vasa_jax.geometry import banks
+      bank = None
+      if self.path and os.path.isfile(os.path.join(self.path, banks.BANK_FILE)):
+        try:
+          bank = banks.PartBank.load(self.path)
+        except banks.BankError as e:
+          raise BundleError(str(e)) from None
+      elif self.kind == "geometry" and int(self.meta.get("version", VERSION)) >= 3 and \
+          self.meta.get("part_bank"):
+        raise BundleError(f"{self.path}: its part bank ({banks.BANK_FILE}) is missing")
+      self.__dict__["_bank"] = bank
+    return self.__dict__["_bank"]
+
+  @property
   def phonetic_dir(self) -> str | None:
     """The phonetic front end's weights this bundle's motion model hears through: its own
     copy (DIR/phonetic), else the package's (an in-memory bundle)."""
@@ -151,12 +172,14 @@ def _config_json(config: ml_collections.ConfigDict) -> Any:
 def save(out_dir: str, *, face_latent_config, face_latent_params, motion_dit_config,
          motion_dit_params, motion_stats: dict, dtype: str = "float32",
          provenance: dict | None = None, mouth_rig: dict | None = None,
-         face_basis=None, phonetic_dir: str | None = None) -> str:
+         face_basis=None, phonetic_dir: str | None = None, part_bank=None) -> str:
   """Writes a bundle atomically (a temporary folder renamed onto out_dir).
 
   mouth_rig: settings of the explicit mouth articulation (vasa_jax/mouth_rig.py) for a decoder
   that does not render mouth motion itself; None (the default) leaves it off.
-  face_basis: the FaceBasis of a geometry-grounded stage 1 (required for one)."""
+  face_basis: the FaceBasis of a geometry-grounded stage 1 (required for one).
+  part_bank: the PartBank (vasa_jax.geometry.banks) of real mouths and lids it renders with;
+  refused unless every donor names its source and a licence that allows bundling."""
   geometry = face_latent_config.model.get("kind", "learned_flow") == "geometry"
   if geometry and face_basis is None:
     raise BundleError("a geometry-grounded stage 1 needs its face basis (face_basis=)")
@@ -165,6 +188,14 @@ def save(out_dir: str, *, face_latent_config, face_latent_params, motion_dit_con
                       f"{face_latent_config.model.dyn_dim}")
   if dtype not in ("float32", "float16"):
     raise BundleError(f"dtype must be float32 or float16, got {dtype!r}")
+  if part_bank is not None:
+    from vasa_jax.geometry import banks
+    if not geometry:
+      raise BundleError("a part bank goes with a geometry-grounded stage 1")
+    try:
+      part_bank.check_attribution()
+    except banks.BankError as e:
+      raise BundleError(f"refusing the part bank: {e}") from None
   fl_dyn = int(face_latent_config.model.dyn_dim)
   md_dim = int(motion_dit_config.model.motion_dim)
   if md_dim != 6 + fl_dyn:
@@ -183,6 +214,9 @@ def save(out_dir: str, *, face_latent_config, face_latent_params, motion_dit_con
                      "params": artifacts.count_params(md)},
       "provenance": provenance or {},
       "mouth_rig": None if mouth_rig is None else dict(mouth_rig),
+      "part_bank": None if part_bank is None else {
+          "donors": len(part_bank.donors), "mouth_entries": len(part_bank),
+          "lid_entries": part_bank.num_lids},
   }
   stats = {"mean": [float(x) for x in motion_stats["mean"]],
            "std": [float(x) for x in motion_stats["std"]]}
@@ -195,6 +229,8 @@ def save(out_dir: str, *, face_latent_config, face_latent_params, motion_dit_con
   def extra(tmp):
     if geometry:
       face_basis.save(os.path.join(tmp, BASIS_FILE))
+    if part_bank is not None:
+      part_bank.save(tmp)
     if phonetic:                            # the bundle carries the front end it heard with
       import shutil
       shutil.copytree(phonetic_dir, os.path.join(tmp, PHONETIC_DIR))

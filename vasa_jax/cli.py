@@ -151,6 +151,65 @@ def cmd_data_info(args) -> int:
   return 0
 
 
+def cmd_data_build_part_bank(args) -> int:
+  """Real mouth interiors and closed lids for the part renderer (vasa_jax/geometry/banks.py),
+  from the clips of an inventory whose licence allows bundling, train identities only."""
+  import csv
+
+  from vasa_jax.data import records
+  from vasa_jax.geometry import banks
+  from vasa_jax.geometry import codes as codes_lib
+  if not os.path.isfile(args.inventory):
+    raise UsageError(f"--inventory: no such file: {args.inventory}")
+  if not os.path.isdir(args.manual_dir):
+    raise UsageError(f"--manual-dir is not a folder: {args.manual_dir}")
+  try:
+    basis = codes_lib.FaceBasis.load(args.face_basis)
+  except (OSError, ValueError) as e:
+    raise UsageError(f"--face-basis: {e}") from None
+  with open(args.inventory, newline="") as f:
+    rows = list(csv.DictReader(f, delimiter="\t"))
+  need = {"file", "kind", "source_repo", "source_path", "license", "identity"}
+  if not rows or not need <= set(rows[0]):
+    raise UsageError(f"--inventory needs the columns {sorted(need)}")
+  videos, refused = [], {}
+  for r in rows:
+    if r["kind"] != "video":
+      continue
+    lic = r["license"].split(" (")[0].strip()
+    why = None
+    if lic not in banks.BUNDLE_LICENCES:
+      why = "licence"
+    elif records.is_test_identity(r["identity"], args.test_fraction):
+      why = "test identity"
+    path = os.path.join(args.manual_dir, os.path.basename(r["file"]))
+    if why is None and not os.path.isfile(path):
+      why = "missing"
+    if why:
+      refused[why] = refused.get(why, 0) + 1
+      continue
+    videos.append({"path": path, "name": r["identity"], "file": r["file"],
+                   "source_repo": r["source_repo"], "source_path": r["source_path"],
+                   "license": lic})
+  if args.max_videos:
+    videos = videos[:args.max_videos]
+  if not videos:
+    raise UsageError("no video of the inventory may go into a bundled bank")
+
+  def progress(n, name, mouths, shut):
+    print(f"[{n}/{len(videos)}] {name}: {mouths} open-mouth frames, {shut} shut-lid frames",
+          file=sys.stderr, flush=True)
+  t0 = time.perf_counter()
+  bank = banks.build(videos, basis.template, mouth_per_donor=args.mouth_per_donor,
+                     lids_per_donor=args.lids_per_donor, progress=progress)
+  path = bank.save(args.out)
+  print(json.dumps({"bank": path, "donors": len(bank.donors), "mouth_entries": len(bank),
+                    "lid_entries": bank.num_lids, "bytes": os.path.getsize(path),
+                    "videos": len(videos), "left_out": refused,
+                    "seconds": round(time.perf_counter() - t0, 1)}, indent=1))
+  return 0
+
+
 def cmd_data_extract_motion(args) -> int:
   """Stage-1 motion latents of clip datasets -> the motion_latents/<name> dataset."""
   _tfds_progress()
@@ -636,6 +695,22 @@ def build_parser() -> argparse.ArgumentParser:
                  help="tools/label_mouth.py .npz: z_dyn[0:4] become mouth open/wide/round and "
                       "blink (ground truth where a clip has it, else these pseudo-labels)")
   x.set_defaults(func=cmd_data_extract_motion)
+
+  pb = dsub.add_parser("build-part-bank",
+                       help="cut real mouth interiors and closed lids from clips whose licence "
+                            "allows bundling (train identities only) into part_bank.npz")
+  pb.add_argument("--manual-dir", required=True, help="folder of the inventory's videos")
+  pb.add_argument("--inventory", required=True,
+                  help="tsv with file, kind, source_repo, source_path, license, identity")
+  pb.add_argument("--face-basis", default=os.path.join(os.path.dirname(__file__), "assets",
+                                                       "demo", "face_basis.npz"))
+  pb.add_argument("--out", required=True, help="folder (a bundle) to write the bank into")
+  pb.add_argument("--test-fraction", type=float, default=0.1,
+                  help="identities of the datasets' test split are left out (same hash)")
+  pb.add_argument("--mouth-per-donor", type=int, default=32)
+  pb.add_argument("--lids-per-donor", type=int, default=6)
+  pb.add_argument("--max-videos", type=int, default=None)
+  pb.set_defaults(func=cmd_data_build_part_bank)
 
   t = sub.add_parser("train", help="train a stage: --config configs/<stage>.py:<variant>")
   t.add_argument("--config", required=True, help="configs/face_latent.py:demo (plus --config.x=y)")

@@ -110,36 +110,21 @@ class GeometryComposite(Composite):
 
   def frames_for(self, portrait: "Portrait", motion: np.ndarray, meshes=None) -> np.ndarray:
     """uint8 [n, H, W, 3] for motion [n, D] (n <= render_batch); `meshes` [n, 478, 3]
-    overrides the driving landmarks decoded from the motion (crop pixels at render size)."""
-    from vasa_jax.geometry import flow as flow_lib
-    from vasa_jax.geometry import render
-    eng, pg = self.engine, portrait.geometry
-    full = portrait.full_crop is not None
-    frs = [pg.frame(m[:6], m[6:], mesh=None if meshes is None else meshes[k], keep_map=full)
+    overrides the driving landmarks decoded from the motion (crop pixels at render size).
+
+    Per frame: the dense warp of the photo at its own resolution with the eye layer and the
+    closed-lid cross-fade (render.PartState.warp), then the donor mouth reference chosen for
+    this window (smoothed over time) composited by the mouth compositor."""
+    eng, pg, parts = self.engine, portrait.geometry, portrait.parts
+    frs = [pg.frame(m[:6], m[6:], mesh=None if meshes is None else meshes[k])
            for k, m in enumerate(motion)]
-    mouth = _pad(np.stack([f.inputs["mouth"] for f in frs]), eng.render_batch)
-    eyes = _pad(np.stack([np.stack([f.inputs["eye_a"], f.inputs["eye_b"]]) for f in frs]),
-                eng.render_batch)
-    out = eng.decode_parts(mouth, eyes.reshape((-1,) + eyes.shape[2:]))
-    m_rgb, m_a, e_rgb, e_a = (np.asarray(x) for x in out)
-    frames = []
-    for k, fr in enumerate(frs):
-      outputs = {"mouth": (m_rgb[k], m_a[k]), "eye_a": (e_rgb[2 * k], e_a[2 * k]),
-                 "eye_b": (e_rgb[2 * k + 1], e_a[2 * k + 1])}
-      if full:
-        # The photo's own pixels at its resolution: the field, computed at render size, is
-        # scaled up to the crop's side and applied to the full-resolution crop.
-        import cv2
-        side = portrait.full_crop.shape[0]
-        kf = side / pg.size
-        big = cv2.resize(fr.map_xy, (side, side), interpolation=cv2.INTER_LINEAR)
-        big = (big + 0.5) * kf - 0.5
-        warped = flow_lib.remap(portrait.full_crop, big)
-        crop = render.compose(fr, outputs, image=warped, scale=kf)
-      else:
-        crop = render.compose(fr, outputs)
-      frames.append(crop)
-    crops = np.stack(frames)
+    idx = parts.select(frs)
+    pick = [None if idx is None else int(idx[k]) for k in range(len(frs))]
+    mouth = _pad(np.stack([parts.mouth_inputs(fr, pick[k]) for k, fr in enumerate(frs)]),
+                 eng.render_batch)
+    out = eng.decode_parts(mouth)
+    crops = np.stack([parts.compose(fr, pick[k], {key: v[k] for key, v in out.items()})
+                      for k, fr in enumerate(frs)])
     if portrait.image is None:
       return crops
     return _paste(portrait.image, crops, portrait.box)

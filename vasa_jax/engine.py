@@ -217,7 +217,7 @@ class Engine:
       raise AnimateError(f"{self.where}: motion_dit motion_dim {self.motion_dim} does not "
                          f"match the face model's 6 + dyn_dim {POSE_DIM + int(mc.dyn_dim)}")
     self.dit = md.MotionDiT(dc)
-    self.basis = self.emotion_offsets = self.part_res = None     # geometry bundles' parts
+    self.basis = self.emotion_offsets = self.part_res = self.bank = None   # geometry parts
     self.face_model = self.decoder = None
     try:
       self._check_params(bundle)
@@ -295,14 +295,16 @@ class Engine:
     self.basis = bundle.face_basis
     self.emotion_offsets = emotion_lib.offsets(self.basis)     # [5, dyn_dim]
     self.size = int(mc.get("field_size", 256))   # field / patch crop side (<= the photo's)
-    self.part_res = {"mouth": int(mc.mouth.res), "eye_a": int(mc.eye.res),
-                     "eye_b": int(mc.eye.res)}
+    self.part_res = {"mouth": int(mc.mouth.res)}
+    try:
+      self.bank = bundle.part_bank
+    except bundle_lib.BundleError as e:
+      raise AnimateError(f"{self.where}: {e}") from None
     self.decoder = dec = gd.GeometryDecoder(mc)
 
-    def decode(params, mouth, eyes):
-      out = dec.apply({"params": params}, mouth, eyes)
-      return (out["mouth"]["rgb"], out["mouth"]["alpha"], out["eye"]["rgb"],
-              out["eye"]["alpha"])
+    def decode(params, mouth):
+      out = dec.apply({"params": params}, mouth)["mouth"]
+      return {k: out[k] for k in ("alpha", "flow", "shade", "residual")}
     self._decode = jax.jit(decode)
 
   # -- the networks (each jitted once per engine)
@@ -321,10 +323,10 @@ class Engine:
     return np.asarray(self._render(self.fl_params, prepared, jnp.asarray(motion[:, :POSE_DIM]),
                                    jnp.asarray(motion[:, POSE_DIM:])))
 
-  def decode_parts(self, mouth, eyes):
-    """Geometry stage 1: the part decoder on mouth inputs [n, ...] and eye inputs [2n, ...]:
-    (mouth rgb, mouth alpha, eye rgb, eye alpha)."""
-    return self._decode(self.fl_params, mouth, eyes)
+  def decode_parts(self, mouth) -> dict:
+    """Geometry stage 1: the mouth compositor on inputs [n, r, r, IN_CHANNELS] -> numpy fields
+    {"alpha", "flow", "shade", "residual"} (render.PartState.compose)."""
+    return {k: np.asarray(v) for k, v in self._decode(self.fl_params, jnp.asarray(mouth)).items()}
 
   # -- motion space
   def normalize(self, motion) -> np.ndarray:

@@ -41,6 +41,7 @@ class Portrait:
   geometry: Any = None       # geometry.render.PortraitGeometry (geometry-grounded bundles)
   full_crop: Any = None      # the crop at the photo's resolution when it is larger than the
                              # render size (the warp is applied to it at full resolution)
+  parts: Any = None          # geometry.render.PartState: eyes, donor mouth, closed lids
 
 
 class FaceTools:
@@ -153,7 +154,8 @@ def _geometry(engine: Engine, img: np.ndarray, faces: FaceTools, *, crop_only: b
   pg = render.PortraitGeometry.from_crop(crop, g.points, engine.basis, engine.part_res)
   full = crop_square(img, box, side) if side > r else None
   return Portrait(image=None if crop_only else img, crop=crop, box=box, prepared=None,
-                  motion=pg.motion, faces_found=1, geometry=pg, full_crop=full)
+                  motion=pg.motion, faces_found=1, geometry=pg, full_crop=full,
+                  parts=render.PartState.build(pg, engine.bank, full))
 
 
 def from_landmarks(engine: Engine, crop: np.ndarray, points: np.ndarray) -> Portrait:
@@ -166,7 +168,8 @@ def from_landmarks(engine: Engine, crop: np.ndarray, points: np.ndarray) -> Port
   pg = render.PortraitGeometry.from_crop(crop, np.asarray(points, np.float32), engine.basis,
                                          engine.part_res)
   return Portrait(image=None, crop=crop, box=(0, 0, crop.shape[0]), prepared=None,
-                  motion=pg.motion, faces_found=1, geometry=pg)
+                  motion=pg.motion, faces_found=1, geometry=pg,
+                  parts=render.PartState.build(pg, engine.bank))
 
 
 def from_crop(engine: Engine, crop, faces: FaceTools) -> Portrait:

@@ -328,7 +328,17 @@ def skull_still(disp: np.ndarray, base: np.ndarray, rotation: np.ndarray) -> np.
   return np.einsum("tji,tnj->tni", rotation, v)
 
 
-def decode(source: Codes, pose, dyn, basis: FaceBasis, crop: float, index: int = 0) -> np.ndarray:
+# Each upper-lid contour point and the mesh point above it (the top of the lash band): when a
+# lid closes, the band follows it by LASH_FOLLOW of its motion (decode(lash_band=True)), so the
+# lashes come down with the lid edge and the stretch goes to the smooth skin under the brow.
+LASH_BAND = ((246, 247), (161, 30), (160, 29), (159, 27), (158, 28), (157, 56), (173, 190),
+             (466, 467), (388, 260), (387, 259), (386, 257), (385, 258), (384, 286),
+             (398, 414))
+LASH_FOLLOW = 0.6
+
+
+def decode(source: Codes, pose, dyn, basis: FaceBasis, crop: float, index: int = 0, *,
+           lash_band: bool = False) -> np.ndarray:
   """Landmarks [T, N, 3] (pixels of the crop) of the portrait `source` (its frame `index`)
   performing pose [T, 6] and dyn [T, K + 4].
 
@@ -336,7 +346,7 @@ def decode(source: Codes, pose, dyn, basis: FaceBasis, crop: float, index: int =
   result is its own mesh (up to the rigid fit's residual). Expression, lids and gaze add their
   change relative to the portrait's codes (expression through `skull_still`, so that it moves
   no skull point the way a head motion would); the mesh is then moved rigidly to
-  `pose`."""
+  `pose`. lash_band: the points above the upper lids follow the lids (LASH_BAND; rendering)."""
   pose = np.atleast_2d(np.asarray(pose, np.float64))
   dyn = np.atleast_2d(np.asarray(dyn, np.float64))
   k = basis.exp_dim
@@ -347,7 +357,11 @@ def decode(source: Codes, pose, dyn, basis: FaceBasis, crop: float, index: int =
   n = max(len(pose), len(dyn))
   expr = np.broadcast_to(np.einsum("tk,knd->tnd", dd[:, :k], basis.exp_basis), (n,) + base.shape)
   c = base[None] + skull_still(expr, base, np.broadcast_to(r, (n, 3, 3)))
-  c = c + np.einsum("tk,knd->tnd", dd[:, k:k + 2], basis.lid_basis)
+  lid = np.einsum("tk,knd->tnd", dd[:, k:k + 2], basis.lid_basis)
+  c = c + lid
+  if lash_band:
+    up, band = (list(x) for x in zip(*LASH_BAND))
+    c[:, band] += LASH_FOLLOW * lid[:, up]
   # Gaze: irises move within the eye by the change of sin(angle) x eyeball radius.
   _, _, widths = _eye_measures(base[None])
   g0 = d0[k + 2:k + 4]

@@ -1,22 +1,26 @@
-"""Geometry-grounded rendering, the numpy side: portrait state, per-frame warp, part patches.
+"""Geometry-grounded rendering, the numpy side: portrait state, per-frame warp, the parts.
 
-The learned decoder (`vasa_jax.models.geo_decoder`) only sees small patches aligned to the
-driving face: the mouth (the portrait may not show teeth, tongue or the mouth's inside) and each
-eye (closed lids, uncovered iris). Everything else is the geometric warp of the photo's own
-pixels at its own resolution. This module builds those patches and puts the decoder's output
-back:
+Everything but the inside of the mouth is the geometric warp of the photo's own pixels at its
+own resolution (`vasa_jax.geometry.flow`), with the eyes handled by `vasa_jax.geometry.eyes`
+(the portrait's own iris moved rigidly, its own sclera where the iris uncovers it, its own lids
+brought down by the mesh, a real closed lid as the eye shuts). The inside of an open mouth, which
+a portrait with closed lips does not show, is copied from a real donor mouth
+(`vasa_jax.geometry.banks.MouthReference`) warped onto the driving inner-lip contour; the learned
+mouth compositor (`vasa_jax.models.geo_decoder`) sees that reference on a small patch aligned
+to the driving mouth and says how to blend it (alpha, a small flow, shading, a residual):
 
     portrait = PortraitGeometry.from_crop(crop, points, basis)      # once
-    fr = portrait.frame(pose [6], dyn [K+4])                        # per frame: warp + inputs
-    out = compose(fr, decoder_outputs)                               # [S, S, 3] uint8
+    parts = PartState.build(portrait, bank, full_crop)              # once (bank: the bundle's)
+    frs = [portrait.frame(pose, dyn) for ...]                       # per frame: warp + inputs
+    idx = parts.select(frs)                                         # donor entries, per window
+    x = parts.mouth_inputs(frs[t], idx[t])                          # the compositor's input
+    out = parts.compose(frs[t], idx[t], fields)                     # [S, S, 3] uint8
 
-Part inputs (channels last, float32): the warped portrait patch (RGB in [-1, 1]), the driving
-region mask of the part's interior (mouth or eye opening), the warp's log area ratio (low where
-the source is stretched over content it does not show), the portrait's own patch at the same
-part (its appearance: lip colour, teeth, iris), and where the portrait's own interior lands
-after the warp (teeth that must disappear behind closing lips), 9 channels in all. The decoder
-may only change pixels near these interiors or where the warp stretches the portrait
-(`vasa_jax.models.geo_decoder`): everywhere else the portrait's own pixels stay.
+Mouth inputs (channels last, float32): the warped portrait patch (RGB in [-1, 1]), the driving
+region mask of the mouth opening, the warp's log area ratio (low where the source is stretched
+over content it does not show), the portrait's own mouth patch, where the portrait's own
+interior lands after the warp, then the donor reference warped onto the driving contour (RGB)
+and its coverage: 13 channels in all.
 """
 
 from __future__ import annotations
@@ -26,22 +30,22 @@ import dataclasses
 import cv2
 import numpy as np
 
+from vasa_jax.geometry import banks
 from vasa_jax.geometry import codes as codes_lib
+from vasa_jax.geometry import eyes as eyes_lib
 from vasa_jax.geometry import flow as flow_lib
 from vasa_jax.geometry import landmarks as lm
 
-__all__ = ["PortraitGeometry", "FrameGeometry", "PARTS", "part_matrix", "compose",
-           "IN_CHANNELS", "feather_window"]
+__all__ = ["PortraitGeometry", "FrameGeometry", "PartState", "PARTS", "part_matrix",
+           "IN_CHANNELS", "BASE_CHANNELS", "feather_window", "extract"]
 
 # (name, mesh points that place it, patch side in eye-corner distances, flip)
 PARTS = {
     "mouth": (flow_lib.OUTER_LIPS, 1.25, False),
-    "eye_a": (lm.EYE_A_CONTOUR, 0.6, False),
-    "eye_b": (lm.EYE_B_CONTOUR, 0.6, True),
 }
-PART_CLASS = {"mouth": flow_lib.CLASS_MOUTH, "eye_a": flow_lib.CLASS_EYE,
-              "eye_b": flow_lib.CLASS_EYE}
-IN_CHANNELS = 9
+PART_CLASS = {"mouth": flow_lib.CLASS_MOUTH}
+BASE_CHANNELS = 9     # what the warp gives; the reference adds RGB + coverage
+IN_CHANNELS = 13
 MOUTH_DOWN = 0.12     # mouth patch centre below the lips' centre, in patch sides
 
 
@@ -125,7 +129,7 @@ class PortraitGeometry:
     sim = (codes.scale[0], codes.rotation[0], codes.shift[0])
     srcp = topo.points(points, sim, sim, s)
     _, src_class, _ = flow_lib.dense_map(srcp, srcp, topo.triangles, topo.tri_class, s)
-    part_res = dict(part_res or {"mouth": 64, "eye_a": 32, "eye_b": 32})
+    part_res = dict(part_res or {"mouth": 64})
     patches = {p: _to_float(extract(crop, part_matrix(points, p, r), r))
                for p, r in part_res.items()}
     return cls(crop=crop, points=np.asarray(points, np.float32), codes=codes, basis=basis,
@@ -134,7 +138,7 @@ class PortraitGeometry:
 
   def driving_mesh(self, pose: np.ndarray, dyn: np.ndarray) -> np.ndarray:
     """[T, 478, 3] landmarks of the portrait performing pose [T, 6], dyn [T, K + 4]."""
-    return codes_lib.decode(self.codes, pose, dyn, self.basis, self.size)
+    return codes_lib.decode(self.codes, pose, dyn, self.basis, self.size, lash_band=True)
 
   def frame(self, pose: np.ndarray, dyn: np.ndarray, *, mesh: np.ndarray | None = None,
             keep_map: bool = False) -> FrameGeometry:
@@ -165,38 +169,143 @@ class PortraitGeometry:
                                   self.source_patches[p], moved[..., None]],
                                  -1).astype(np.float32)
     return FrameGeometry(warped=warped, mesh=mesh, matrices=mats, inputs=inputs,
-                         map_xy=map_xy if keep_map else None)
+                         map_xy=map_xy)
 
 
-def compose(frame: FrameGeometry, outputs: dict, *, image: np.ndarray | None = None,
-            scale: float = 1.0) -> np.ndarray:
-  """The final crop: `frame.warped` (or `image`: the same warp applied at `scale` x the render
-  size, e.g. to the photo's full-resolution crop) with each part's decoder output blended in.
+def _upscale_map(map_xy: np.ndarray, side: int) -> np.ndarray:
+  """A backward map computed at render size, for an output `side` pixels wide."""
+  s = map_xy.shape[0]
+  if side == s:
+    return map_xy.copy()
+  k = side / s
+  big = cv2.resize(map_xy, (side, side), interpolation=cv2.INTER_LINEAR)
+  return (big + 0.5) * k - 0.5
 
-  outputs: part -> (rgb float [res, res, 3] in [-1, 1], alpha float [res, res] in [0, 1]).
-  The alpha is feathered to 0 at the patch border, so nothing outside the parts changes."""
-  acc = np.array(frame.warped if image is None else image, np.uint8, copy=True)
-  h, w = acc.shape[:2]
-  for p, (rgb, alpha) in outputs.items():
-    m = frame.matrices[p] * scale
-    res = rgb.shape[0]
-    a = np.asarray(alpha, np.float32) * feather_window(res)
-    patch = np.concatenate([(np.asarray(rgb, np.float32) + 1.0) * 127.5, a[..., None]], -1)
-    # patch -> crop: dst(crop idx) = M^-1 ...; warpAffine with the forward patch->crop map
-    a2, b2 = m[:, :2], m[:, 2]
-    fwd = np.concatenate([a2, (b2 + a2 @ np.array([0.5, 0.5]) - 0.5)[:, None]], axis=1)
-    # bounding box of the patch in the crop
-    corners = np.array([[0, 0], [res, 0], [0, res], [res, res]], np.float64) @ a2.T + b2
-    x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 1, 0)
-    x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 1, [w, h])
+
+@dataclasses.dataclass
+class PartState:
+  """What the part renderer keeps for one portrait: its eye layer, the donor mouth reference
+  (None: no bank and lips that show no teeth), the closed-lid exemplars, all at the output
+  crop's resolution (`scale` x the render crop's)."""
+  photo: np.ndarray                   # uint8 [S, S, 3] the crop the output is warped from
+  eyes: eyes_lib.EyeLayer
+  mouth: banks.MouthReference | None
+  lids: banks.LidReference | None
+  scale: float
+  res: int                            # the compositor's patch side
+
+  @classmethod
+  def build(cls, pg: PortraitGeometry, bank: banks.PartBank | None,
+            full_crop: np.ndarray | None = None) -> "PartState":
+    img = np.ascontiguousarray((full_crop if full_crop is not None else pg.crop)[..., :3])
+    k = img.shape[0] / pg.size
+    pts = np.asarray(pg.points, np.float64) * k
+    eyes = eyes_lib.EyeLayer.build(img, pts)
+    mouth = banks.MouthReference.for_portrait(bank, img, pts, pg.basis.template)
+    lids = None
+    if bank is not None and bank.num_lids:
+      donor = mouth.donor if mouth is not None and mouth.donor >= 0 else bank.choose_donor(img, pts)
+      lids = banks.LidReference(bank, donor, img, pts)
+    return cls(photo=img, eyes=eyes, mouth=mouth, lids=lids, scale=float(k),
+               res=int(pg.part_res["mouth"]))
+
+  def reset(self) -> None:
+    """A new video: the mouth's choice over time starts afresh."""
+    if self.mouth is not None:
+      self.mouth.reset()
+
+  def select(self, frames: list) -> np.ndarray | None:
+    """Donor entry per frame (continuing the previous window's choice), or None."""
+    if self.mouth is None:
+      return None
+    return self.mouth.select(np.stack([f.mesh for f in frames]))
+
+  def mouth_inputs(self, fr: FrameGeometry, index: int | None) -> np.ndarray:
+    """The compositor's input [r, r, IN_CHANNELS]: the frame's own 9 channels plus the donor
+    reference on the driving contour (the warped patch and zero coverage where there is none:
+    closed lips, or no reference)."""
+    base = fr.inputs["mouth"]
+    r = base.shape[0]
+    ref, cov = base[..., :3], np.zeros((r, r), np.float32)
+    if self.mouth is not None and index is not None and \
+        banks.MouthReference.roi(fr.mesh, (fr.warped.shape[0],) * 2) is not None:
+      rgb, a = self.mouth.render(int(index), fr.mesh, fr.matrices["mouth"], (r, r))
+      ref, cov = rgb / 127.5 - 1.0, a
+    return np.concatenate([base, ref, cov[..., None]], -1).astype(np.float32)
+
+  def warp(self, fr: FrameGeometry) -> np.ndarray:
+    """The frame at the output resolution: the photo warped along the mesh, the eyes from the
+    eye layer, the lids cross-faded to a real closed lid as they shut."""
+    side = self.eyes.width
+    big = _upscale_map(fr.map_xy, side)
+    mesh = np.asarray(fr.mesh, np.float64) * self.scale
+    img = cv2.remap(self.photo, big[..., 0], big[..., 1], interpolation=cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REPLICATE)
+    self.eyes.render(img, mesh)
+    if self.lids is not None:
+      eyes_lib.lid_blend(img, self.lids, mesh, self.eyes.own_gap)
+    return img
+
+  def compose(self, fr: FrameGeometry, index: int | None, fields: dict | None = None
+              ) -> np.ndarray:
+    """The output crop of one frame. fields: the compositor's outputs on the mouth patch
+    ({"alpha" [r, r], "flow" [r, r, 2] (normalised patch units), "shade" [r, r] (gain - 1),
+    "residual" [r, r, 3] (in [-1, 1] units)}); None pastes the reference onto the driving
+    opening as it is."""
+    img = self.warp(fr)
+    h, w = img.shape[:2]
+    mesh = np.asarray(fr.mesh, np.float64) * self.scale
+    has_ref = self.mouth is not None and index is not None
+    if fields is None:
+      if not has_ref:
+        return img
+      box = banks.MouthReference.roi(mesh, (h, w))
+      if box is None:
+        return img
+      x0, y0, x1, y1 = box
+      tm = np.array([[1.0, 0, x0], [0, 1.0, y0]])
+      rgb, a = self.mouth.render(int(index), mesh, tm, (x1 - x0, y1 - y0))
+      reg = img[y0:y1, x0:x1].astype(np.float32)
+      img[y0:y1, x0:x1] = np.clip(reg + (rgb - reg) * a[..., None] + 0.5, 0, 255).astype(np.uint8)
+      return img
+    return self._compose_fields(img, fr, mesh, index if has_ref else None, fields)
+
+  def _compose_fields(self, img, fr, mesh, index, fields) -> np.ndarray:
+    h, w = img.shape[:2]
+    r = fields["alpha"].shape[0]
+    alpha = np.asarray(fields["alpha"], np.float32) * feather_window(r)
+    on = alpha > 1.0 / 255
+    if not on.any():
+      return img
+    m = np.array(fr.matrices["mouth"], np.float64)
+    m[:, :2] *= self.scale                       # patch -> output crop
+    m[:, 2] *= self.scale
+    ys, xs = np.nonzero(on)
+    corners = np.stack([np.r_[xs, xs + 1, xs, xs + 1], np.r_[ys, ys, ys + 1, ys + 1]], -1)
+    pc = banks._apply(m, corners.astype(np.float64))
+    x0, y0 = np.maximum(np.floor(pc.min(0)).astype(int) - 1, 0)
+    x1, y1 = np.minimum(np.ceil(pc.max(0)).astype(int) + 1, [w, h])
     if x1 <= x0 or y1 <= y0:
-      continue
-    fwd_local = fwd.copy()
-    fwd_local[:, 2] -= [x0, y0]
-    big = cv2.warpAffine(patch, fwd_local, (int(x1 - x0), int(y1 - y0)), flags=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    al = big[..., 3:4]
-    region = acc[y0:y1, x0:x1].astype(np.float32)
-    acc[y0:y1, x0:x1] = np.clip(region * (1.0 - al) + big[..., :3] * al + 0.5, 0, 255).astype(
-        np.uint8)
-  return acc
+      return img
+    # the patch fields at every output pixel of the box
+    gy, gx = np.mgrid[y0:y1, x0:x1].astype(np.float64)
+    q = banks._apply(banks._invert(m), np.stack([gx + 0.5, gy + 0.5], -1)).astype(np.float32)
+    stack = np.concatenate([alpha[..., None], np.asarray(fields["flow"], np.float32),
+                            np.asarray(fields["shade"], np.float32)[..., None],
+                            np.asarray(fields["residual"], np.float32)], -1)
+    f = cv2.remap(stack, q[..., 0] - 0.5, q[..., 1] - 0.5, cv2.INTER_LINEAR,
+                  borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    a = f[..., 0:1]
+    flow_px = f[..., 1:3] * (r / 2.0) @ m[:, :2].T.astype(np.float32)     # output pixels
+    tm = np.array([[1.0, 0, x0], [0, 1.0, y0]])
+    if index is not None:
+      ref, _ = self.mouth.render(int(index), mesh, tm, (x1 - x0, y1 - y0), offset=flow_px,
+                                 feather=0.0)
+    else:
+      px = np.stack([gx, gy], -1).astype(np.float32) + flow_px
+      ref = cv2.remap(img, px[..., 0], px[..., 1], cv2.INTER_LINEAR,
+                      borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+    rgb = ref * (1.0 + f[..., 3:4]) + f[..., 4:7] * 127.5
+    reg = img[y0:y1, x0:x1].astype(np.float32)
+    img[y0:y1, x0:x1] = np.clip(reg + (rgb - reg) * a + 0.5, 0, 255).astype(np.uint8)
+    return img
