@@ -192,6 +192,8 @@ def _geo_model(variant: str) -> ml_collections.ConfigDict:
     m.mouth.res, m.mouth.widths, m.mouth.blocks = 64, (16, 32, 64, 96), (0, 1, 1, 1)
   else:
     m.mouth.res, m.mouth.widths, m.mouth.blocks = 128, (32, 64, 128, 256, 256), (1, 1, 2, 2, 2)
+  m.critic = ml_collections.ConfigDict()       # the patch discriminator (training only)
+  m.critic.widths = {"geo_tiny": (4, 8)}.get(variant, (32, 64, 128))
   return m
 
 
@@ -202,13 +204,15 @@ def _geo_config(variant: str) -> ml_collections.ConfigDict:
   c.seed = 0
   c.model = _geo_model(variant)
   w = c.loss = ml_collections.ConfigDict()
-  w.l1 = 1.0                # patch composite vs the true driving patch
+  w.l1 = 1.0                # mouth composite vs the true driving patch
   w.ssim = 1.0              # 1 - SSIM (7x7 window)
   w.laplacian = 1.0         # Laplacian-pyramid L1
-  w.interior = 2.0          # extra L1 inside the part's interior (mouth / eye opening)
-  w.alpha = 0.02            # keeps alpha small where the warp is already right (sharpness)
-  w.flow = 0.05             # residual flow magnitude (the geometry should carry the motion)
-  w.eye_weight = 0.5        # eye terms relative to mouth terms
+  w.interior = 2.0          # extra L1 inside the mouth opening (driving or reference's)
+  w.alpha = 0.02            # alpha outside the reference's coverage (keep the photo's pixels)
+  w.flow = 0.05             # flow magnitude (the reference is already on the contour)
+  w.gan = 0.05              # hinge patch discriminator on the mouth (what remains invented
+  w.feature_matching = 1.0  # is sharp, not the mean), with feature matching,
+  w.gan_start_step = {"geo_tiny": 0}.get(variant, 300)   # from this step
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = {"geo_tiny": 1e-3}.get(variant, 1e-3)
   c.optim.b1 = 0.9
@@ -235,9 +239,14 @@ def _geo_config(variant: str) -> ml_collections.ConfigDict:
   c.data.split = "train"
   c.data.worker_count = {"geo_tiny": 0}.get(variant, 1)
   c.data.min_gap = 4             # source and driving frames at least this far apart
-  c.data.hard_pairs = 0.7        # share of pairs chosen for a large mouth / lid difference
+  c.data.hard_pairs = 0.7        # share of pairs chosen for a large mouth difference
   c.data.flip = 0.5
   c.data.color = 0.1             # photometric jitter (same for source and driving)
+  # The part bank (a folder with part_bank.npz, e.g. a bundle) whose donors give the
+  # cross-identity references; "" trains on same-clip references only.
+  c.data.part_bank = ""
+  c.data.same_clip = 0.4         # share of pairs whose reference is another frame of the clip
+  c.data.no_reference = 0.1      # share with no reference (the compositor touches up the warp)
   c.log_every = {"geo_tiny": 1, "geo": 25}.get(variant, 100)
   c.ckpt_every = {"geo_tiny": 1, "geo": 250}.get(variant, 5000)
   # Warm start: a workdir of the same model config, or an inference bundle, whose parameters

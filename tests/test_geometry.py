@@ -192,7 +192,7 @@ def test_warp_moves_landmarks_where_the_driving_mesh_says(basis, photo, face):
   dyn[j] += 2.0 * np.sqrt(basis.exp_var[j]) * np.sign(basis.exp_basis[j, 14, 1]
                                                      - basis.exp_basis[j, 13, 1])
   pose[0] += 0.15
-  fr = pg.frame(pose, dyn, keep_map=True)
+  fr = pg.frame(pose, dyn)
   assert fr.mesh[14, 1] - fr.mesh[13, 1] > face.points[14, 1] - face.points[13, 1] + 3
   for i in (1, 152, 17, 61, 291, 10, 4, 199):    # (not the silhouette: it may be hidden)
     got = _bilinear(fr.map_xy, *fr.mesh[i, :2])
@@ -203,43 +203,48 @@ def test_warp_moves_landmarks_where_the_driving_mesh_says(basis, photo, face):
   assert np.abs(fr.map_xy[[0, -1]] - ident[[0, -1]]).max() < 0.5
   assert np.abs(fr.map_xy[:, [0, -1]] - ident[:, [0, -1]]).max() < 0.5
   # the portrait's own motion is the identity warp
-  still = pg.frame(pg.codes.pose[0], pg.codes.dyn[0], keep_map=True)
+  still = pg.frame(pg.codes.pose[0], pg.codes.dyn[0])
   assert np.abs(still.map_xy - ident).max() < 0.05
   assert np.abs(still.warped.astype(int) - photo.astype(int)).max() <= 1
 
 
-def test_mouth_and_eye_regions_are_labelled(basis, photo, face):
+def test_mouth_region_is_labelled(basis, photo, face):
   pg = render.PortraitGeometry.from_crop(photo, face.points, basis)
-  k = basis.exp_dim
   dyn = pg.codes.dyn[0].copy()
   j = int(np.argmax(np.abs(basis.exp_basis[:, 14, 1] - basis.exp_basis[:, 13, 1])))
   dyn[j] += 3.0 * np.sqrt(basis.exp_var[j]) * np.sign(basis.exp_basis[j, 14, 1]
                                                      - basis.exp_basis[j, 13, 1])
   fr = pg.frame(pg.codes.pose[0], dyn)
   m = fr.inputs["mouth"]
-  assert m.shape == (64, 64, render.IN_CHANNELS)
+  assert m.shape == (64, 64, render.BASE_CHANNELS)
   assert m[..., 3].sum() > 20                       # the open mouth's inside
   assert m[..., 4][m[..., 3] > 0.5].mean() < -0.3   # stretched there (log area ratio < 0)
-  assert fr.inputs["eye_a"][..., 3].sum() > 10 and fr.inputs["eye_b"][..., 3].sum() > 10
+  x = render.mouth_inputs(fr, None, None)           # no reference: the warp, no coverage
+  assert x.shape == (64, 64, render.IN_CHANNELS)
+  np.testing.assert_array_equal(x[..., 9:12], m[..., :3])
+  assert not x[..., 12].any()
 
 
-def test_compose_changes_only_the_parts(basis, photo, face):
+def test_compose_changes_only_the_mouth(basis, photo, face):
   pg = render.PortraitGeometry.from_crop(photo, face.points, basis)
+  parts = render.PartState.build(pg, None)
   fr = pg.frame(pg.codes.pose[0], pg.codes.dyn[0])
-  outputs = {p: (np.ones((r, r, 3), np.float32), np.ones((r, r), np.float32))
-             for p, r in pg.part_res.items()}
-  out = render.compose(fr, outputs)
-  diff = np.abs(out.astype(int) - fr.warped.astype(int)).sum(-1) > 3
+  plain = parts.warp(fr)
+  r = pg.part_res["mouth"]
+  fields = {"alpha": np.ones((r, r), np.float32), "flow": np.zeros((r, r, 2), np.float32),
+            "shade": np.full((r, r), -0.5, np.float32),
+            "residual": np.zeros((r, r, 3), np.float32)}
+  out = parts.compose(fr, None, fields)
+  diff = np.abs(out.astype(int) - plain.astype(int)).sum(-1) > 3
   ys, xs = np.nonzero(diff)
   p = face.points
   iod = np.linalg.norm(p[263, :2] - p[33, :2])
-  assert diff.any() and diff.mean() < 0.2
-  # changed pixels sit around the mouth and the eyes only: inside the patches
-  centre = (p[33, :2] + p[263, :2] + 2 * p[13, :2]) / 4
-  assert np.abs(xs - centre[0]).max() < 1.1 * iod
-  assert ys.min() > p[10, 1] and ys.max() < p[152, 1] + 0.5 * iod
-  none = render.compose(fr, {p: (o[0], o[1] * 0) for p, o in outputs.items()})
-  assert np.array_equal(none, fr.warped)
+  assert diff.any() and diff.mean() < 0.1
+  # changed pixels sit around the mouth only: inside its patch, below the eyes
+  assert np.abs(xs - p[13, 0]).max() < 0.8 * iod
+  assert ys.min() > p[[33, 263], 1].max() + 0.2 * iod and ys.max() < p[152, 1] + 0.5 * iod
+  none = parts.compose(fr, None, {**fields, "alpha": np.zeros((r, r), np.float32)})
+  assert np.array_equal(none, plain)
 
 
 def test_emotion_offsets_move_the_face_the_way_each_emotion_does():

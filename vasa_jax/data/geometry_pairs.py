@@ -5,15 +5,22 @@ landmarks; the frames stay in the clip datasets it was built from. `GeometryClip
 (by dataset and clip id), and `PairTransform` turns one clip into a training example:
 
   source frame i, driving frame j of the same clip (j chosen, with probability `hard_pairs`,
-  for a large mouth / eyelid difference from i, since that is where the decoder has work);
-  the portrait geometry of frame i, the driving geometry decoded from frame j's codes (as at
-  inference), the warp, and the part patches:
+  for a large mouth difference from i, since that is where the compositor has work); the
+  portrait geometry of frame i, the driving geometry decoded from frame j's codes (as at
+  inference), the warp, a mouth reference, and the mouth patch:
 
-    mouth_in [rm, rm, 8], eye_in [2, re, re, 8]      decoder inputs (vasa_jax.geometry.render)
-    mouth_tgt [rm, rm, 3], eye_tgt [2, re, re, 3]    frame j at the same patches, in [-1, 1]
+    mouth_in [rm, rm, 13]    compositor inputs (vasa_jax.geometry.render.mouth_inputs)
+    mouth_tgt [rm, rm, 3]    frame j at the same patch, in [-1, 1]
 
-A horizontal flip (mirrored frames and landmarks, eyes swapped) and a photometric jitter shared
-by both frames augment the pairs.
+The reference is what inference would paste into the opening, from one of three places:
+  * another frame k of the same clip whose inner lips are shaped most like frame j's (the
+    compositor learns to copy: the reference is nearly right);
+  * a donor of another identity from the part bank, lit like the portrait, its entry nearest
+    frame j's shape (it learns to adapt another person's mouth: light, shape, edges);
+  * none (closed lips, or a bank without entries).
+
+A horizontal flip (mirrored frames and landmarks) and a photometric jitter shared by both
+frames augment the pairs.
 """
 
 from __future__ import annotations
@@ -92,38 +99,73 @@ def _mouth_gap(p: np.ndarray) -> float:
   return float(p[14, 1] - p[13, 1])
 
 
-def _lid_gap(p: np.ndarray) -> float:
-  return float(p[145, 1] - p[159, 1] + p[374, 1] - p[386, 1])
-
-
-def make_example(src_frame, src_points, drv_frame, drv_points, basis, model_config) -> dict:
-  """One pair -> decoder inputs and targets (see the module docstring)."""
+def make_example(src_frame, src_points, drv_frame, drv_points, basis, model_config, *,
+                 reference=None) -> dict:
+  """One pair -> compositor inputs and target (see the module docstring). reference: a
+  banks.MouthReference (its entry nearest the driving shape is used) or None."""
   from vasa_jax.geometry import codes as codes_lib
   from vasa_jax.geometry import render
-  res = {"mouth": int(model_config.mouth.res), "eye_a": int(model_config.eye.res),
-         "eye_b": int(model_config.eye.res)}
-  portrait = render.PortraitGeometry.from_crop(src_frame, src_points, basis, res)
+  r = int(model_config.mouth.res)
+  portrait = render.PortraitGeometry.from_crop(src_frame, src_points, basis, {"mouth": r})
   s = src_frame.shape[0]
   c = codes_lib.encode(np.asarray(drv_points, np.float32)[None], basis, s)
   fr = portrait.frame(c.pose[0], c.dyn[0])
-  tgt = {p: render.extract(drv_frame, fr.matrices[p], r).astype(np.float32) / 127.5 - 1.0
-         for p, r in res.items()}
-  return {
-      "mouth_in": fr.inputs["mouth"], "mouth_tgt": tgt["mouth"],
-      "eye_in": np.stack([fr.inputs["eye_a"], fr.inputs["eye_b"]]),
-      "eye_tgt": np.stack([tgt["eye_a"], tgt["eye_b"]]),
-  }
+  index = None
+  if reference is not None:
+    index = int(np.argmin(reference.costs(fr.mesh[None])[0]))
+  tgt = render.extract(drv_frame, fr.matrices["mouth"], r).astype(np.float32) / 127.5 - 1.0
+  return {"mouth_in": render.mouth_inputs(fr, reference, index), "mouth_tgt": tgt}
+
+
+def _gap_of(p: np.ndarray) -> np.ndarray:
+  return p[..., 14, 1] - p[..., 13, 1]
 
 
 class PairTransform(grain.RandomMapTransform):
   """GeometryClips record -> one self-reenactment training example."""
 
-  def __init__(self, basis, model_config, *, min_gap: int = 4, hard_pairs: float = 0.7,
-               flip: float = 0.5, color: float = 0.1, candidates: int = 6):
+  def __init__(self, basis, model_config, *, bank=None, min_gap: int = 4,
+               hard_pairs: float = 0.7, flip: float = 0.5, color: float = 0.1,
+               candidates: int = 6, same_clip: float = 0.4, no_reference: float = 0.1):
     self._basis = basis
     self._model = model_config
+    self._bank = bank
     self._min_gap, self._hard, self._flip, self._color = min_gap, hard_pairs, flip, color
     self._candidates = candidates
+    self._same, self._none = same_clip, no_reference
+
+  def _reference(self, rec, lms, fi, pi, j, size, rng, flip, jitter):
+    from vasa_jax.geometry import banks
+    u = rng.random()
+    if u < self._none:
+      return None
+    t = len(lms)
+    iod = np.linalg.norm(lms[:, 263, :2] - lms[:, 33, :2], axis=1)
+    gap = _gap_of(lms) / np.maximum(iod, 1e-3)
+    use_bank = self._bank is not None and len(self._bank) and u >= self._none + self._same
+    if not use_bank:
+      far = np.flatnonzero((np.abs(np.arange(t) - j) >= 3) & (gap > 0.03))
+      if far.size == 0:
+        return None
+      cand = rng.choice(far, size=min(12, far.size), replace=False)
+      _, _, can = banks.skull(lms[cand], self._basis.template)
+      _, _, can_j = banks.skull(lms[j][None], self._basis.template)
+      d = np.abs(banks.mouth_descriptors(can) - banks.mouth_descriptors(can_j)).mean(1)
+      k = int(cand[int(np.argmin(d))])
+      fk = jitter(records.decode_jpeg(rec["frames"][k]))
+      pk = lms[k]
+      if flip:
+        fk = np.ascontiguousarray(fk[:, ::-1])
+        pk = _flip_points(pk, size, self._basis.mirror)
+      entry = banks.cut_mouth(fk, pk, self._basis.template)
+      return banks.MouthReference(None, None, fi, pi, self._basis.template, self_entry=entry)
+    ident = _text(rec.get("identity", "")).rpartition(":")[2]
+    donors = [k for k, d in enumerate(self._bank.donors) if d["name"] != ident
+              and (self._bank.mouth_donor == k).any()]
+    if not donors:
+      return None
+    return banks.MouthReference(self._bank, int(rng.choice(donors)), fi, pi,
+                                self._basis.template)
 
   def random_map(self, rec, rng: np.random.Generator):
     t = int(rec["num_frames"])
@@ -139,32 +181,37 @@ class PairTransform(grain.RandomMapTransform):
       far = good
     if rng.random() < self._hard and far.size > 1:
       cand = rng.choice(far, size=min(self._candidates, far.size), replace=False)
-      score = [abs(_mouth_gap(lms[k]) - _mouth_gap(lms[i])) + 0.5 * abs(
-          _lid_gap(lms[k]) - _lid_gap(lms[i])) for k in cand]
+      score = [abs(_mouth_gap(lms[k]) - _mouth_gap(lms[i])) for k in cand]
       j = int(cand[int(np.argmax(score))])
     else:
       j = int(rng.choice(far))
     fi = records.decode_jpeg(rec["frames"][i])
     fj = records.decode_jpeg(rec["frames"][j])
     pi, pj = lms[i], lms[j]
-    if rng.random() < self._flip:
+    flip = rng.random() < self._flip
+    if flip:
       fi, fj = np.ascontiguousarray(fi[:, ::-1]), np.ascontiguousarray(fj[:, ::-1])
       pi = _flip_points(pi, size, self._basis.mirror)
       pj = _flip_points(pj, size, self._basis.mirror)
+    gain, bias = np.ones(3), 0.0
     if self._color:
       gain = 1.0 + rng.uniform(-self._color, self._color, size=3)
       bias = rng.uniform(-self._color, self._color) * 255.0
-      fi = np.clip(fi * gain + bias, 0, 255).astype(np.uint8)
-      fj = np.clip(fj * gain + bias, 0, 255).astype(np.uint8)
-    return make_example(fi, pi, fj, pj, self._basis, self._model)
+
+    def jitter(f):
+      return np.clip(f * gain + bias, 0, 255).astype(np.uint8) if self._color else f
+    fi, fj = jitter(fi), jitter(fj)
+    ref = self._reference(rec, lms, fi, pi, j, size, rng, flip, jitter)
+    return make_example(fi, pi, fj, pj, self._basis, self._model, reference=ref)
 
 
 def pair_loader(source, basis, config, *, batch_size: int, seed: int = 0,
-                worker_count: int = 0, **kw) -> grain.DataLoader:
+                worker_count: int = 0, bank=None, **kw) -> grain.DataLoader:
   from vasa_jax.data import pipeline
   d = config.data
-  transform = PairTransform(basis, config.model, min_gap=int(d.min_gap),
+  transform = PairTransform(basis, config.model, bank=bank, min_gap=int(d.min_gap),
                             hard_pairs=float(d.hard_pairs), flip=float(d.flip),
-                            color=float(d.color))
+                            color=float(d.color), same_clip=float(d.get("same_clip", 0.4)),
+                            no_reference=float(d.get("no_reference", 0.1)))
   return pipeline.make_loader(source, transform, batch_size=batch_size, seed=seed,
                               worker_count=worker_count, **kw)

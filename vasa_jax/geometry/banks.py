@@ -65,6 +65,9 @@ OUTER_LIPS = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291,
               375, 321, 405, 314, 17, 84, 181, 91, 146)
 
 MOUTH_PX = 128.0                          # entry pixels per template unit
+WIDTH_RANGE = (0.8, 1.3)                  # how far an entry's width may follow the driving
+OPEN_FADE = (0.004, 0.02)                 # inner-lip gap beyond the portrait's (eye distances)
+                                          # over which a donor interior fades in
 MOUTH_BOX = (-0.42, 0.42, -0.22, 0.50)    # x0, x1, y0, y1 (template units) about the corners
 LID_PX = 56.0                             # lid entry pixels per eye width
 LID_BOX = (-0.85, 0.85, -0.70, 0.45)      # x0, x1, y0, y1 (eye widths) about the corners
@@ -217,12 +220,29 @@ def skin_lab(image: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 # ----------------------------------------------------------------------------- cutting
 
+def _gap(points: np.ndarray) -> float:
+  """Inner-lip gap of a face (points 13 / 14) in eye-corner distances."""
+  p = np.asarray(points, np.float64)
+  return float(np.linalg.norm(p[14, :2] - p[13, :2])
+               / max(np.linalg.norm(p[263, :2] - p[33, :2]), 1e-6))
+
+
 def mouth_descriptors(canonical: np.ndarray) -> np.ndarray:
   """[B, 40] shape descriptors of canonical meshes [B, N, 3]: the inner-lip contour (x, y in
   template units) about the midpoint of its corners."""
   c = np.asarray(canonical, np.float64)[:, list(INNER), :2]
   mid = (c[:, 0] + c[:, 10]) / 2
   return (c - mid[:, None]).reshape(len(c), -1).astype(np.float32)
+
+
+FACING = ((1, 19), (2, 18), (3, 17), (4, 16), (5, 15), (6, 14), (7, 13), (8, 12), (9, 11))
+
+
+def _opening(desc: np.ndarray) -> np.ndarray:
+  """[B, 9] vertical gaps between facing upper / lower inner-lip points of descriptors."""
+  d = np.asarray(desc).reshape(len(desc), 20, 2)
+  up, lo = (list(x) for x in zip(*FACING))
+  return d[:, lo, 1] - d[:, up, 1]
 
 
 def mouth_frame(points: np.ndarray, scale: float, roll: float) -> np.ndarray:
@@ -257,8 +277,19 @@ def cut_mouth(image: np.ndarray, points: np.ndarray, template: np.ndarray,
   if core.sum() < 8:
     core = inside
   filled = fill_outward(patch.astype(np.float32), core)
+  # away from the opening the fill darkens to the cavity's own dark colour: where the driving
+  # opening reaches past the donor's (the corners), it shows shadow, not the donor's lips
   skin, _ = skin_lab(image, points)
-  skin_y = float(skin[0]) / 255.0 * 255.0          # L of 8-bit Lab ~ luma scale
+  skin_y = float(skin[0])                        # 8-bit Lab L ~ luma scale
+  lum = _luma(patch)[core]
+  if lum.size >= 4:
+    dark_rgb = np.median(patch[core][lum <= np.percentile(lum, 10)], 0).astype(np.float32)
+    y = float(_luma(dark_rgb[None])[0])
+    if y > 0.3 * skin_y:                         # no cavity shows (teeth, tongue): a shadow
+      dark_rgb *= 0.3 * skin_y / max(y, 1.0)
+    dist = cv2.distanceTransform((~core).astype(np.uint8), cv2.DIST_L2, 3)
+    t = np.clip(dist / 4.0, 0.0, 1.0)[..., None]
+    filled = filled * (1 - t) + dark_rgb * t
   teeth = teeth_mask(patch, skin_y * 0.92) & inside
   ys = np.nonzero(inside)[0]
   mid = (contour[list(UPPER_MID), 1].mean() + contour[list(LOWER_MID), 1].mean()) / 2
@@ -493,6 +524,7 @@ class MouthReference:
       self.order = bank.mouth_order[idx].astype(np.int64)
       self.donor = int(donor)
     self.entries = len(self.patches)
+    self.own_gap = 0.0 if self_entry is not None else _gap(points)
     self._state: int | None = None
 
   @classmethod
@@ -510,11 +542,15 @@ class MouthReference:
 
   # -- selection
   def costs(self, meshes: np.ndarray) -> np.ndarray:
-    """[T, N] shape distance of driving meshes [T, 478, 3] (pixels) to every entry."""
+    """[T, N] distance of driving meshes [T, 478, 3] (pixels) to every entry: the contour's
+    shape (RMS, in 2% of the eye distance) plus its opening profile (the gaps between facing
+    upper and lower points, RMS, in 1% of the eye distance: how far the lips part, where)."""
     _, _, can = skull(meshes, self.template)
     d = mouth_descriptors(can)
     diff = d[:, None, :] - self.desc[None]
-    return np.sqrt((diff ** 2).mean(-1)) / 0.02       # in units of 2% of the eye distance
+    shape = np.sqrt((diff ** 2).mean(-1)) / 0.02
+    gd, ge = _opening(d), _opening(self.desc)
+    return shape + np.sqrt(((gd[:, None] - ge[None]) ** 2).mean(-1)) / 0.01
 
   def select(self, meshes: np.ndarray, *, switch: float = 1.5, reset: bool = False) -> np.ndarray:
     """Entry index per frame for driving meshes [T, 478, 3]: the shape cost plus `switch` for
@@ -582,8 +618,12 @@ class MouthReference:
     w, h = size
     s, roll, _ = skull(mesh[None], self.template)
     ent = self.contours[index]
-    up_a = self._fit(ent[list(UPPER_MID)], cont[list(UPPER_MID)], float(s[0]), float(roll[0]))
-    lo_a = self._fit(ent[list(LOWER_MID)], cont[list(LOWER_MID)], float(s[0]), float(roll[0]))
+    # the entry's width follows the driving mouth's within WIDTH_RANGE (heights stay rigid)
+    wd = float(np.linalg.norm(cont[10] - cont[0])) / max(float(s[0]), 1e-6)
+    we = float(np.linalg.norm(ent[10] - ent[0])) / MOUTH_PX
+    kx = float(np.clip(wd / max(we, 1e-6), *WIDTH_RANGE))
+    up_a = self._fit(ent[list(UPPER_MID)], cont[list(UPPER_MID)], float(s[0]), float(roll[0]), kx)
+    lo_a = self._fit(ent[list(LOWER_MID)], cont[list(LOWER_MID)], float(s[0]), float(roll[0]), kx)
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
     pix = _apply(np.asarray(out_map, np.float64), np.stack([xs + 0.5, ys + 0.5], -1))
     if offset is not None:
@@ -605,18 +645,20 @@ class MouthReference:
     rgb = cv2.remap(self.patches[index], q[..., 0], q[..., 1], cv2.INTER_LINEAR,
                     borderMode=cv2.BORDER_REPLICATE)
     cont_out = _apply(_invert(np.asarray(out_map, np.float64)), cont)
-    alpha = polygon_mask(cont_out, (h, w))
+    # the reference fades in as the lips part beyond the portrait's own (closed) lip line
+    alpha = polygon_mask(cont_out, (h, w)) * _smoothstep(*OPEN_FADE, _gap(mesh) - self.own_gap)
     if feather > 0:
       k = max(1, int(math.ceil(feather * 2))) * 2 + 1
       alpha = cv2.GaussianBlur(alpha, (k, k), feather) * np.sqrt(alpha)   # inward only
     return rgb, alpha.astype(np.float32)
 
   @staticmethod
-  def _fit(src: np.ndarray, dst: np.ndarray, scale: float, roll: float) -> np.ndarray:
-    """Entry -> image similarity with the head's rotation and scale, translated so that the
-    entry's points `src` land on `dst` in the least-squares sense."""
+  def _fit(src: np.ndarray, dst: np.ndarray, scale: float, roll: float, kx: float = 1.0
+           ) -> np.ndarray:
+    """Entry -> image map with the head's rotation and scale (entry x stretched by kx),
+    translated so that the entry's points `src` land on `dst` in the least-squares sense."""
     c, s = math.cos(roll), math.sin(roll)
-    lin = (scale / MOUTH_PX) * np.array([[c, -s], [s, c]])
+    lin = (scale / MOUTH_PX) * np.array([[c, -s], [s, c]]) @ np.diag([kx, 1.0])
     t = dst.mean(0) - src.mean(0) @ lin.T
     return np.concatenate([lin, t[:, None]], 1)
 

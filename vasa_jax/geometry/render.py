@@ -36,7 +36,7 @@ from vasa_jax.geometry import eyes as eyes_lib
 from vasa_jax.geometry import flow as flow_lib
 from vasa_jax.geometry import landmarks as lm
 
-__all__ = ["PortraitGeometry", "FrameGeometry", "PartState", "PARTS", "part_matrix",
+__all__ = ["PortraitGeometry", "FrameGeometry", "PartState", "PARTS", "part_matrix", "mouth_inputs",
            "IN_CHANNELS", "BASE_CHANNELS", "feather_window", "extract"]
 
 # (name, mesh points that place it, patch side in eye-corner distances, flip)
@@ -94,7 +94,7 @@ class FrameGeometry:
   mesh: np.ndarray                   # [478, 3] driving landmarks (crop pixels)
   matrices: dict                     # part -> 2x3 patch->crop map
   inputs: dict                       # part -> float32 [res, res, 8]
-  map_xy: np.ndarray | None = None   # [S, S, 2] the backward map (kept for diagnostics)
+  map_xy: np.ndarray                 # [S, S, 2] the backward map (pixel-index coordinates)
 
 
 @dataclasses.dataclass
@@ -140,8 +140,8 @@ class PortraitGeometry:
     """[T, 478, 3] landmarks of the portrait performing pose [T, 6], dyn [T, K + 4]."""
     return codes_lib.decode(self.codes, pose, dyn, self.basis, self.size, lash_band=True)
 
-  def frame(self, pose: np.ndarray, dyn: np.ndarray, *, mesh: np.ndarray | None = None,
-            keep_map: bool = False) -> FrameGeometry:
+  def frame(self, pose: np.ndarray, dyn: np.ndarray, *, mesh: np.ndarray | None = None
+            ) -> FrameGeometry:
     """Warp + part inputs for one frame's motion (pose [6], dyn [K+4]); `mesh` overrides the
     decoded driving landmarks (e.g. a driving frame's own measured mesh in training)."""
     s = self.size
@@ -180,6 +180,21 @@ def _upscale_map(map_xy: np.ndarray, side: int) -> np.ndarray:
   k = side / s
   big = cv2.resize(map_xy, (side, side), interpolation=cv2.INTER_LINEAR)
   return (big + 0.5) * k - 0.5
+
+
+def mouth_inputs(fr: FrameGeometry, reference: banks.MouthReference | None,
+                 index: int | None) -> np.ndarray:
+  """The compositor's input [r, r, IN_CHANNELS]: the frame's own 9 channels plus the donor
+  reference entry `index` on the driving contour (the warped patch and zero coverage where
+  there is none: closed lips, or no reference)."""
+  base = fr.inputs["mouth"]
+  r = base.shape[0]
+  ref, cov = base[..., :3], np.zeros((r, r), np.float32)
+  if reference is not None and index is not None and \
+      banks.MouthReference.roi(fr.mesh, (fr.warped.shape[0],) * 2) is not None:
+    rgb, a = reference.render(int(index), fr.mesh, fr.matrices["mouth"], (r, r))
+    ref, cov = rgb / 127.5 - 1.0, a
+  return np.concatenate([base, ref, cov[..., None]], -1).astype(np.float32)
 
 
 @dataclasses.dataclass
@@ -221,17 +236,8 @@ class PartState:
     return self.mouth.select(np.stack([f.mesh for f in frames]))
 
   def mouth_inputs(self, fr: FrameGeometry, index: int | None) -> np.ndarray:
-    """The compositor's input [r, r, IN_CHANNELS]: the frame's own 9 channels plus the donor
-    reference on the driving contour (the warped patch and zero coverage where there is none:
-    closed lips, or no reference)."""
-    base = fr.inputs["mouth"]
-    r = base.shape[0]
-    ref, cov = base[..., :3], np.zeros((r, r), np.float32)
-    if self.mouth is not None and index is not None and \
-        banks.MouthReference.roi(fr.mesh, (fr.warped.shape[0],) * 2) is not None:
-      rgb, a = self.mouth.render(int(index), fr.mesh, fr.matrices["mouth"], (r, r))
-      ref, cov = rgb / 127.5 - 1.0, a
-    return np.concatenate([base, ref, cov[..., None]], -1).astype(np.float32)
+    """The compositor's input for one frame (`mouth_inputs`)."""
+    return mouth_inputs(fr, self.mouth, index)
 
   def warp(self, fr: FrameGeometry) -> np.ndarray:
     """The frame at the output resolution: the photo warped along the mesh, the eyes from the

@@ -36,7 +36,8 @@ from vasa_jax.models import layers
 from vasa_jax.models.layers import Conv, GroupNorm, ResBlock, act, get_dtype
 from vasa_jax.ops.grid_sample import grid_sample_2d, identity_grid_2d
 
-__all__ = ["PartNet", "GeometryDecoder", "dummy_inputs", "blend", "feather", "IN_CHANNELS",
+__all__ = ["PartNet", "GeometryDecoder", "MouthCritic", "dummy_inputs", "blend", "feather",
+           "IN_CHANNELS", "BASE_CHANNELS", "allowed_mask",
            "param_count"]
 
 class PartNet(nn.Module):
@@ -134,6 +135,27 @@ class GeometryDecoder(nn.Module):
   def __call__(self, mouth):
     """mouth [B, r, r, IN_CHANNELS] -> {"mouth": PartNet outputs}."""
     return {"mouth": self.mouth(mouth)}
+
+
+class MouthCritic(nn.Module):
+  """Hinge patch discriminator on the mouth patch (training only): strided 4x4 convolutions,
+  GroupNorm, leaky ReLU; returns {"logits" [B, h, w, 1], "features": [per layer]} for the hinge
+  and feature-matching losses (vasa_jax.losses)."""
+  widths: Sequence[int] = (32, 64, 128)
+  groups: int = 8
+
+  @nn.compact
+  def __call__(self, x):
+    feats = []
+    h = x.astype(jnp.float32)
+    for i, w in enumerate(self.widths):
+      h = Conv(w, (4, 4), strides=2 if i < len(self.widths) - 1 else 1, name=f"conv{i}")(h)
+      if i > 0:
+        h = GroupNorm(self.groups, jnp.float32, name=f"norm{i}")(h)
+      h = nn.leaky_relu(h, 0.2)
+      feats.append(h)
+    logits = Conv(1, (3, 3), out_axis="out_small", name="logits")(h)
+    return {"logits": logits.astype(jnp.float32), "features": feats}
 
 
 def blend(warped, out: dict):

@@ -1,20 +1,23 @@
-"""Trainer for the geometry-grounded stage 1 (configs/face_latent.py:geo*).
+"""Trainer for the geometry-grounded stage 1 (configs/face_latent.py:geo*): the mouth compositor.
 
 Self-reenactment: a source frame of a clip drives to another frame of the same clip through the
-measured geometry (vasa_jax.data.geometry_pairs); the decoder (vasa_jax.models.geo_decoder)
-learns, on the mouth and eye patches, what the warp cannot give. Losses on the patch composite
-against the true driving patch: L1, 1 - SSIM, Laplacian-pyramid L1, extra L1 inside the part's
-interior (the inside of the mouth, the eye opening), and small penalties on alpha (so the
-portrait's own pixels are kept where the warp is right) and on the residual flow (the geometry
-carries the motion).
+measured geometry, and a real mouth reference (another frame of the same clip, or a donor of
+another identity from the part bank) is warped onto the driving inner lips
+(vasa_jax.data.geometry_pairs). The compositor (vasa_jax.models.geo_decoder) learns how to put
+the reference into the warped portrait. Losses on the patch composite against the true driving
+patch: L1, 1 - SSIM, Laplacian-pyramid L1, extra L1 inside the mouth opening, a hinge patch
+discriminator with feature matching on the mouth (from `gan_start_step`), so that what remains
+invented is sharp rather than the mean, and small penalties on alpha outside the opening and on
+the flow.
 
     vasa-jax train --config configs/face_latent.py:geo --workdir RUN --data-dir DATA \\
-        --config.data.geometry=motion_latents/geo
+        --config.data.geometry=motion_latents/geo --config.data.part_bank=BANK_DIR
 
-Logged per step (TensorBoard in RUN/tensorboard, and RUN/curve.jsonl for the convergence plot):
-every loss term, mouth_l1 (the decoder's mouth-patch error) next to mouth_l1_warp (the
-geometric warp alone on the same patches), the same for the eyes, and gradient norms.
-Checkpoints (params, optimizer, EMA, step, data iterator) resume exactly.
+Logged per step (TensorBoard in RUN/tensorboard, and RUN/curve.jsonl for the training curve):
+every loss term, mouth_l1 (the composite's error) next to mouth_l1_warp (the geometric warp
+alone) and mouth_l1_paste (the reference pasted onto the opening as it is), the discriminator's
+terms, and gradient norms. Checkpoints (params, discriminator, optimizers, EMA, step, data
+iterator) resume exactly.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from vasa_jax import losses
 from vasa_jax import sharding as sharding_lib
@@ -36,11 +40,15 @@ from vasa_jax.train import loop
 
 log = logging.getLogger(__name__)
 
-STEP_KEYS = ("mouth_in", "mouth_tgt", "eye_in", "eye_tgt")
+STEP_KEYS = ("mouth_in", "mouth_tgt")
 
 
 def make_model(config):
   return gd.GeometryDecoder(config.model)
+
+
+def make_critic(config):
+  return gd.MouthCritic(tuple(config.model.critic.widths), int(config.model.groups))
 
 
 def make_optimizer(config):
@@ -48,60 +56,113 @@ def make_optimizer(config):
 
 
 def init_state(config, rng, batch_size: int = 1):
-  params = make_model(config).init(rng, *gd.dummy_inputs(config.model, batch_size))["params"]
-  return {"params": params, "opt": make_optimizer(config).init(params),
-          "ema": jax.tree_util.tree_map(lambda x: x, params), "step": jnp.zeros((), jnp.int32)}
+  rg, rd = jax.random.split(rng)
+  (x,) = gd.dummy_inputs(config.model, batch_size)
+  params = make_model(config).init(rg, x)["params"]
+  r = int(config.model.mouth.res)
+  d_params = make_critic(config).init(rd, jnp.zeros((batch_size, r, r, 4), jnp.float32))["params"]
+  opt = make_optimizer(config)
+  return {"params": params, "opt": opt.init(params), "d_params": d_params,
+          "opt_d": opt.init(d_params), "ema": jax.tree_util.tree_map(lambda x: x, params),
+          "step": jnp.zeros((), jnp.int32)}
 
 
 def create_state(config, mesh, rng):
   return common.create_sharded_state(init_state, config, mesh, rng)
 
 
-def part_loss(x_in, target, out, w) -> tuple[jax.Array, dict]:
-  """Loss of one part's decoder output (batched) and its named terms."""
+def critic_input(image, x_in):
+  """What the critic sees: the patch inside the region the compositor may change (dilated),
+  and that region."""
+  m = gd.allowed_mask(x_in, 4)[..., None]
+  return jnp.concatenate([image * m, m], -1)
+
+
+def composite_terms(x_in, target, out, w) -> tuple[jax.Array, dict]:
+  """Reconstruction terms of the mouth composite (batched) and its named figures."""
   warped = x_in[..., :3]
   region = x_in[..., 3:4]
+  cover = x_in[..., gd.BASE_CHANNELS + 3:gd.BASE_CHANNELS + 4]
   comp = gd.blend(warped, out)
   l1 = jnp.mean(jnp.abs(comp - target))
   ssim = 1.0 - losses.ssim(comp, target, window=7)
   lap = losses.laplacian_l1(comp, target, levels=3)
-  inside = jnp.sum(jnp.abs(comp - target) * region) / (3.0 * jnp.sum(region) + 1.0)
-  alpha = jnp.mean(out["alpha"])
+  inside = jnp.maximum(region, cover)
+  interior = jnp.sum(jnp.abs(comp - target) * inside) / (3.0 * jnp.sum(inside) + 1.0)
+  alpha_out = jnp.mean(out["alpha"] * (1.0 - cover[..., 0]))
   flow = jnp.mean(jnp.abs(out["flow"]))
-  total = (w.l1 * l1 + w.ssim * ssim + w.laplacian * lap + w.interior * inside
-           + w.alpha * alpha + w.flow * flow)
-  warp_l1 = jnp.mean(jnp.abs(warped - target))
-  return total, {"total": total, "l1": l1, "ssim": ssim, "laplacian": lap, "interior": inside,
-                 "alpha": alpha, "flow": flow, "l1_warp": warp_l1}
-
-
-def loss_fn(params, model, batch, w):
-  eye_in = batch["eye_in"].reshape((-1,) + batch["eye_in"].shape[2:])     # [2B, r, r, 8]
-  eye_tgt = batch["eye_tgt"].reshape((-1,) + batch["eye_tgt"].shape[2:])
-  out = model.apply({"params": params}, batch["mouth_in"], eye_in)
-  lm, tm = part_loss(batch["mouth_in"], batch["mouth_tgt"], out["mouth"], w)
-  le, te = part_loss(eye_in, eye_tgt, out["eye"], w)
-  total = lm + w.eye_weight * le
-  terms = {f"mouth_{k}": v for k, v in tm.items()}
-  terms.update({f"eye_{k}": v for k, v in te.items()})
-  terms["total"] = total
-  return total, terms
+  total = (w.l1 * l1 + w.ssim * ssim + w.laplacian * lap + w.interior * interior
+           + w.alpha * alpha_out + w.flow * flow)
+  ref = x_in[..., gd.BASE_CHANNELS:gd.BASE_CHANNELS + 3]
+  a = cover * jnp.asarray(gd.feather(x_in.shape[1]))[..., None]
+  paste = (1.0 - a) * warped + a * ref
+  return total, {"l1": l1, "ssim": ssim, "laplacian": lap, "interior": interior,
+                 "alpha_outside": alpha_out, "flow": flow,
+                 "l1_warp": jnp.mean(jnp.abs(warped - target)),
+                 "l1_paste": jnp.mean(jnp.abs(paste - target)),
+                 "interior_paste": jnp.sum(jnp.abs(paste - target) * inside)
+                 / (3.0 * jnp.sum(inside) + 1.0)}, comp
 
 
 def make_train_step(config, mesh, state_shardings):
-  model = make_model(config)
+  model, critic = make_model(config), make_critic(config)
   opt = make_optimizer(config)
   w = config.loss
+  gan_start = int(w.get("gan_start_step", 0))
+  use_gan = float(w.get("gan", 0.0)) > 0 or float(w.get("feature_matching", 0.0)) > 0
   batch_sharding = sharding_lib.batch_sharding(mesh)
   skip_bad = bool(config.get("skip_nonfinite_batches", True))
 
   def step_fn(state, batch):
     n_bad = common.count_nonfinite(batch)
-    (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], model, batch,
-                                                                  w)
-    new_state, norms = common.apply_gradients(state, grads, opt, ema_decay=config.ema_decay,
-                                              n_bad=n_bad, skip_bad=skip_bad)
-    return new_state, {**{f"loss/{k}": v for k, v in terms.items()}, **norms}
+    x_in, target = batch["mouth_in"], batch["mouth_tgt"]
+    gan_scale = (state["step"] >= gan_start).astype(jnp.float32)
+    real_in = critic_input(target, x_in)
+
+    def g_loss(params):
+      out = model.apply({"params": params}, x_in)["mouth"]
+      total, terms, comp = composite_terms(x_in, target, out, w)
+      if use_gan:
+        fake = critic.apply({"params": state["d_params"]}, critic_input(comp, x_in))
+        real = critic.apply({"params": state["d_params"]}, real_in)
+        g_adv = losses.hinge_g_loss([fake])
+        fm = losses.feature_matching([real], [fake])
+        total = total + gan_scale * (w.gan * g_adv + w.feature_matching * fm)
+        terms.update(gan=g_adv, feature_matching=fm)
+      terms["total"] = total
+      return total, (terms, comp)
+
+    (_, (terms, comp)), grads = jax.value_and_grad(g_loss, has_aux=True)(state["params"])
+    updates, opt_state = opt.update(grads, state["opt"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    fake_in = critic_input(jax.lax.stop_gradient(comp), x_in)
+
+    def d_loss(d_params):
+      real = critic.apply({"params": d_params}, real_in)
+      fake = critic.apply({"params": d_params}, fake_in)
+      loss = losses.hinge_d_loss([real], [fake])
+      return loss * gan_scale, {"hinge": loss,
+                                "real": jnp.mean(real["logits"]),
+                                "fake": jnp.mean(fake["logits"])}
+
+    if use_gan:
+      (_, d_terms), d_grads = jax.value_and_grad(d_loss, has_aux=True)(state["d_params"])
+      d_updates, opt_d = opt.update(d_grads, state["opt_d"], state["d_params"])
+      d_params = optax.apply_updates(state["d_params"], d_updates)
+    else:
+      d_terms, d_params, opt_d = {}, state["d_params"], state["opt_d"]
+    new_state = {"params": params, "opt": opt_state, "d_params": d_params, "opt_d": opt_d,
+                 "ema": common.ema_update(state["ema"], params, config.ema_decay),
+                 "step": state["step"] + 1}
+    if skip_bad:
+      new_state = common.keep_if_bad(n_bad, new_state, state)
+    metrics = {f"loss/mouth_{k}": v for k, v in terms.items()}
+    metrics.update({f"disc/{k}": v for k, v in d_terms.items()})
+    metrics[common.NONFINITE_INPUTS] = n_bad
+    metrics["norm/grad"] = common.global_norm(grads)
+    metrics["norm/params"] = common.global_norm(params)
+    metrics["norm/update"] = common.global_norm(updates)
+    return new_state, metrics
 
   return jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding),
                  out_shardings=(state_shardings, None), donate_argnums=(0,),
@@ -109,8 +170,9 @@ def make_train_step(config, mesh, state_shardings):
 
 
 def open_data(config, data_dir: str | None = None, split: str | None = None):
-  """(GeometryClips source, FaceBasis) of config.data.geometry."""
+  """(GeometryClips source, FaceBasis, PartBank or None) of config.data."""
   from vasa_jax.data import geometry_pairs, motion_latents, pipeline
+  from vasa_jax.geometry import banks
   name = config.data.geometry
   if not name:
     raise ValueError("config.data.geometry is empty: build one with `vasa-jax data "
@@ -123,32 +185,34 @@ def open_data(config, data_dir: str | None = None, split: str | None = None):
                      f"config's model.exp_dim is {config.model.exp_dim}")
   source_dir = config.data.get("source_data_dir", "") or data_dir
   repeats = dict(config.data.get("repeats", {}) or {})
-  return geometry_pairs.GeometryClips(geo, source_dir, repeats=repeats), basis
+  bank = banks.PartBank.load(config.data.part_bank) if config.data.get("part_bank") else None
+  return geometry_pairs.GeometryClips(geo, source_dir, repeats=repeats), basis, bank
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, source=None,
-                       basis=None, data_dir: str | None = None) -> dict:
+                       basis=None, bank=None, data_dir: str | None = None) -> dict:
   """Trains to config.steps (resuming from workdir); returns the last metrics as floats."""
   from vasa_jax.data import geometry_pairs
   mesh, writer = common.open_run(config, workdir)
   if source is None or basis is None:
-    source, basis = open_data(config, data_dir)
-  # The basis this decoder is trained with travels with its workdir (the bundle takes it).
+    source, basis, bank = open_data(config, data_dir)
+  # The basis this compositor is trained with travels with its workdir (the bundle takes it).
   from vasa_jax.geometry import codes as codes_lib
   basis_path = os.path.join(workdir, codes_lib.BASIS_FILE)
   if jax.process_index() == 0 and not os.path.isfile(basis_path):
     basis.save(basis_path)
   local_bs = sharding_lib.per_process_batch_size(config.batch_size, mesh)
   data_iter = iter(geometry_pairs.pair_loader(source, basis, config, batch_size=local_bs,
-                                              seed=config.seed,
+                                              seed=config.seed, bank=bank,
                                               worker_count=int(config.data.worker_count)))
   state, shardings, ckpt, start = common.start_run(config, workdir, mesh, create_state,
                                                     data_iter, init_state_fn=init_state)
-  log.info("GeometryDecoder %.3fM params", gd.param_count(state["params"]) / 1e6)
+  log.info("mouth compositor %.3fM params, critic %.3fM params",
+           gd.param_count(state["params"]) / 1e6, gd.param_count(state["d_params"]) / 1e6)
   train_step = make_train_step(config, mesh, shardings)
   curve_path = os.path.join(workdir, "curve.jsonl")
 
-  def curve(step, scalars):     # the convergence curve, one JSON line per logged step
+  def curve(step, scalars):     # the training curve, one JSON line per logged step
     if jax.process_index() == 0:
       with open(curve_path, "a") as f:
         f.write(json.dumps({"step": step, **{k: round(float(v), 6)
@@ -169,9 +233,7 @@ def restore_params(workdir: str, config, key: str = "ema"):
 def sanity_batch(config, batch: int = 2, seed: int = 0) -> dict:
   """A random batch of the step's shapes (tests, benchmarks)."""
   rng = np.random.default_rng(seed)
-  rm, re = int(config.model.mouth.res), int(config.model.eye.res)
-  c = gd.IN_CHANNELS
-  return {"mouth_in": rng.uniform(-1, 1, (batch, rm, rm, c)).astype(np.float32),
-          "mouth_tgt": rng.uniform(-1, 1, (batch, rm, rm, 3)).astype(np.float32),
-          "eye_in": rng.uniform(-1, 1, (batch, 2, re, re, c)).astype(np.float32),
-          "eye_tgt": rng.uniform(-1, 1, (batch, 2, re, re, 3)).astype(np.float32)}
+  r = int(config.model.mouth.res)
+  return {"mouth_in": rng.uniform(-1, 1, (batch, r, r, gd.IN_CHANNELS)).astype(np.float32),
+          "mouth_tgt": rng.uniform(-1, 1, (batch, r, r, 3)).astype(np.float32)}
+

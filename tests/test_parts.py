@@ -1,0 +1,268 @@
+"""What a photo does not show, copied from real footage: the part bank (real mouth interiors and
+closed lids), the donor mouth on the driving contour, the eye layer, the mouth compositor."""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from vasa_jax import bundle as bundle_lib
+from vasa_jax import media
+from vasa_jax.geometry import banks
+from vasa_jax.geometry import codes as codes_lib
+from vasa_jax.geometry import eyes as eyes_lib
+from vasa_jax.geometry import landmarks as lm
+from vasa_jax.geometry import render
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PORTRAIT = os.path.join(ROOT, "vasa_jax", "assets", "examples", "portrait.jpg")
+DONOR_CLIP = "videos/vretalking__face3.mp4"       # Apache-2.0 (OpenTalker/video-retalking)
+
+
+@pytest.fixture(scope="module")
+def basis():
+  return codes_lib.FaceBasis.load(os.path.join(bundle_lib.default_dir(), bundle_lib.BASIS_FILE))
+
+
+@pytest.fixture(scope="module")
+def photo():
+  return media.load_image(PORTRAIT)
+
+
+@pytest.fixture(scope="module")
+def face(photo):
+  return lm.get_mesh().detect(photo, human=True)
+
+
+@pytest.fixture(scope="module")
+def bank(real_dir, basis):
+  """A bank cut from 4 s of one real clip (the build as `vasa-jax data build-part-bank`)."""
+  return banks.build([{"path": str(real_dir / DONOR_CLIP), "name": "aoc", "file": DONOR_CLIP,
+                       "source_repo": "OpenTalker/video-retalking",
+                       "source_path": "examples/face/3.mp4", "license": "Apache-2.0"}],
+                     basis.template, mouth_per_donor=12, max_frames=100)
+
+
+def _open_mouth(pg, basis, sigma=3.0):
+  dyn = pg.codes.dyn[0].copy()
+  j = int(np.argmax(np.abs(basis.exp_basis[:, 14, 1] - basis.exp_basis[:, 13, 1])))
+  dyn[j] += sigma * np.sqrt(basis.exp_var[j]) * np.sign(basis.exp_basis[j, 14, 1]
+                                                       - basis.exp_basis[j, 13, 1])
+  return dyn
+
+
+def test_the_bank_holds_real_open_mouths_and_closed_lids(bank, tmp_path):
+  assert len(bank) >= 6 and bank.num_lids >= 2 and len(bank.donors) == 1
+  # open-mouth entries: an opening with dark cavity and teeth in it (this donor shows teeth)
+  assert (bank.mouth_dark > 0.05).mean() > 0.5 and bank.mouth_teeth.max() > 0.1
+  for i in range(len(bank)):
+    c = bank.mouth_contour[i]
+    assert c[list(banks.LOWER_MID), 1].mean() > c[list(banks.UPPER_MID), 1].mean() + 2
+    assert bank.mouth_patch(i).shape == (banks.MOUTH_SIZE[1], banks.MOUTH_SIZE[0], 3)
+  # saved and read back, attribution written next to it
+  bank.save(str(tmp_path))
+  back = banks.PartBank.load(str(tmp_path))
+  assert len(back) == len(bank) and back.donors[0]["license"] == "Apache-2.0"
+  np.testing.assert_array_equal(back.mouth_patch(3), bank.mouth_patch(3))
+  text = open(tmp_path / banks.ATTRIBUTION_FILE).read()
+  assert "OpenTalker/video-retalking" in text and "Apache-2.0" in text
+
+
+def test_a_bank_without_attribution_is_refused(bank, tmp_path):
+  import dataclasses
+  bad = dataclasses.replace(bank, donors=[{**bank.donors[0], "license": ""}])
+  with pytest.raises(banks.BankError, match="attribution"):
+    bad.save(str(tmp_path / "b"))
+  nc = dataclasses.replace(bank, donors=[{**bank.donors[0], "license": "CC BY-NC 4.0"}])
+  with pytest.raises(banks.BankError, match="bundling"):
+    nc.check_attribution()
+  # ... and at export: the bundle is not written
+  from conftest import load_stage_config
+  fl = load_stage_config("face_latent").get_config("geo_tiny")
+  with pytest.raises(bundle_lib.BundleError, match="attribution"):
+    bundle_lib.save(str(tmp_path / "bundle"), face_latent_config=fl, face_latent_params={},
+                    motion_dit_config=load_stage_config("motion_dit").get_config(
+                        "tiny,model.dyn_dim=44"), motion_dit_params={},
+                    motion_stats={"mean": np.zeros(50), "std": np.ones(50)},
+                    face_basis=codes_lib.FaceBasis.load(os.path.join(
+                        bundle_lib.default_dir(), bundle_lib.BASIS_FILE)), part_bank=bad)
+  assert not os.path.exists(tmp_path / "bundle")
+  # a bank folder whose attribution file went missing does not load
+  bank.save(str(tmp_path / "c"))
+  os.remove(tmp_path / "c" / banks.ATTRIBUTION_FILE)
+  with pytest.raises(banks.BankError, match="attribution"):
+    banks.PartBank.load(str(tmp_path / "c"))
+
+
+def test_a_donor_interior_lands_inside_the_driving_inner_lip_contour(bank, basis, photo, face):
+  pg = render.PortraitGeometry.from_crop(photo, face.points, basis)
+  ref = banks.MouthReference.for_portrait(bank, photo, face.points, basis.template)
+  assert ref.donor == 0 and ref.entries == len(bank)
+  fr = pg.frame(pg.codes.pose[0], _open_mouth(pg, basis))
+  mesh = fr.mesh
+  box = ref.roi(mesh, photo.shape[:2])
+  x0, y0, x1, y1 = box
+  tm = np.array([[1.0, 0, x0], [0, 1.0, y0]])
+  k = int(np.argmin(ref.costs(mesh[None])[0]))
+  rgb, alpha = ref.render(k, mesh, tm, (x1 - x0, y1 - y0))
+  inside = banks.polygon_mask(mesh[list(banks.INNER), :2] - [x0, y0], alpha.shape, 4)
+  assert alpha.sum() > 50
+  assert (alpha[inside == 0] == 0).all()                  # nothing outside the opening
+  assert alpha[inside == 1].mean() > 0.8                   # the opening is covered
+  # the donor's content: darker than the portrait's lips, with a dark cavity in it
+  lum = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+  skin, _ = banks.skin_lab(photo, face.points)
+  assert np.percentile(lum[alpha > 0.9], 20) < 0.45 * skin[0]
+  # the portrait's own closed lips get nothing (its lip line stays its own)
+  box = ref.roi(face.points, photo.shape[:2])
+  if box is not None:
+    x0, y0, x1, y1 = box
+    _, a0 = ref.render(k, face.points, np.array([[1.0, 0, x0], [0, 1.0, y0]]), (x1 - x0, y1 - y0))
+    assert not a0.any()
+
+
+def test_the_choice_of_entry_is_smooth_over_time_and_across_windows(bank, basis, photo, face):
+  pg = render.PortraitGeometry.from_crop(photo, face.points, basis)
+  ref = banks.MouthReference.for_portrait(bank, photo, face.points, basis.template)
+  t = np.arange(60)
+  sig = 1.5 + 1.5 * np.sin(t / 4.0)
+  meshes = np.stack([pg.frame(pg.codes.pose[0], _open_mouth(pg, basis, s)).mesh for s in sig])
+  greedy = np.argmin(ref.costs(meshes), 1)
+  ref.reset()
+  path = ref.select(meshes)
+  switches = lambda p: int((np.diff(p) != 0).sum())
+  assert switches(path) < switches(greedy) or switches(greedy) <= 2
+  # the chosen entries still follow the opening: wider openings, wider entries
+  gaps = ref.desc[path].reshape(-1, 20, 2)
+  g = gaps[:, 15, 1] - gaps[:, 5, 1]
+  assert np.corrcoef(g, sig)[0, 1] > 0.5
+  # windows of a stream continue the choice: two halves give the whole's path at the seam
+  ref.reset()
+  a = ref.select(meshes[:30])
+  b = ref.select(meshes[30:])
+  assert a[-1] == b[0] or ref.costs(meshes[30:31])[0, b[0]] <= ref.costs(meshes[30:31])[0, a[-1]]
+
+
+def test_a_portrait_showing_teeth_is_its_own_donor(bank, basis, real_dir):
+  frames = list(media.iter_video(str(real_dir / DONOR_CLIP)))
+  mesh = lm.get_mesh()
+  best = None
+  for f in frames[:80:4]:
+    g = mesh.detect(f)
+    e = banks.cut_mouth(f, g.points, basis.template)
+    if best is None or e["teeth"].max() > best[2]["teeth"].max():
+      best = (f, g, e)
+  f, g, e = best
+  assert e["teeth"].max() > 0.08
+  ref = banks.MouthReference.for_portrait(bank, f, g.points, basis.template)
+  assert ref.donor == -1 and ref.entries == 1
+
+
+def test_open_eye_pixels_are_the_photos_own(basis, photo, face):
+  """No network draws over an eye: at the portrait's own motion the eyes are the photo's pixels
+  (every pixel of the crop, in fact), and whatever the mouth compositor outputs, the eye
+  regions of the frame are the warp's."""
+  pg = render.PortraitGeometry.from_crop(photo, face.points, basis)
+  parts = render.PartState.build(pg, None)
+  fr = pg.frame(pg.codes.pose[0], pg.codes.dyn[0])
+  still = parts.warp(fr)
+  assert np.abs(still.astype(int) - photo.astype(int)).max() <= 1
+  r = pg.part_res["mouth"]
+  loud = {"alpha": np.ones((r, r), np.float32), "flow": np.full((r, r, 2), 0.05, np.float32),
+          "shade": np.full((r, r), 0.4, np.float32), "residual": np.full((r, r, 3), 0.2, np.float32)}
+  dyn = pg.codes.dyn[0].copy()
+  dyn[-2] += 0.15                                         # a glance to the side
+  fr2 = pg.frame(pg.codes.pose[0], dyn)
+  plain, out = parts.warp(fr2), parts.compose(fr2, None, loud)
+  for contour in (lm.EYE_A_CONTOUR, lm.EYE_B_CONTOUR):
+    eye = banks.polygon_mask(fr2.mesh[list(contour), :2], photo.shape[:2], 1) > 0
+    eye = np.ascontiguousarray(eye)
+    assert eye.sum() > 50
+    np.testing.assert_array_equal(out[eye], plain[eye])
+
+
+def test_gaze_moves_the_portraits_own_iris_rigidly(basis, photo, face):
+  pg = render.PortraitGeometry.from_crop(photo, face.points, basis)
+  parts = render.PartState.build(pg, None)
+  dyn = pg.codes.dyn[0].copy()
+  dyn[-2] += 0.2
+  fr = pg.frame(pg.codes.pose[0], dyn)
+  out = parts.warp(fr)
+  for sl in (lm.IRIS_A, lm.IRIS_B):
+    c0, c1 = face.points[sl.start, :2], fr.mesh[sl.start, :2]
+    shift = c1 - c0
+    assert abs(shift[0]) > 2.0
+    rad = 0.6 * np.linalg.norm(face.points[sl.start + 1:sl.stop, :2] - c0, axis=1).mean()
+    ys, xs = np.mgrid[-int(rad):int(rad) + 1, -int(rad):int(rad) + 1].astype(np.float32)
+    disc = xs ** 2 + ys ** 2 <= rad ** 2
+    off = np.stack([xs[disc], ys[disc]], -1)[None]
+
+    def at(img, c):
+      q = (off + c - 0.5).astype(np.float32)
+      return cv2.remap(img, q[..., 0], q[..., 1], cv2.INTER_LINEAR)[0].astype(float)
+    src, dst, stay = at(photo, c0), at(out, c1), at(out, c0)
+    # the iris' core moved with the iris landmarks, its pixels kept
+    assert np.abs(dst - src).mean() < 0.3 * np.abs(stay - src).mean()
+    assert np.abs(dst - src).mean() < 6.0
+
+
+def test_a_lid_crossfades_to_a_real_closed_lid_only_as_it_shuts(bank, basis, photo, face):
+  own = eyes_lib.lid_gap(face.points)
+  w = eyes_lib.closed_weight(own[None] * np.array([[1.0], [0.5], [0.3], [0.15], [0.0]]), own)
+  assert (w[:2] == 0).all() and (w[-1] == 1).all() and np.all(np.diff(w[:, 0]) >= 0)
+  pg = render.PortraitGeometry.from_crop(photo, face.points, basis)
+  parts = render.PartState.build(pg, bank)
+  k = basis.exp_dim
+  dyn = pg.codes.dyn[0].copy()
+  dyn[k:k + 2] = 0.0                                       # both eyes shut
+  fr = pg.frame(pg.codes.pose[0], dyn)
+  shut = parts.warp(fr)
+  plain = render.PartState.build(pg, None).warp(fr)
+  diff = np.abs(shut.astype(int) - plain.astype(int)).sum(-1) > 6
+  iod = np.linalg.norm(face.points[263, :2] - face.points[33, :2])
+  ys, xs = np.nonzero(diff)
+  assert diff.sum() > 100                                  # the exemplar shows ...
+  eyes_y = face.points[[33, 263], 1].mean()
+  assert np.abs(ys - eyes_y).max() < 0.5 * iod             # ... on the eyes only
+  half = pg.codes.dyn[0].copy()
+  half[k:k + 2] *= 0.6                                     # half shut: the portrait's own lid
+  fr = pg.frame(pg.codes.pose[0], half)
+  np.testing.assert_array_equal(parts.warp(fr), render.PartState.build(pg, None).warp(fr))
+
+
+def test_lash_band_follows_a_closing_lid(basis, face):
+  c = codes_lib.encode(face.points[None], basis, 512)
+  k = basis.exp_dim
+  dyn = c.dyn.copy()
+  dyn[0, k:k + 2] = 0.0
+  plain = codes_lib.decode(c, c.pose, dyn, basis, 512)[0]
+  band = codes_lib.decode(c, c.pose, dyn, basis, 512, lash_band=True)[0]
+  rest = codes_lib.decode(c, c.pose, c.dyn, basis, 512, lash_band=True)[0]
+  for up, top in codes_lib.LASH_BAND:
+    lid_drop = plain[up, 1] - rest[up, 1]
+    assert lid_drop > 1.0
+    assert band[top, 1] - plain[top, 1] == pytest.approx(codes_lib.LASH_FOLLOW * lid_drop,
+                                                          rel=0.05)
+  np.testing.assert_allclose(np.delete(band, [t for _, t in codes_lib.LASH_BAND], 0),
+                             np.delete(plain, [t for _, t in codes_lib.LASH_BAND], 0))
+
+
+def test_the_compositor_starts_as_the_reference_pasted_on_the_opening():
+  import jax
+
+  from vasa_jax.models import geo_decoder as gd
+  r = 16
+  x = np.zeros((1, r, r, gd.IN_CHANNELS), np.float32)
+  x[..., :3] = 0.5                       # warped portrait
+  x[0, 5:11, 3:13, 3] = 1.0              # driving opening
+  x[..., 9:12] = -0.8                    # reference: a dark interior
+  x[0, 5:11, 3:13, 12] = 1.0             # ... covering the opening
+  net = gd.PartNet((4, 8), (0, 1), 2)
+  params = net.init(jax.random.PRNGKey(0), x)["params"]
+  out = jax.tree_util.tree_map(np.asarray, net.apply({"params": params}, x))
+  assert out["alpha"][0, 8, 8] > 0.95 and out["alpha"][0, 1, 1] < 0.05
+  np.testing.assert_allclose(out["rgb"][0, 8, 8], -0.8, atol=1e-5)
+  assert not out["flow"].any() and not out["shade"].any() and not out["residual"].any()
