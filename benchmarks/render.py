@@ -8,9 +8,12 @@ Prints ONE JSON object:
                         per driving frame), measured on the example photo
   render[S]             for a portrait crop of S px (crop-only output), per frame in batches of
                         the Animator's render_batch, after one warm-up batch:
-                          geometry_ms  decode the driving mesh, dense field, warp, part inputs
-                          decoder_ms   the part decoder (jitted; per frame of a batch)
-                          compose_ms   blending the parts into the warped crop
+                          geometry_ms  decode the driving mesh, dense field, mouth patch inputs
+                          reference_ms the donor entries' choice (Viterbi over the batch) and
+                                       the reference on the compositor's patch
+                          decoder_ms   the mouth compositor (jitted; per frame of a batch)
+                          compose_ms   the warp at the output size, the eye layer, the
+                                       closed-lid cross-fade, the mouth composite
                           fps          frames per second for the three together
   photo_fps             S=512 rendered into the photo (paste-back included)
   reenact               a driving video (the example photo moving, 512 px) end to end: frames
@@ -60,25 +63,29 @@ def _time_render(anim, portrait, motion):
   comp = anim.renderer
   bsz = anim.render_batch
   comp.frames_for(portrait, motion[:bsz])       # warm-up (compilation)
-  tg = td = tc = 0.0
+  parts = portrait.parts
+  tg = tp = td = tc = 0.0
   n = 0
   for lo in range(0, len(motion) - bsz + 1, bsz):
     part = motion[lo:lo + bsz]
     t0 = time.perf_counter()
     frs = [portrait.geometry.frame(m[:6], m[6:]) for m in part]
     t1 = time.perf_counter()
-    mouth = np.stack([f.inputs["mouth"] for f in frs])
-    eyes = np.stack([np.stack([f.inputs["eye_a"], f.inputs["eye_b"]]) for f in frs])
-    out = [np.asarray(x) for x in anim.engine.decode_parts(mouth, eyes.reshape((-1,) + eyes.shape[2:]))]
+    idx = parts.select(frs)
+    pick = [None if idx is None else int(i) for i in (idx if idx is not None else [None] * len(frs))]
+    mouth = np.stack([parts.mouth_inputs(fr, pick[k]) for k, fr in enumerate(frs)])
     t2 = time.perf_counter()
-    for k, fr in enumerate(frs):
-      render.compose(fr, {"mouth": (out[0][k], out[1][k]), "eye_a": (out[2][2 * k], out[3][2 * k]),
-                          "eye_b": (out[2][2 * k + 1], out[3][2 * k + 1])})
+    out = anim.engine.decode_parts(mouth)
     t3 = time.perf_counter()
-    tg, td, tc, n = tg + t1 - t0, td + t2 - t1, tc + t3 - t2, n + len(part)
-  total = (tg + td + tc) / n
-  return {"geometry_ms": round(tg / n * 1e3, 2), "decoder_ms": round(td / n * 1e3, 2),
-          "compose_ms": round(tc / n * 1e3, 2), "fps": round(1.0 / total, 1)}
+    for k, fr in enumerate(frs):
+      parts.compose(fr, pick[k], {key: v[k] for key, v in out.items()})
+    t4 = time.perf_counter()
+    tg, tp, td, tc = tg + t1 - t0, tp + t2 - t1, td + t3 - t2, tc + t4 - t3
+    n += len(part)
+  total = (tg + tp + td + tc) / n
+  return {"geometry_ms": round(tg / n * 1e3, 2), "reference_ms": round(tp / n * 1e3, 2),
+          "decoder_ms": round(td / n * 1e3, 2), "compose_ms": round(tc / n * 1e3, 2),
+          "fps": round(1.0 / total, 1)}
 
 
 def main(argv=None):

@@ -4,8 +4,9 @@
     python tools/geo_stage1_report.py cross --bundle vasa_jax/assets/demo --out docs/stage1_eval
     python tools/geo_stage1_report.py audio --bundle vasa_jax/assets/demo --out OUT_DIR
 
-curve  the convergence curve of a part-decoder run (RUN/curve.jsonl): total loss and the mouth
-       interior error per step, decoder vs the geometry-only warp; PNG + JSON.
+curve  the training curve of a mouth-compositor run (RUN/curve.jsonl): loss, critic hinge, and
+       the L1 inside the opening and over the patch, compositor vs the donor reference pasted
+       as it is vs the geometry-only warp; PNG + JSON.
 cross  cross-reenactment grid: portraits (photos, a painting, a statue) x driving clips of the
        real test split, three moments each; one row per portrait, with the driver on top.
 audio  audio-driven: N portraits x N speech files through Animator.save_stream (mp4s into
@@ -126,17 +127,20 @@ def curve(args):
 
   def col(k):
     return np.array([r.get(k, np.nan) for r in rows], float)
-  a = _plot([("total", step, _smooth(col("loss/total")), (200, 60, 20))],
-            "part decoder: training loss (mouth + 0.5 eyes)")
-  b = _plot([("mouth L1", step, _smooth(col("loss/mouth_l1")), (200, 60, 20)),
-             ("mouth warp", step, _smooth(col("loss/mouth_l1_warp")), (60, 60, 200)),
-             ("mouth inside", step, _smooth(col("loss/mouth_interior")), (40, 160, 40)),
-             ("eye L1", step, _smooth(col("loss/eye_l1")), (160, 40, 160)),
-             ("eye warp", step, _smooth(col("loss/eye_l1_warp")), (40, 160, 200))],
-            "patch L1 (-1..1 units): decoder vs geometry-only warp")
-  _write(os.path.join(args.out, "geo_convergence.png"), np.concatenate([a, b], 0))
-  keep = ("loss/total", "loss/mouth_l1", "loss/mouth_l1_warp", "loss/mouth_interior",
-          "loss/mouth_ssim", "loss/eye_l1", "loss/eye_l1_warp", "loss/eye_interior")
+  a = _plot([("total", step, _smooth(col("loss/mouth_total")), (200, 60, 20)),
+             ("critic hinge", step, _smooth(col("disc/hinge")), (60, 60, 200))],
+            "mouth compositor: training loss, and the patch critic's hinge")
+  b = _plot([("composite", step, _smooth(col("loss/mouth_interior")), (200, 60, 20)),
+             ("pasted ref", step, _smooth(col("loss/mouth_interior_paste")), (60, 60, 200))],
+            "L1 inside the mouth opening (-1..1 units): compositor vs reference pasted as is")
+  c = _plot([("composite", step, _smooth(col("loss/mouth_l1")), (200, 60, 20)),
+             ("pasted ref", step, _smooth(col("loss/mouth_l1_paste")), (60, 60, 200)),
+             ("warp only", step, _smooth(col("loss/mouth_l1_warp")), (40, 160, 40))],
+            "L1 over the mouth patch")
+  _write(os.path.join(args.out, "geo_convergence.png"), np.concatenate([a, b, c], 0))
+  keep = ("loss/mouth_total", "loss/mouth_l1", "loss/mouth_l1_paste", "loss/mouth_l1_warp",
+          "loss/mouth_interior", "loss/mouth_interior_paste", "loss/mouth_ssim",
+          "loss/mouth_gan", "loss/mouth_feature_matching", "disc/hinge")
   every = max(1, len(rows) // 40)
   table = [{"step": int(r["step"]), **{k: r.get(k) for k in keep}} for r in rows[::every]]
   if rows and table[-1]["step"] != rows[-1]["step"]:

@@ -209,7 +209,8 @@ class Animator:
     opts = self._options(options)
     yield from engine_lib.sample_motion(self.engine, portrait.motion, audio_16k, opts,
                                         pose_smoothing=self.pose_smoothing,
-                                        blink_cfg=self.blink_cfg)
+                                        blink_cfg=self.blink_cfg,
+                                        mouth_base=_mouth_base(portrait))
 
   def render_motion(self, portrait: Portrait, motion: np.ndarray) -> Iterator[np.ndarray]:
     """Frames (uint8 [n,H,W,3], pasted back unless crop-only) for motion [T, 6+dyn], in
@@ -251,7 +252,8 @@ class Animator:
       stats.update(faces_found=portrait.faces_found, seconds=seconds, frames=0)
     for _, motion in engine_lib.sample_motion(self.engine, portrait.motion, a, opts,
                                               pose_smoothing=self.pose_smoothing,
-                                              blink_cfg=self.blink_cfg):
+                                              blink_cfg=self.blink_cfg,
+                                              mouth_base=_mouth_base(portrait)):
       for frames in self.render_motion(portrait, motion):
         if stats is not None:
           if not stats["frames"]:
@@ -403,6 +405,14 @@ class Reenactor:
     except media.MediaError as e:
       raise AnimateError(str(e)) from None
     info["seconds"] = info["frames"] / FPS
+
+
+def _mouth_base(portrait: Portrait) -> float:
+  """The portrait's own canonical inner-lip gap (geometry bundles; 0 otherwise)."""
+  if portrait.geometry is None:
+    return 0.0
+  from vasa_jax.geometry import codes as codes_lib
+  return float(codes_lib.inner_gap(portrait.geometry.codes.canonical[0]))
 
 
 def _box_from_points(points: np.ndarray) -> np.ndarray:

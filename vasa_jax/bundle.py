@@ -55,13 +55,15 @@ class SamplerDefaults:
   """How the bundle's motion model is sampled unless a call says otherwise (its config's
   `sampler` block): DDIM steps, eta (0: deterministic DDIM), the guidance scales, and the
   audio lead: each frame's motion is conditioned on the audio this many frames later
-  (`engine.sample_motion`; it undoes a lag the training targets carry)."""
+  (`engine.sample_motion`; it undoes a lag the training targets carry); the mouth gain: each
+  generated mouth opening is scaled by it (geometry bundles; set against real footage)."""
   steps: int = 25
   eta: float = 0.0
   cfg_audio: float = 0.5
   cfg_gaze: float = 1.0
   audio_lead: float = 0.0
   cfg_expression: float | None = None   # audio guidance of the expression codes (None: cfg_audio)
+  mouth_gain: float = 1.0               # asked mouth openings x this (codes.open_mouth)
 
   @classmethod
   def from_config(cls, config) -> "SamplerDefaults":
@@ -74,7 +76,8 @@ class SamplerDefaults:
                cfg_gaze=float(s.get("cfg_gaze", d.cfg_gaze)),
                audio_lead=float(s.get("audio_lead", d.audio_lead)),
                cfg_expression=None if s.get("cfg_expression", None) is None
-               else float(s["cfg_expression"]))
+               else float(s["cfg_expression"]),
+               mouth_gain=float(s.get("mouth_gain", d.mouth_gain)))
 
 
 @dataclasses.dataclass

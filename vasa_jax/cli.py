@@ -382,7 +382,7 @@ def _animate_one(anim, image, audio, out, args) -> dict:
             emotion=args.emotion, cfg_audio=args.cfg_audio, cfg_gaze=args.cfg_gaze,
             steps=args.steps, seed=args.seed, crop_only=args.crop_only,
             head_motion=args.head_motion, emotion_intensity=args.emotion_intensity,
-            blink_rate=args.blink_rate)
+            blink_rate=args.blink_rate, mouth_gain=getattr(args, "mouth_gain", None))
   stats: dict = {}
   t0 = time.perf_counter()
   label = os.path.basename(out)
@@ -497,10 +497,19 @@ def cmd_export(args) -> int:
                                      if not os.path.isfile(recorded) else args.face_latent_config)
     if os.path.isfile(recorded):
       args.face_latent_config = recorded
-  md_recorded = os.path.isfile(os.path.join(args.motion_dit, config_utils.RUN_CONFIG))
-  md_cfg = config_utils.run_config(args.motion_dit, args.motion_dit_config or (
-      None if md_recorded else "configs/motion_dit.py:demo"))
-  tuned = {k: getattr(args, k) for k in ("cfg_audio", "cfg_gaze", "cfg_expression", "audio_lead")
+  stage2_bundle = None
+  if os.path.isfile(os.path.join(args.motion_dit, bundle_lib.META_FILE)):
+    try:                  # --motion-dit BUNDLE: keep a bundle's stage 2, swap its stage 1
+      stage2_bundle = bundle_lib.load(args.motion_dit)
+    except bundle_lib.BundleError as e:
+      raise UsageError(str(e)) from None
+    md_cfg = stage2_bundle.motion_dit_config
+  else:
+    md_recorded = os.path.isfile(os.path.join(args.motion_dit, config_utils.RUN_CONFIG))
+    md_cfg = config_utils.run_config(args.motion_dit, args.motion_dit_config or (
+        None if md_recorded else "configs/motion_dit.py:demo"))
+  tuned = {k: getattr(args, k) for k in ("cfg_audio", "cfg_gaze", "cfg_expression", "audio_lead",
+                                         "mouth_gain")
            if getattr(args, k, None) is not None}
   if tuned:
     from vasa_jax import engine as engine_lib
@@ -522,13 +531,20 @@ def cmd_export(args) -> int:
         face_basis = codes_lib.FaceBasis.load(os.path.join(args.face_latent,
                                                            codes_lib.BASIS_FILE))
       fl_params, _ = common.restore_params(args.face_latent, fl_cfg, key=key)
-    md_params, md_step = common.restore_params(args.motion_dit, md_cfg, key=key)
+    if stage2_bundle is not None:
+      md_params = stage2_bundle.motion_dit_params
+      md_step = stage2_bundle.meta.get("provenance", {}).get("motion_dit_step")
+    else:
+      md_params, md_step = common.restore_params(args.motion_dit, md_cfg, key=key)
   except FileNotFoundError as e:
     raise UsageError(str(e)) from None
-  stats_path = os.path.join(args.motion_dit, motion_lib.STATS_FILE)
-  if not os.path.isfile(stats_path):
-    raise UsageError(f"no {motion_lib.STATS_FILE} in {args.motion_dit}")
-  stats = motion_lib.load_stats(stats_path)
+  if stage2_bundle is not None:
+    stats = stage2_bundle.motion_stats
+  else:
+    stats_path = os.path.join(args.motion_dit, motion_lib.STATS_FILE)
+    if not os.path.isfile(stats_path):
+      raise UsageError(f"no {motion_lib.STATS_FILE} in {args.motion_dit}")
+    stats = motion_lib.load_stats(stats_path)
   rig = None
   if args.mouth_rig:
     from vasa_jax import mouth_rig
@@ -538,11 +554,25 @@ def cmd_export(args) -> int:
   if geometry and args.mouth_rig:
     raise UsageError("--mouth-rig is for learned-flow stage 1 bundles; a geometry-grounded "
                      "stage 1 renders the mouth itself")
+  bank = None
+  if geometry:
+    from vasa_jax.geometry import banks
+    where = args.part_bank or (stage1_bundle.path if stage1_bundle is not None
+                               and stage1_bundle.part_bank is not None else "") or \
+        fl_cfg.get("data", {}).get("part_bank", "")
+    if not where:
+      raise UsageError("a geometry bundle needs its part bank: --part-bank DIR (built by "
+                       "`vasa-jax data build-part-bank`)")
+    try:
+      bank = banks.PartBank.load(where)
+    except banks.BankError as e:
+      raise UsageError(f"--part-bank: {e}") from None
   try:
     out = bundle_lib.save(args.out, face_latent_config=fl_cfg, face_latent_params=fl_params,
                         motion_dit_config=md_cfg, motion_dit_params=md_params,
                         motion_stats=stats, dtype=args.dtype, mouth_rig=rig,
-                        face_basis=face_basis,
+                        face_basis=face_basis, part_bank=bank,
+                        phonetic_dir=None if stage2_bundle is None else stage2_bundle.phonetic_dir,
                         provenance={"face_latent_workdir": (
                                         stage1_bundle.meta.get("provenance", {}).get(
                                             "face_latent_workdir")
@@ -551,7 +581,13 @@ def cmd_export(args) -> int:
                                     **({"face_latent_bundle": os.path.abspath(args.face_latent)}
                                        if stage1_bundle is not None else {}),
                                     "face_latent_config": args.face_latent_config,
-                                    "motion_dit_workdir": os.path.abspath(args.motion_dit),
+                                    "motion_dit_workdir": (
+                                        stage2_bundle.meta.get("provenance", {}).get(
+                                            "motion_dit_workdir")
+                                        if stage2_bundle is not None
+                                        else os.path.abspath(args.motion_dit)),
+                                    **({"motion_dit_bundle": os.path.abspath(args.motion_dit)}
+                                       if stage2_bundle is not None else {}),
                                     "motion_dit_config": args.motion_dit_config,
                                     "motion_dit_step": md_step, "weights": args.weights,
                                     **tuned})
@@ -578,7 +614,7 @@ def cmd_demo(args) -> int:
                           gaze=None, distance=None, emotion=None, cfg_audio=None, cfg_gaze=None,
                           steps=args.steps, seed=args.seed, stream=True, crop_only=False,
                           max_seconds=3600.0, composite=args.composite, head_motion=1.0,
-                          emotion_intensity=1.0, blink_rate=None)
+                          emotion_intensity=1.0, blink_rate=None, mouth_gain=None)
   return cmd_animate(ns)
 
 
@@ -747,6 +783,9 @@ def build_parser() -> argparse.ArgumentParser:
                   help="blinks a minute, 0-60 (default: as the model learned from footage)")
   an.add_argument("--head-motion", type=float, default=1.0,
                   help="head-motion scale: 0 still head, 1 natural (default), above 1 livelier")
+  an.add_argument("--mouth-gain", type=float, default=None,
+                  help="scales every mouth opening, 0.5-2.5 (default: the bundle's, set against "
+                       "real footage)")
   an.add_argument("--cfg-audio", type=float, default=None,
                   help="audio guidance scale (default: the bundle's, 1.5 for the bundled one)")
   an.add_argument("--cfg-gaze", type=float, default=None,
@@ -780,7 +819,8 @@ def build_parser() -> argparse.ArgumentParser:
   ex.add_argument("--face-latent-config", default=None,
                   help="the stage-1 run's config (default: the workdir's config.json, else "
                        "configs/face_latent.py:demo)")
-  ex.add_argument("--motion-dit", required=True, help="stage-2 workdir")
+  ex.add_argument("--motion-dit", required=True,
+                  help="stage-2 workdir, or a bundle whose stage 2 is kept")
   ex.add_argument("--motion-dit-config", default=None,
                   help="the stage-2 run's config (default: the workdir's config.json, else "
                        "configs/motion_dit.py:demo)")
@@ -804,6 +844,14 @@ def build_parser() -> argparse.ArgumentParser:
                   help="the bundle's default audio lead in frames: each frame's motion is "
                        "conditioned on the audio this much later, undoing the lag of "
                        "smoothed training targets (default: sampler.audio_lead, else 0)")
+  ex.add_argument("--mouth-gain", type=float, default=None,
+                  help="the bundle's default mouth gain: every generated opening x this, set "
+                       "against real footage (tools/mouth_gain.py) (default: sampler.mouth_gain, "
+                       "else 1)")
+  ex.add_argument("--part-bank", default=None,
+                  help="geometry bundles: the folder of the part bank (real mouths and lids, "
+                       "with attribution) to ship (default: the stage-1 bundle's, else the "
+                       "stage-1 run's config.data.part_bank)")
   ex.add_argument("--weights", default="ema", choices=("ema", "raw"),
                   help="EMA parameters (default) or the raw ones (short runs, where the EMA "
                        "still remembers the initialisation)")

@@ -30,6 +30,7 @@ from vasa_jax import mouth_rig
 from vasa_jax import sampling
 from vasa_jax.config_utils import InputError
 from vasa_jax.constants import FPS, SAMPLE_RATE
+from vasa_jax.geometry import codes as codes_lib
 from vasa_jax.geometry.emotion import EMOTIONS   # = configs/motion_dit.EMOTIONS
 
 POSE_DIM = 6              # motion = pose (yaw, pitch, roll, tx, ty, tz) ++ dynamics
@@ -146,7 +147,8 @@ class SampleOptions:
   None: the bundle's sampler defaults (cfg_expression: the audio guidance of the expression
   codes, None = cfg_audio; audio_lead: frames by which the motion hears the audio ahead).
   head_motion scales the generated head motion about the portrait's pose (0 still, 1 the
-  model's, above 1 livelier); emotion_intensity scales the emotion's expression offset.
+  model's, above 1 livelier); emotion_intensity scales the emotion's expression offset;
+  mouth_gain scales every generated mouth opening (None: the bundle's, set against footage).
   carry_context=False: every window is conditioned on the portrait's motion only (an
   ablation; windows then need not join smoothly)."""
   gaze: tuple | None = None
@@ -161,6 +163,7 @@ class SampleOptions:
   head_motion: float = 1.0
   emotion_intensity: float = 1.0
   blink_rate: float | None = None
+  mouth_gain: float | None = None
   carry_context: bool = True
 
   def resolved(self, defaults: "bundle_lib.SamplerDefaults") -> "SampleOptions":
@@ -178,6 +181,8 @@ class SampleOptions:
       _in_range("cfg_expression", cfg_expr, 0.0, 10.0)
     lead = defaults.audio_lead if self.audio_lead is None else self.audio_lead
     _in_range("audio_lead", lead, 0.0, MAX_AUDIO_LEAD)
+    gain = defaults.mouth_gain if self.mouth_gain is None else self.mouth_gain
+    _in_range("mouth_gain", gain, 0.5, 2.5)
     gaze_radians(self.gaze)
     distance_metres(self.distance)
     emotion_index(self.emotion)
@@ -185,6 +190,7 @@ class SampleOptions:
     return dataclasses.replace(
         self, steps=steps, cfg_audio=float(cfg_audio), cfg_gaze=float(cfg_gaze),
         audio_lead=float(lead), cfg_expression=None if cfg_expr is None else float(cfg_expr),
+        mouth_gain=float(gain),
         head_motion=_in_range("head_motion", self.head_motion, 0.0, 3.0, " (still head)"),
         emotion_intensity=_in_range("emotion_intensity", self.emotion_intensity, 0.0, 1.5))
 
@@ -482,8 +488,8 @@ def lead_audio(audio_16k, frames: float) -> np.ndarray:
 
 def sample_motion(engine: Engine, portrait_motion: np.ndarray, audio_16k: np.ndarray,
                   opts: SampleOptions = SampleOptions(), *,
-                  pose_smoothing: float = POSE_SMOOTHING, blink_cfg: float = BLINK_CFG
-                  ) -> Iterator[tuple[int, np.ndarray]]:
+                  pose_smoothing: float = POSE_SMOOTHING, blink_cfg: float = BLINK_CFG,
+                  mouth_base: float = 0.0) -> Iterator[tuple[int, np.ndarray]]:
   """Yields (start frame, de-normalised motion [n, 6 + dyn_dim]) window by window.
 
   Each window of the bundle's MotionDiT is conditioned on the last `context` generated frames
@@ -497,7 +503,9 @@ def sample_motion(engine: Engine, portrait_motion: np.ndarray, audio_16k: np.nda
   motion about the portrait's pose. The model's next window is still conditioned on its own,
   unscaled output. An asked gaze is also steered (`GazeSteer`, relative to `gaze_zero`):
   opts.head_motion 0 leaves it to the eyes alone. With no gaze asked, the head's slow drift
-  (slower than RECENTRE_TAU_S) is pulled back to the portrait's own head pose."""
+  (slower than RECENTRE_TAU_S) is pulled back to the portrait's own head pose. A geometry
+  bundle's mouth openings are scaled by opts.mouth_gain (`codes.open_mouth`, about closed lips;
+  mouth_base: the portrait's own canonical inner-lip gap)."""
   opts = opts.resolved(engine.sampler)
   e = emotion_index(opts.emotion)
   geometry = engine.kind == "geometry"
@@ -552,6 +560,9 @@ def sample_motion(engine: Engine, portrait_motion: np.ndarray, audio_16k: np.nda
     tail = m[-2:].copy()
     if geometry and pose_smoothing < 1.0:
       m[:, :POSE_DIM], pose_state = smooth_pose(m[:, :POSE_DIM], pose_state, pose_smoothing)
+    if geometry and opts.mouth_gain != 1.0:
+      m[:, POSE_DIM:] = codes_lib.open_mouth(m[:, POSE_DIM:], ref[POSE_DIM:], mouth_base,
+                                             engine.basis, opts.mouth_gain)
     if offset is not None:
       m[:, POSE_DIM:] += offset
     if recentre is not None:

@@ -9,6 +9,7 @@ For every clip of the split, its first frame is the portrait and the clip's own 
   psnr, ssim            over the whole aligned crop, and over the face (the true frame's mesh
                         box) -- "face crop" in the tables
   mouth_l1              mean absolute error (0-255) in the mouth box of the true frame
+  eye_l1                the same in the boxes of both eyes (lids and brows' lower edge)
   landmark_dist         mean distance of the 468 mesh points measured on the output (the same
                         face mesh, no smoothing) to those of the true frame, % of the eye-corner
                         distance
@@ -21,7 +22,9 @@ For every clip of the split, its first frame is the portrait and the clip's own 
   identity_dist         dlib face-recognition distance of output frames to the portrait
                         (< 0.6: same person; vasa_jax.eval.identity)
 
-Each figure is also given for the baseline "repeat the first frame", measured the same way.
+Each figure is also given for the baseline "repeat the first frame" (baseline_*) and for the
+plain mesh warp of the photo with no part renderer (no eye layer, no closed lids, no mouth
+reference or compositor: warp_*), measured the same way.
 Writes geometry_reenact.json (per clip and means), geometry_reenact_sheet.jpg (true over
 output frames of a few clips) and geometry_reenact_closeups.png (per clip, six frames from
 closed to open mouth: true | output mouth over true | output eye) into --out.
@@ -67,6 +70,11 @@ def _gap(points):
   return (p[..., 14, 1] - p[..., 13, 1]) / iod
 
 
+def _eye_boxes(points, size):
+  from vasa_jax.geometry.landmarks import EYE_A_CONTOUR, EYE_B_CONTOUR
+  return [_box(points, size, grow=0.35, idx=idx) for idx in (EYE_A_CONTOUR, EYE_B_CONTOUR)]
+
+
 def _closeups(true, out, points, side: int = 72):
   """[true mouth | output mouth] over [true eye | output eye] tiles (the true frame's boxes)."""
   import cv2
@@ -85,20 +93,33 @@ def _closeups(true, out, points, side: int = 72):
   return np.concatenate(tiles, 0)
 
 
-def clip_metrics(frames, true_pts, out, out_pts, embedder=None, id_stride: int = 5) -> dict:
-  """Figures of one clip: frames / out uint8 [T, S, S, 3]; true_pts / out_pts [T, 478, 3]."""
+def clip_metrics(frames, true_pts, out, out_pts, embedder=None, id_stride: int = 5,
+                 warp=None) -> dict:
+  """Figures of one clip: frames / out uint8 [T, S, S, 3]; true_pts / out_pts [T, 478, 3];
+  warp: the plain mesh warp's frames (warp_* figures; its landmarks are not measured)."""
   from vasa_jax.eval import reenact
   t = len(frames)
   s = frames.shape[1]
-  res = {k: [] for k in ("psnr", "ssim", "psnr_face", "ssim_face", "mouth_l1", "landmark_dist")}
+  res = {k: [] for k in ("psnr", "ssim", "psnr_face", "ssim_face", "mouth_l1", "eye_l1",
+                         "landmark_dist")}
   base = {k: [] for k in res}
+  plain = {k: [] for k in res}
   first = frames[0]
   iod = np.linalg.norm(true_pts[:, 263, :2] - true_pts[:, 33, :2], axis=-1)
   for i in range(1, t):
     gt = frames[i]
     fx0, fy0, fx1, fy1 = _box(true_pts[i], s)
     mx0, my0, mx1, my1 = _mouth_box(true_pts[i], s)
-    for d, img, pts in ((res, out[i], out_pts[i]), (base, first, true_pts[0])):
+    eyes = _eye_boxes(true_pts[i], s)
+    runs = [(res, out[i], out_pts[i]), (base, first, true_pts[0])]
+    if warp is not None:
+      runs.append((plain, warp[i], None))
+    for d, img, pts in runs:
+      d["eye_l1"].append(float(np.mean([np.abs(img[y0:y1, x0:x1].astype(np.float32)
+                                               - gt[y0:y1, x0:x1].astype(np.float32)).mean()
+                                        for x0, y0, x1, y1 in eyes])))
+      if pts is None:
+        pts = true_pts[i]
       d["psnr"].append(reenact.psnr(img, gt))
       d["ssim"].append(reenact.ssim(img, gt))
       d["psnr_face"].append(reenact.psnr(img[fy0:fy1, fx0:fx1], gt[fy0:fy1, fx0:fx1]))
@@ -109,6 +130,8 @@ def clip_metrics(frames, true_pts, out, out_pts, embedder=None, id_stride: int =
                                                      axis=-1).mean() / iod[i] * 100))
   m = {k: float(np.mean(v)) for k, v in res.items()}
   m.update({f"baseline_{k}": float(np.mean(v)) for k, v in base.items()})
+  if warp is not None:
+    m.update({f"warp_{k}": float(np.mean(v)) for k, v in plain.items() if k != "landmark_dist"})
   g_true, g_out = _gap(true_pts), _gap(out_pts)
   m["mouth_std"] = float(g_true.std())
   moving = g_true.std() > 0.01 and g_out.std() > 1e-6
@@ -147,12 +170,14 @@ def evaluate(anim, geo_source, clip_index, *, max_clips=None, only="", out_dir=N
     motion = np.asarray(rec["motion"], np.float32)
     portrait = anim.portrait_from_landmarks(frames[0], pts[0])
     out = np.concatenate(list(anim.render_motion(portrait, motion)))
+    pg = portrait.geometry
+    warp = np.stack([pg.frame(mo[:6], mo[6:]).warped for mo in motion])
     tracked = list(mesh.track(out, smooth=False))
     out_pts = np.stack([g.points if g is not None else np.full_like(pts[0], np.nan)
                         for g in tracked])
     found = np.isfinite(out_pts[:, 0, 0])
     out_pts = np.where(found[:, None, None], out_pts, pts[0][None])
-    m = clip_metrics(frames, pts, out, out_pts, embedder)
+    m = clip_metrics(frames, pts, out, out_pts, embedder, warp=warp)
     m.update(clip_id=_text(rec["clip_id"]), dataset=_text(rec["dataset"]), frames=t,
              face_found=float(found.mean()))
     rows.append(m)

@@ -66,6 +66,7 @@ OUTER_LIPS = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291,
 
 MOUTH_PX = 128.0                          # entry pixels per template unit
 WIDTH_RANGE = (0.8, 1.3)                  # how far an entry's width may follow the driving
+GOOD_DONOR = {"iod_px": 110.0, "entries": 12, "teeth": 0.05, "dark": 0.3}
 OPEN_FADE = (0.004, 0.02)                 # inner-lip gap beyond the portrait's (eye distances)
                                           # over which a donor interior fades in
 MOUTH_BOX = (-0.42, 0.42, -0.22, 0.50)    # x0, x1, y0, y1 (template units) about the corners
@@ -458,19 +459,29 @@ class PartBank:
     return bank
 
   # -- per video
+  def good_donors(self) -> list[int]:
+    """Donors fit to serve a video: a face large enough in their clips (`GOOD_DONOR` iod_px),
+    enough mouth entries, and mouths that show both teeth and a dark cavity on average (all
+    donors if none qualifies)."""
+    out = []
+    for k, d in enumerate(self.donors):
+      m = self.mouth_donor == k
+      if (m.sum() >= GOOD_DONOR["entries"] and d.get("iod_px", 0) >= GOOD_DONOR["iod_px"]
+          and self.mouth_teeth[m].mean() >= GOOD_DONOR["teeth"]
+          and self.mouth_dark[m].mean() >= GOOD_DONOR["dark"]):
+        out.append(k)
+    return out or [k for k in range(len(self.donors)) if (self.mouth_donor == k).any()]
+
   def choose_donor(self, crop: np.ndarray, points: np.ndarray) -> int:
-    """The donor whose skin and lips match the portrait's best (colour, in Lab), preferring
-    sharper donors that show teeth."""
+    """Of the good donors, the one whose skin and lips match the portrait's best (chroma in
+    Lab; the lightness is matched by `colour_transfer` anyway, so it counts a quarter)."""
     skin, lip = skin_lab(crop, points)
     best, best_cost = 0, np.inf
-    for k, d in enumerate(self.donors):
-      if not (self.mouth_donor == k).any():
-        continue
+    for k in self.good_donors():
+      d = self.donors[k]
       ds, dl = np.asarray(d["skin_lab"], np.float32), np.asarray(d["lip_lab"], np.float32)
       cost = (np.linalg.norm(skin[1:] - ds[1:]) + np.linalg.norm(lip[1:] - dl[1:])
               + 0.25 * abs(float(skin[0] - ds[0])))
-      teeth = float(self.mouth_teeth[self.mouth_donor == k].mean())
-      cost -= 20.0 * min(teeth, 0.3)
       if cost < best_cost:
         best, best_cost = k, cost
     return best

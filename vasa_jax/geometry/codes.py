@@ -40,7 +40,7 @@ from vasa_jax.geometry.landmarks import EYE_A_CONTOUR, EYE_B_CONTOUR, IRIS_A, IR
 
 __all__ = ["FaceBasis", "Codes", "fit_basis", "encode", "decode", "fit_similarity",
            "rotation_to_angles", "angles_to_rotation", "dyn_names", "BASIS_FILE",
-           "skull_still"]
+           "skull_still", "open_mouth", "inner_gap"]
 
 BASIS_FILE = "face_basis.npz"
 REF_DISTANCE = 0.65                 # metres (= models/warp.REF_DISTANCE)
@@ -369,6 +369,30 @@ def decode(source: Codes, pose, dyn, basis: FaceBasis, crop: float, index: int =
   for e, sl in enumerate((IRIS_A, IRIS_B)):
     c[:, sl, :2] += (shift * EYEBALL_RATIO * widths[0, e])[:, None, :]
   return (s[:, None, None] * np.einsum("bij,bnj->bni", r, c) + t[:, None]).astype(np.float32)
+
+
+def inner_gap(canonical: np.ndarray) -> np.ndarray:
+  """Inner-lip gap (points 13 / 14, template units) of canonical meshes [..., N, 3]."""
+  c = np.asarray(canonical)
+  return c[..., 14, 1] - c[..., 13, 1]
+
+
+def open_mouth(dyn: np.ndarray, dyn0: np.ndarray, base_gap: float, basis: FaceBasis,
+               gain: float) -> np.ndarray:
+  """dyn [T, K + 4] with each frame's inner-lip opening scaled by `gain` (about closed lips):
+  the expression codes move along the way the face moves when the mouth opens (the jaw, the
+  lips, the chin together): u = S a / (a^T S a), with a the opening each code makes and S the
+  codes' prior variances, which is the regression of the codes on the opening over the data
+  the basis was fitted on (its components are uncorrelated there). base_gap: the portrait's own
+  canonical inner-lip gap, whose codes are dyn0."""
+  k = basis.exp_dim
+  d = np.array(dyn, np.float64, copy=True)
+  a = (basis.exp_basis[:, 14, 1] - basis.exp_basis[:, 13, 1]).astype(np.float64)
+  var = basis.exp_var.astype(np.float64)
+  u = var * a / max(float(a @ (var * a)), 1e-12)
+  gap = float(base_gap) + (d[:, :k] - np.asarray(dyn0, np.float64)[:k]) @ a
+  d[:, :k] += (float(gain) - 1.0) * np.maximum(gap, 0.0)[:, None] * u
+  return d.astype(np.asarray(dyn).dtype)
 
 
 # Upper / lower lid points facing each other along each eye (corner to corner, corners
