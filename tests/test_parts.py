@@ -177,7 +177,7 @@ def test_open_eye_pixels_are_the_photos_own(basis, photo, face):
   dyn[-2] += 0.15                                         # a glance to the side
   fr2 = pg.frame(pg.codes.pose[0], dyn)
   plain, out = parts.warp(fr2), parts.compose(fr2, None, loud)
-  for contour in (lm.EYE_A_CONTOUR, lm.EYE_B_CONTOUR):
+  for contour in (lm.EYE_A_RING, lm.EYE_B_RING):
     eye = banks.polygon_mask(fr2.mesh[list(contour), :2], photo.shape[:2], 1) > 0
     eye = np.ascontiguousarray(eye)
     assert eye.sum() > 50

@@ -35,6 +35,7 @@ from vasa_jax.geometry.emotion import EMOTIONS   # = configs/motion_dit.EMOTIONS
 
 POSE_DIM = 6              # motion = pose (yaw, pitch, roll, tx, ty, tz) ++ dynamics
 MAX_TURN_DEG = (18.0, 15.0, 12.0)   # soft limit of yaw, pitch, roll away from the portrait's
+MAX_LID_OPEN = 1.15                 # soft limit of the lid openness, x the portrait's own
 SEAM_TAU = 6.0            # frames: how fast a window's start eases from the previous window's
 BLINK_CFG = 2.0           # guidance scale of an asked blink rate (docs/motion_eval)
 MAX_AUDIO_LEAD = 5.0      # frames: the largest audio lead a call may ask (200 ms)
@@ -486,6 +487,18 @@ def lead_audio(audio_16k, frames: float) -> np.ndarray:
   return np.concatenate([a[n:], np.zeros(min(n, len(a)), np.float32)])
 
 
+def open_limit(lids: np.ndarray, own: np.ndarray, limit: float = MAX_LID_OPEN) -> np.ndarray:
+  """Lid openness [T, 2] eased off above `limit` x the portrait's own `own` [2] (a soft knee
+  over the last third below the limit): a lid opened wider than the photo's shows sclera and
+  lid the photo does not; closing is untouched."""
+  own = np.maximum(np.asarray(own, np.float32), 1e-3)
+  knee = own * (1.0 + (limit - 1.0) / 3.0)
+  room = own * limit - knee
+  over = np.maximum(lids - knee, 0.0)
+  return np.where(lids > knee, knee + room * np.tanh(over / np.maximum(room, 1e-6)), lids
+                  ).astype(lids.dtype)
+
+
 def sample_motion(engine: Engine, portrait_motion: np.ndarray, audio_16k: np.ndarray,
                   opts: SampleOptions = SampleOptions(), *,
                   pose_smoothing: float = POSE_SMOOTHING, blink_cfg: float = BLINK_CFG,
@@ -496,7 +509,8 @@ def sample_motion(engine: Engine, portrait_motion: np.ndarray, audio_16k: np.nda
   (the first on the portrait's own motion), with multi-condition CFG (audio, gaze, and the
   blink rate where asked), along the bundle's diffusion schedule. Then, on the host: windows
   join without a jump (`join_seam`); a geometry bundle's head pose is smoothed
-  (`smooth_pose`) and its rotations ease off past MAX_TURN_DEG of the portrait's (the warp
+  (`smooth_pose`) and its rotations ease off past MAX_TURN_DEG of the portrait's, and its lids
+  past MAX_LID_OPEN x the portrait's openness (the warp
   only shows what the photo shows); the emotion's offset of the expression and lid codes,
   times opts.emotion_intensity, is added to every frame (geometry bundles), so brows, lip
   corners and lids change while the lips keep syncing; opts.head_motion scales the head
@@ -542,6 +556,8 @@ def sample_motion(engine: Engine, portrait_motion: np.ndarray, audio_16k: np.nda
                          + [opts.cfg_audio] * (engine.motion_dim - POSE_DIM - k_exp))
   if opts.blink_rate is not None and blink_cfg:
     cfg["blink_rate"] = float(blink_cfg)
+  lid_dims = slice(POSE_DIM + engine.basis.exp_dim, POSE_DIM + engine.basis.exp_dim + 2) \
+      if geometry else None
   k = engine.context
   first = None
   if k:
@@ -574,4 +590,5 @@ def sample_motion(engine: Engine, portrait_motion: np.ndarray, audio_16k: np.nda
     if geometry:
       lim = np.radians(np.asarray(MAX_TURN_DEG, np.float32))
       m[:, :3] = ref[:3] + lim * np.tanh((m[:, :3] - ref[:3]) / lim)
+      m[:, lid_dims] = open_limit(m[:, lid_dims], ref[lid_dims])
     yield start, m

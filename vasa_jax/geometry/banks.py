@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 
 from vasa_jax.geometry import codes as codes_lib
-from vasa_jax.geometry.landmarks import EYE_A_CONTOUR, EYE_B_CONTOUR
+from vasa_jax.geometry.landmarks import EYE_A_RING, EYE_B_RING
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ OPEN_FADE = (0.004, 0.02)                 # inner-lip gap beyond the portrait's 
 MOUTH_BOX = (-0.42, 0.42, -0.22, 0.50)    # x0, x1, y0, y1 (template units) about the corners
 LID_PX = 56.0                             # lid entry pixels per eye width
 LID_BOX = (-0.85, 0.85, -0.70, 0.45)      # x0, x1, y0, y1 (eye widths) about the corners
-EYES = ((33, 133, EYE_A_CONTOUR, False), (263, 362, EYE_B_CONTOUR, True))  # outer, inner, flip
+EYES = ((33, 133, EYE_A_RING, False), (263, 362, EYE_B_RING, True))  # outer, inner, outline, flip
 
 
 class BankError(ValueError):

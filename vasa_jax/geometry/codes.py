@@ -335,6 +335,9 @@ LASH_BAND = ((246, 247), (161, 30), (160, 29), (159, 27), (158, 28), (157, 56), 
              (466, 467), (388, 260), (387, 259), (386, 257), (385, 258), (384, 286),
              (398, 414))
 LASH_FOLLOW = 0.6
+# Share of the iris' vertical shift (gaze) that the eye opening (lids and lash band) follows
+# when rendering: a downward look lowers the upper lid with the iris, as real lids do.
+LID_FOLLOW_GAZE = 0.6
 
 
 def decode(source: Codes, pose, dyn, basis: FaceBasis, crop: float, index: int = 0, *,
@@ -346,7 +349,9 @@ def decode(source: Codes, pose, dyn, basis: FaceBasis, crop: float, index: int =
   result is its own mesh (up to the rigid fit's residual). Expression, lids and gaze add their
   change relative to the portrait's codes (expression through `skull_still`, so that it moves
   no skull point the way a head motion would); the mesh is then moved rigidly to
-  `pose`. lash_band: the points above the upper lids follow the lids (LASH_BAND; rendering)."""
+  `pose`. The irises move with their eye under expression and look where the gaze codes say.
+  lash_band (rendering): the points above the upper lids follow the lids (LASH_BAND),
+  and the eye opening follows the iris' vertical shift (LID_FOLLOW_GAZE)."""
   pose = np.atleast_2d(np.asarray(pose, np.float64))
   dyn = np.atleast_2d(np.asarray(dyn, np.float64))
   k = basis.exp_dim
@@ -355,7 +360,12 @@ def decode(source: Codes, pose, dyn, basis: FaceBasis, crop: float, index: int =
   dd = dyn - d0[None]
   s, r, t = _similarity_from_pose(pose, crop, basis)
   n = max(len(pose), len(dyn))
-  expr = np.broadcast_to(np.einsum("tk,knd->tnd", dd[:, :k], basis.exp_basis), (n,) + base.shape)
+  expr = np.einsum("tk,knd->tnd", dd[:, :k], basis.exp_basis)
+  expr = np.broadcast_to(expr, (n,) + base.shape).copy()
+  # The irises move with their eye under expression; where they look is the gaze codes' (the
+  # basis, fitted on residuals that still held the footage's gaze, would move them too).
+  for sl, ring in ((IRIS_A, EYE_REGION_A), (IRIS_B, EYE_REGION_B)):
+    expr[:, sl] = expr[:, list(ring)].mean(1, keepdims=True)
   c = base[None] + skull_still(expr, base, np.broadcast_to(r, (n, 3, 3)))
   lid = np.einsum("tk,knd->tnd", dd[:, k:k + 2], basis.lid_basis)
   c = c + lid
@@ -367,7 +377,12 @@ def decode(source: Codes, pose, dyn, basis: FaceBasis, crop: float, index: int =
   g0 = d0[k + 2:k + 4]
   shift = np.sin(np.clip(dyn[:, k + 2:k + 4], -1.2, 1.2)) - np.sin(g0)[None]
   for e, sl in enumerate((IRIS_A, IRIS_B)):
-    c[:, sl, :2] += (shift * EYEBALL_RATIO * widths[0, e])[:, None, :]
+    move = shift * EYEBALL_RATIO * widths[0, e]
+    c[:, sl, :2] += move[:, None, :]
+    if lash_band:     # the eye opening follows the eye's vertical turn (the lids ride on it)
+      rows = list(EYE_REGION_A if e == 0 else EYE_REGION_B)
+      rows += [b for u, b in LASH_BAND if u in rows]
+      c[:, rows, 1] += LID_FOLLOW_GAZE * move[:, None, 1]
   return (s[:, None, None] * np.einsum("bij,bnj->bni", r, c) + t[:, None]).astype(np.float32)
 
 

@@ -44,7 +44,6 @@ CLASS_OUTER, CLASS_FACE, CLASS_MOUTH, CLASS_EYE = 0, 1, 2, 3
 RING_SCALES = (1.3, 1.75, 2.4)      # virtual rings: the face outline scaled about its centre
 RING_POINTS = 28
 BORDER_POINTS = 8                   # per crop side
-EYE_DEPTH = 0.02                    # eye interior sits this far (template units) behind the lids
 
 
 # ----------------------------------------------------------------------------- raster
@@ -223,7 +222,11 @@ class Topology:
     inside = ((ring_px > margin) & (ring_px < crop - margin)).all(1)
     ring_can, follow = ring_can[inside], follow[inside]
     pts2 = np.concatenate([shape[:, :2], ring_can[:, :2], b_tmpl])
-    tri = Delaunay(pts2).simplices.astype(np.int64)
+    # The irises are not in the triangulation: the eye opening is triangulated by its outline
+    # alone, so a shutting lid passes over the iris points instead of folding the warp around
+    # them (vasa_jax.geometry.eyes draws the iris where the gaze puts it).
+    keep = np.setdiff1d(np.arange(len(pts2)), np.arange(IRIS_A.start, IRIS_B.stop))
+    tri = keep[Delaunay(pts2[keep]).simplices].astype(np.int64)
     n_all = len(pts2)
 
     def member(idx):
@@ -247,9 +250,7 @@ class Topology:
     p_src = s0 * v @ r0.T + t0
     p_drv = s * v @ r.T + t
     ring = p_src + self.follow[:, None] * (p_drv - p_src)
-    # depth of the eye interiors: a little behind the lids
     mesh = np.asarray(mesh_px, np.float64).copy()
-    mesh[IRIS_A.start:IRIS_B.stop, 2] += EYE_DEPTH * s
     border = np.c_[self.border * crop, np.full(len(self.border), 1e9)]
     ring[:, 2] = np.maximum(ring[:, 2], mesh[:, 2].max() + 1e-3 * s)
     return np.concatenate([mesh, ring, border]).astype(np.float64)

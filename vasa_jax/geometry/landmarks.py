@@ -60,6 +60,10 @@ EYE_ROI_SCALE = 2.3
 # cropped after mirroring): lower lid corner to corner, then the upper lid without corners.
 EYE_A_CONTOUR = (33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173)
 EYE_B_CONTOUR = (263, 249, 390, 373, 374, 380, 381, 382, 362, 466, 388, 387, 386, 385, 384, 398)
+# The same points as a closed outline (lower lid corner to corner, then the upper lid back):
+# the eye opening as a polygon.
+EYE_A_RING = EYE_A_CONTOUR[:9] + EYE_A_CONTOUR[9:][::-1]
+EYE_B_RING = EYE_B_CONTOUR[:9] + EYE_B_CONTOUR[9:][::-1]
 
 
 class NoFaceError(ValueError):
