@@ -266,3 +266,37 @@ def test_the_compositor_starts_as_the_reference_pasted_on_the_opening():
   assert out["alpha"][0, 8, 8] > 0.95 and out["alpha"][0, 1, 1] < 0.05
   np.testing.assert_allclose(out["rgb"][0, 8, 8], -0.8, atol=1e-5)
   assert not out["flow"].any() and not out["shade"].any() and not out["residual"].any()
+
+
+def test_export_ships_the_bank_and_refuses_one_without_attribution(bank, basis, tmp_path):
+  import subprocess
+  import sys
+
+  from conftest import load_stage_config
+  from vasa_jax import animate as an
+  fl = load_stage_config("face_latent").get_config("geo_tiny")
+  md = load_stage_config("motion_dit").get_config("tiny,model.dyn_dim=44")
+  anim = an.Animator.from_configs(fl, md, seed=0, face_basis=basis)
+  d = int(md.model.motion_dim)
+  src = str(tmp_path / "src")
+  bundle_lib.save(src, face_latent_config=fl, face_latent_params=anim.engine.fl_params,
+                  motion_dit_config=md, motion_dit_params=anim.engine.md_params,
+                  motion_stats={"mean": np.zeros(d), "std": np.ones(d)}, face_basis=basis,
+                  part_bank=bank)
+  assert os.path.isfile(os.path.join(src, banks.ATTRIBUTION_FILE))
+  assert len(bundle_lib.load(src).part_bank) == len(bank)
+
+  def export(*extra):
+    return subprocess.run([sys.executable, "-m", "vasa_jax", "export", "--face-latent", src,
+                           "--motion-dit", src, *extra], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  r = export("--out", str(tmp_path / "ok"), "--mouth-gain", "1.2")
+  assert r.returncode == 0, r.stderr
+  ok = bundle_lib.load(str(tmp_path / "ok"))
+  assert len(ok.part_bank) == len(bank) and ok.sampler.mouth_gain == 1.2
+  bad = tmp_path / "bad_bank"
+  bank.save(str(bad))
+  os.remove(bad / banks.ATTRIBUTION_FILE)
+  r = export("--out", str(tmp_path / "no"), "--part-bank", str(bad))
+  assert r.returncode == 2 and "attribution" in r.stderr
+  assert len(r.stderr.strip().splitlines()) == 1 and not os.path.exists(tmp_path / "no")
