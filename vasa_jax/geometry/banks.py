@@ -128,19 +128,27 @@ def _apply(a: np.ndarray, p: np.ndarray) -> np.ndarray:
 def sample(image: np.ndarray, a: np.ndarray, size: tuple[int, int], flip: bool = False,
            interp=cv2.INTER_AREA) -> np.ndarray:
   """The entry [H, W, C] whose continuous coordinates map to `image` by a (2x3). INTER_AREA is
-  not a valid remap filter; a larger source is pre-blurred by its footprint instead."""
+  not a valid remap filter; a larger source is pre-blurred by its footprint instead (only the
+  region the entry covers)."""
   w, h = size
   a = np.array(a, np.float64)
   if flip:    # entry x -> W - x
     a = a @ np.array([[-1.0, 0, w], [0, 1, 0], [0, 0, 1]])
   lin = a[:, :2]
   shrink = math.sqrt(abs(np.linalg.det(lin)))      # image pixels per entry pixel
-  src = image
+  corners = _apply(a, np.array([[0, 0], [w, 0], [0, h], [w, h]], np.float64))
+  pad = int(math.ceil(2 * shrink)) + 2
+  ih, iw = image.shape[:2]
+  x0, y0 = np.clip(np.floor(corners.min(0)).astype(int) - pad, 0, [iw - 1, ih - 1])
+  x1, y1 = np.clip(np.ceil(corners.max(0)).astype(int) + pad, [x0 + 1, y0 + 1], [iw, ih])
+  src = image[y0:y1, x0:x1]
   if interp == cv2.INTER_AREA and shrink > 1.5:
     k = int(2 * round(shrink * 0.6) + 1)
-    src = cv2.GaussianBlur(image, (k, k), shrink * 0.45)
-  m = np.concatenate([lin, (a[:, 2] + lin @ np.array([0.5, 0.5]) - 0.5)[:, None]], 1)
-  return cv2.warpAffine(src, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+    src = cv2.GaussianBlur(src, (k, k), shrink * 0.45)
+  off = a[:, 2] - np.array([x0, y0], np.float64)
+  m = np.concatenate([lin, (off + lin @ np.array([0.5, 0.5]) - 0.5)[:, None]], 1)
+  return cv2.warpAffine(np.ascontiguousarray(src), m, (w, h),
+                        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                         borderMode=cv2.BORDER_REPLICATE)
 
 
@@ -682,23 +690,26 @@ class LidReference:
 
   def __init__(self, bank: PartBank, donor: int, crop: np.ndarray, points: np.ndarray):
     idx = np.flatnonzero(bank.lid_donor == donor)
-    if idx.size == 0:
-      idx = np.arange(bank.num_lids)
-    if idx.size == 0:
-      raise BankError("the part bank has no closed-lid entries")
-    own = [cut_lid(crop, points, e) for e in (0, 1)]
+    if idx.size == 0:         # the donor has no blink: the nearest donor in skin that has one
+      skin, _ = skin_lab(crop, points)
+      have = sorted(set(int(k) for k in bank.lid_donor))
+      if not have:
+        raise BankError("the part bank has no closed-lid entries")
+      near = min(have, key=lambda k: float(np.linalg.norm(
+          np.asarray(bank.donors[k]["skin_lab"], np.float32) - skin)))
+      idx = np.flatnonzero(bank.lid_donor == near)
+    cand = [bank.lid_patch(i) for i in idx]
+    means = np.stack([_lab(c).reshape(-1, 3).mean(0) for c in cand])
     self.patches = []
     for e in (0, 1):
-      ref = own[e]["patch"]
-      cand = [bank.lid_patch(i) for i in idx]
+      own = cut_lid(crop, points, e)
+      ref = _lab(own["patch"]).reshape(-1, 3).mean(0)
       # the exemplar whose surroundings look most like the portrait's own eye region
-      best = min(range(len(cand)), key=lambda k: float(np.abs(
-          _lab(cand[k]).mean((0, 1)) - _lab(ref).mean((0, 1))).sum()))
-      self.patches.append(self._match(cand[best], ref, bank.lid_contour[idx[best]],
-                                      own[e]["contour"]))
+      best = int(np.argmin(np.abs(means - ref).sum(1)))
+      self.patches.append(self._match(cand[best], own["patch"], own["contour"]))
 
   @staticmethod
-  def _match(exemplar: np.ndarray, own: np.ndarray, ex_contour, own_contour) -> np.ndarray:
+  def _match(exemplar: np.ndarray, own: np.ndarray, own_contour) -> np.ndarray:
     """Reinhard colour transfer (Lab mean and std) of the exemplar onto the portrait's own eye
     surroundings (its eye opening left out)."""
     h, w = own.shape[:2]
