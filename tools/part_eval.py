@@ -291,12 +291,13 @@ def main(argv=None) -> int:
   p.add_argument("--work", default=None,
                  help="where the videos go (default OUT/videos; keep them out of git)")
   p.add_argument("--no-sheets", action="store_true")
+  p.add_argument("--limit", type=int, default=None, help="only the first N pairs (smoke runs)")
   args = p.parse_args(argv)
   from vasa_jax import animate as an
   anim = an.Animator(args.checkpoint)
   os.makedirs(args.out, exist_ok=True)
   work = args.work or os.path.join(args.out, "videos")
-  rows = animate_all(anim, pairs(args.grid), work, args.max_seconds)
+  rows = animate_all(anim, pairs(args.grid)[:args.limit], work, args.max_seconds)
   rows = judge_all(rows, args.judge, os.path.join(work, "judge.jsonl"))
   s = summary(rows)
   s["speed_s_per_s"] = _med(rows, "seconds_per_second")

@@ -545,6 +545,7 @@ class MouthReference:
     self.entries = len(self.patches)
     self.own_gap = 0.0 if self_entry is not None else _gap(points)
     self._state: int | None = None
+    self._darks: dict = {}
 
   @classmethod
   def for_portrait(cls, bank: PartBank | None, crop: np.ndarray, points: np.ndarray,
@@ -658,11 +659,25 @@ class MouthReference:
     yu = np.interp(pl[..., 0], up_c[:, 0], up_c[:, 1])
     yl = np.interp(pl[..., 0], lo_c[:, 0], lo_c[:, 1])
     t = (pl[..., 1] - yu) / np.maximum(yl - yu, 1e-3)
-    wl = _smoothstep(0.3, 0.7, t)[..., None]
-    q = (1 - wl) * _apply(_invert(up_a), pix) + wl * _apply(_invert(lo_a), pix)
-    q = q.astype(np.float32) - 0.5
-    rgb = cv2.remap(self.patches[index], q[..., 0], q[..., 1], cv2.INTER_LINEAR,
-                    borderMode=cv2.BORDER_REPLICATE)
+    # The upper half of the opening shows the entry's upper half (upper teeth), the lower half
+    # its lower half; where the lips part wider than the entry's, each half runs out before
+    # the driving midline and the gap between the teeth is the entry's own cavity colour
+    # (not teeth stretched across it); where they part less, the halves are cut there.
+    wl = _smoothstep(0.42, 0.58, t)[..., None]
+    q_up = _apply(_invert(up_a), pix)
+    q_lo = _apply(_invert(lo_a), pix)
+    mid_x, mid_y = self._midline(index)
+    own_up = _smoothstep(-1.0, 1.0, np.interp(q_up[..., 0], mid_x, mid_y) - q_up[..., 1])
+    own_lo = _smoothstep(-1.0, 1.0, q_lo[..., 1] - np.interp(q_lo[..., 0], mid_x, mid_y))
+    patch = self.patches[index]
+    dark = self._dark(index)
+
+    def take(q, own):
+      q = q.astype(np.float32) - 0.5
+      smp = cv2.remap(patch, q[..., 0], q[..., 1], cv2.INTER_LINEAR,
+                      borderMode=cv2.BORDER_REPLICATE)
+      return smp * own[..., None] + dark * (1.0 - own[..., None])
+    rgb = (1 - wl) * take(q_up, own_up) + wl * take(q_lo, own_lo)
     cont_out = _apply(_invert(np.asarray(out_map, np.float64)), cont)
     # the reference fades in as the lips part beyond the portrait's own (closed) lip line
     alpha = polygon_mask(cont_out, (h, w)) * _smoothstep(*OPEN_FADE, _gap(mesh) - self.own_gap)
@@ -670,6 +685,25 @@ class MouthReference:
       k = max(1, int(math.ceil(feather * 2))) * 2 + 1
       alpha = cv2.GaussianBlur(alpha, (k, k), feather) * np.sqrt(alpha)   # inward only
     return rgb, alpha.astype(np.float32)
+
+  def _midline(self, index: int):
+    """(x, y) of the entry's midline between its upper and lower inner lip (entry pixels)."""
+    c = self.contours[index]
+    up = c[:11][np.argsort(c[:11, 0])]
+    lo = np.concatenate([c[10:], c[:1]])
+    lo = lo[np.argsort(lo[:, 0])]
+    x = np.linspace(c[:, 0].min(), c[:, 0].max(), 24)
+    return x, (np.interp(x, up[:, 0], up[:, 1]) + np.interp(x, lo[:, 0], lo[:, 1])) / 2
+
+  def _dark(self, index: int) -> np.ndarray:
+    """The entry's cavity colour: the median of its darkest tenth inside the opening."""
+    if index not in self._darks:
+      patch = self.patches[index]
+      inside = polygon_mask(self.contours[index], patch.shape[:2], 1) > 0.5
+      px = patch[inside] if inside.sum() >= 4 else patch.reshape(-1, 3)
+      lum = _luma(px)
+      self._darks[index] = np.median(px[lum <= np.percentile(lum, 10)], 0).astype(np.float32)
+    return self._darks[index]
 
   @staticmethod
   def _fit(src: np.ndarray, dst: np.ndarray, scale: float, roll: float, kx: float = 1.0
