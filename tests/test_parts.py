@@ -300,3 +300,49 @@ def test_export_ships_the_bank_and_refuses_one_without_attribution(bank, basis, 
   r = export("--out", str(tmp_path / "no"), "--part-bank", str(bad))
   assert r.returncode == 2 and "attribution" in r.stderr
   assert len(r.stderr.strip().splitlines()) == 1 and not os.path.exists(tmp_path / "no")
+
+
+def test_mouth_gain_scales_each_opening_about_closed_lips(basis, face):
+  c = codes_lib.encode(face.points[None], basis, 512)
+  k = basis.exp_dim
+  rng = np.random.default_rng(0)
+  dyn = np.repeat(c.dyn, 16, 0)
+  dyn[:, :k] += rng.normal(size=(16, k)) * np.sqrt(basis.exp_var)
+  a = basis.exp_basis[:, 14, 1] - basis.exp_basis[:, 13, 1]
+  base = float(codes_lib.inner_gap(c.canonical[0]))
+  gap = base + (dyn[:, :k] - c.dyn[0, :k]) @ a
+  out = codes_lib.open_mouth(dyn, c.dyn[0], base, basis, 1.5)
+  new = base + (out[:, :k] - c.dyn[0, :k]) @ a
+  np.testing.assert_allclose(new, np.where(gap > 0, 1.5 * gap, gap), atol=1e-5)
+  np.testing.assert_array_equal(out[:, k:], dyn[:, k:])        # lids and gaze untouched
+  np.testing.assert_allclose(codes_lib.open_mouth(dyn, c.dyn[0], base, basis, 1.0), dyn)
+
+
+def test_lids_ease_off_past_the_portraits_openness():
+  from vasa_jax import engine
+  own = np.array([0.3, 0.25], np.float32)
+  lids = np.array([[0.0, 0.0], [0.3, 0.25], [0.33, 0.27], [0.6, 0.6], [3.0, 3.0]], np.float32)
+  out = engine.open_limit(lids, own)
+  np.testing.assert_allclose(out[:2], lids[:2])                # closing / the own: untouched
+  assert np.all(out <= own * engine.MAX_LID_OPEN + 1e-6)        # never past the limit
+  assert np.all(np.diff(out, axis=0) >= 0)                      # still monotone
+
+
+def test_expression_moves_each_iris_with_its_eye(basis, face):
+  """The irises go where the gaze codes say: under expression alone (gaze codes fixed) an
+  iris moves as its eye's outline does, so the measured gaze does not change."""
+  c = codes_lib.encode(face.points[None], basis, 512)
+  k = basis.exp_dim
+  rng = np.random.default_rng(1)
+  dyn = np.repeat(c.dyn, 8, 0)
+  dyn[:, :k] += 2.0 * rng.normal(size=(8, k)) * np.sqrt(basis.exp_var)
+  pts = codes_lib.decode(c, np.repeat(c.pose, 8, 0), dyn, basis, 512)
+  back = codes_lib.encode(pts, basis, 512)
+  drift = np.abs(back.dyn[:, k + 2:] - c.dyn[:, k + 2:]).max()
+  assert drift < 0.03, drift
+  # the basis as learned moves the irises within their eyes (it held the footage's gaze)
+  own = np.einsum("tk,knd->tnd", dyn[:, :k] - c.dyn[:, :k], basis.exp_basis)
+  rel = [own[:, sl, :2].mean(1) - own[:, list(ring), :2].mean(1)
+         for sl, ring in ((lm.IRIS_A, lm.EYE_A_CONTOUR), (lm.IRIS_B, lm.EYE_B_CONTOUR))]
+  width = np.linalg.norm(basis.template[133, :2] - basis.template[33, :2])
+  assert np.abs(rel).max() / (codes_lib.EYEBALL_RATIO * width) > 2 * drift
