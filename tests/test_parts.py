@@ -239,8 +239,8 @@ def test_lash_band_follows_a_closing_lid(basis, face):
   dyn = c.dyn.copy()
   dyn[0, k:k + 2] = 0.0
   plain = codes_lib.decode(c, c.pose, dyn, basis, 512)[0]
-  band = codes_lib.decode(c, c.pose, dyn, basis, 512, lash_band=True)[0]
-  rest = codes_lib.decode(c, c.pose, c.dyn, basis, 512, lash_band=True)[0]
+  band = codes_lib.decode(c, c.pose, dyn, basis, 512, render=True)[0]
+  rest = codes_lib.decode(c, c.pose, c.dyn, basis, 512, render=True)[0]
   for up, top in codes_lib.LASH_BAND:
     lid_drop = plain[up, 1] - rest[up, 1]
     assert lid_drop > 1.0

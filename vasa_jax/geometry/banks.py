@@ -70,7 +70,7 @@ GOOD_DONOR = {"iod_px": 110.0, "entries": 12, "teeth": 0.05, "dark": 0.3}
 OPEN_FADE = (0.004, 0.02)                 # inner-lip gap beyond the portrait's (eye distances)
                                           # over which a donor interior fades in
 MOUTH_BOX = (-0.42, 0.42, -0.22, 0.50)    # x0, x1, y0, y1 (template units) about the corners
-LID_PX = 56.0                             # lid entry pixels per eye width
+LID_PX = 80.0                             # lid entry pixels per eye width
 LID_BOX = (-0.85, 0.85, -0.70, 0.45)      # x0, x1, y0, y1 (eye widths) about the corners
 EYES = ((33, 133, EYE_A_RING, False), (263, 362, EYE_B_RING, True))  # outer, inner, outline, flip
 
@@ -720,46 +720,62 @@ class MouthReference:
 
 class LidReference:
   """Closed-lid exemplars of one donor, lit like the portrait's own lids: as an eye shuts the
-  render cross-fades to one, aligned on the driving eye corners."""
+  render cross-fades to one, placed on the driving eye corners with its lash line on the
+  driving lid line."""
 
-  def __init__(self, bank: PartBank, donor: int, crop: np.ndarray, points: np.ndarray):
-    idx = np.flatnonzero(bank.lid_donor == donor)
-    if idx.size == 0:         # the donor has no blink: the nearest donor in skin that has one
-      skin, _ = skin_lab(crop, points)
-      have = sorted(set(int(k) for k in bank.lid_donor))
-      if not have:
-        raise BankError("the part bank has no closed-lid entries")
-      near = min(have, key=lambda k: float(np.linalg.norm(
-          np.asarray(bank.donors[k]["skin_lab"], np.float32) - skin)))
-      idx = np.flatnonzero(bank.lid_donor == near)
+  def __init__(self, bank: PartBank, crop: np.ndarray, points: np.ndarray):
+    good = [k for k, d in enumerate(bank.donors) if d.get("iod_px", 0) >= GOOD_DONOR["iod_px"]]
+    idx = np.flatnonzero(np.isin(bank.lid_donor, good))
+    if idx.size == 0:
+      idx = np.arange(bank.num_lids)
+    if idx.size == 0:
+      raise BankError("the part bank has no closed-lid entries")
     cand = [bank.lid_patch(i) for i in idx]
-    means = np.stack([_lab(c).reshape(-1, 3).mean(0) for c in cand])
-    self.patches = []
+    skins = np.stack([self._lid_skin(c, bank.lid_contour[i]).mean(0) for c, i in zip(cand, idx)])
+    self.patches, self.contours = [], []
+    allowed = np.ones(len(idx), bool)
     for e in (0, 1):
       own = cut_lid(crop, points, e)
-      ref = _lab(own["patch"]).reshape(-1, 3).mean(0)
-      # the exemplar whose surroundings look most like the portrait's own eye region
-      best = int(np.argmin(np.abs(means - ref).sum(1)))
-      self.patches.append(self._match(cand[best], own["patch"], own["contour"]))
+      ref = self._lid_skin(own["patch"], own["contour"]).mean(0)
+      # the real closed lid whose lid skin is most like the portrait's own (lightness counts
+      # half: it is matched below); both eyes from one donor
+      cost = np.abs(skins - ref) @ np.array([0.5, 1.0, 1.0])
+      best = int(np.argmin(np.where(allowed, cost, np.inf)))
+      allowed = bank.lid_donor[idx] == bank.lid_donor[idx[best]]
+      self.patches.append(self._match(cand[best], skins[best], ref))
+      self.contours.append(bank.lid_contour[idx[best]].astype(np.float64))
 
   @staticmethod
-  def _match(exemplar: np.ndarray, own: np.ndarray, own_contour) -> np.ndarray:
-    """Reinhard colour transfer (Lab mean and std) of the exemplar onto the portrait's own eye
-    surroundings (its eye opening left out)."""
-    h, w = own.shape[:2]
-    keep = polygon_mask(own_contour, (h, w), 1) < 0.5
-    src = _lab(exemplar)
-    dst = _lab(own)
-    ms, ss = src.reshape(-1, 3).mean(0), src.reshape(-1, 3).std(0) + 1e-3
-    md, sd = dst[keep].mean(0), dst[keep].std(0) + 1e-3
-    out = (src - ms) * np.clip(sd / ss, 0.5, 2.0) + md
-    return cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB
+  def _lid_skin(patch: np.ndarray, contour: np.ndarray) -> np.ndarray:
+    """[n, 3] Lab of the upper-lid skin of a lid entry: the band from just above the upper lid
+    (the outline's top over the eye's middle) to under the brow, its brighter half (lashes,
+    liner and brow hairs left out)."""
+    h, w = patch.shape[:2]
+    c = np.asarray(contour, np.float64)
+    mid = np.abs(c[:, 0] - w / 2) < 0.25 * LID_PX
+    top = float(c[mid, 1].min()) if mid.any() else -LID_BOX[2] * LID_PX
+    ys = slice(max(int(top - 0.3 * LID_PX), 0), max(int(top - 0.06 * LID_PX), 1))
+    xs = slice(int(w / 2 - 0.3 * LID_PX), int(w / 2 + 0.3 * LID_PX))
+    px = _lab(patch[ys, xs]).reshape(-1, 3)
+    if len(px) < 8:
+      px = _lab(patch).reshape(-1, 3)
+    return px[px[:, 0] >= np.median(px[:, 0])]
+
+  @staticmethod
+  def _match(exemplar: np.ndarray, ex_skin: np.ndarray, own_skin: np.ndarray) -> np.ndarray:
+    """The exemplar lit like the portrait's lid: Lab lightness scaled by the lid skins' ratio
+    (0.6-1.6), chroma shifted by their difference."""
+    lab = _lab(exemplar)
+    lab[..., 0] *= float(np.clip(own_skin[0] / max(float(ex_skin[0]), 1.0), 0.6, 1.6))
+    lab[..., 1:] += own_skin[1:] - ex_skin[1:]
+    return cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB
                         ).astype(np.float32)
 
   def render(self, eye: int, mesh_px: np.ndarray, shape: tuple[int, int], scale: float = 1.0):
     """(rgb float32 [h, w, 3], weight float32 [h, w], (x0, y0)) of the exemplar for `eye` on the
-    driving corners of mesh_px (render-crop pixels) at `scale`; the weight is a soft ellipse
-    over the lid region (to be multiplied by how shut the eye is)."""
+    driving corners of mesh_px (render-crop pixels) at `scale`, its lash line moved onto the
+    driving lid line; the weight is a soft ellipse over the lid region (to be multiplied by
+    how shut the eye is)."""
     p = np.asarray(mesh_px, np.float64) * scale
     a, flip = lid_frame(p, eye)
     w_e, h_e = LID_SIZE
@@ -772,9 +788,17 @@ class LidReference:
       return None
     ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float64)
     q = _apply(_invert(a), np.stack([xs + 0.5, ys + 0.5], -1))
+    drv = _apply(_invert(a), p[list(EYES[eye][2]), :2])
     if flip:
       q[..., 0] = w_e - q[..., 0]
-    qf = q.astype(np.float32) - 0.5
+      drv[:, 0] = w_e - drv[:, 0]
+    # the lid line: a straight line through each outline (x -> y), the exemplar's moved onto
+    # the driving one
+    ex = self.contours[eye]
+    fit = lambda c: np.polyfit(c[:, 0], c[:, 1], 1)
+    dd, de = fit(drv), fit(ex)
+    qy = q[..., 1] - (np.polyval(dd, q[..., 0]) - np.polyval(de, q[..., 0]))
+    qf = np.stack([q[..., 0], qy], -1).astype(np.float32) - 0.5
     rgb = cv2.remap(self.patches[eye], qf[..., 0], qf[..., 1], cv2.INTER_LINEAR,
                     borderMode=cv2.BORDER_REPLICATE)
     # soft ellipse over the eye and its lid (entry units: eye width = LID_PX)

@@ -40,7 +40,7 @@ from vasa_jax.geometry.landmarks import EYE_A_CONTOUR, EYE_B_CONTOUR, IRIS_A, IR
 
 __all__ = ["FaceBasis", "Codes", "fit_basis", "encode", "decode", "fit_similarity",
            "rotation_to_angles", "angles_to_rotation", "dyn_names", "BASIS_FILE",
-           "skull_still", "open_mouth", "inner_gap"]
+           "skull_still", "open_mouth", "inner_gap", "shut_lids"]
 
 BASIS_FILE = "face_basis.npz"
 REF_DISTANCE = 0.65                 # metres (= models/warp.REF_DISTANCE)
@@ -329,7 +329,7 @@ def skull_still(disp: np.ndarray, base: np.ndarray, rotation: np.ndarray) -> np.
 
 
 # Each upper-lid contour point and the mesh point above it (the top of the lash band): when a
-# lid closes, the band follows it by LASH_FOLLOW of its motion (decode(lash_band=True)), so the
+# lid closes, the band follows it by LASH_FOLLOW of its motion (decode(render=True)), so the
 # lashes come down with the lid edge and the stretch goes to the smooth skin under the brow.
 LASH_BAND = ((246, 247), (161, 30), (160, 29), (159, 27), (158, 28), (157, 56), (173, 190),
              (466, 467), (388, 260), (387, 259), (386, 257), (385, 258), (384, 286),
@@ -340,8 +340,27 @@ LASH_FOLLOW = 0.6
 LID_FOLLOW_GAZE = 0.6
 
 
+SHUT_MEASURED = 0.3    # lid openness / the face's open one at which the mesh tracker reads a
+                       # blink's shut lid (median of the footage's blink minima: 0.35)
+
+
+def shut_lids(lids: np.ndarray, own: np.ndarray) -> np.ndarray:
+  """Lid openness [T, 2] as it is drawn: the measured openness, except that below 0.6 of the
+  face's own (`own` [2]) it closes faster, to shut at SHUT_MEASURED of it. The mesh tracker
+  never sees a lid shut (it reads a third open at a blink's deepest), so codes learned from it
+  ask for 0.3 where the eye is shut. A cubic joins the two smoothly (value and slope)."""
+  own = np.maximum(np.asarray(own, np.float64), 1e-3)
+  r = np.asarray(lids, np.float64) / own
+  a, b = SHUT_MEASURED, 0.6
+  x = np.clip((r - a) / (b - a), 0.0, 1.0)
+  # Hermite on [a, b]: f(a) = 0, f'(a) = 0, f(b) = b, f'(b) = 1 (in r units)
+  h = b - a
+  f = b * (3 * x ** 2 - 2 * x ** 3) + h * (x ** 3 - x ** 2)
+  return np.where(r >= b, r, f) * own
+
+
 def decode(source: Codes, pose, dyn, basis: FaceBasis, crop: float, index: int = 0, *,
-           lash_band: bool = False) -> np.ndarray:
+           render: bool = False) -> np.ndarray:
   """Landmarks [T, N, 3] (pixels of the crop) of the portrait `source` (its frame `index`)
   performing pose [T, 6] and dyn [T, K + 4].
 
@@ -350,8 +369,9 @@ def decode(source: Codes, pose, dyn, basis: FaceBasis, crop: float, index: int =
   change relative to the portrait's codes (expression through `skull_still`, so that it moves
   no skull point the way a head motion would); the mesh is then moved rigidly to
   `pose`. The irises move with their eye under expression and look where the gaze codes say.
-  lash_band (rendering): the points above the upper lids follow the lids (LASH_BAND),
-  and the eye opening follows the iris' vertical shift (LID_FOLLOW_GAZE)."""
+  render=True (drawing, not measuring): a lid the tracker would read a third open is drawn shut
+  (`shut_lids`), the points above the upper lids follow the lids (LASH_BAND), and the eye
+  opening follows the iris' vertical shift (LID_FOLLOW_GAZE)."""
   pose = np.atleast_2d(np.asarray(pose, np.float64))
   dyn = np.atleast_2d(np.asarray(dyn, np.float64))
   k = basis.exp_dim
@@ -367,9 +387,12 @@ def decode(source: Codes, pose, dyn, basis: FaceBasis, crop: float, index: int =
   for sl, ring in ((IRIS_A, EYE_REGION_A), (IRIS_B, EYE_REGION_B)):
     expr[:, sl] = expr[:, list(ring)].mean(1, keepdims=True)
   c = base[None] + skull_still(expr, base, np.broadcast_to(r, (n, 3, 3)))
-  lid = np.einsum("tk,knd->tnd", dd[:, k:k + 2], basis.lid_basis)
+  dlid = dd[:, k:k + 2]
+  if render:        # the tracker's "shut" is a third open: draw it shut (`shut_lids`)
+    dlid = shut_lids(dyn[:, k:k + 2], d0[k:k + 2]) - d0[None, k:k + 2]
+  lid = np.einsum("tk,knd->tnd", dlid, basis.lid_basis)
   c = c + lid
-  if lash_band:
+  if render:
     up, band = (list(x) for x in zip(*LASH_BAND))
     c[:, band] += LASH_FOLLOW * lid[:, up]
   # Gaze: irises move within the eye by the change of sin(angle) x eyeball radius.
@@ -379,7 +402,7 @@ def decode(source: Codes, pose, dyn, basis: FaceBasis, crop: float, index: int =
   for e, sl in enumerate((IRIS_A, IRIS_B)):
     move = shift * EYEBALL_RATIO * widths[0, e]
     c[:, sl, :2] += move[:, None, :]
-    if lash_band:     # the eye opening follows the eye's vertical turn (the lids ride on it)
+    if render:        # the eye opening follows the eye's vertical turn (the lids ride on it)
       rows = list(EYE_REGION_A if e == 0 else EYE_REGION_B)
       rows += [b for u, b in LASH_BAND if u in rows]
       c[:, rows, 1] += LID_FOLLOW_GAZE * move[:, None, 1]

@@ -138,7 +138,7 @@ class PortraitGeometry:
 
   def driving_mesh(self, pose: np.ndarray, dyn: np.ndarray) -> np.ndarray:
     """[T, 478, 3] landmarks of the portrait performing pose [T, 6], dyn [T, K + 4]."""
-    return codes_lib.decode(self.codes, pose, dyn, self.basis, self.size, lash_band=True)
+    return codes_lib.decode(self.codes, pose, dyn, self.basis, self.size, render=True)
 
   def frame(self, pose: np.ndarray, dyn: np.ndarray, *, mesh: np.ndarray | None = None
             ) -> FrameGeometry:
@@ -217,10 +217,7 @@ class PartState:
     pts = np.asarray(pg.points, np.float64) * k
     eyes = eyes_lib.EyeLayer.build(img, pts)
     mouth = banks.MouthReference.for_portrait(bank, img, pts, pg.basis.template)
-    lids = None
-    if bank is not None and bank.num_lids:
-      donor = mouth.donor if mouth is not None and mouth.donor >= 0 else bank.choose_donor(img, pts)
-      lids = banks.LidReference(bank, donor, img, pts)
+    lids = banks.LidReference(bank, img, pts) if bank is not None and bank.num_lids else None
     return cls(photo=img, eyes=eyes, mouth=mouth, lids=lids, scale=float(k),
                res=int(pg.part_res["mouth"]))
 
