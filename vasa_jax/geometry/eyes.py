@@ -306,8 +306,12 @@ def lid_blend(image: np.ndarray, lids: "banks.LidReference", driving: np.ndarray
     if out is None:
       continue
     rgb, wt, (x0, y0) = out
-    a = (wts[e] * wt)[..., None]
     y1, x1 = y0 + rgb.shape[0], x0 + rgb.shape[1]
+    # what is still open of the eye stays the warp's (no eye showing through a lid): the
+    # exemplar replaces the lids around the slit, and all of it once the slit is gone
+    slit = banks.polygon_mask(np.asarray(driving, np.float64)[list(CONTOURS[e]), :2] * scale
+                              - [x0, y0], rgb.shape[:2], 4)
+    a = (wts[e] * wt * (1.0 - slit))[..., None]
     reg = image[y0:y1, x0:x1].astype(np.float32)
     image[y0:y1, x0:x1] = np.clip(reg * (1 - a) + rgb * a + 0.5, 0, 255).astype(np.uint8)
   return image
