@@ -217,3 +217,14 @@ def test_cli_errors(run, tmp_path, capsys):
   err = capsys.readouterr().err.strip()
   assert rc == 2 and len(err.splitlines()) == 1 and "synthetic_talking_heads/tiny" in err
   assert not (tmp_path / "o").exists()
+
+
+def test_host_psnr_and_ssim_equal_the_jax_ones():
+  from vasa_jax.eval import reenact
+  rng = np.random.default_rng(3)
+  for shape in ((40, 52, 3), (9, 13, 3)):
+    a = rng.integers(0, 255, shape).astype(np.uint8)
+    b = np.clip(a + rng.normal(0, 25, shape), 0, 255).astype(np.uint8)
+    assert reenact.ssim_image(a, b) == pytest.approx(float(reenact.ssim(a, b)), abs=1e-5)
+    assert reenact.psnr_image(a, b) == pytest.approx(float(reenact.psnr(a, b)), abs=1e-3)
+    assert reenact.psnr_image(a, a) == pytest.approx(float(reenact.psnr(a, a)))

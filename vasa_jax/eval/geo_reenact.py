@@ -120,10 +120,10 @@ def clip_metrics(frames, true_pts, out, out_pts, embedder=None, id_stride: int =
                                         for x0, y0, x1, y1 in eyes])))
       if pts is None:
         pts = true_pts[i]
-      d["psnr"].append(reenact.psnr(img, gt))
-      d["ssim"].append(reenact.ssim(img, gt))
-      d["psnr_face"].append(reenact.psnr(img[fy0:fy1, fx0:fx1], gt[fy0:fy1, fx0:fx1]))
-      d["ssim_face"].append(reenact.ssim(img[fy0:fy1, fx0:fx1], gt[fy0:fy1, fx0:fx1]))
+      d["psnr"].append(reenact.psnr_image(img, gt))
+      d["ssim"].append(reenact.ssim_image(img, gt))
+      d["psnr_face"].append(reenact.psnr_image(img[fy0:fy1, fx0:fx1], gt[fy0:fy1, fx0:fx1]))
+      d["ssim_face"].append(reenact.ssim_image(img[fy0:fy1, fx0:fx1], gt[fy0:fy1, fx0:fx1]))
       d["mouth_l1"].append(float(np.abs(img[my0:my1, mx0:mx1].astype(np.float32)
                                         - gt[my0:my1, mx0:mx1].astype(np.float32)).mean()))
       d["landmark_dist"].append(float(np.linalg.norm(pts[:468, :2] - true_pts[i, :468, :2],

@@ -89,6 +89,40 @@ def ssim(x, y, *, data_range: float = 255.0):
   return per.reshape(lead)
 
 
+def psnr_image(x: np.ndarray, y: np.ndarray, *, data_range: float = 255.0,
+               max_db: float | None = PSNR_CAP_DB) -> float:
+  """`psnr` of one pair of images on the host (no JAX dispatch per call)."""
+  mse = float(np.mean(np.square(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+  peak = float(data_range) ** 2
+  if max_db is not None:
+    mse = max(mse, peak * 10.0 ** (-float(max_db) / 10.0))
+  return float(10.0 * np.log10(peak / mse)) if mse > 0 else float("inf")
+
+
+def ssim_image(x: np.ndarray, y: np.ndarray, *, data_range: float = 255.0) -> float:
+  """SSIM of one pair of images [H, W, C] on the host (OpenCV filters): the same figure as
+  `ssim` (Gaussian window 11, sigma 1.5, valid region), without a JAX dispatch per call (the
+  per-frame evaluators call it thousands of times on boxes of changing size)."""
+  import cv2
+  x = np.asarray(x, np.float64) / float(data_range)
+  y = np.asarray(y, np.float64) / float(data_range)
+  side = min(x.shape[0], x.shape[1])
+  win = min(11, side if side % 2 else side - 1)
+  k = losses_lib._gaussian_1d(win, 1.5 * win / 11).astype(np.float64)
+  r = (win - 1) // 2
+
+  def f(a):
+    out = cv2.sepFilter2D(a, cv2.CV_64F, k, k, borderType=cv2.BORDER_CONSTANT)
+    return out[r:a.shape[0] - r, r:a.shape[1] - r]
+  c1, c2 = 0.01 ** 2, 0.03 ** 2
+  mx, my = f(x), f(y)
+  sxx = f(x * x) - mx * mx
+  syy = f(y * y) - my * my
+  sxy = f(x * y) - mx * my
+  m = (2 * mx * my + c1) / (mx * mx + my * my + c1) * (2 * sxy + c2) / (sxx + syy + c2)
+  return float(m.mean())
+
+
 def driver_indices(num_frames: int, frames_per_clip: int) -> list[int]:
   """`frames_per_clip` evenly spaced frames among 1..num_frames-1 (frame 0 is the source)."""
   others = int(num_frames) - 1
