@@ -19,6 +19,10 @@ For every clip of the split, its first frame is the portrait and the clip's own 
   mouth_gain            slope of the output's mouth opening regressed on the true frame's over
                         the clip (same clips): 1 when the output opens as far as the driver,
                         below 1 when it realises only part of each opening
+  render_gain           the same slope against the driving mesh the renderer was asked for
+                        (decoded from the codes): what the renderer realises of each asked
+                        opening, apart from what the codes themselves lose (asked_gain: the
+                        driving mesh's opening against the true frame's)
   identity_dist         dlib face-recognition distance of output frames to the portrait
                         (< 0.6: same person; vasa_jax.eval.identity)
 
@@ -94,7 +98,7 @@ def _closeups(true, out, points, side: int = 72):
 
 
 def clip_metrics(frames, true_pts, out, out_pts, embedder=None, id_stride: int = 5,
-                 warp=None) -> dict:
+                 warp=None, asked_pts=None) -> dict:
   """Figures of one clip: frames / out uint8 [T, S, S, 3]; true_pts / out_pts [T, 478, 3];
   warp: the plain mesh warp's frames (warp_* figures; its landmarks are not measured)."""
   from vasa_jax.eval import reenact
@@ -138,6 +142,12 @@ def clip_metrics(frames, true_pts, out, out_pts, embedder=None, id_stride: int =
   m["mouth_r"] = float(np.corrcoef(g_true, g_out)[0, 1]) if moving else None
   m["mouth_gain"] = (float(np.cov(g_true, g_out)[0, 1] / g_true.var(ddof=1)) if moving
                      else None)
+  if asked_pts is not None:
+    g_ask = _gap(asked_pts)
+    m["render_gain"] = (float(np.cov(g_ask, g_out)[0, 1] / g_ask.var(ddof=1)) if moving
+                        and g_ask.std() > 1e-6 else None)
+    m["asked_gain"] = (float(np.cov(g_true, g_ask)[0, 1] / g_true.var(ddof=1)) if moving
+                       else None)
   if embedder is not None:
     ref = embedder.embed(first, true_pts[0])
     ids = [float(np.linalg.norm(embedder.embed(out[i], out_pts[i]) - ref))
@@ -172,12 +182,13 @@ def evaluate(anim, geo_source, clip_index, *, max_clips=None, only="", out_dir=N
     out = np.concatenate(list(anim.render_motion(portrait, motion)))
     pg = portrait.geometry
     warp = np.stack([pg.frame(mo[:6], mo[6:]).warped for mo in motion])
+    asked = pg.driving_mesh(motion[:, :6], motion[:, 6:])
     tracked = list(mesh.track(out, smooth=False))
     out_pts = np.stack([g.points if g is not None else np.full_like(pts[0], np.nan)
                         for g in tracked])
     found = np.isfinite(out_pts[:, 0, 0])
     out_pts = np.where(found[:, None, None], out_pts, pts[0][None])
-    m = clip_metrics(frames, pts, out, out_pts, embedder, warp=warp)
+    m = clip_metrics(frames, pts, out, out_pts, embedder, warp=warp, asked_pts=asked)
     m.update(clip_id=_text(rec["clip_id"]), dataset=_text(rec["dataset"]), frames=t,
              face_found=float(found.mean()))
     rows.append(m)
@@ -197,8 +208,9 @@ def evaluate(anim, geo_source, clip_index, *, max_clips=None, only="", out_dir=N
   mean = {k: float(np.nanmean([r[k] for r in rows if r.get(k) is not None])) for k in keys}
   rs = [r["mouth_r"] for r in rows if r.get("mouth_r") is not None]
   mean["mouth_r"] = float(np.mean(rs)) if rs else None
-  gs = [r["mouth_gain"] for r in rows if r.get("mouth_gain") is not None]
-  mean["mouth_gain"] = float(np.mean(gs)) if gs else None
+  for key in ("mouth_gain", "render_gain", "asked_gain"):
+    gs = [r[key] for r in rows if r.get(key) is not None]
+    mean[key] = float(np.mean(gs)) if gs else None
   mean["mouth_r_clips"] = len(rs)
   report = {"clips": len(rows), "seconds": round(time.perf_counter() - t0, 1), "mean": mean,
             "per_clip": rows}
