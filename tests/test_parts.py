@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import cv2
+import jax
 import numpy as np
 import pytest
 
@@ -279,7 +280,9 @@ def test_export_ships_the_bank_and_refuses_one_without_attribution(bank, basis, 
   anim = an.Animator.from_configs(fl, md, seed=0, face_basis=basis)
   d = int(md.model.motion_dim)
   src = str(tmp_path / "src")
-  bundle_lib.save(src, face_latent_config=fl, face_latent_params=anim.engine.fl_params,
+  # a "trained" compositor: its output head (zero at initialisation) no longer zero
+  fl_params = jax.tree_util.tree_map(lambda x: np.asarray(x) + 0.01, anim.engine.fl_params)
+  bundle_lib.save(src, face_latent_config=fl, face_latent_params=fl_params,
                   motion_dit_config=md, motion_dit_params=anim.engine.md_params,
                   motion_stats={"mean": np.zeros(d), "std": np.ones(d)}, face_basis=basis,
                   part_bank=bank)
@@ -294,6 +297,13 @@ def test_export_ships_the_bank_and_refuses_one_without_attribution(bank, basis, 
   assert r.returncode == 0, r.stderr
   ok = bundle_lib.load(str(tmp_path / "ok"))
   assert len(ok.part_bank) == len(bank) and ok.sampler.mouth_gain == 1.2
+  head = lambda b: np.asarray(b.face_latent_params["mouth"]["head"]["conv"]["kernel"], np.float32)
+  assert np.abs(head(ok)).min() > 0.005                       # the trained compositor is kept
+  r = export("--out", str(tmp_path / "copy"), "--copy-compositor")
+  assert r.returncode == 0, r.stderr
+  copy = bundle_lib.load(str(tmp_path / "copy"))               # the reference pasted as it is
+  assert np.all(head(copy) == 0) and copy.meta["provenance"]["compositor"] == "copy"
+  assert len(copy.part_bank) == len(bank)
   bad = tmp_path / "bad_bank"
   bank.save(str(bad))
   os.remove(bad / banks.ATTRIBUTION_FILE)

@@ -115,6 +115,10 @@ $VJ train --config configs/face_latent.py:geo --workdir "$RUN/face_geo_v7" --dat
   --config.data.geometry=motion_latents/geo --config.data.part_bank="$RUN/part_bank" \
   --config.steps="$PART_STEPS"
 #    Stage 2 of v6 as it is (the motion codes did not change); the mouth gain set against the
-#    train split's footage (tools/mouth_gain.py; 1.0: unseen voices already open as far):
+#    train split's footage (tools/mouth_gain.py; 1.0: unseen voices already open as far).
+#    The bundle ships the compositor at its initialisation (--copy-compositor: the donor's
+#    interior pasted as it is): after 3000 CPU steps the trained one lowers the pixel loss by
+#    dimming the donor's teeth towards the mean (docs/part_eval/trained_compositor: teeth 0.04
+#    against 0.12 pasted, contrast and flicker fail), the failure this design set out to avoid.
 $VJ export --face-latent "$RUN/face_geo_v7" --motion-dit "$RUN/bundle_v6" \
-  --out vasa_jax/assets/demo --dtype float16 --part-bank "$RUN/part_bank"
+  --out vasa_jax/assets/demo --dtype float16 --part-bank "$RUN/part_bank" --copy-compositor

@@ -538,6 +538,16 @@ def cmd_export(args) -> int:
       md_params, md_step = common.restore_params(args.motion_dit, md_cfg, key=key)
   except FileNotFoundError as e:
     raise UsageError(str(e)) from None
+  if args.copy_compositor:
+    if not geometry:
+      raise UsageError("--copy-compositor is for geometry-grounded stage 1 bundles")
+    import jax
+    from flax import linen as nn
+    from vasa_jax.models import geo_decoder as gd
+    # its output head starts at zero: the donor reference pasted onto the driving opening,
+    # whatever the seed (no learned flow, shade or residual; alpha = the reference's coverage)
+    fl_params = nn.meta.unbox(gd.GeometryDecoder(fl_cfg.model).init(
+        jax.random.PRNGKey(0), *gd.dummy_inputs(fl_cfg.model, 1))["params"])
   if stage2_bundle is not None:
     stats = stage2_bundle.motion_stats
   else:
@@ -590,6 +600,7 @@ def cmd_export(args) -> int:
                                        if stage2_bundle is not None else {}),
                                     "motion_dit_config": args.motion_dit_config,
                                     "motion_dit_step": md_step, "weights": args.weights,
+                                    **({"compositor": "copy"} if args.copy_compositor else {}),
                                     **tuned})
   except bundle_lib.BundleError as e:
     raise UsageError(str(e)) from None
@@ -852,6 +863,10 @@ def build_parser() -> argparse.ArgumentParser:
                   help="geometry bundles: the folder of the part bank (real mouths and lids, "
                        "with attribution) to ship (default: the stage-1 bundle's, else the "
                        "stage-1 run's config.data.part_bank)")
+  ex.add_argument("--copy-compositor", action="store_true",
+                  help="geometry bundles: ship the mouth compositor at its initialisation, which "
+                       "pastes the donor's real interior onto the driving opening as it is "
+                       "(no learned flow, shade or residual), instead of the trained one")
   ex.add_argument("--weights", default="ema", choices=("ema", "raw"),
                   help="EMA parameters (default) or the raw ones (short runs, where the EMA "
                        "still remembers the initialisation)")
