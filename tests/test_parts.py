@@ -356,3 +356,28 @@ def test_expression_moves_each_iris_with_its_eye(basis, face):
          for sl, ring in ((lm.IRIS_A, lm.EYE_A_CONTOUR), (lm.IRIS_B, lm.EYE_B_CONTOUR))]
   width = np.linalg.norm(basis.template[133, :2] - basis.template[33, :2])
   assert np.abs(rel).max() / (codes_lib.EYEBALL_RATIO * width) > 2 * drift
+
+
+def test_copy_compositor_fields_without_the_unet():
+  """A compositor whose head is zero (fresh, or shipped by export --copy-compositor) gives the
+  same fields in closed form as through its U-Net; a trained one is not mistaken for it."""
+  import jax.numpy as jnp
+
+  from conftest import load_stage_config
+  from vasa_jax.models import geo_decoder as gd
+  mc = load_stage_config("face_latent").get_config("geo_tiny").model
+  dec = gd.GeometryDecoder(mc)
+  (x,) = gd.dummy_inputs(mc, 2)
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.uniform(-1, 1, x.shape).astype(np.float32))
+  x = x.at[..., gd.BASE_CHANNELS + 3].set(jnp.asarray(rng.uniform(0, 1, x.shape[:3]), jnp.float32))
+  params = jax.tree_util.tree_map(np.asarray, dec.init(jax.random.PRNGKey(3), x)["params"])
+  params = __import__("flax").linen.meta.unbox(params)
+  assert gd.is_copy(params)
+  net = dec.apply({"params": params}, x)["mouth"]
+  closed = gd.copy_fields(x, int(mc.mouth.get("grow", 2)))
+  for k in ("alpha", "flow", "shade", "residual"):
+    np.testing.assert_allclose(np.asarray(closed[k]), np.asarray(net[k]), atol=1e-5)
+  assert float(np.asarray(net["alpha"]).std()) > 0.05           # the alpha is not trivial
+  trained = jax.tree_util.tree_map(lambda v: v + 0.01, params)
+  assert not gd.is_copy(trained)

@@ -37,6 +37,7 @@ from vasa_jax.models.layers import Conv, GroupNorm, ResBlock, act, get_dtype
 from vasa_jax.ops.grid_sample import grid_sample_2d, identity_grid_2d
 
 __all__ = ["PartNet", "GeometryDecoder", "MouthCritic", "dummy_inputs", "blend", "feather",
+           "is_copy", "copy_fields",
            "IN_CHANNELS", "BASE_CHANNELS", "allowed_mask",
            "param_count"]
 
@@ -135,6 +136,25 @@ class GeometryDecoder(nn.Module):
   def __call__(self, mouth):
     """mouth [B, r, r, IN_CHANNELS] -> {"mouth": PartNet outputs}."""
     return {"mouth": self.mouth(mouth)}
+
+
+def is_copy(params) -> bool:
+  """Whether the compositor's params are the copy one (its output head all zero, as at
+  initialisation and as `vasa-jax export --copy-compositor` ships it)."""
+  head = params["mouth"]["head"]
+  return all(not np.any(np.asarray(v)) for v in jax.tree_util.tree_leaves(head))
+
+
+def copy_fields(x, grow: int = 2) -> dict:
+  """What a compositor with a zero head gives, without running the U-Net: the reference
+  pasted onto the opening (alpha from its coverage, no flow, shade or residual).
+  x [B, r, r, IN_CHANNELS] -> {"alpha", "flow", "shade", "residual"}."""
+  x = x.astype(jnp.float32)
+  cover = x[..., BASE_CHANNELS + 3]
+  alpha = nn.sigmoid(8.0 * (cover - 0.5)) * allowed_mask(x, grow)
+  zero = jnp.zeros_like(cover)
+  return {"alpha": alpha, "flow": jnp.zeros(cover.shape + (2,), jnp.float32), "shade": zero,
+          "residual": jnp.zeros(cover.shape + (3,), jnp.float32)}
 
 
 class MouthCritic(nn.Module):
