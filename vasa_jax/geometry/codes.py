@@ -382,8 +382,8 @@ def decode(source: Codes, pose, dyn, basis: FaceBasis, crop: float, index: int =
   change relative to the portrait's codes (expression through `skull_still`, so that it moves
   no skull point the way a head motion would); the mesh is then moved rigidly to
   `pose`. The irises move with their eye under expression and look where the gaze codes say.
-  render=True (drawing, not measuring): the opening the codes lose is given back
-  (OPENING_GAIN), a lid the tracker would read a third open is drawn shut (`shut_lids`), the
+  render=True (drawing, not measuring): the opening the codes and the renderer lose is given
+  back (OPENING_GAIN), a lid the tracker would read a third open is drawn shut (`shut_lids`), the
   points above the upper lids follow the lids (LASH_BAND), and the eye opening follows the
   iris' vertical shift (LID_FOLLOW_GAZE)."""
   pose = np.atleast_2d(np.asarray(pose, np.float64))
@@ -447,8 +447,8 @@ def open_mouth(dyn: np.ndarray, dyn0: np.ndarray, base_gap: float, basis: FaceBa
   var = basis.exp_var.astype(np.float64)
   u = var * a / max(float(a @ (var * a)), 1e-12)
   gap = float(base_gap) + (d[:, :k] - np.asarray(dyn0, np.float64)[:k]) @ a
-  new = np.maximum(float(about) + float(gain) * (gap - float(about)), np.minimum(gap, 0.0))
-  new = np.where(gap > 0, new, gap)
+  new = np.where(gap > 0, np.maximum(float(about) + float(gain) * (gap - float(about)), 0.0),
+                 gap)
   d[:, :k] += (new - gap)[:, None] * u
   return d.astype(np.asarray(dyn).dtype)
 

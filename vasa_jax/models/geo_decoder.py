@@ -72,7 +72,6 @@ class PartNet(nn.Module):
     blocks = layers.per_stage(self.blocks, len(widths), "blocks")
     warped = x[..., :3].astype(jnp.float32)
     ref = x[..., BASE_CHANNELS:BASE_CHANNELS + 3].astype(jnp.float32)
-    cover = x[..., BASE_CHANNELS + 3].astype(jnp.float32)
     h = Conv(widths[0], (3, 3), dtype=dt, name="stem")(x.astype(dt))
     skips = []
     for i, w in enumerate(widths):
@@ -91,13 +90,19 @@ class PartNet(nn.Module):
     flow = self.max_flow * jnp.tanh(out[..., 0:2])
     shade = self.max_shade * jnp.tanh(out[..., 2])
     residual = self.max_residual * jnp.tanh(out[..., 3:6])
-    alpha = nn.sigmoid(out[..., 6] + 8.0 * (cover - 0.5)) * allowed_mask(x, self.grow)
+    alpha = _alpha(out[..., 6], x, self.grow)
     r = x.shape[1]
     grid = identity_grid_2d(r, r)[None] + flow
     copy = grid_sample_2d(ref, grid, padding_mode="border")
     rgb = jnp.clip((copy + 1.0) * (1.0 + shade[..., None]) - 1.0 + residual, -1.0, 1.0)
     return {"rgb": rgb, "alpha": alpha, "flow": flow, "shade": shade, "residual": residual,
             "warped": warped}
+
+
+def _alpha(logit, x, grow: int):
+  """The compositor's alpha: its logit on top of the reference's coverage, where it may act."""
+  cover = x[..., BASE_CHANNELS + 3].astype(jnp.float32)
+  return nn.sigmoid(logit + 8.0 * (cover - 0.5)) * allowed_mask(x, grow)
 
 
 def _stretched(x, log_ratio: float, soft: float):
@@ -150,11 +155,10 @@ def copy_fields(x, grow: int = 2) -> dict:
   pasted onto the opening (alpha from its coverage, no flow, shade or residual).
   x [B, r, r, IN_CHANNELS] -> {"alpha", "flow", "shade", "residual"}."""
   x = x.astype(jnp.float32)
-  cover = x[..., BASE_CHANNELS + 3]
-  alpha = nn.sigmoid(8.0 * (cover - 0.5)) * allowed_mask(x, grow)
-  zero = jnp.zeros_like(cover)
-  return {"alpha": alpha, "flow": jnp.zeros(cover.shape + (2,), jnp.float32), "shade": zero,
-          "residual": jnp.zeros(cover.shape + (3,), jnp.float32)}
+  shape = x.shape[:3]
+  return {"alpha": _alpha(0.0, x, grow), "flow": jnp.zeros(shape + (2,), jnp.float32),
+          "shade": jnp.zeros(shape, jnp.float32),
+          "residual": jnp.zeros(shape + (3,), jnp.float32)}
 
 
 class MouthCritic(nn.Module):
