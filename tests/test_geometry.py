@@ -89,6 +89,18 @@ def test_non_faces_are_refused(photo):
   assert mesh.detect(photo, human=True).score > 0.9
 
 
+def test_human_check_takes_the_fast_path_only_for_a_clear_human_face(photo, face):
+  """HOG accepts the example photo on its own (no CNN pass); the drawn dog is left to the CNN,
+  which refuses it."""
+  hc = lm.get_human_check()
+  assert hc.hog_score(photo, face) >= hc.HOG_ACCEPT
+  assert hc(photo, face) == hc.hog_score(photo, face)
+  dog = cartoon_dog()
+  g = lm.get_mesh().detect(dog)
+  assert hc.hog_score(dog, g) < hc.HOG_ACCEPT
+  assert hc.cnn_score(dog, g) < 0 and hc(dog, g) < 0
+
+
 def test_tracking_follows_a_moving_face_and_smooths(photo):
   import cv2
   frames = []

@@ -3,6 +3,7 @@ closed lids), the donor mouth on the driving contour, the eye layer, the mouth c
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import cv2
@@ -73,7 +74,6 @@ def test_the_bank_holds_real_open_mouths_and_closed_lids(bank, tmp_path):
 
 
 def test_a_bank_without_attribution_is_refused(bank, tmp_path):
-  import dataclasses
   bad = dataclasses.replace(bank, donors=[{**bank.donors[0], "license": ""}])
   with pytest.raises(banks.BankError, match="attribution"):
     bad.save(str(tmp_path / "b"))
@@ -160,6 +160,19 @@ def test_a_portrait_showing_teeth_is_its_own_donor(bank, basis, real_dir):
   assert e["teeth"].max() > 0.08
   ref = banks.MouthReference.for_portrait(bank, f, g.points, basis.template)
   assert ref.donor == -1 and ref.entries == 1
+
+
+def test_closed_lid_exemplars_are_decoded_once_per_bank(bank, photo, face):
+  """A second portrait reuses the bank's decoded lids, and gets what a fresh bank would give."""
+  pts = np.asarray(face.points, np.float64)
+  first = banks.LidReference(bank, photo, pts)
+  cached = banks.LidReference.candidates(bank)
+  assert banks.LidReference.candidates(bank) is cached
+  again = banks.LidReference(bank, photo, pts)
+  fresh = banks.LidReference(dataclasses.replace(bank), photo, pts)
+  for a, b, c in zip(first.patches, again.patches, fresh.patches):
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, c)
 
 
 def test_open_eye_pixels_are_the_photos_own(basis, photo, face):

@@ -130,8 +130,14 @@ class GeometryComposite(Composite):
     return _paste(portrait.image, crops, portrait.box)
 
   def render(self, portrait, motion):
-    for part in self._batches(motion):
-      yield self.frames_for(portrait, part)
+    # the short batch (T mod render_batch) goes first: the same number of batches as putting
+    # it last, and the stream's first frames come sooner
+    bsz = self.engine.render_batch
+    lo = motion.shape[0] % bsz
+    if lo:
+      yield self.frames_for(portrait, motion[:lo])
+    for hi in range(lo, motion.shape[0], bsz):
+      yield self.frames_for(portrait, motion[hi:hi + bsz])
 
 
 def _paste(image: np.ndarray, crops: np.ndarray, box) -> np.ndarray:

@@ -380,6 +380,8 @@ class PartBank:
   lid_offsets: np.ndarray      # [M + 1]
   lid_donor: np.ndarray        # [M]
   lid_contour: np.ndarray      # [M, 16, 2]
+  def __post_init__(self):
+    self._cache: dict = {}      # decoded entries that do not depend on the portrait
 
   def __len__(self) -> int:
     return len(self.mouth_donor)
@@ -724,14 +726,7 @@ class LidReference:
   driving lid line."""
 
   def __init__(self, bank: PartBank, crop: np.ndarray, points: np.ndarray):
-    good = [k for k, d in enumerate(bank.donors) if d.get("iod_px", 0) >= GOOD_DONOR["iod_px"]]
-    idx = np.flatnonzero(np.isin(bank.lid_donor, good))
-    if idx.size == 0:
-      idx = np.arange(bank.num_lids)
-    if idx.size == 0:
-      raise BankError("the part bank has no closed-lid entries")
-    cand = [bank.lid_patch(i) for i in idx]
-    skins = np.stack([self._lid_skin(c, bank.lid_contour[i]).mean(0) for c, i in zip(cand, idx)])
+    idx, cand, skins = self.candidates(bank)
     self.patches, self.contours = [], []
     allowed = np.ones(len(idx), bool)
     for e in (0, 1):
@@ -744,6 +739,23 @@ class LidReference:
       allowed = bank.lid_donor[idx] == bank.lid_donor[idx[best]]
       self.patches.append(self._match(cand[best], skins[best], ref))
       self.contours.append(bank.lid_contour[idx[best]].astype(np.float64))
+
+  @classmethod
+  def candidates(cls, bank: PartBank) -> tuple:
+    """(entry indices, decoded patches, mean lid-skin Lab [n, 3]) of the bank's closed lids from
+    good donors: the same for every portrait, so decoded once per bank."""
+    if "lids" not in bank._cache:
+      good = [k for k, d in enumerate(bank.donors) if d.get("iod_px", 0) >= GOOD_DONOR["iod_px"]]
+      idx = np.flatnonzero(np.isin(bank.lid_donor, good))
+      if idx.size == 0:
+        idx = np.arange(bank.num_lids)
+      if idx.size == 0:
+        raise BankError("the part bank has no closed-lid entries")
+      cand = [bank.lid_patch(i) for i in idx]
+      skins = np.stack([cls._lid_skin(c, bank.lid_contour[i]).mean(0)
+                        for c, i in zip(cand, idx)])
+      bank._cache["lids"] = (idx, cand, skins)
+    return bank._cache["lids"]
 
   @staticmethod
   def _lid_skin(patch: np.ndarray, contour: np.ndarray) -> np.ndarray:
