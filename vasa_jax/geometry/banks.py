@@ -64,7 +64,7 @@ CHEEKS = (50, 280, 101, 330, 36, 266)
 OUTER_LIPS = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291,
               375, 321, 405, 314, 17, 84, 181, 91, 146)
 
-MOUTH_PX = 128.0                          # entry pixels per template unit
+MOUTH_PX = 192.0                          # entry pixels per template unit
 WIDTH_RANGE = (0.8, 1.3)                  # how far an entry's width may follow the driving
 GOOD_DONOR = {"iod_px": 110.0, "entries": 12, "teeth": 0.05, "dark": 0.3}
 OPEN_FADE = (0.004, 0.02)                 # inner-lip gap beyond the portrait's (eye distances)
