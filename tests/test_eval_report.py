@@ -1,6 +1,7 @@
 """The evaluation report's measures, plots and orchestration (evaluators: tests/test_eval_*)."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -65,7 +66,7 @@ def test_settings_from_args():
                                       "--ablate-no-prev", "--steps", "20"])
   st = report.settings_from_args(args)
   assert [s.name for s in st][0] == "generated" and len(st) == 5
-  assert st[1].cfg_audio == 0.0 and st[3].steps == 10 and st[3].cfg_audio == 0.5
+  assert st[1].cfg_audio == 0.0 and st[3].steps == 10 and st[3].cfg_audio is None   # the bundle's
   assert st[4].carry_context is False and all(s.steps == 20 for s in st if s is not st[3])
 
 
@@ -83,22 +84,31 @@ def _clip(name, seed, renderer):
                      controls={"gaze": np.zeros(2), "distance": 0.65, "emotion": 0})
 
 
-def test_identity_similarity_is_the_mean_cosine_with_the_first_frame():
-  z = np.tile([[3.0, 4.0, 0.0]], (4, 1))
-  assert report.identity_similarity(z) == pytest.approx(1.0)       # scale does not matter
-  turned = np.array([[1.0, 0, 0], [1.0, 0, 0], [0, 1.0, 0], [-1.0, 0, 0]])
-  assert report.identity_similarity(turned) == pytest.approx((1 + 1 + 0 - 1) / 4)
+def test_pose_and_identity_are_read_from_the_frames():
+  """The tracker's roll follows a rotated photo, and dlib calls it one person throughout."""
+  import cv2
+  from vasa_jax import media
+  from vasa_jax.constants import EXAMPLES_DIR
+  photo = cv2.resize(media.load_image(os.path.join(EXAMPLES_DIR, "portrait.jpg")), (256, 256), interpolation=cv2.INTER_AREA)
+  frames = np.stack([cv2.warpAffine(photo, cv2.getRotationMatrix2D((128, 128), float(a), 1.0),
+                                    (256, 256), borderMode=cv2.BORDER_REPLICATE)
+                     for a in np.linspace(0, 12, 20)])
+  ev = report.Evaluators(sync=None, capp=None, factors=None, animator=None)
+  got = ev.measure(frames)
+  roll = np.degrees(got["pose"][:, 2])
+  assert got["face_found"] == 1.0 and abs(abs(roll[-1] - roll[0]) - 12) < 3
+  assert 0.0 <= got["identity_dist"] < 0.3
+  blank = np.full_like(frames[:5], 128)
+  nothing = ev.measure(blank)
+  assert nothing["pose"] is None and nothing["face_found"] == 0.0
 
 
 def test_run_writes_the_report(tmp_path):
-  """End to end with a tiny random-weight animator and the bundled evaluators."""
+  """End to end with the bundled (geometry) animator and the bundled evaluators."""
   from vasa_jax import animate as an
-  from conftest import load_stage_config
   from vasa_jax.synth import head as H
   from vasa_jax.synth import render as R
-  fl = load_stage_config("face_latent").get_config("tiny")
-  md = load_stage_config("motion_dit").get_config("tiny")
-  anim = an.Animator.from_configs(fl, md, seed=0)
+  anim = an.Animator()
   rend = R.HeadRenderer(H.sample_identity(np.random.default_rng(7)), size=128)
   clips = [_clip("a", 1, rend), _clip("b", 2, rend)]
   settings = [report.Setting("generated", steps=2),
@@ -112,8 +122,13 @@ def test_run_writes_the_report(tmp_path):
   # the mouth read from the frames follows the clip's own audio, not another clip's
   assert foot["mouth_r"] > 0.5 and foot["mouth_r"] > rows["footage, another clip's audio"]["mouth_r"]
   assert foot["clips"] == 2 and foot["emotion_ok_n"] == 2 and np.isfinite(foot["sync_d"])
-  # generated from the clip's first frame: the identity code stays that frame's
-  assert 0.5 < rows["generated"]["identity"] <= 1.0 + 1e-6
+  # generated from the clip's first frame: dlib sees that frame's person throughout, and the
+  # head moves (pose read by the mesh tracker)
+  gen = rows["generated"]
+  assert gen["face_found"] == 1.0 and 0.0 <= gen["identity_dist"] < 0.6
+  assert np.isfinite(gen["delta_p"]) and gen["delta_p"] > 0
+  # the bundle's own sampler defaults were used and recorded
+  assert out["settings"]["cfg_audio"] == anim.engine.sampler.cfg_audio
   saved = json.loads((tmp_path / "report.json").read_text())
   assert saved["rows"]["synthetic"]["footage"]["mouth_r"] == pytest.approx(foot["mouth_r"])
   md_text = (tmp_path / "report.md").read_text()

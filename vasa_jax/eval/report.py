@@ -2,7 +2,8 @@ r"""The evaluation suite: generated video next to real footage, with the project
 
   vasa-jax eval report [--checkpoint BUNDLE] --data-dir D \
       [--real talking_face_videos/r256:test] [--synthetic synthetic_talking_heads/r256_n1000:test] \
-      [--max-clips 12] [--max-seconds 6] [--steps 25] [--cfg-audio 0.5] [--cfg-gaze 1.0] \
+      [--max-clips 12] [--max-seconds 6] [--steps N] [--cfg-audio X] [--cfg-gaze X] \
+      [--reenact motion_latents/geo:test] \
       [--ablate-cfg-audio 0,1.0] [--ablate-steps 10,50] [--ablate-no-prev] [--out docs/eval]
 
 For every held-out clip (real footage and unseen synthetic identities) the clip's FIRST frame is
@@ -21,19 +22,23 @@ controls), and the same measurements are taken on the generated video and on the
                   the best lag in +-5 frames (lag > 0: the mouth moves after the sound).
   CAPP            the contrastive audio-pose model (vasa_jax/eval/capp.py): mean cosine
                   similarity of 3-s head-pose windows and their audio (higher: head motion that
-                  goes with the speech). Pose is read from the frames by the stage-1 encoder.
+                  goes with the speech). Pose is read from the frames by the face-mesh tracker
+                  (as the motion dataset measures real clips), for every bundle and for footage.
   delta-P         mean absolute frame-to-frame change of yaw / pitch / roll, degrees per frame
                   (how much the head moves).
   jitter          mean absolute second difference (acceleration) of yaw / pitch / roll in
                   degrees per frame^2, and of the mouth opening (temporal noise).
-  identity        cosine similarity of the stage-1 identity code z_id of every frame with that
-                  of the first frame (real footage: how stable the code is on a real person).
+  identity dist   median dlib face-recognition distance of every 5th frame to the first
+                  (vasa_jax/eval/identity.py; < 0.6 is one person to dlib; real footage of one
+                  person sits around 0.3-0.45). face_found: share of frames with a face.
   control errors  (synthetic clips whose controls are known) the factor regressor's clip-mean
                   gaze against the requested gaze (degrees), distance (metres) and the majority
                   emotion class against the requested one; on the real row this is the
                   regressor's own error on ground truth footage, the floor for the others.
-  PSNR, SSIM      stage-1 self-reenactment (vasa_jax/eval/reenact.py): frame 0's appearance
-                  driven by each frame's own encoded motion, against the real frame.
+  PSNR, SSIM      stage-1 self-reenactment: frame 0 driven by each frame's own measured motion,
+                  against the real frame; for a geometry bundle on the clips of --reenact
+                  (vasa_jax/eval/geo_reenact.py, the figures of `vasa-jax eval reenact`: also
+                  over the face, and the mouth and eye L1 in 0-255).
 
 Reference rows on the real footage show that the evaluators mean something: the same clips with
 their audio delayed by 10 frames ("shifted": the best offset moves to ~10, in-sync falls) and
@@ -113,53 +118,50 @@ def delay_audio(audio: np.ndarray, frames: int) -> np.ndarray:
 
 @dataclasses.dataclass
 class Evaluators:
-  """The trained evaluators and the stage-1 encoder used for pose and identity."""
+  """The trained evaluators, and the instruments that read head pose and identity from frames:
+  the face-mesh tracker (pose, as the motion dataset measures real clips) and dlib's
+  face-recognition network (identity). Neither is a stage-1 model, so the report measures
+  every bundle, and real footage, the same way."""
   sync: Any
   capp: Any
   factors: Any
   animator: Any
 
   @functools.cached_property
-  def _encode(self):
-    import jax
-    from vasa_jax.models import face_latent as fl
-    model, M = self.animator.engine.face_model, fl.FaceLatentModel
+  def _measurer(self):
+    from vasa_jax.eval.motion import Measurer
+    basis = getattr(getattr(self.animator, "engine", None), "basis", None)
+    if basis is None:                        # a bundle without a face basis: the bundled one
+      from vasa_jax import bundle as bundle_lib
+      from vasa_jax.geometry import codes as codes_lib
+      basis = codes_lib.FaceBasis.load(os.path.join(bundle_lib.default_dir(),
+                                                    bundle_lib.BASIS_FILE))
+    return Measurer(basis)
 
-    def enc(params, x):
-      m = model.apply({"params": params}, x, method=M.encode_motion)
-      return {"z_id": model.apply({"params": params}, x, method=M.encode_identity),
-              "z_pose": m["z_pose"]}
-    return jax.jit(enc)
+  @functools.cached_property
+  def _embedder(self):
+    from vasa_jax.eval.identity import FaceEmbedder
+    return FaceEmbedder()
 
-  def encode(self, frames: np.ndarray, batch: int = 8) -> dict:
-    """Stage-1 z_id [T,Zid] and z_pose [T,6] of aligned crops (resized to the model's size)."""
-    import cv2
-    s = self.animator.size
-    out = {"z_id": [], "z_pose": []}
-    for lo in range(0, len(frames), batch):
-      part = frames[lo:lo + batch]
-      if part.shape[1] != s:
-        part = np.stack([cv2.resize(f, (s, s), interpolation=cv2.INTER_AREA) for f in part])
-      n = len(part)
-      if n < batch:
-        part = np.concatenate([part, np.repeat(part[-1:], batch - n, axis=0)])
-      r = self._encode(self.animator.engine.fl_params, part)
-      for k in out:
-        out[k].append(np.asarray(r[k])[:n])
-    return {k: np.concatenate(v).astype(np.float64) for k, v in out.items()}
+  def measure(self, frames: np.ndarray, *, id_stride: int = 5) -> dict:
+    """{"pose": [T, 6] (yaw, pitch, roll in radians, then translation) or None where no face
+    is found, "identity_dist": median dlib distance of every id_stride-th frame to the first
+    (NaN without a face), "face_found": share of frames with a face}."""
+    codes, _, found = self._measurer(np.asarray(frames))
+    if codes is None:
+      return {"pose": None, "identity_dist": float("nan"), "face_found": 0.0}
+    pts = self._measurer.points
+    ref = self._embedder.embed(frames[0], pts[0])
+    d = [float(np.linalg.norm(self._embedder.embed(frames[i], pts[i]) - ref))
+         for i in range(id_stride, len(frames), id_stride)]
+    return {"pose": np.asarray(codes[:, :6], np.float64),
+            "identity_dist": float(np.median(d)) if d else float("nan"), "face_found": found}
 
 
 def load_evaluators(animator, *, sync_path=None, capp_path=None, factors_path=None) -> Evaluators:
   from vasa_jax.eval import capp, factors, syncnet
   return Evaluators(sync=syncnet.load(sync_path), capp=capp.load(capp_path),
                     factors=factors.load(factors_path), animator=animator)
-
-
-def identity_similarity(z_id: np.ndarray) -> float:
-  """Mean cosine similarity of every frame's identity code [T, D] with the first frame's."""
-  z = np.asarray(z_id, np.float64)
-  z = z / np.maximum(np.linalg.norm(z, axis=-1, keepdims=True), 1e-8)
-  return float(np.mean(z @ z[0]))
 
 
 def video_metrics(ev: Evaluators, frames: np.ndarray, audio: np.ndarray, *,
@@ -177,16 +179,20 @@ def video_metrics(ev: Evaluators, frames: np.ndarray, audio: np.ndarray, *,
   r, lag = lagged_corr(mouth, env)
   out.update(mouth_r=r, mouth_lag=int(lag), mouth_std=float(np.std(mouth)),
              mouth_jitter=jitter(mouth))
-  enc = ev.encode(frames)
-  pose = enc["z_pose"]
-  angles = np.degrees(pose[:, :3])
-  out.update(delta_p=delta_p(angles), pose_jitter=jitter(angles))
-  try:
-    out["capp"] = float(ev.capp.score(pose.astype(np.float32), audio)["capp"])
-  except ValueError as e:   # shorter than one CAPP window
-    log.warning("CAPP skipped: %s", e)
-    out["capp"] = float("nan")
-  out["identity"] = identity_similarity(enc["z_id"])
+  got = ev.measure(frames)
+  pose = got["pose"]
+  out.update(identity_dist=got["identity_dist"], face_found=got["face_found"])
+  if pose is None:
+    angles = np.full((t, 3), np.nan)
+    out.update(delta_p=float("nan"), pose_jitter=float("nan"), capp=float("nan"))
+  else:
+    angles = np.degrees(pose[:, :3])
+    out.update(delta_p=delta_p(angles), pose_jitter=jitter(angles))
+    try:
+      out["capp"] = float(ev.capp.score(pose.astype(np.float32), audio)["capp"])
+    except ValueError as e:   # shorter than one CAPP window
+      log.warning("CAPP skipped: %s", e)
+      out["capp"] = float("nan")
   if controls:
     if controls.get("gaze") is not None:
       out["gaze_err_deg"] = gaze_error_deg(np.mean(f["gaze"], axis=0), controls["gaze"])
@@ -246,10 +252,12 @@ def load_clips(dataset: str, group: str, *, data_dir: str | None, max_clips: int
 
 @dataclasses.dataclass(frozen=True)
 class Setting:
+  """One generated row. None takes the bundle's own sampler default (its tuned guidance and
+  step count), as `vasa-jax animate` does."""
   name: str
-  cfg_audio: float = 0.5
-  cfg_gaze: float = 1.0
-  steps: int = 25
+  cfg_audio: float | None = None
+  cfg_gaze: float | None = None
+  steps: int | None = None
   carry_context: bool = True
   use_controls: bool = True
 
@@ -277,7 +285,8 @@ def generate(animator, clip: Clip, setting: Setting, *, seed: int = 0) -> tuple[
 # ----------------------------------------------------------------------------- aggregation
 
 METRICS = ("sync_c", "sync_d", "in_sync", "sync_offset", "mouth_r", "mouth_lag", "mouth_std",
-           "capp", "delta_p", "pose_jitter", "mouth_jitter", "identity", "gaze_err_deg",
+           "capp", "delta_p", "pose_jitter", "mouth_jitter", "identity_dist", "face_found",
+           "gaze_err_deg",
            "distance_err", "emotion_ok")
 
 
@@ -420,7 +429,7 @@ def markdown(report: dict) -> str:
             f"benchmarks/animate.py). Rows \"footage\" measure the held-out clips themselves: "
             f"the reference every generated row is compared with.", ""]
   head = ("| set | row | clips | Sync-C ↑ | Sync-D ↓ | in sync | mouth r (lag) | CAPP ↑ | "
-          "ΔP °/f | pose jitter | identity | gaze err ° | dist err m | emotion acc |")
+          "ΔP °/f | pose jitter | identity dist ↓ | gaze err ° | dist err m | emotion acc |")
   lines += ["## Lip-sync, head motion, controls", "", head, "|" + "---|" * 14]
   for group, rows in report["rows"].items():
     for row, m in rows.items():
@@ -429,12 +438,17 @@ def markdown(report: dict) -> str:
           f"| {group} | {row} | {m['clips']} | {_fmt(m.get('sync_c'))} | {_fmt(m.get('sync_d'))} "
           f"| {_fmt(m.get('in_sync'), 2)} | {_fmt(m.get('mouth_r'))}{lag} | {_fmt(m.get('capp'))} "
           f"| {_fmt(m.get('delta_p'), 2)} | {_fmt(m.get('pose_jitter'), 2)} "
-          f"| {_fmt(m.get('identity'))} | {_fmt(m.get('gaze_err_deg'), 1)} "
+          f"| {_fmt(m.get('identity_dist'))} | {_fmt(m.get('gaze_err_deg'), 1)} "
           f"| {_fmt(m.get('distance_err'), 3)} | {_fmt(m.get('emotion_ok'), 2)} |")
-  lines += ["", "## Self-reenactment (stage 1)", "", "| set | clips | PSNR dB | SSIM |",
-            "|---|---|---|---|"]
+  lines += ["", "## Self-reenactment (stage 1)", "",
+            "| set | clips | PSNR dB | SSIM | face PSNR dB | face SSIM | mouth L1 | eye L1 |",
+            "|---|---|---|---|---|---|---|---|"]
   for group, r in report.get("reenactment", {}).items():
-    lines.append(f"| {group} | {r['clips']} | {_fmt(r['psnr'], 2)} | {_fmt(r['ssim'], 3)} |")
+    lines.append(f"| {group} | {r['clips']} | {_fmt(r['psnr'], 2)} | {_fmt(r['ssim'], 3)} "
+                 f"| {_fmt(r.get('psnr_face'), 2)} | {_fmt(r.get('ssim_face'), 3)} "
+                 f"| {_fmt(r.get('mouth_l1'), 2)} | {_fmt(r.get('eye_l1'), 2)} |")
+  if not report.get("reenactment"):
+    lines.append("| (none: no geometry motion dataset, see --reenact) | | | | | | | |")
   lines += [""]
   for name, title in (("mouth_vs_audio.svg", "Mouth opening vs audio energy"),
                       ("pose_traces.svg", "Head pose traces"),
@@ -464,22 +478,34 @@ def _evaluator_summaries() -> dict:
   return out
 
 
+def resolved(animator, setting: Setting) -> Setting:
+  """The setting with the bundle's sampler defaults filled in (what was actually sampled)."""
+  d = animator.engine.sampler
+  return dataclasses.replace(
+      setting, cfg_audio=d.cfg_audio if setting.cfg_audio is None else float(setting.cfg_audio),
+      cfg_gaze=d.cfg_gaze if setting.cfg_gaze is None else float(setting.cfg_gaze),
+      steps=d.steps if setting.steps is None else int(setting.steps))
+
+
 def run(animator, clips_by_group: dict[str, list[Clip]], *, settings: Sequence[Setting],
         out_dir: str, ev: Evaluators | None = None, seed: int = 0, reenact_frames: int = 8,
-        progress=None) -> dict:
+        reenactment: dict | None = None, progress=None) -> dict:
   """Measures every clip (real, shifted, mismatched) and every generation setting; writes the
-  JSON, the markdown and the plots into out_dir; returns the report dict."""
+  JSON, the markdown and the plots into out_dir; returns the report dict. reenactment: the
+  self-reenactment rows of a geometry bundle (`geometry_reenactment`), by set name; a
+  learned-flow bundle measures its own on the clips."""
   import jax
 
   from vasa_jax.eval import reenact
   from vasa_jax.media import atomic_output
   ev = ev or load_evaluators(animator)
+  settings = [resolved(animator, st) for st in settings]
   rows: dict[str, dict] = {}
   per_clip: dict[str, dict] = {}
   traces: dict[str, Any] = {}
   curves: dict[str, list] = {}
   gen_s, video_s = 0.0, 0.0
-  reen = {}
+  reen = dict(reenactment or {})
   for group, clips in clips_by_group.items():
     if not clips:
       continue
@@ -514,7 +540,7 @@ def run(animator, clips_by_group: dict[str, list[Clip]], *, settings: Sequence[S
         progress(group, i + 1, len(clips))
     rows[group] = {row: summarize(ms) for row, ms in acc.items()}
     src = [c.record for c in clips if c.record is not None]
-    if src:
+    if src and getattr(animator.engine, "face_model", None) is not None:
       r = reenact.self_reenactment(animator.engine.face_model, animator.engine.fl_params, src,
                                    frames_per_clip=reenact_frames)
       reen[group] = {"psnr": r["psnr"], "ssim": r["ssim"], "clips": r["clips"],
@@ -547,6 +573,24 @@ def run(animator, clips_by_group: dict[str, list[Clip]], *, settings: Sequence[S
   return report
 
 
+def geometry_reenactment(animator, dataset: str, *, data_dir: str | None, max_clips: int,
+                         embedder=None) -> dict:
+  """{dataset: self-reenactment means} of a geometry bundle on the held-out clips of a geometry
+  motion dataset (NAME:SPLIT), measured by vasa_jax/eval/geo_reenact.py (the same figures as
+  `vasa-jax eval reenact`). FileNotFoundError when the dataset is not there."""
+  from vasa_jax import config_utils
+  from vasa_jax.data import geometry_pairs
+  from vasa_jax.eval import geo_reenact, reenact
+  name, split = reenact._parse_dataset(dataset)
+  data_dir = data_dir or config_utils.DEFAULT_DATA_DIR
+  geo = reenact._open_dataset(name, split, data_dir)
+  clips = geometry_pairs.GeometryClips(geo, data_dir)
+  r = geo_reenact.evaluate(animator, geo, clips, max_clips=max_clips, embedder=embedder)
+  keys = ("psnr", "ssim", "psnr_face", "ssim_face", "mouth_l1", "eye_l1", "mouth_gain",
+          "baseline_psnr_face", "baseline_mouth_l1")
+  return {dataset: {"clips": r["clips"], **{k: r["mean"].get(k) for k in keys}}}
+
+
 def _display_path(path: str) -> str:
   """A path relative to the working directory when it lies under it (portable reports)."""
   rel = os.path.relpath(os.path.abspath(path))
@@ -577,9 +621,12 @@ def _parser() -> argparse.ArgumentParser:
                  help="held-out synthetic identities, NAME:SPLIT ('' to skip)")
   p.add_argument("--max-clips", type=int, default=12, help="clips per set")
   p.add_argument("--max-seconds", type=float, default=6.0, help="first seconds of each clip")
-  p.add_argument("--steps", type=int, default=25)
-  p.add_argument("--cfg-audio", type=float, default=0.5)
-  p.add_argument("--cfg-gaze", type=float, default=1.0)
+  p.add_argument("--steps", type=int, default=None, help="default: the bundle's")
+  p.add_argument("--cfg-audio", type=float, default=None, help="default: the bundle's")
+  p.add_argument("--cfg-gaze", type=float, default=None, help="default: the bundle's")
+  p.add_argument("--reenact", default="motion_latents/geo:test",
+                 help="geometry motion dataset NAME:SPLIT for the self-reenactment rows of a "
+                      "geometry bundle (vasa_jax/eval/geo_reenact.py; '' to skip)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--ablate-cfg-audio", default="", help="extra rows: comma-separated CFG scales")
   p.add_argument("--ablate-steps", default="", help="extra rows: comma-separated step counts")
@@ -634,8 +681,15 @@ def main(argv=None) -> int:
   def progress(group, i, n):     # one line per group, on a terminal only
     bars.setdefault(group, Bar(n, f"{group} clips"))(i, n)
 
+  reen = None
+  if animator.kind == "geometry" and args.reenact:
+    try:
+      reen = geometry_reenactment(animator, args.reenact, data_dir=args.data_dir,
+                                  max_clips=args.max_clips)
+    except (FileNotFoundError, ValueError) as e:
+      log.warning("self-reenactment skipped (%s): %s", args.reenact, str(e).splitlines()[0])
   report = run(animator, groups, settings=settings_from_args(args), out_dir=args.out, ev=ev,
-               seed=args.seed, progress=progress)
+               seed=args.seed, reenactment=reen, progress=progress)
   print(json.dumps({"out": os.path.abspath(args.out), "rows": report["rows"],
                     "reenactment": report["reenactment"], "timing": report["timing"]},
                    indent=1, default=_json_default))
