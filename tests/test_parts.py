@@ -162,6 +162,33 @@ def test_a_portrait_showing_teeth_is_its_own_donor(bank, basis, real_dir):
   assert ref.donor == -1 and ref.entries == 1
 
 
+def test_a_soft_donor_is_not_chosen(bank):
+  """A donor whose mouths are blurred (filmed small or out of focus) scores a lower detail than
+  the same mouths sharp, and is left out of the good donors; the build stores the figure."""
+  import cv2
+  n = len(bank)
+  soft = [cv2.GaussianBlur(bank.mouth_patch(i), (0, 0), 2.0) for i in range(n)]
+  blobs = [bytes(bank.mouth_jpeg[bank.mouth_offsets[i]:bank.mouth_offsets[i + 1]])
+           for i in range(n)] + [banks._jpeg(p) for p in soft]
+  mj, mo = banks._pack(blobs)
+  d0 = dict(bank.donors[0])
+  d1 = {k: v for k, v in d0.items() if k != "mouth_detail"}
+  d1["name"] = "aoc_soft"
+  two = dataclasses.replace(
+      bank, donors=[d0, d1], mouth_jpeg=mj, mouth_offsets=mo,
+      mouth_donor=np.r_[bank.mouth_donor, np.ones(n, bank.mouth_donor.dtype)],
+      mouth_order=np.r_[bank.mouth_order, bank.mouth_order],
+      mouth_contour=np.concatenate([bank.mouth_contour] * 2),
+      mouth_desc=np.concatenate([bank.mouth_desc] * 2),
+      mouth_teeth=np.concatenate([bank.mouth_teeth] * 2),
+      mouth_dark=np.concatenate([bank.mouth_dark] * 2))
+  assert "mouth_detail" in bank.donors[0]
+  sharp = two.mouth_detail(0)
+  assert sharp == pytest.approx(bank.donors[0]["mouth_detail"])
+  assert two.mouth_detail(1) < 0.9 * sharp
+  assert two.good_donors() == [0]
+
+
 def test_closed_lid_exemplars_are_decoded_once_per_bank(bank, photo, face):
   """A second portrait reuses the bank's decoded lids, and gets what a fresh bank would give."""
   pts = np.asarray(face.points, np.float64)

@@ -469,10 +469,31 @@ class PartBank:
     return bank
 
   # -- per video
+  def mouth_detail(self, donor: int) -> float:
+    """How crisp a donor's mouths are: the median over its entries of the mean gradient of
+    luma inside the opening, over its cheeks' lightness, in entry pixels (one scale for every
+    donor, so a donor filmed small or blurred scores low). Computed once per donor."""
+    if "mouth_detail" in self.donors[donor]:
+      return float(self.donors[donor]["mouth_detail"])
+    cache = self._cache.setdefault("detail", {})
+    if donor not in cache:
+      vals = []
+      ref = max(float(self.donors[donor]["skin_lab"][0]) / 255.0, 1e-3)
+      for i in np.flatnonzero(self.mouth_donor == donor):
+        y = _luma(self.mouth_patch(i).astype(np.float32) / 255.0)
+        inside = polygon_mask(self.mouth_contour[i], y.shape) > 0.5
+        inside = cv2.erode(inside.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        if inside.sum() >= 20:
+          gy, gx = np.gradient(y)
+          vals.append(float(np.hypot(gx, gy)[inside].mean()) / ref)
+      cache[donor] = float(np.median(vals)) if vals else 0.0
+    return cache[donor]
+
   def good_donors(self) -> list[int]:
     """Donors fit to serve a video: a face large enough in their clips (`GOOD_DONOR` iod_px),
-    enough mouth entries, and mouths that show both teeth and a dark cavity on average (all
-    donors if none qualifies)."""
+    enough mouth entries, mouths that show both teeth and a dark cavity on average, and of
+    those the ones whose mouths are at least as crisp as their average (`mouth_detail`: a soft
+    donor gives soft teeth on every portrait it serves). All donors if none qualifies."""
     out = []
     for k, d in enumerate(self.donors):
       m = self.mouth_donor == k
@@ -480,6 +501,10 @@ class PartBank:
           and self.mouth_teeth[m].mean() >= GOOD_DONOR["teeth"]
           and self.mouth_dark[m].mean() >= GOOD_DONOR["dark"]):
         out.append(k)
+    if len(out) > 1:
+      detail = {k: self.mouth_detail(k) for k in out}
+      mean = float(np.mean(list(detail.values())))
+      out = [k for k in out if detail[k] >= mean]
     return out or [k for k in range(len(self.donors)) if (self.mouth_donor == k).any()]
 
   def choose_donor(self, crop: np.ndarray, points: np.ndarray) -> int:
@@ -956,10 +981,13 @@ def build(videos: Iterable[dict], template: np.ndarray, *, mouth_per_donor: int 
     raise BankError("no clip gave a usable donor")
   mj, mo = _pack(m_blobs)
   lj, lo = _pack(l_blobs) if l_blobs else (np.zeros(0, np.uint8), np.zeros(1, np.int64))
-  return PartBank(
+  bank = PartBank(
       donors=donors, mouth_jpeg=mj, mouth_offsets=mo,
       mouth_donor=np.asarray(m_donor, np.int32), mouth_order=np.asarray(m_order, np.int64),
       mouth_contour=np.asarray(m_cont, np.float32), mouth_desc=np.asarray(m_desc, np.float32),
       mouth_teeth=np.asarray(m_teeth, np.float32), mouth_dark=np.asarray(m_dark, np.float32),
       lid_jpeg=lj, lid_offsets=lo, lid_donor=np.asarray(l_donor, np.int32),
       lid_contour=np.asarray(l_cont, np.float32).reshape(-1, 16, 2))
+  for k, d in enumerate(bank.donors):      # stored, so that loading a bank measures nothing
+    d["mouth_detail"] = bank.mouth_detail(k)
+  return bank
