@@ -336,6 +336,8 @@ def test_pixel_rotation_reads_a_turning_head_and_not_a_talking_one(basis, photo,
   read = np.degrees(ang[:, 0] - ang[0, 0])
   assert tracked > 0.8
   assert abs(read.std() / np.degrees(yaw).std() - 1.0) < 0.2, (read.std(), np.degrees(yaw).std())
+  # ... and the same way round: a turn to one side is not read as a turn to the other
+  assert np.corrcoef(read, np.degrees(yaw))[0, 1] > 0.9
   assert abs(np.corrcoef(read, yaw)[0, 1]) > 0.95
   # the mouth opens and closes, the head stays: under 0.1 degrees
   j = int(np.argmax(np.abs(basis.exp_basis[:, 14, 1] - basis.exp_basis[:, 13, 1])))

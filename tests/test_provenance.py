@@ -72,9 +72,17 @@ def test_embed_is_invisible_and_detected_in_raw_frames(clip):
   assert not provenance.detect(clip).present
 
 
-def test_cannot_be_turned_off(clip):
-  with pytest.raises(ValueError):
+def test_cannot_be_turned_off(clip, tmp_path):
+  with pytest.raises(ValueError, match="cannot be turned off"):
     provenance.embed(clip[:1], strength=0.0)
+  with pytest.raises(ValueError, match="cannot be turned off"):
+    provenance.embed(clip[:1], strength=provenance.MIN_STRENGTH * 0.5)
+  # write_watermarked_video has no switch either, and writes nothing when asked for one
+  path = tmp_path / "x.mp4"
+  for off in ({"strength": 0.0}, {"watermark": False}):
+    with pytest.raises(TypeError):
+      provenance.write_watermarked_video(str(path), clip[:2], fps=25, **off)
+    assert not path.exists()
 
 
 def test_survives_h264_reencode_and_resize(files):

@@ -2,6 +2,7 @@
 gradio_client (a real client, over HTTP and the queue's event stream)."""
 
 import concurrent.futures
+import contextlib
 import os
 import pathlib
 import re
@@ -31,8 +32,8 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@contextlib.contextmanager
+def _serving(tmp_path_factory):
   port = _free_port()
   log = tmp_path_factory.mktemp("serve") / "stderr.txt"
   env = dict(os.environ, XLA_FLAGS="", PYTHONUNBUFFERED="1")
@@ -51,6 +52,12 @@ def server(tmp_path_factory):
     if proc.poll() is None:
       proc.send_signal(signal.SIGTERM)
       proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+  with _serving(tmp_path_factory) as s:
+    yield s
 
 
 def _args(image, audio, *, steps=4, seed=0):
@@ -172,12 +179,13 @@ def test_page_samples_with_the_bundles_tuned_guidance(server):
   assert values["CFG gaze"] == pytest.approx(want.cfg_gaze)
 
 
-def test_sigterm_removes_the_work_folder(server):
-  # Last in the module: stops the shared server.
-  assert server["workdir"].is_dir()
-  server["proc"].send_signal(signal.SIGTERM)
-  assert server["proc"].wait(timeout=60) == 0
-  assert not server["workdir"].exists()
+def test_sigterm_removes_the_work_folder(tmp_path_factory):
+  # A server of its own: the shared one keeps serving whatever order the tests run in.
+  with _serving(tmp_path_factory) as server:
+    assert server["workdir"].is_dir()
+    server["proc"].send_signal(signal.SIGTERM)
+    assert server["proc"].wait(timeout=60) == 0
+    assert not server["workdir"].exists()
   # Nothing was written into the package itself (Gradio writes .pyi stubs for subclasses).
   assert not list((REPO / "vasa_jax").rglob("*.pyi"))
 

@@ -207,9 +207,9 @@ def markdown(rep: dict) -> str:
   lines += [f"| {k} | {v} |" for k, v in rep["passes"].items()]
   lines += ["", f"Head-rotation spread from the pixels: {f(rep.get('rot_std_px_free'), 2)} deg "
                 f"free, {f(rep.get('rot_std_px_still'), 2)} deg with --head-motion 0 (from the "
-                f"face mesh: {f(rep['rot_std_free'], 2)} and {f(rep['rot_std_still'], 2)}; the "
-                "mesh reads about 0.6 deg on a talking face whose upper face is still, "
-                "docs/motion_eval/still_head.md).", ""]
+                f"face mesh: {f(rep['rot_std_free'], 2)} and {f(rep['rot_std_still'], 2)}; what "
+                "each reader gives a talking face whose upper face is still is measured by "
+                "tools/still_head.py, docs/motion_eval/still_head.md).", ""]
   sync = sync_summary(rep)
   track = [r["runs"][k].get("mouth_vs_free_r") for r in rep["per_portrait"]
            for k in ("emotion happy", "emotion sad") if k in r["runs"]]

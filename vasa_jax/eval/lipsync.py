@@ -1,7 +1,7 @@
 """Stage-2 lip-sync of sampled motion on held-out clips with a ground-truth mouth track.
 
     vasa-jax eval lipsync --checkpoint BUNDLE --dataset motion_latents/demo:test \
-        --data-dir DIR [--max-clips 32] [--steps 25] [--cfg-audio 0.5] [--out docs/stage2_eval]
+        --data-dir DIR [--max-clips 32] [--steps N] [--cfg-audio X] [--out docs/stage2_eval]
 
 The motion latents are not mouth measurements, so a linear read-out ("mouth probe") is fitted
 first: ridge regression from the stage-1 motion latent m_t = [z_pose, z_dyn] to the synthetic
@@ -97,11 +97,15 @@ def _records(name: str, split: str, data_dir: str | None, limit: int | None):
 
 
 def evaluate(animator, dataset: str, *, data_dir: str | None = None, split: str = "test",
-             max_clips: int = 32, probe_clips: int = 300, steps: int = 25,
-             cfg_audio: float = 0.5, seed: int = 0) -> dict:
+             max_clips: int = 32, probe_clips: int = 300, steps: int | None = None,
+             cfg_audio: float | None = None, seed: int = 0) -> dict:
+  """steps / cfg_audio None: the bundle's own sampler defaults (recorded as used)."""
   from vasa_jax import animate as an
   from vasa_jax.data import records
   t0 = time.perf_counter()
+  defaults = animator.engine.sampler
+  steps = defaults.steps if steps is None else int(steps)
+  cfg_audio = defaults.cfg_audio if cfg_audio is None else float(cfg_audio)
   train = _records(dataset, "train", data_dir, probe_clips)
   if not train:
     raise ValueError(f"{dataset}: no train clips with a mouth track to fit the probe on")
@@ -165,8 +169,8 @@ def _parser():
   p.add_argument("--data-dir", default=None)
   p.add_argument("--max-clips", type=int, default=32)
   p.add_argument("--probe-clips", type=int, default=300)
-  p.add_argument("--steps", type=int, default=25)
-  p.add_argument("--cfg-audio", type=float, default=0.5)
+  p.add_argument("--steps", type=int, default=None, help="default: the bundle's")
+  p.add_argument("--cfg-audio", type=float, default=None, help="default: the bundle's")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--out", default="docs/stage2_eval")
   return p
