@@ -290,6 +290,6 @@ def test_crop_square_pads_and_resizes():
   frame = np.full((100, 120, 3), 7, np.uint8)
   out = video.crop_square(frame, (-20, -20, 60), 32)
   assert out.shape == (32, 32, 3) and (out == 7).all()  # edge padding keeps the border colour
-  assert video._crop_box(np.array([60.0, 50.0]), 40, 1.8, 0.0, 120, 100) == (24, 14, 72)
+  assert video.crop_box_at(np.array([60.0, 50.0]), 40, 1.8, 0.0, 120, 100) == (24, 14, 72)
   # crop bigger than the frame but the face keeps a margin: shrink to the largest fitting square
-  assert video._crop_box(np.array([60.0, 50.0]), 70, 1.8, 0.0, 120, 100) == (10, 0, 100)
+  assert video.crop_box_at(np.array([60.0, 50.0]), 70, 1.8, 0.0, 120, 100) == (10, 0, 100)

@@ -132,6 +132,22 @@ def test_reenactment_follows_the_driver(anim, driver_video, tmp_path):
   assert provenance.verify(out)[0].present
 
 
+def test_one_reenactor_frames_each_driver_by_its_own_size(anim, driver_video, tmp_path):
+  """A Reenactor used for a second, differently sized driving video crops it by its own size
+  (nothing of the first video's is kept)."""
+  import cv2
+  frames = media.read_video(driver_video, fps=None)
+  wide = [cv2.copyMakeBorder(f, 40, 40, 160, 0, cv2.BORDER_REPLICATE) for f in frames[:8]]
+  path = str(tmp_path / "wide.mp4")
+  media.write_video(path, wide, fps=25)
+  portrait = anim.prepare_portrait(PORTRAIT, crop_only=True)
+  used = an.Reenactor(anim)
+  list(used.stream(portrait, driver_video))
+  again = np.concatenate(list(used.stream(portrait, path)))
+  fresh = np.concatenate(list(an.Reenactor(anim).stream(portrait, path)))
+  np.testing.assert_array_equal(again, fresh)
+
+
 def _cli(*args):
   return subprocess.run([sys.executable, "-m", "vasa_jax", *args], capture_output=True, text=True,
                         cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"})

@@ -342,13 +342,21 @@ class Reenactor:
     box = ref = last = None
     batch: list = []
     found = total = 0
-    for g in anim.mesh.track(frames):
+    shape: list = []           # (width, height) of the driving frames
+
+    def seen(it):
+      for f in it:
+        if not shape:
+          shape.append((f.shape[1], f.shape[0]))
+        yield f
+
+    for g in anim.mesh.track(seen(frames)):
       total += 1
       if g is not None:
         found += 1
         if box is None:
           b = g.box if g.box is not None else _box_from_points(g.points)
-          box = crop_box(b, *self._shape)
+          box = crop_box(b, *shape[0])
         x0, y0, side = box
         pts = g.points.copy()
         pts[:, :2] -= (x0, y0)
@@ -370,8 +378,6 @@ class Reenactor:
     if ref is None:
       raise AnimateError("no face found in the driving video")
 
-  _shape = None      # (width, height) of the driving frames, set by `stream`
-
   def stream(self, image, video: str, *, crop_only: bool = False, stats: dict | None = None,
              max_seconds: float | None = None) -> Iterator[np.ndarray]:
     from vasa_jax import media
@@ -388,8 +394,6 @@ class Reenactor:
         if i >= limit:
           raise AnimateError(f"the driving video is longer than the limit of "
                              f"{limit / FPS:.0f} s (max_seconds / --max-seconds)")
-        if self._shape is None:
-          self._shape = (f.shape[1], f.shape[0])
         yield f
 
     info = stats if stats is not None else {}

@@ -68,11 +68,11 @@ class FaceTools:
 def crop_box(face_box, width: int, height: int, *, scale: float = CROP_SCALE,
              shift_up: float = CROP_SHIFT_UP) -> tuple[int, int, int]:
   """(x0, y0, side) of the training-style square crop around a BlazeFace box."""
-  from vasa_jax.data.video import _crop_box
+  from vasa_jax.data.video import crop_box_at
   x0, y0, x1, y1 = [float(v) for v in face_box]
   side = max(x1 - x0, y1 - y0)
   c = np.array([(x0 + x1) / 2, (y0 + y1) / 2], np.float32)
-  return _crop_box(c, side, scale, shift_up, width, height)
+  return crop_box_at(c, side, scale, shift_up, width, height)
 
 
 def _resized(img: np.ndarray, scale: float, even: bool = False) -> np.ndarray:

@@ -29,12 +29,10 @@ import grain.python as grain
 import numpy as np
 
 from vasa_jax.data import records
+from vasa_jax.data.records import text as _text  # noqa: E402
 
 __all__ = ["GeometryClips", "PairTransform", "pair_loader", "make_example"]
 
-
-def _text(x) -> str:
-  return x.decode() if isinstance(x, bytes) else str(x)
 
 
 class GeometryClips(grain.RandomAccessDataSource):

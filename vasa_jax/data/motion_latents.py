@@ -47,6 +47,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from vasa_jax.data import records
+from vasa_jax.data.records import text as _text  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -414,9 +415,6 @@ def encode_stream(items: Iterable[tuple[object, np.ndarray]], encode, batch: int
     dispatch()
   yield from ready(final=True)
 
-
-def _text(x) -> str:
-  return x.decode() if isinstance(x, bytes) else str(x)
 
 
 NAMED_DYN = ("mouth_open", "mouth_wide", "mouth_round", "blink")

@@ -84,6 +84,13 @@ def is_test_number(n: int, test_fraction: float) -> bool:
   return ((n * 0.6180339887498949) % 1.0) < test_fraction
 
 
+def text(v) -> str:
+  """A string field of a record as str: bytes / np.bytes_ (also inside a 0-d array) decoded
+  as UTF-8, anything else through str()."""
+  v = v.item() if isinstance(v, np.ndarray) else v
+  return v.decode("utf-8", "replace") if isinstance(v, (bytes, np.bytes_)) else str(v)
+
+
 def encode_jpeg(frame: np.ndarray, quality: int = 92) -> bytes:
   import cv2
   ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(frame[..., ::-1]),

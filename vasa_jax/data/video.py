@@ -495,8 +495,11 @@ def _segment(obs: list[_Obs], *, max_gap: int, move_tol: float, scale_tol: float
   return runs
 
 
-def _crop_box(c: np.ndarray, face_side: float, crop_scale: float, shift_up: float,
-              w: int, h: int, min_fit_scale: float = 1.4) -> tuple[int, int, int]:
+def crop_box_at(c: np.ndarray, face_side: float, crop_scale: float, shift_up: float,
+                w: int, h: int, min_fit_scale: float = 1.4) -> tuple[int, int, int]:
+  """(x0, y0, side) of the square crop around a face centred at c (pixels) of side face_side
+  in a w x h frame: crop_scale x the face, moved up by shift_up x the crop (the training-style
+  crop; portrait.crop_box uses it for a photo)."""
   side = max(int(round(face_side * crop_scale)), 8)
   # Sources that are already face crops (LRS2 160 px, 256 px HDTF crops...): rather than pad,
   # take the largest square that fits while the face keeps a reasonable margin.
@@ -699,7 +702,7 @@ def _process(vf: VideoFile, *, size, clip_seconds, crop_scale, max_faces, skip, 
       # move_tol/scale_tol of the run's median, so the face stays well inside the crop)
       sub = [b for f, b in zip(run.frames, run.boxes) if s0 <= f < s0 + each] or run.boxes
       cc, cside = _Run([], sub).median()
-      plans.append((s0, s0 + each, _crop_box(cc, cside, crop_scale, shift_up, pr.width, pr.height)))
+      plans.append((s0, s0 + each, crop_box_at(cc, cside, crop_scale, shift_up, pr.width, pr.height)))
 
   # Silence per clip (speech may stop halfway).
   kept = []

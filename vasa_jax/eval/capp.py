@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 
 NAME = "capp"
 from vasa_jax.constants import SAMPLES_PER_FRAME  # noqa: E402
+from vasa_jax.data.records import text as _text  # noqa: E402
 DATASET = "motion_latents/demo"
 POSE_DIMS = 6
 MIRROR = np.array([-1, 1, -1, -1, 1, 1], np.float32)   # yaw, roll, tx change sign in a mirror
@@ -268,10 +269,6 @@ class Clip:
   clip_id: str
   identity: str = ""
 
-
-def _text(v) -> str:
-  v = v.item() if isinstance(v, np.ndarray) else v
-  return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
 
 
 def load_clips(data_dir: str, split: str, cfg: Config, dataset: str = DATASET) -> list[Clip]:

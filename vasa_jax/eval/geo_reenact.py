@@ -45,11 +45,10 @@ import time
 
 import numpy as np
 
+from vasa_jax.data.records import text as _text
+
 log = logging.getLogger(__name__)
 
-
-def _text(v) -> str:
-  return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def _box(points, size, grow=0.1, idx=None):
@@ -79,7 +78,7 @@ def _eye_boxes(points, size):
   return [_box(points, size, grow=0.35, idx=idx) for idx in (EYE_A_CONTOUR, EYE_B_CONTOUR)]
 
 
-def _closeups(true, out, points, side: int = 72):
+def closeup_tiles(true, out, points, side: int = 72):
   """[true mouth | output mouth] over [true eye | output eye] tiles (the true frame's boxes)."""
   import cv2
   from vasa_jax.geometry.flow import OUTER_LIPS
@@ -199,7 +198,7 @@ def evaluate(anim, geo_source, clip_index, *, max_clips=None, only="", out_dir=N
       g = _gap(pts)
       order = np.argsort(g[1:]) + 1
       pick = np.concatenate([order[:2], order[len(order) // 2:len(order) // 2 + 1], order[-3:]])
-      closeups.append(np.concatenate([_closeups(frames[i], out[i], pts[i]) for i in pick], 1))
+      closeups.append(np.concatenate([closeup_tiles(frames[i], out[i], pts[i]) for i in pick], 1))
     if progress is not None:
       progress(n + 1, len(picks))
   if not rows:

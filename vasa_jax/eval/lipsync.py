@@ -33,6 +33,8 @@ import time
 
 import numpy as np
 
+from vasa_jax.data.records import text as _text
+
 MAX_LAG = 5
 
 
@@ -58,10 +60,6 @@ def lagged_corr(pred: np.ndarray, gt: np.ndarray, max_lag: int = MAX_LAG) -> tup
         best = (c, lag)
   return best
 
-
-def _text(v) -> str:
-  v = v.item() if isinstance(v, np.ndarray) else v
-  return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
 
 
 class MouthProbe:

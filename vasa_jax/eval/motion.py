@@ -83,7 +83,9 @@ import time
 
 import numpy as np
 
-from vasa_jax.constants import FPS  # noqa: E402
+from vasa_jax.constants import FPS
+from vasa_jax.data.records import text as _text
+
 CONTROL_SECONDS = 4.0
 MOUTH = (13, 14)                  # inner upper / lower lip centre
 CORNERS = (61, 291)
@@ -91,9 +93,6 @@ LIP_CENTRE = (0, 17)
 BROWS = (105, 334, 107, 336, 66, 296)
 EYE_CORNERS = (33, 263)
 
-
-def _text(v) -> str:
-  return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def eye_corner_distance(points):
@@ -469,7 +468,7 @@ def _sheet(items, path):
   """items: [(real frames, generated frames, gen image-space points)] -> a PNG contact sheet:
   per clip 5 frames real over generated, then mouth and eye close-ups."""
   import cv2
-  from vasa_jax.eval.geo_reenact import _closeups
+  from vasa_jax.eval.geo_reenact import closeup_tiles
   blocks = []
   for real, gen, gp in items:
     n = min(len(real), len(gen))
@@ -480,7 +479,7 @@ def _sheet(items, path):
     order = np.argsort(gap)
     pick = np.concatenate([order[:2], order[len(order) // 2:len(order) // 2 + 1], order[-3:]])
     # close-ups of the generated frames (true = real frame at the same time, for reference)
-    cl = np.concatenate([_closeups(real[i], gen[i], gp[i]) for i in pick], 1)
+    cl = np.concatenate([closeup_tiles(real[i], gen[i], gp[i]) for i in pick], 1)
     cl = cv2.resize(cl, (5 * side, int(cl.shape[0] * 5 * side / cl.shape[1])))
     blocks.append(np.concatenate([row(real), row(gen), cl], 0))
   img = np.concatenate(blocks, 0)

@@ -57,6 +57,7 @@ SSIM_RANGE = "[0, 1]"
 
 
 from vasa_jax.train.common import CheckpointNotFoundError  # noqa: E402  (re-exported)
+from vasa_jax.data.records import text as _text  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -166,9 +167,6 @@ def _pad(x, n: int):
     return x
   return np.concatenate([x, np.repeat(x[-1:], n - x.shape[0], axis=0)], axis=0)
 
-
-def _text(v) -> str:
-  return v.decode() if isinstance(v, (bytes, np.bytes_)) else str(v)
 
 
 # ----------------------------------------------------------------------------- jitted calls

@@ -68,6 +68,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 from vasa_jax.constants import FPS, SAMPLES_PER_FRAME as SPF  # noqa: E402
+from vasa_jax.data.records import text as _text  # noqa: E402
 SHIFT_FRAMES = 10
 MAX_LAG = 5
 
@@ -218,9 +219,6 @@ class Clip:
   controls: dict      # {"gaze": rad [2] | None, "distance": m | None, "emotion": int | None}
   record: Any = None  # the dataset record (for self-reenactment)
 
-
-def _text(v) -> str:
-  return v.decode() if isinstance(v, (bytes, np.bytes_)) else str(v)
 
 
 def load_clips(dataset: str, group: str, *, data_dir: str | None, max_clips: int,

@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 
 NAME = "syncnet"
 from vasa_jax.constants import FPS, SAMPLES_PER_FRAME  # noqa: E402
+from vasa_jax.data.records import text as _text  # noqa: E402
 REAL_DATASET = "talking_face_videos/r256"
 SYNTH_DATASET = "synthetic_talking_heads/r256_n1000"
 
@@ -313,10 +314,6 @@ class ClipSet:
   def lengths(self) -> np.ndarray:
     return np.diff(self.starts)
 
-
-def _text(v) -> str:
-  v = v.item() if isinstance(v, np.ndarray) else v
-  return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
 
 
 def extract(name: str, split: str, data_dir: str, cfg: Config, *, max_clips: int = 0,
