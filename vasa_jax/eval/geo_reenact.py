@@ -46,6 +46,7 @@ import time
 import numpy as np
 
 from vasa_jax.data.records import text as _text
+from vasa_jax.eval.motion import mouth_gap
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +66,6 @@ def _mouth_box(points, size):
   from vasa_jax.geometry.flow import OUTER_LIPS
   x0, y0, x1, y1 = _box(points, size, grow=0.25, idx=OUTER_LIPS)
   return x0, y0, max(x1, x0 + 8), max(y1, y0 + 8)
-
-
-def _gap(points):
-  p = np.asarray(points)
-  iod = np.linalg.norm(p[..., 263, :2] - p[..., 33, :2], axis=-1)
-  return (p[..., 14, 1] - p[..., 13, 1]) / iod
 
 
 def _eye_boxes(points, size):
@@ -135,14 +130,14 @@ def clip_metrics(frames, true_pts, out, out_pts, embedder=None, id_stride: int =
   m.update({f"baseline_{k}": float(np.mean(v)) for k, v in base.items()})
   if warp is not None:
     m.update({f"warp_{k}": float(np.mean(v)) for k, v in plain.items() if k != "landmark_dist"})
-  g_true, g_out = _gap(true_pts), _gap(out_pts)
+  g_true, g_out = mouth_gap(true_pts), mouth_gap(out_pts)
   m["mouth_std"] = float(g_true.std())
   moving = g_true.std() > 0.01 and g_out.std() > 1e-6
   m["mouth_r"] = float(np.corrcoef(g_true, g_out)[0, 1]) if moving else None
   m["mouth_gain"] = (float(np.cov(g_true, g_out)[0, 1] / g_true.var(ddof=1)) if moving
                      else None)
   if asked_pts is not None:
-    g_ask = _gap(asked_pts)
+    g_ask = mouth_gap(asked_pts)
     m["render_gain"] = (float(np.cov(g_ask, g_out)[0, 1] / g_ask.var(ddof=1)) if moving
                         and g_ask.std() > 1e-6 else None)
     m["asked_gain"] = (float(np.cov(g_true, g_ask)[0, 1] / g_true.var(ddof=1)) if moving
@@ -195,7 +190,7 @@ def evaluate(anim, geo_source, clip_index, *, max_clips=None, only="", out_dir=N
       k = [t // 4, t // 2, 3 * t // 4]
       sheet.append((frames[k], out[k]))
       # mouth and eye close-ups of the 6 frames whose true mouth is the most / least open
-      g = _gap(pts)
+      g = mouth_gap(pts)
       order = np.argsort(g[1:]) + 1
       pick = np.concatenate([order[:2], order[len(order) // 2:len(order) // 2 + 1], order[-3:]])
       closeups.append(np.concatenate([closeup_tiles(frames[i], out[i], pts[i]) for i in pick], 1))
