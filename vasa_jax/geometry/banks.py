@@ -41,6 +41,7 @@ import cv2
 import numpy as np
 
 from vasa_jax.geometry import codes as codes_lib
+from vasa_jax.geometry.flow import INNER_LIPS
 from vasa_jax.geometry.landmarks import EYE_A_RING, EYE_B_RING
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,7 @@ FORMAT = "vasa-jax-part-bank"
 VERSION = 1
 
 # Inner-lip contour: upper lip corner to corner (11 points), then the lower lip back (9).
-INNER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308,
-         324, 318, 402, 317, 14, 87, 178, 88, 95)
+INNER = INNER_LIPS
 UPPER_MID = (1, 2, 3, 4, 5, 6, 7, 8, 9)      # contour indices of the upper lip between corners
 LOWER_MID = (11, 12, 13, 14, 15, 16, 17, 18, 19)
 CHEEKS = (50, 280, 101, 330, 36, 266)

@@ -33,7 +33,7 @@ CHEEKS = (50, 280, 205, 425)
 BROW_INNER = (107, 55, 336, 285, 66, 296)
 BROW_OUTER = (70, 46, 300, 276, 63, 293)
 BROW_ALL = BROW_INNER + BROW_OUTER + (105, 52, 65, 334, 282, 295, 53, 283)
-INNER_LIPS = (13, 14)   # upper / lower inner lip centre
+LIP_CENTRES = (13, 14)  # upper / lower inner lip centre
 JAW = (152, 148, 377, 176, 400, 149, 378, 18, 200, 175)
 FALLOFF = 0.07      # template units: the Gaussian radius a control point's pull spreads over
 
@@ -91,4 +91,4 @@ def inner_gap_direction(basis) -> np.ndarray:
   """[exp_dim]: the inner-lip gap change (lower minus upper inner lip centre, template units,
   +: parted) per unit of each expression coefficient."""
   e = np.asarray(basis.exp_basis, np.float64)
-  return e[:, INNER_LIPS[1], 1] - e[:, INNER_LIPS[0], 1]
+  return e[:, LIP_CENTRES[1], 1] - e[:, LIP_CENTRES[0], 1]
