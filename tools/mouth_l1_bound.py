@@ -38,7 +38,6 @@ sys.path.insert(0, ROOT)
 def main(argv=None) -> int:
   import cv2
 
-  from vasa_jax.data import records
   from vasa_jax.eval import geo_reenact as G
   from vasa_jax.geometry import banks
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -47,16 +46,13 @@ def main(argv=None) -> int:
   p.add_argument("--out", default=None, help="folder for mouth_l1_bound.json")
   args = p.parse_args(argv)
   anim, geo, clips = G.open_clips(args)
-  picks = [i for i in range(len(geo)) if G._text(geo[i]["dataset"]).startswith(args.only)]
-  picks = picks[:args.max_clips]
+  picks = G.picks(geo, args.only, args.max_clips)
   comp, bsz = anim._composite, anim.render_batch
   per_clip: dict = {}
   for n, i in enumerate(picks):
     rec = clips[i]
-    t = int(rec["num_frames"])
-    frames = np.stack([records.decode_jpeg(bytes(f)) for f in rec["frames"]])
-    pts = np.asarray(rec["landmarks"], np.float32).reshape(t, -1, 3)
-    motion = np.asarray(rec["motion"], np.float32)
+    frames, pts, motion = G.clip_arrays(rec)
+    t = len(frames)
     portrait = anim.portrait_from_landmarks(frames[0], pts[0])
     out = np.concatenate(list(anim.render_motion(portrait, motion)))
     portrait.parts.reset()

@@ -153,25 +153,37 @@ def clip_metrics(frames, true_pts, out, out_pts, embedder=None, id_stride: int =
   return m
 
 
+def picks(geo_source, only: str = "", max_clips: int | None = None) -> list[int]:
+  """Indices of the clips `evaluate` measures: those of datasets whose name starts with
+  `only`, the first max_clips of them."""
+  out = [i for i in range(len(geo_source)) if _text(geo_source[i]["dataset"]).startswith(only)]
+  return out[:max_clips] if max_clips else out
+
+
+def clip_arrays(rec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(frames uint8 [T, S, S, 3], landmarks [T, 478, 3], motion [T, D]) of a GeometryClips
+  record."""
+  from vasa_jax.data import records
+  t = int(rec["num_frames"])
+  frames = np.stack([records.decode_jpeg(bytes(f)) for f in rec["frames"]])
+  pts = np.asarray(rec["landmarks"], np.float32).reshape(t, -1, 3)
+  return frames, pts, np.asarray(rec["motion"], np.float32)
+
+
 def evaluate(anim, geo_source, clip_index, *, max_clips=None, only="", out_dir=None,
              embedder=None, progress=None) -> dict:
   """anim: a geometry Animator; geo_source: a geometry motion_latents split (with landmarks);
   clip_index: vasa_jax.data.geometry_pairs.GeometryClips over it, without repeats (for the
   frames)."""
-  from vasa_jax.data import records
   from vasa_jax.geometry import landmarks as lm
   mesh = lm.FaceMesh()
   rows, sheet, closeups = [], [], []
-  picks = [i for i in range(len(geo_source)) if _text(geo_source[i]["dataset"]).startswith(only)]
-  if max_clips:
-    picks = picks[:max_clips]
+  chosen = picks(geo_source, only, max_clips)
   t0 = time.perf_counter()
-  for n, i in enumerate(picks):
+  for n, i in enumerate(chosen):
     rec = clip_index[i]
     t = int(rec["num_frames"])
-    frames = np.stack([records.decode_jpeg(bytes(f)) for f in rec["frames"]])
-    pts = np.asarray(rec["landmarks"], np.float32).reshape(t, -1, 3)
-    motion = np.asarray(rec["motion"], np.float32)
+    frames, pts, motion = clip_arrays(rec)
     portrait = anim.portrait_from_landmarks(frames[0], pts[0])
     out = np.concatenate(list(anim.render_motion(portrait, motion)))
     pg = portrait.geometry
@@ -195,7 +207,7 @@ def evaluate(anim, geo_source, clip_index, *, max_clips=None, only="", out_dir=N
       pick = np.concatenate([order[:2], order[len(order) // 2:len(order) // 2 + 1], order[-3:]])
       closeups.append(np.concatenate([closeup_tiles(frames[i], out[i], pts[i]) for i in pick], 1))
     if progress is not None:
-      progress(n + 1, len(picks))
+      progress(n + 1, len(chosen))
   if not rows:
     raise ValueError("no clip to evaluate")
   keys = [k for k in rows[0] if isinstance(rows[0][k], float)]
