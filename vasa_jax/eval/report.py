@@ -220,7 +220,6 @@ class Clip:
   record: Any = None  # the dataset record (for self-reenactment)
 
 
-
 def load_clips(dataset: str, group: str, *, data_dir: str | None, max_clips: int,
                max_seconds: float) -> list[Clip]:
   from vasa_jax.data import records

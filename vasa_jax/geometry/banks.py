@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 
 from vasa_jax.geometry import codes as codes_lib
-from vasa_jax.geometry.flow import INNER_LIPS
+from vasa_jax.geometry.flow import INNER_LIPS, OUTER_LIPS
 from vasa_jax.geometry.landmarks import EYE_A_RING, EYE_B_RING
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,6 @@ INNER = INNER_LIPS
 UPPER_MID = (1, 2, 3, 4, 5, 6, 7, 8, 9)      # contour indices of the upper lip between corners
 LOWER_MID = (11, 12, 13, 14, 15, 16, 17, 18, 19)
 CHEEKS = (50, 280, 101, 330, 36, 266)
-OUTER_LIPS = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291,
-              375, 321, 405, 314, 17, 84, 181, 91, 146)
 
 MOUTH_PX = 192.0                          # entry pixels per template unit
 WIDTH_RANGE = (0.8, 1.3)                  # how far an entry's width may follow the driving
@@ -380,6 +378,7 @@ class PartBank:
   lid_offsets: np.ndarray      # [M + 1]
   lid_donor: np.ndarray        # [M]
   lid_contour: np.ndarray      # [M, 16, 2]
+
   def __post_init__(self):
     self._cache: dict = {}      # decoded entries that do not depend on the portrait
 
