@@ -125,6 +125,45 @@ def test_a_donor_interior_lands_inside_the_driving_inner_lip_contour(bank, basis
     assert not a0.any()
 
 
+def test_an_opening_wider_than_the_entry_stretches_the_cavity_not_the_teeth(bank, basis, photo,
+                                                                            face):
+  """Lips parting wider than the entry's: the bands next to each lip keep the entry's scale
+  (teeth rigid with their lip), the entry's middle stretches over the rest; no band of flat
+  colour is inserted between the halves."""
+  pg = render.PortraitGeometry.from_crop(photo, face.points, basis)
+  ref = banks.MouthReference.for_portrait(bank, photo, face.points, basis.template)
+  gaps = banks._opening(ref.desc).max(-1)
+  k = int(np.argsort(gaps)[len(gaps) // 2])           # a middling entry
+  mesh = pg.frame(pg.codes.pose[0], _open_mouth(pg, basis, 8.0)).mesh
+  s, _, _ = banks.skull(mesh[None], basis.template)
+  assert banks._gap(mesh) > 2 * gaps[k]                 # asks over twice the entry's opening
+  # the entry: red = its row (a ramp over the whole patch), so a sample shows where it came
+  # from; with a black cavity colour, red / green still reads the row where the cavity deepens
+  h, w = ref.patches[k].shape[:2]
+  ramp = np.zeros((h, w, 3), np.float32)
+  ramp[..., 0] = np.linspace(0, 255, h)[:, None]
+  ramp[..., 1:] = 128
+  ref.patches[k] = ramp
+  ref._darks[k] = np.zeros(3, np.float32)
+  box = ref.roi(mesh, photo.shape[:2])
+  x0, y0, x1, y1 = box
+  rgb, alpha = ref.render(k, mesh, np.array([[1.0, 0, x0], [0, 1.0, y0]]), (x1 - x0, y1 - y0))
+  col = int(round((mesh[13, 0] + mesh[14, 0]) / 2 - x0))
+  rows = np.flatnonzero(alpha[:, col] > 0.5)
+  assert len(rows) > 20
+  green = rgb[rows, col, 1]
+  assert green.min() > 0.4 * 128               # no band of the flat cavity colour
+  row = rgb[rows, col, 0] / green * (h - 1) / 2.0          # the entry row each pixel shows
+  step = np.diff(row)
+  assert (step > 0).mean() > 0.9                # the entry top to bottom, in order, once
+  # next to each lip the entry keeps its own scale (teeth rigid with their lip) ...
+  rigid = banks.MOUTH_PX / float(s[0])           # entry rows per output row
+  assert step[:2].mean() == pytest.approx(rigid, rel=0.3)
+  assert step[-2:].mean() == pytest.approx(rigid, rel=0.3)
+  # ... and the middle is stretched over the rest of the opening
+  assert step[len(step) // 2] < 0.7 * rigid
+
+
 def test_the_choice_of_entry_is_smooth_over_time_and_across_windows(bank, basis, photo, face):
   pg = render.PortraitGeometry.from_crop(photo, face.points, basis)
   ref = banks.MouthReference.for_portrait(bank, photo, face.points, basis.template)
@@ -187,6 +226,33 @@ def test_a_soft_donor_is_not_chosen(bank):
   assert sharp == pytest.approx(bank.donors[0]["mouth_detail"])
   assert two.mouth_detail(1) < 0.9 * sharp
   assert two.good_donors() == [0]
+
+
+def test_a_donor_whose_mouth_rarely_opens_is_not_chosen(bank):
+  """Of two donors alike in all else, the one whose entries open half as far (`reach`) would be
+  stretched over every wide vowel: it is left out of the good donors, whichever comes first."""
+  n = len(bank)
+  desc = bank.mouth_desc.reshape(n, 20, 2).copy()
+  half = desc.copy()
+  half[..., 1] *= 0.5                                  # the same mouths, half as open
+  half = half.reshape(n, -1)
+
+  def pair(first, second):
+    d0 = dict(bank.donors[0])
+    return dataclasses.replace(
+        bank, donors=[d0, {**d0, "name": "other"}],
+        mouth_jpeg=np.r_[bank.mouth_jpeg, bank.mouth_jpeg],
+        mouth_offsets=np.r_[bank.mouth_offsets, bank.mouth_offsets[1:] + bank.mouth_offsets[-1]],
+        mouth_donor=np.r_[bank.mouth_donor, np.ones(n, bank.mouth_donor.dtype)],
+        mouth_order=np.r_[bank.mouth_order, bank.mouth_order],
+        mouth_contour=np.concatenate([bank.mouth_contour] * 2),
+        mouth_desc=np.concatenate([first, second]),
+        mouth_teeth=np.concatenate([bank.mouth_teeth] * 2),
+        mouth_dark=np.concatenate([bank.mouth_dark] * 2))
+  wide_first = pair(bank.mouth_desc, half)
+  assert wide_first.reach(1) == pytest.approx(0.5 * wide_first.reach(0), rel=1e-4)
+  assert wide_first.good_donors() == [0]
+  assert pair(half, bank.mouth_desc).good_donors() == [1]
 
 
 def test_closed_lid_exemplars_are_decoded_once_per_bank(bank, photo, face):

@@ -40,6 +40,7 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 
+from vasa_jax.errors import InputError
 from vasa_jax.geometry import codes as codes_lib
 from vasa_jax.geometry.flow import INNER_LIPS, OUTER_LIPS
 from vasa_jax.geometry.landmarks import EYE_A_RING, EYE_B_RING
@@ -65,6 +66,7 @@ CHEEKS = (50, 280, 101, 330, 36, 266)
 MOUTH_PX = 192.0                          # entry pixels per template unit
 WIDTH_RANGE = (0.8, 1.3)                  # how far an entry's width may follow the driving
 GOOD_DONOR = {"iod_px": 110.0, "entries": 12, "teeth": 0.05, "dark": 0.3}
+RIGID = 0.35                              # share of an entry's gap kept rigid with each lip
 OPEN_FADE = (0.004, 0.02)                 # inner-lip gap beyond the portrait's (eye distances)
                                           # over which a donor interior fades in
 MOUTH_BOX = (-0.42, 0.42, -0.22, 0.50)    # x0, x1, y0, y1 (template units) about the corners
@@ -73,7 +75,7 @@ LID_BOX = (-0.85, 0.85, -0.70, 0.45)      # x0, x1, y0, y1 (eye widths) about th
 EYES = ((33, 133, EYE_A_RING, False), (263, 362, EYE_B_RING, True))  # outer, inner, outline, flip
 
 
-class BankError(ValueError):
+class BankError(InputError):
   """A part bank that is missing, unreadable or lacks its attribution (one line)."""
 
 
@@ -488,23 +490,42 @@ class PartBank:
       cache[donor] = float(np.median(vals)) if vals else 0.0
     return cache[donor]
 
+  def reach(self, donor: int) -> float:
+    """How far a donor's mouths open: the 90th percentile over its entries of the widest gap
+    between facing inner-lip points (eye distances)."""
+    m = self.mouth_donor == donor
+    if not m.any():
+      return 0.0
+    return float(np.percentile(_opening(self.mouth_desc[m]).max(-1), 90))
+
   def good_donors(self) -> list[int]:
     """Donors fit to serve a video: a face large enough in their clips (`GOOD_DONOR` iod_px),
-    enough mouth entries, mouths that show both teeth and a dark cavity on average, and of
-    those the ones whose mouths are at least as crisp as their average (`mouth_detail`: a soft
-    donor gives soft teeth on every portrait it serves). All donors if none qualifies."""
+    enough mouth entries, mouths that show both teeth and a dark cavity on average and that
+    open at least as far as the bank's typical speaker (`reach` at least the median over
+    donors: a donor that rarely opens has to be stretched over every wide vowel), and of those
+    the ones whose mouths are at least as crisp as their average (`mouth_detail`: a soft donor
+    gives soft teeth on every portrait it serves). All donors if none qualifies."""
+    if "good" in self._cache:
+      return list(self._cache["good"])
+    have = [k for k in range(len(self.donors))
+            if (self.mouth_donor == k).sum() >= GOOD_DONOR["entries"]]
+    typical = float(np.median([self.reach(k) for k in have])) if have else 0.0
     out = []
-    for k, d in enumerate(self.donors):
+    for k in have:
       m = self.mouth_donor == k
-      if (m.sum() >= GOOD_DONOR["entries"] and d.get("iod_px", 0) >= GOOD_DONOR["iod_px"]
+      d = self.donors[k]
+      if (d.get("iod_px", 0) >= GOOD_DONOR["iod_px"]
           and self.mouth_teeth[m].mean() >= GOOD_DONOR["teeth"]
-          and self.mouth_dark[m].mean() >= GOOD_DONOR["dark"]):
+          and self.mouth_dark[m].mean() >= GOOD_DONOR["dark"]
+          and self.reach(k) >= typical):
         out.append(k)
     if len(out) > 1:
       detail = {k: self.mouth_detail(k) for k in out}
       mean = float(np.mean(list(detail.values())))
       out = [k for k in out if detail[k] >= mean]
-    return out or [k for k in range(len(self.donors)) if (self.mouth_donor == k).any()]
+    out = out or [k for k in range(len(self.donors)) if (self.mouth_donor == k).any()]
+    self._cache["good"] = out
+    return list(out)
 
   def choose_donor(self, crop: np.ndarray, points: np.ndarray) -> int:
     """Of the good donors, the one whose skin and lips match the portrait's best (chroma in
@@ -656,8 +677,8 @@ class MouthReference:
     a translation for an ROI, `render.part_matrix` for a decoder patch). `offset` [h, w, 2]
     (image pixels) moves where each output pixel samples the reference (a learned correction).
 
-    Upper teeth keep their shape and follow the upper lip (a similarity with the head's own
-    rotation and scale), lower teeth the lower lip (the jaw); between them the cavity stretches.
+    Upper teeth keep their size and hang from the upper lip (the head's own rotation and scale),
+    lower teeth stand on the lower lip (the jaw); between them the cavity stretches.
     Alpha covers the driving opening (anti-aliased, feathered by `feather` output pixels)."""
     mesh = np.asarray(mesh_px, np.float64)
     cont = mesh[list(INNER), :2]
@@ -685,25 +706,45 @@ class MouthReference:
     yu = np.interp(pl[..., 0], up_c[:, 0], up_c[:, 1])
     yl = np.interp(pl[..., 0], lo_c[:, 0], lo_c[:, 1])
     t = (pl[..., 1] - yu) / np.maximum(yl - yu, 1e-3)
-    # The upper half of the opening shows the entry's upper half (upper teeth), the lower half
-    # its lower half; where the lips part wider than the entry's, each half runs out before
-    # the driving midline and the gap between the teeth is the entry's own cavity colour
-    # (not teeth stretched across it); where they part less, the halves are cut there.
-    wl = _smoothstep(0.42, 0.58, t)[..., None]
+    # The upper part of the opening shows the entry's upper part (upper teeth, at the head's
+    # scale under the upper lip), the lower part its lower part (lower teeth, over the lower
+    # lip), each column aligned on its own lip. Where the lips part less than the entry's, the
+    # two halves are cut at the midline. Where they part wider, the bands next to each lip keep
+    # RIGID of the entry's own gap and the entry's middle (cavity, tongue) stretches between
+    # them, darkening as it deepens: no band of flat colour, and the teeth keep their size.
+    k_px = float(s[0]) / MOUTH_PX                        # image pixels per entry pixel
     q_up = _apply(_invert(up_a), pix)
     q_lo = _apply(_invert(lo_a), pix)
-    mid_x, mid_y = self._midline(index)
-    own_up = _smoothstep(-1.0, 1.0, np.interp(q_up[..., 0], mid_x, mid_y) - q_up[..., 1])
-    own_lo = _smoothstep(-1.0, 1.0, q_lo[..., 1] - np.interp(q_lo[..., 0], mid_x, mid_y))
+    xu, yu_e, xl, yl_e = self._lips(index)
+    x_up, x_lo = q_up[..., 0], q_lo[..., 0]
+    top = np.interp(x_up, xu, yu_e)                       # entry's upper lip, this column
+    bot = np.interp(x_lo, xl, yl_e)                       # entry's lower lip, this column
+    v = (pl[..., 1] - yu) / k_px                          # entry px below the driving upper lip
+    w_ = (yl - pl[..., 1]) / k_px                         # entry px above the driving lower lip
+    gap_d = v + w_
+    gap_e = np.maximum(np.interp(x_up, xl, yl_e) - top, 0.0)
+    a = RIGID * gap_e
+    u = np.clip((v - a) / np.maximum(gap_d - 2 * a, 1e-3), 0.0, 1.0)
+    q_a = np.stack([x_up, top + v], -1)                   # rigid with the upper lip
+    q_b = np.stack([x_lo, bot - w_], -1)                  # rigid with the lower lip
+    q_mid = ((1 - u)[..., None] * np.stack([x_up, top + a], -1)
+             + u[..., None] * np.stack([x_lo, bot - a], -1))
+    q_wide = np.where((v < a)[..., None], q_a, np.where((w_ < a)[..., None], q_b, q_mid))
+    wl = _smoothstep(0.42, 0.58, t)[..., None]            # the halves cut at the midline
     patch = self.patches[index]
     dark = self._dark(index)
 
-    def take(q, own):
+    def take(q):
       q = q.astype(np.float32) - 0.5
-      smp = cv2.remap(patch, q[..., 0], q[..., 1], cv2.INTER_LINEAR,
-                      borderMode=cv2.BORDER_REPLICATE)
-      return smp * own[..., None] + dark * (1.0 - own[..., None])
-    rgb = (1 - wl) * take(q_up, own_up) + wl * take(q_lo, own_lo)
+      return cv2.remap(patch, q[..., 0], q[..., 1], cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_REPLICATE)
+    narrow = (1 - wl) * take(q_a) + wl * take(q_b)
+    # deeper where the middle stretched most: up to half-way to the cavity colour
+    stretch = np.clip(1.0 - gap_e / np.maximum(gap_d, 1e-3), 0.0, 1.0)
+    depth = (0.5 * stretch * np.sin(np.pi * u))[..., None]
+    wide = take(q_wide) * (1 - depth) + dark * depth
+    k_wide = _smoothstep(0.0, 2.0, gap_d - gap_e)[..., None]
+    rgb = (1 - k_wide) * narrow + k_wide * wide
     cont_out = _apply(_invert(np.asarray(out_map, np.float64)), cont)
     # the reference fades in as the lips part beyond the portrait's own (closed) lip line
     alpha = polygon_mask(cont_out, (h, w)) * _smoothstep(*OPEN_FADE, _gap(mesh) - self.own_gap)
@@ -712,14 +753,14 @@ class MouthReference:
       alpha = cv2.GaussianBlur(alpha, (k, k), feather) * np.sqrt(alpha)   # inward only
     return rgb, alpha.astype(np.float32)
 
-  def _midline(self, index: int):
-    """(x, y) of the entry's midline between its upper and lower inner lip (entry pixels)."""
+  def _lips(self, index: int):
+    """(x, y) of the entry's upper inner lip and (x, y) of its lower one, each by increasing x
+    (entry pixels)."""
     c = self.contours[index]
     up = c[:11][np.argsort(c[:11, 0])]
     lo = np.concatenate([c[10:], c[:1]])
     lo = lo[np.argsort(lo[:, 0])]
-    x = np.linspace(c[:, 0].min(), c[:, 0].max(), 24)
-    return x, (np.interp(x, up[:, 0], up[:, 1]) + np.interp(x, lo[:, 0], lo[:, 1])) / 2
+    return up[:, 0], up[:, 1], lo[:, 0], lo[:, 1]
 
   def _dark(self, index: int) -> np.ndarray:
     """The entry's cavity colour: the median of its darkest tenth inside the opening."""
