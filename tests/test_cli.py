@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from vasa_jax import media
 
@@ -71,6 +72,36 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0].startswith("vasa-jax: error:"), (args, r.stderr)
   assert not any(p.suffix == ".mp4" for p in tmp_path.rglob("*"))
+
+
+def test_a_bug_keeps_its_traceback_while_bad_input_is_one_line(monkeypatch, capsys):
+  """Only `InputError` (bad input the user can fix) and a missing path become the one-line
+  error: a ValueError from a bug deep inside (numpy, a shape) is raised with its traceback."""
+  import argparse
+  from vasa_jax import cli
+  from vasa_jax.errors import InputError
+
+  class Parser:                       # a parser whose command is `func`
+    def __init__(self, func):
+      self.func = func
+
+    def parse_known_args(self, argv):
+      return argparse.Namespace(func=self.func), []
+
+  def bug(args):
+    return int(np.zeros(3).reshape(2, 2).sum())
+
+  monkeypatch.setattr(cli, "build_parser", lambda: Parser(bug))
+  with pytest.raises(ValueError, match="reshape"):
+    cli.main([])
+
+  def bad(args):
+    raise media.MediaError("clip.mp4: not a video")
+
+  monkeypatch.setattr(cli, "build_parser", lambda: Parser(bad))
+  assert cli.main([]) == 2
+  assert capsys.readouterr().err.strip() == "vasa-jax: error: clip.mp4: not a video"
+  assert issubclass(media.MediaError, InputError)
 
 
 def test_config_overrides_reach_the_config():

@@ -35,6 +35,8 @@ import ml_collections
 import numpy as np
 from flax import serialization
 
+from vasa_jax.errors import InputError
+
 
 FORMAT = "vasa-jax-bundle"
 VERSION = 3            # 3: the part bank; 2: geometry-grounded bundles (face_basis.npz)
@@ -46,7 +48,7 @@ BASIS_FILE = "face_basis.npz"
 PHONETIC_DIR = "phonetic"  # the frozen phonetic front end (model.audio_features with phonetic)
 
 
-class BundleError(ValueError):
+class BundleError(InputError):
   """A bundle folder is missing, incomplete or incompatible (one human-readable line)."""
 
 

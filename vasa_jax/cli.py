@@ -948,8 +948,9 @@ def main(argv=None) -> int:
   except KeyboardInterrupt:
     print("vasa-jax: interrupted", file=sys.stderr)
     return 130
-  except (FileNotFoundError, NotADirectoryError, PermissionError, ValueError) as e:
-    # MediaError and bad arguments deep inside are ValueErrors: one line, no traceback.
+  except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
+    # a path the user gave that is not there or not readable: one line, no traceback (any
+    # other exception, a ValueError from numpy included, is a bug and keeps its traceback)
     print(f"vasa-jax: error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}",
           file=sys.stderr)
     return 2

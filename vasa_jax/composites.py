@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 
 from vasa_jax import mouth_rig
+from vasa_jax.errors import InputError
 
 if TYPE_CHECKING:   # pragma: no cover
   from vasa_jax.engine import Engine
@@ -273,12 +274,12 @@ def make(name: str | None, engine: "Engine") -> Composite:
   line where the name is unknown or does not fit the bundle."""
   name = default_for(engine) if name is None else name
   if name not in _CLASSES:
-    raise ValueError(f"composite must be one of {COMPOSITES}, got {name!r}")
+    raise InputError(f"composite must be one of {COMPOSITES}, got {name!r}")
   allowed = GEOMETRY if engine.kind == "geometry" else LEARNED
   if name not in allowed:
-    raise ValueError(f"composite {name!r} is not available for this bundle (a {engine.kind} "
+    raise InputError(f"composite {name!r} is not available for this bundle (a {engine.kind} "
                      f"stage 1); use one of {', '.join(allowed)}")
   if name == "warp" and engine.rig is None:
-    raise ValueError("composite 'warp' needs a bundle with a mouth rig (it renders no mouth "
+    raise InputError("composite 'warp' needs a bundle with a mouth rig (it renders no mouth "
                      "motion otherwise)")
   return _CLASSES[name](engine)

@@ -14,11 +14,9 @@ import tempfile
 
 import ml_collections
 
+from vasa_jax.errors import InputError  # noqa: F401  (re-exported: the CLI's user error)
+
 DEFAULT_DATA_DIR = os.environ.get("VASA_JAX_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
-
-
-class InputError(ValueError):
-  """Bad input from the user (a path, a spec, an option): reported in one line, exit 2."""
 
 
 class ConfigError(InputError):

@@ -23,6 +23,7 @@ import logging
 import os
 import re
 from typing import Mapping
+from vasa_jax.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def expand_nodelist(nodelist: str) -> list[str]:
 def first_host(nodelist: str) -> str:
   hosts = expand_nodelist(nodelist)
   if not hosts:
-    raise ValueError(f"empty SLURM node list {nodelist!r}")
+    raise InputError(f"empty SLURM node list {nodelist!r}")
   return hosts[0]
 
 
@@ -107,10 +108,10 @@ def plan(env: Mapping[str, str] | None = None) -> dict:
   if env.get("VASA_COORDINATOR_ADDRESS"):
     missing = [k for k in ("VASA_NUM_PROCESSES", "VASA_PROCESS_ID") if not env.get(k)]
     if missing:
-      raise ValueError(f"VASA_COORDINATOR_ADDRESS is set but {', '.join(missing)} is not")
+      raise InputError(f"VASA_COORDINATOR_ADDRESS is set but {', '.join(missing)} is not")
     n, pid = int(env["VASA_NUM_PROCESSES"]), int(env["VASA_PROCESS_ID"])
     if not 0 <= pid < n:
-      raise ValueError(f"VASA_PROCESS_ID={pid} is outside 0..{n - 1}")
+      raise InputError(f"VASA_PROCESS_ID={pid} is outside 0..{n - 1}")
     if n == 1:
       return single
     return {"mode": "explicit", "coordinator_address": _with_port(env["VASA_COORDINATOR_ADDRESS"], port),
@@ -124,7 +125,7 @@ def plan(env: Mapping[str, str] | None = None) -> dict:
     nodelist = (env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST")
                 or env.get("SLURM_NODELIST"))
     if not nodelist:
-      raise ValueError("SLURM_NTASKS > 1 but no SLURM_STEP_NODELIST / SLURM_JOB_NODELIST")
+      raise InputError("SLURM_NTASKS > 1 but no SLURM_STEP_NODELIST / SLURM_JOB_NODELIST")
     return {"mode": "slurm", "coordinator_address": f"{first_host(nodelist)}:{port}",
             "num_processes": int(ntasks), "process_id": int(env["SLURM_PROCID"])}
   return single

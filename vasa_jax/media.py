@@ -16,9 +16,10 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from vasa_jax.constants import FPS, SAMPLE_RATE  # noqa: E402
+from vasa_jax.errors import InputError  # noqa: E402
 
 
-class MediaError(ValueError):
+class MediaError(InputError):
   """A media file could not be read or written (message is one human-readable line)."""
 
 

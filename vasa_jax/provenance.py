@@ -62,6 +62,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from vasa_jax import media
+from vasa_jax.errors import InputError
 
 VERSION = 1
 PAYLOAD_TEXT = "vasa-jax synthetic"
@@ -167,7 +168,7 @@ def embed(frames: np.ndarray, *, key=DEFAULT_KEY, strength: float = DEFAULT_STRE
   if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
     raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
   if not strength >= MIN_STRENGTH:
-    raise ValueError(f"watermark strength must be >= {MIN_STRENGTH} (it cannot be turned off)")
+    raise InputError(f"watermark strength must be >= {MIN_STRENGTH} (it cannot be turned off)")
   h, w = frames.shape[1:3]
   pat = _pattern(key, h, w)
   out = np.empty_like(frames)
@@ -273,7 +274,7 @@ def detect(frames, *, key=DEFAULT_KEY, max_frames: int = MAX_FRAMES, fps=None) -
     acc += _canonical_coefs(frame, rows, cols)
     n += 1
   if n == 0:
-    raise ValueError("no frames to check")
+    raise InputError("no frames to check")
   x = acc / n
   wx = _whiten(x, rows, cols) * x
   norm = float(np.sqrt(np.sum(wx ** 2)))

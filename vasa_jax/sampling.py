@@ -52,6 +52,7 @@ from vasa_jax import diffusion
 Denoiser = Callable[..., jax.Array]
 
 from vasa_jax.constants import FPS  # noqa: E402
+from vasa_jax.errors import InputError
 DEFAULT_CFG = {"audio": 0.5, "gaze": 1.0}     # DESIGN.md defaults (l_audio, l_gaze)
 
 
@@ -145,7 +146,7 @@ def make_step(denoise: Denoiser, *, steps: int, schedule=None, cfg=None, eta: fl
   """
   steps = int(steps)
   if steps < 1:
-    raise ValueError(f"steps must be >= 1, got {steps}")
+    raise InputError(f"steps must be >= 1, got {steps}")
   schedule = default_schedule() if schedule is None else schedule
 
   def step(i, z_t, cond, rng):

@@ -38,6 +38,7 @@ from typing import Iterator
 import numpy as np
 
 from vasa_jax import media
+from vasa_jax.errors import InputError
 from vasa_jax.constants import EXAMPLE_PORTRAIT, EXAMPLE_SPEECH
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ class Request:
   crop_only: bool = False
 
 
-class JobError(ValueError):
+class JobError(InputError):
   """Bad input or a limit hit: the message goes to the page as it is."""
 
 

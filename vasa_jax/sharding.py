@@ -12,6 +12,7 @@ import math
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from vasa_jax.errors import InputError
 
 BATCH_AXES = ("data", "fsdp")
 
@@ -21,13 +22,13 @@ def make_mesh(data: int = -1, fsdp: int = 1, devices=None) -> Mesh:
   devices = list(jax.devices() if devices is None else devices)
   n = len(devices)
   if data == -1 and fsdp == -1:
-    raise ValueError("at most one of data/fsdp may be -1")
+    raise InputError("at most one of data/fsdp may be -1")
   if data == -1:
     data = n // fsdp
   if fsdp == -1:
     fsdp = n // data
   if data * fsdp != n:
-    raise ValueError(f"mesh data={data} x fsdp={fsdp} does not match {n} devices")
+    raise InputError(f"mesh data={data} x fsdp={fsdp} does not match {n} devices")
   arr = np.asarray(devices).reshape(data, fsdp)
   return Mesh(arr, BATCH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 2)
 
@@ -40,9 +41,9 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 def per_process_batch_size(global_batch_size: int, mesh: Mesh | None = None) -> int:
   n_dev = mesh.size if mesh is not None else jax.device_count()
   if global_batch_size % n_dev:
-    raise ValueError(f"global batch size {global_batch_size} is not divisible by {n_dev} devices")
+    raise InputError(f"global batch size {global_batch_size} is not divisible by {n_dev} devices")
   if global_batch_size % jax.process_count():
-    raise ValueError(f"global batch size {global_batch_size} is not divisible by "
+    raise InputError(f"global batch size {global_batch_size} is not divisible by "
                      f"{jax.process_count()} processes")
   return global_batch_size // jax.process_count()
 

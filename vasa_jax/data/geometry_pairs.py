@@ -30,6 +30,7 @@ import numpy as np
 
 from vasa_jax.data import records
 from vasa_jax.data.records import text as _text  # noqa: E402
+from vasa_jax.errors import InputError
 
 __all__ = ["GeometryClips", "PairTransform", "pair_loader", "make_example"]
 
@@ -63,7 +64,7 @@ class GeometryClips(grain.RandomAccessDataSource):
       rec = geometry_source[i]
       key = (_text(rec["dataset"]), _text(rec["clip_id"]))
       if key not in self._index:
-        raise ValueError(f"clip {key[1]} of {key[0]} is in the geometry dataset but not in "
+        raise InputError(f"clip {key[1]} of {key[0]} is in the geometry dataset but not in "
                          "the clip dataset (rebuilt since?)")
       self._rows.append(key)
     self._order = []

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vasa_jax.data import pipeline
+from vasa_jax.errors import InputError
 
 GROUND_TRUTH_TRACKS = (("pose", 6), ("mouth", 3), ("blink", 1), ("gaze", 2),
                        ("emotion_intensity", 1))
@@ -223,7 +224,7 @@ class Moments:
 
   def stats(self, min_std: float = 1e-2) -> dict:
     if self.mean is None:
-      raise ValueError("no valid motion frames to compute normalisation statistics from")
+      raise InputError("no valid motion frames to compute normalisation statistics from")
     std = np.maximum(np.sqrt(self.m2 / max(self.count, 1.0)), min_std)
     return {"mean": [float(x) for x in self.mean], "std": [float(x) for x in std],
             "count": int(self.count)}
@@ -276,7 +277,7 @@ def load_stats(path: str) -> dict:
   with open(path) as f:
     stats = json.load(f)
   if "mean" not in stats or "std" not in stats or len(stats["mean"]) != len(stats["std"]):
-    raise ValueError(f"{path} does not hold per-dimension motion mean/std")
+    raise InputError(f"{path} does not hold per-dimension motion mean/std")
   return stats
 
 

@@ -48,6 +48,7 @@ import tensorflow_datasets as tfds
 
 from vasa_jax.data import records
 from vasa_jax.data.records import text as _text  # noqa: E402
+from vasa_jax.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -156,13 +157,13 @@ class MotionLatents(tfds.core.GeneratorBasedBuilder):
     if self._geometry:
       return self._geometry_splits()
     if not self._checkpoint:
-      raise ValueError("building motion_latents needs face_latent_checkpoint= (the stage-1 "
+      raise InputError("building motion_latents needs face_latent_checkpoint= (the stage-1 "
                        "workdir)")
     sources = open_sources(cfg.datasets, self._source_data_dir or os.fspath(self.data_dir_root))
     splits = sorted({s for _, b in sources for s in b.info.splits},
                     key=lambda s: (SPLIT_ORDER.index(s) if s in SPLIT_ORDER else 99, s))
     if "train" not in splits:
-      raise ValueError(f"none of {list(cfg.datasets)} has a train split")
+      raise InputError(f"none of {list(cfg.datasets)} has a train split")
     self._encode, self._motion_dim = _encoder(cfg.face_latent_config, self._checkpoint,
                                               self._compiler_options, self._params)
     self.summary = {"splits": {}, "motion_dim": self._motion_dim}
@@ -183,7 +184,7 @@ class MotionLatents(tfds.core.GeneratorBasedBuilder):
     splits = sorted({s for _, b in sources for s in b.info.splits},
                     key=lambda s: (SPLIT_ORDER.index(s) if s in SPLIT_ORDER else 99, s))
     if "train" not in splits:
-      raise ValueError(f"none of {list(cfg.datasets)} has a train split")
+      raise InputError(f"none of {list(cfg.datasets)} has a train split")
     tracked: dict[str, list] = {}
     t0 = time.perf_counter()
     for split in splits:
@@ -294,7 +295,7 @@ def open_sources(datasets: Iterable[str], data_dir: str | None):
   register_builders()          # the clip builders are known to TFDS once imported
   datasets = list(datasets)
   if not datasets:
-    raise ValueError("no source datasets given")
+    raise InputError("no source datasets given")
   out = []
   for name in datasets:
     kind, _, config = name.partition("/")
@@ -304,11 +305,11 @@ def open_sources(datasets: Iterable[str], data_dir: str | None):
     except tfds.core.registered.DatasetNotFoundError:
       known = False
     if not known:
-      raise ValueError(f"unknown source dataset {name!r}: use synthetic_talking_heads/<config> or "
+      raise InputError(f"unknown source dataset {name!r}: use synthetic_talking_heads/<config> or "
                        "talking_face_videos/<config>")
     builder = pipeline.open_builder(name, data_dir)
     if "frames" not in builder.info.features:
-      raise ValueError(f"{name} is not a clip dataset (it has no frames)")
+      raise InputError(f"{name} is not a clip dataset (it has no frames)")
     out.append((name, builder))
   return out
 
@@ -318,7 +319,7 @@ def _encoder(face_latent_config: str, checkpoint: str, compiler_options, params=
   params the caller restored (train.common.load_stage1: this layer restores no checkpoint)."""
   from vasa_jax import config_utils
   if params is None:
-    raise ValueError(f"the stage-1 params of {checkpoint} are needed (face_latent_params=)")
+    raise InputError(f"the stage-1 params of {checkpoint} are needed (face_latent_params=)")
   fl_config = config_utils.run_config(checkpoint, face_latent_config)
   enc = _motion().latent_motion_fn(fl_config, params, compiler_options=compiler_options)
   return enc, enc.motion_dim
@@ -442,10 +443,10 @@ def named_dyn(dataset: str, rec, motion: np.ndarray, labels: dict) -> np.ndarray
   else:
     key = f"{dataset}:{_text(rec['clip_id'])}"
     if key not in labels:
-      raise ValueError(f"{key}: no ground-truth mouth/blink and no entry in the dyn labels")
+      raise InputError(f"{key}: no ground-truth mouth/blink and no entry in the dyn labels")
     named = labels[key]
     if named.shape != (t, 4):
-      raise ValueError(f"{key}: dyn labels {named.shape}, expected {(t, 4)}")
+      raise InputError(f"{key}: dyn labels {named.shape}, expected {(t, 4)}")
   motion[:, 6:6 + len(NAMED_DYN)] = named
   return motion
 
@@ -485,7 +486,7 @@ def dataset_dir(data_dir: str | None, name: str) -> str:
   """The version folder of a built motion_latents dataset (`name` like motion_latents/demo)."""
   from vasa_jax.data import pipeline
   if name.split("/")[0] != NAME:
-    raise ValueError(f"{name!r} is not a {NAME}/<name> dataset")
+    raise InputError(f"{name!r} is not a {NAME}/<name> dataset")
   return os.fspath(pipeline.open_builder(name, data_dir).data_path)
 
 

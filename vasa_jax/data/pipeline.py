@@ -26,6 +26,7 @@ import grain.python as grain
 import numpy as np
 
 from vasa_jax.data import records
+from vasa_jax.errors import InputError
 
 SPF = records.SAMPLES_PER_FRAME
 
@@ -75,7 +76,7 @@ class ConcatSource(grain.RandomAccessDataSource):
     self._lengths = [len(s) for s in sources]
     self._offsets = np.cumsum([0] + [n * r for n, r in zip(self._lengths, repeats)])
     if self._offsets[-1] == 0:
-      raise ValueError("all data sources are empty")
+      raise InputError("all data sources are empty")
 
   def __len__(self) -> int:
     return int(self._offsets[-1])
@@ -97,9 +98,9 @@ def weighted_concat(sources: Sequence, weights: Sequence[float]):
   """Sources mixed so that each one's share of the records follows its weight: each is
   repeated in the concatenation (a single source is returned as it is)."""
   if len(sources) != len(weights) or not sources:
-    raise ValueError("one weight per source, and at least one source")
+    raise InputError("one weight per source, and at least one source")
   if min(weights) <= 0:
-    raise ValueError(f"weights must be positive, got {list(weights)}")
+    raise InputError(f"weights must be positive, got {list(weights)}")
   if len(sources) == 1:
     return sources[0]
   per_unit = [len(s) / float(w) for s, w in zip(sources, weights)]
@@ -120,10 +121,10 @@ def parse_mix(spec: str) -> list[tuple[str, float]]:
     except ValueError:
       w = -1.0
     if not sep or not name or not 0.0 < w < 1.0:
-      raise ValueError(f"bad mix entry {part!r}: expected NAME:SHARE with 0 < SHARE < 1")
+      raise InputError(f"bad mix entry {part!r}: expected NAME:SHARE with 0 < SHARE < 1")
     out.append((name, w))
   if sum(w for _, w in out) >= 1.0:
-    raise ValueError(f"the mix's shares sum to {sum(w for _, w in out):g}; they must stay under 1")
+    raise InputError(f"the mix's shares sum to {sum(w for _, w in out):g}; they must stay under 1")
   return out
 
 
@@ -399,7 +400,7 @@ def make_loader(
     import jax
     shard_index, shard_count = jax.process_index(), jax.process_count()
   if len(source) < shard_count:
-    raise ValueError(f"dataset has {len(source)} clips, fewer than the {shard_count} shards")
+    raise InputError(f"dataset has {len(source)} clips, fewer than the {shard_count} shards")
   sampler = grain.IndexSampler(
       num_records=len(source),
       shard_options=grain.ShardOptions(shard_index=shard_index, shard_count=shard_count,

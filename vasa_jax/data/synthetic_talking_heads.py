@@ -21,6 +21,7 @@ import tensorflow_datasets as tfds
 
 from vasa_jax.data import records
 from vasa_jax.workers import default_workers, pool
+from vasa_jax.errors import InputError
 
 
 @dataclasses.dataclass
@@ -75,7 +76,7 @@ class SyntheticTalkingHeads(tfds.core.GeneratorBasedBuilder):
     test = [s for s in specs if records.is_test_number(s.identity_number, cfg.test_fraction)]
     train = [s for s in specs if not records.is_test_number(s.identity_number, cfg.test_fraction)]
     if not train or not test:
-      raise ValueError(
+      raise InputError(
           f"config {cfg.name}: {cfg.clips} clips give an empty split (train {len(train)}, "
           f"test {len(test)}); use more clips or another test_fraction")
     return {"train": self._generate_examples(train), "test": self._generate_examples(test)}

@@ -24,6 +24,7 @@ import tensorflow_datasets as tfds
 
 from vasa_jax.data import records
 from vasa_jax.workers import default_workers, pool
+from vasa_jax.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class TalkingFaceVideos(tfds.core.GeneratorBasedBuilder):
     if self._max_videos:
       files = files[: self._max_videos]
     if not files:
-      raise ValueError(f"no video files found under {root}")
+      raise InputError(f"no video files found under {root}")
     cfg = self.builder_config
     test = [f for f in files if records.is_test_identity(f.identity, cfg.test_fraction)]
     train = [f for f in files if not records.is_test_identity(f.identity, cfg.test_fraction)]
@@ -100,7 +101,7 @@ class TalkingFaceVideos(tfds.core.GeneratorBasedBuilder):
     splits = {"train": self._generate_examples(train, "train")}
     if cfg.test_fraction > 0:
       if not test or not train:
-        raise ValueError(
+        raise InputError(
             f"{len(files)} videos of {len({f.identity for f in files})} identities cannot be split "
             f"identity-disjointly with test_fraction={cfg.test_fraction} (train {len(train)}, "
             f"test {len(test)} videos); add videos or use a config with test_fraction=0")
@@ -124,7 +125,7 @@ class TalkingFaceVideos(tfds.core.GeneratorBasedBuilder):
     log.info("talking_face_videos[%s]: %d clips from %d videos, %d skips", split, kept,
              len(files), len(self.skipped))
     if kept == 0:
-      raise ValueError(f"split {split!r}: none of its {len(files)} videos gave a usable clip "
+      raise InputError(f"split {split!r}: none of its {len(files)} videos gave a usable clip "
                        f"(reasons in {os.fspath(self.data_path)}/skipped.tsv)")
 
   def _emit(self, out):

@@ -42,6 +42,7 @@ from vasa_jax import faces as faces_lib
 log = logging.getLogger(__name__)
 
 from vasa_jax.constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME  # noqa: E402,F401
+from vasa_jax.errors import InputError
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 AUDIO_EXTS = (".wav", ".flac", ".m4a", ".mp3", ".ogg", ".aac")  # preference order for siblings
@@ -199,7 +200,7 @@ def _pick(cols: Sequence[str], names: Sequence[str], what: str, path: str) -> st
   for n in names:
     if n in cols:
       return n
-  raise ValueError(f"{path}: no {what} column (looked for {', '.join(names)}; has {', '.join(cols)})")
+  raise InputError(f"{path}: no {what} column (looked for {', '.join(names)}; has {', '.join(cols)})")
 
 
 _FILE_COLS = ("file", "path", "filename", "video", "name", "key", "clip")

@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 NAME = "capp"
 from vasa_jax.constants import SAMPLES_PER_FRAME  # noqa: E402
 from vasa_jax.data.records import text as _text  # noqa: E402
+from vasa_jax.errors import InputError
 DATASET = "motion_latents/geo"
 POSE_DIMS = 6
 MIRROR = np.array([-1, 1, -1, -1, 1, 1], np.float32)   # yaw, roll, tx change sign in a mirror
@@ -224,7 +225,7 @@ class CappEvaluator(contrastive.TwoTowerEvaluator):
     audio = np.asarray(audio, np.float32).reshape(-1)
     t = min(len(pose), len(audio) // SAMPLES_PER_FRAME)
     if t < MIN_FRAMES:
-      raise ValueError(f"CAPP needs at least {MIN_FRAMES} frames (1 s) of pose and audio, "
+      raise InputError(f"CAPP needs at least {MIN_FRAMES} frames (1 s) of pose and audio, "
                        f"got {t}")
     pad = max(0, self.cfg.window - t)
     pose = np.concatenate([pose[:t], np.repeat(pose[t - 1:t], pad, axis=0)])
@@ -510,7 +511,7 @@ def _config(text: str) -> Config:
     k, _, v = item.partition("=")
     k = k.strip()
     if k not in types:
-      raise ValueError(f"unknown CAPP config field {k!r}")
+      raise InputError(f"unknown CAPP config field {k!r}")
     t = str(types[k])
     kw[k] = (tuple(int(x) for x in v.split(",")) if "tuple" in t
              else float(v) if "float" in t else int(v))
@@ -539,7 +540,7 @@ def main(argv=None) -> int:
       real = [c for c in fit if c.real]
       synth = [c for c in fit if not c.real]
       if (not real and args.real_fraction > 0) or (not synth and args.real_fraction < 1):
-        raise ValueError(f"{args.dataset}:train needs real and synthetic clips of >= "
+        raise InputError(f"{args.dataset}:train needs real and synthetic clips of >= "
                          f"{cfg.window} frames (found {len(real)} real, {len(synth)} synthetic; "
                          "--real-fraction 1 trains on real clips alone)")
       stats = pose_stats([c.pose for c in fit], cfg.window)

@@ -21,12 +21,13 @@ import numpy as np
 from flax import serialization
 
 from vasa_jax import audio as audio_lib
+from vasa_jax.errors import InputError
 
 FORMAT = "vasa-jax-evaluator"
 VERSION = 1
 
 
-class EvaluatorError(ValueError):
+class EvaluatorError(InputError):
   """A weights folder is missing, incomplete or of another evaluator (one readable line)."""
 
 

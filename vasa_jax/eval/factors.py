@@ -75,6 +75,7 @@ from flax import serialization
 
 from vasa_jax import artifacts
 from vasa_jax.synth import head as head_lib
+from vasa_jax.errors import InputError
 
 __all__ = ["EMOTIONS", "FactorNet", "FactorRegressor", "NetConfig", "default_dir", "load",
            "save", "crop_faces", "train", "validate", "main"]
@@ -368,11 +369,11 @@ def load(path: str | None = None) -> FactorRegressor:
   with open(meta_path) as f:
     meta = json.load(f)
   if meta.get("format") != FORMAT or int(meta.get("version", -1)) != VERSION:
-    raise ValueError(f"{meta_path}: not a {FORMAT} v{VERSION} file")
+    raise InputError(f"{meta_path}: not a {FORMAT} v{VERSION} file")
   if tuple(meta.get("emotions", ())) != EMOTIONS:
-    raise ValueError(f"{meta_path}: emotion classes {meta.get('emotions')} != {list(EMOTIONS)}")
+    raise InputError(f"{meta_path}: emotion classes {meta.get('emotions')} != {list(EMOTIONS)}")
   if meta.get("crop") != {"centre": list(CROP_CENTRE), "side": CROP_SIDE}:
-    raise ValueError(f"{meta_path}: trained with another face crop ({meta.get('crop')})")
+    raise InputError(f"{meta_path}: trained with another face crop ({meta.get('crop')})")
   cfg = NetConfig.from_json(meta["config"])
   with open(params_path, "rb") as f:
     params = serialization.msgpack_restore(f.read())
@@ -382,7 +383,7 @@ def load(path: str | None = None) -> FactorRegressor:
   want = {jax.tree_util.keystr(k): tuple(v.shape)
           for k, v in jax.tree_util.tree_flatten_with_path(ref)[0]}
   if got != want:
-    raise ValueError(f"{params_path}: parameters do not match the config in {META_FILE}")
+    raise InputError(f"{params_path}: parameters do not match the config in {META_FILE}")
   return FactorRegressor(params, cfg, meta["stats"], meta)
 
 

@@ -47,6 +47,7 @@ import numpy as np
 
 from vasa_jax.data.records import text as _text
 from vasa_jax.eval.motion import mouth_gap
+from vasa_jax.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +210,7 @@ def evaluate(anim, geo_source, clip_index, *, max_clips=None, only="", out_dir=N
     if progress is not None:
       progress(n + 1, len(chosen))
   if not rows:
-    raise ValueError("no clip to evaluate")
+    raise InputError("no clip to evaluate")
   keys = [k for k in rows[0] if isinstance(rows[0][k], float)]
   mean = {k: float(np.nanmean([r[k] for r in rows if r.get(k) is not None])) for k in keys}
   rs = [r["mouth_r"] for r in rows if r.get("mouth_r") is not None]

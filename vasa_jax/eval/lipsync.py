@@ -34,6 +34,7 @@ import time
 import numpy as np
 
 from vasa_jax.data.records import text as _text
+from vasa_jax.errors import InputError
 
 MAX_LAG = 5
 
@@ -106,14 +107,14 @@ def evaluate(animator, dataset: str, *, data_dir: str | None = None, split: str 
   cfg_audio = defaults.cfg_audio if cfg_audio is None else float(cfg_audio)
   train = _records(dataset, "train", data_dir, probe_clips)
   if not train:
-    raise ValueError(f"{dataset}: no train clips with a mouth track to fit the probe on")
+    raise InputError(f"{dataset}: no train clips with a mouth track to fit the probe on")
   x = np.concatenate([np.asarray(r["motion"], np.float32)[:int(r["num_frames"])] for r in train])
   y = np.concatenate([np.asarray(r["mouth"], np.float32)[:int(r["num_frames"]), 0] for r in train])
   probe = MouthProbe().fit(x, y)
   fit_r = _corr(probe(x), y)
   test = _records(dataset, split, data_dir, max_clips)
   if len(test) < 2:
-    raise ValueError(f"{dataset}:{split}: need at least 2 clips with a mouth track, found {len(test)}")
+    raise InputError(f"{dataset}:{split}: need at least 2 clips with a mouth track, found {len(test)}")
 
   def sample(first_motion, audio):
     portrait = an.Portrait(image=None, crop=None, box=None, prepared=None,

@@ -57,6 +57,7 @@ from flax import linen as nn
 
 from vasa_jax import artifacts
 from vasa_jax.eval import contrastive, syncnet
+from vasa_jax.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +287,7 @@ def extract(name: str, split: str, data_dir: str, cfg: Config, *, max_clips: int
     ids.append(_text(rec["clip_id"]))
     who.append(_text(rec["identity"]))
   if not meshes:
-    raise ValueError(f"{name}:{split} in {data_dir} has no clip with landmarks (build it with "
+    raise InputError(f"{name}:{split} in {data_dir} has no clip with landmarks (build it with "
                      f"`vasa-jax data extract-motion --geometry`)")
   starts = np.concatenate([[0], np.cumsum([len(m) for m in meshes])]).astype(np.int64)
   out = ClipSet(np.concatenate(meshes), np.concatenate(mels), starts, ids, who)
@@ -430,9 +431,9 @@ def main(argv=None) -> int:
   t0 = time.perf_counter()
   try:
     if args.window < 3:
-      raise ValueError(f"--window must be at least 3 frames, got {args.window}")
+      raise InputError(f"--window must be at least 3 frames, got {args.window}")
     if args.min_gap < 1:
-      raise ValueError(f"--min-gap must be at least 1 frame, got {args.min_gap}")
+      raise InputError(f"--min-gap must be at least 1 frame, got {args.min_gap}")
     cfg = Config(window=args.window, min_gap=args.min_gap)
     report = {"evaluator": NAME}
     if args.eval_only:

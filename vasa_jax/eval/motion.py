@@ -85,6 +85,7 @@ import numpy as np
 
 from vasa_jax.constants import FPS
 from vasa_jax.data.records import text as _text
+from vasa_jax.errors import InputError
 
 CONTROL_SECONDS = 4.0
 MOUTH = (13, 14)                  # inner upper / lower lip centre
@@ -551,7 +552,7 @@ def evaluate(anim, geo_source, clip_index, *, max_clips: int = 12, max_seconds: 
     if progress is not None:
       progress(n + 1, len(picks))
   if not rows:
-    raise ValueError("no clip to evaluate")
+    raise InputError("no clip to evaluate")
   keys = FIGURES + ("face_found",)
   # the audio guidance in effect: the asked scale, else the bundle's default
   sd = anim.engine.sampler

@@ -58,6 +58,7 @@ SSIM_RANGE = "[0, 1]"
 
 from vasa_jax.train.common import CheckpointNotFoundError  # noqa: E402  (re-exported)
 from vasa_jax.data.records import text as _text  # noqa: E402
+from vasa_jax.errors import InputError
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -307,7 +308,7 @@ def cross_reenactment_grid(model, params, sources: Sequence[np.ndarray],
   (i, j): source i rendered with driver j's pose and dynamics codes.
   """
   if not len(sources) or not len(drivers):
-    raise ValueError("need at least one source and one driver image")
+    raise InputError("need at least one source and one driver image")
   s = int(model.config.image_size)
   fns = _functions(model, compiler_options)
   src = [_fit(x, s) for x in sources]
@@ -422,7 +423,7 @@ def evaluate(workdir_or_params, config, datasets: Sequence, data_dir: str | None
     params, step = _restore(workdir_or_params, config, use_ema=use_ema)
   pairs = [_parse_dataset(d) for d in datasets]
   if not pairs:
-    raise ValueError("no datasets to evaluate")
+    raise InputError("no datasets to evaluate")
   opened = {}
   for name, split in pairs:
     key = f"{name}:{split}"

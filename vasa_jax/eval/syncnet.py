@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 NAME = "syncnet"
 from vasa_jax.constants import FPS, SAMPLES_PER_FRAME  # noqa: E402
 from vasa_jax.data.records import text as _text  # noqa: E402
+from vasa_jax.errors import InputError
 REAL_DATASET = "talking_face_videos/r256"
 SYNTH_DATASET = "synthetic_talking_heads/r256_n1000"
 
@@ -211,7 +212,7 @@ def offset_curve(v_emb: np.ndarray, a_emb: np.ndarray, max_offset: int):
   if k < 0:
     raise ValueError("max_offset must be >= 0")
   if n - 2 * k < 1:
-    raise ValueError(f"clip too short for max_offset={k}: {n} windows, need at least "
+    raise InputError(f"clip too short for max_offset={k}: {n} windows, need at least "
                      f"{2 * k + 1} (a clip of {2 * k + 5} frames)")
   t = np.arange(k, n - k)
   offsets = np.arange(-k, k + 1)
@@ -270,7 +271,7 @@ class SyncEvaluator(contrastive.TwoTowerEvaluator):
     n = t - self.cfg.window + 1
     k = min(int(max_offset), (n - 1) // 2)
     if k < 1:
-      raise ValueError(f"a clip of {t} frames is too short to score: at least "
+      raise InputError(f"a clip of {t} frames is too short to score: at least "
                        f"{self.cfg.window + 2} frames of video and audio are needed")
     v = self.embed_video(self.video_features(frames[:t]))
     a = self.embed_audio(audio_features(audio[:t * SAMPLES_PER_FRAME], self.cfg))

@@ -37,6 +37,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from vasa_jax.geometry.landmarks import EYE_A_CONTOUR, EYE_B_CONTOUR, IRIS_A, IRIS_B, NUM_POINTS
+from vasa_jax.errors import InputError
 
 __all__ = ["FaceBasis", "Codes", "fit_basis", "encode", "decode", "fit_similarity",
            "rotation_to_angles", "angles_to_rotation", "dyn_names", "BASIS_FILE",
@@ -178,7 +179,7 @@ class FaceBasis:
                    mirror=z["mirror"], s_ref=float(z["s_ref"]),
                    meta=json.loads(str(z["meta"])))
     except (KeyError, ValueError, OSError) as e:
-      raise ValueError(f"{path} is not a face basis file: {e}") from None
+      raise InputError(f"{path} is not a face basis file: {e}") from None
 
   def half_extent_m(self) -> float:
     return REF_DISTANCE * math.tan(math.radians(FOV_DEG) / 2.0)
@@ -591,10 +592,10 @@ def fit_basis(clips: Sequence[dict], *, exp_dim: int = 40, id_dim: int = 24,
     if len(idx) >= 4:
       kept.append((c, idx))
   if not kept:
-    raise ValueError("no clip has enough tracked frames to fit a face basis")
+    raise InputError("no clip has enough tracked frames to fit a face basis")
   real = [(c, i) for c, i in kept if c.get("real", True)]
   if len({c["identity"] for c, _ in real}) < 2:
-    raise ValueError("fitting a face basis needs real clips of at least 2 identities")
+    raise InputError("fitting a face basis needs real clips of at least 2 identities")
   # 1. template (real faces)
   pool = np.concatenate([np.asarray(c["points"], np.float64)[i] for c, i in real])
   if len(pool) > template_frames:

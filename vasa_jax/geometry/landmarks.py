@@ -41,6 +41,7 @@ import cv2
 import numpy as np
 
 from vasa_jax import faces as faces_lib
+from vasa_jax.errors import InputError
 
 __all__ = ["FaceGeometry", "FaceMesh", "NoFaceError", "get_mesh", "NUM_POINTS", "MESH_POINTS",
            "IRIS_A", "IRIS_B", "OneEuro"]
@@ -66,7 +67,7 @@ EYE_A_RING = EYE_A_CONTOUR[:9] + EYE_A_CONTOUR[9:][::-1]
 EYE_B_RING = EYE_B_CONTOUR[:9] + EYE_B_CONTOUR[9:][::-1]
 
 
-class NoFaceError(ValueError):
+class NoFaceError(InputError):
   """No (human) face where one was needed; the message is one line for the user."""
 
 

@@ -23,6 +23,7 @@ from vasa_jax.synth import speech as speech_lib
 from vasa_jax.workers import default_workers, pool
 
 from vasa_jax.constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME  # noqa: E402
+from vasa_jax.errors import InputError
 
 
 @dataclasses.dataclass
@@ -169,11 +170,11 @@ def build_corpus(out_dir: str, *, clips: int, seconds: float, size: int, seed: i
                  progress: Callable[[dict], None] | None = None) -> list[dict]:
   """Writes `clips` clips to out_dir using all cores; returns one summary dict per clip."""
   if clips < 1:
-    raise ValueError("--clips must be at least 1")
+    raise InputError("--clips must be at least 1")
   if seconds <= 0:
-    raise ValueError("--seconds must be positive")
+    raise InputError("--seconds must be positive")
   if size < 32 or size > 2048:
-    raise ValueError("--size must be between 32 and 2048 pixels")
+    raise InputError("--size must be between 32 and 2048 pixels")
   os.makedirs(out_dir, exist_ok=True)
   specs = [ClipSpec(seed, i, clips_per_identity) for i in range(clips)]
   jobs = [(s, seconds, size, out_dir) for s in specs]

@@ -21,6 +21,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from vasa_jax.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -456,7 +457,7 @@ def checkpointer_and_resume(config, workdir: str, state, shardings, data_iter,
     state = {**state, **warm_start_from_bundle(init_from, config, state)}
   elif init_from:
     if init_state_fn is None:
-      raise ValueError("config.init_from is not supported by this trainer")
+      raise InputError("config.init_from is not supported by this trainer")
     loaded = {}
     for key in ("params", "ema"):
       try:

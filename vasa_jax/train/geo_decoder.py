@@ -37,6 +37,7 @@ from vasa_jax import sharding as sharding_lib
 from vasa_jax.models import geo_decoder as gd
 from vasa_jax.train import common
 from vasa_jax.train import loop
+from vasa_jax.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -175,13 +176,13 @@ def open_data(config, data_dir: str | None = None, split: str | None = None):
   from vasa_jax.geometry import banks
   name = config.data.geometry
   if not name:
-    raise ValueError("config.data.geometry is empty: build one with `vasa-jax data "
+    raise InputError("config.data.geometry is empty: build one with `vasa-jax data "
                      "extract-motion --geometry` and pass --config.data.geometry=motion_latents/NAME")
   data_dir = common.resolve_data_dir(config, data_dir)
   geo = pipeline.open_source(name, split or config.data.split, data_dir)
   basis = motion_latents.load_dataset_basis(data_dir, name)
   if basis.exp_dim != int(config.model.exp_dim):
-    raise ValueError(f"{name} has a face basis of {basis.exp_dim} expression components, the "
+    raise InputError(f"{name} has a face basis of {basis.exp_dim} expression components, the "
                      f"config's model.exp_dim is {config.model.exp_dim}")
   source_dir = config.data.get("source_data_dir", "") or data_dir
   repeats = dict(config.data.get("repeats", {}) or {})
