@@ -44,6 +44,7 @@ GAZE_TAU_S = 2.0          # seconds: the slow gaze that an asked gaze steers (fa
 GAZE_EYE_SHARE = 0.5      # of a gaze correction the eyes take this share, the head the rest
 GAZE_EYE_LIMIT_DEG = 20.0  # eye-in-head rotation kept within this of the data's mean
 RECENTRE_TAU_S = 6.0      # seconds: no gaze asked, the head drifts back to the portrait's own
+DISTANCE_RANGE = (0.3, 1.5)  # the portrait's own head distance held (no distance asked) within
 
 
 class AnimateError(InputError):
@@ -503,6 +504,80 @@ def open_limit(lids: np.ndarray, own: np.ndarray, limit: float = MAX_LID_OPEN) -
                   ).astype(lids.dtype)
 
 
+class MotionPost:
+  """The host-side steps that follow the sampler, window by window, in this order, with the
+  state they carry across windows (so a stream's windows join as one run):
+
+  1. seam: a window starts where the previous one was heading (`join_seam`);
+  2. pose EMA: a geometry bundle's head pose is smoothed (`smooth_pose`, `pose_smoothing`);
+  3. mouth gain: openings scaled about closed lips (`codes.open_mouth`, opts.mouth_gain;
+     `mouth_base` the portrait's own canonical inner-lip gap);
+  4. emotion: the emotion's offset of the expression and lid codes, times
+     opts.emotion_intensity (brows, lip corners and lids change, the lips keep syncing);
+  5. recentring: no gaze asked, the head's slow drift (slower than RECENTRE_TAU_S) is pulled
+     back to the portrait's own head pose (`GazeSteer`, head only);
+  6. head motion: opts.head_motion scales the head motion about the portrait's pose;
+  7. gaze: an asked gaze is steered (`GazeSteer` about `gaze_zero`; head_motion 0 leaves it
+     to the eyes);
+  8. limits: rotations ease off past MAX_TURN_DEG of the portrait's and lids past
+     MAX_LID_OPEN x its openness (the warp only shows what the photo shows).
+
+  Steps 2-5, 7 and 8 act on geometry bundles only. The model's next window is conditioned on
+  its own output, before these steps."""
+
+  def __init__(self, engine: Engine, portrait_motion: np.ndarray, opts: SampleOptions, *,
+               pose_smoothing: float = POSE_SMOOTHING, mouth_base: float = 0.0):
+    self.ref = np.asarray(portrait_motion, np.float32)
+    self.geometry = engine.kind == "geometry"
+    self.basis = engine.basis
+    self.opts = opts
+    self.pose_smoothing = float(pose_smoothing)
+    self.mouth_base = float(mouth_base)
+    e = emotion_index(opts.emotion)
+    self.offset = (engine.emotion_offsets[e] * opts.emotion_intensity
+                   if self.geometry and e is not None else None)
+    self.steer = self.recentre = None
+    if self.geometry and opts.gaze is not None:
+      zero = gaze_zero(engine.stats)
+      self.steer = GazeSteer(gaze_radians(opts.gaze) + zero, engine.stats["mean"][-2:], zero,
+                             move_head=opts.head_motion > 0)
+    elif self.geometry:
+      own = np.asarray(self.ref[:2], np.float32)          # the portrait's head yaw, pitch
+      self.recentre = GazeSteer(own, engine.stats["mean"][-2:], tau_s=RECENTRE_TAU_S,
+                                move_eyes=False, start=own)
+    k_exp = engine.basis.exp_dim if self.geometry else 0
+    self.lid_dims = slice(POSE_DIM + k_exp, POSE_DIM + k_exp + 2)
+    self.tail = None
+    self.pose_state = None
+
+  def __call__(self, m: np.ndarray) -> np.ndarray:
+    """De-normalised motion [n, D] of the next window -> the motion shown."""
+    m = np.array(m, np.float32, copy=True)
+    ref, opts = self.ref, self.opts
+    if self.tail is not None:
+      m = join_seam(self.tail, m)
+    self.tail = m[-2:].copy()
+    if self.geometry and self.pose_smoothing < 1.0:
+      m[:, :POSE_DIM], self.pose_state = smooth_pose(m[:, :POSE_DIM], self.pose_state,
+                                                     self.pose_smoothing)
+    if self.geometry and opts.mouth_gain != 1.0:
+      m[:, POSE_DIM:] = codes_lib.open_mouth(m[:, POSE_DIM:], ref[POSE_DIM:], self.mouth_base,
+                                             self.basis, opts.mouth_gain)
+    if self.offset is not None:
+      m[:, POSE_DIM:] += self.offset
+    if self.recentre is not None:
+      m = self.recentre(m)
+    if opts.head_motion != 1.0:
+      m[:, :POSE_DIM] = ref[:POSE_DIM] + opts.head_motion * (m[:, :POSE_DIM] - ref[:POSE_DIM])
+    if self.steer is not None:
+      m = self.steer(m)
+    if self.geometry:
+      lim = np.radians(np.asarray(MAX_TURN_DEG, np.float32))
+      m[:, :3] = ref[:3] + lim * np.tanh((m[:, :3] - ref[:3]) / lim)
+      m[:, self.lid_dims] = open_limit(m[:, self.lid_dims], ref[self.lid_dims])
+    return m
+
+
 def sample_motion(engine: Engine, portrait_motion: np.ndarray, audio_16k: np.ndarray,
                   opts: SampleOptions = SampleOptions(), *,
                   pose_smoothing: float = POSE_SMOOTHING, blink_cfg: float = BLINK_CFG,
@@ -511,45 +586,20 @@ def sample_motion(engine: Engine, portrait_motion: np.ndarray, audio_16k: np.nda
 
   Each window of the bundle's MotionDiT is conditioned on the last `context` generated frames
   (the first on the portrait's own motion), with multi-condition CFG (audio, gaze, and the
-  blink rate where asked), along the bundle's diffusion schedule. Then, on the host: windows
-  join without a jump (`join_seam`); a geometry bundle's head pose is smoothed
-  (`smooth_pose`) and its rotations ease off past MAX_TURN_DEG of the portrait's, and its lids
-  past MAX_LID_OPEN x the portrait's openness (the warp
-  only shows what the photo shows); the emotion's offset of the expression and lid codes,
-  times opts.emotion_intensity, is added to every frame (geometry bundles), so brows, lip
-  corners and lids change while the lips keep syncing; opts.head_motion scales the head
-  motion about the portrait's pose. The model's next window is still conditioned on its own,
-  unscaled output. An asked gaze is also steered (`GazeSteer`, relative to `gaze_zero`):
-  opts.head_motion 0 leaves it to the eyes alone. With no gaze asked, the head's slow drift
-  (slower than RECENTRE_TAU_S) is pulled back to the portrait's own head pose. A geometry
-  bundle's mouth openings are scaled by opts.mouth_gain (`codes.open_mouth`, about closed lips;
-  mouth_base: the portrait's own canonical inner-lip gap)."""
+  blink rate where asked), along the bundle's diffusion schedule; an asked gaze is a condition
+  of the model. No distance asked: a geometry bundle holds the portrait's own framing (each
+  window is conditioned on the portrait's head distance, so a long clip does not slowly zoom
+  in or out as windows follow each other). Then `MotionPost` (seam, pose smoothing, mouth
+  gain, emotion, recentring, head motion, gaze steer, limits) gives the motion shown."""
   opts = opts.resolved(engine.sampler)
-  e = emotion_index(opts.emotion)
   geometry = engine.kind == "geometry"
-  offset = engine.emotion_offsets[e] * opts.emotion_intensity if geometry and e is not None \
-      else None
   feats = engine.features(jnp.asarray(lead_audio(audio_16k, opts.audio_lead)))
   ctrl = engine.controls(opts)
   ref = np.asarray(portrait_motion, np.float32)
-  steer = recentre = None
   if geometry and opts.gaze is not None:
-    zero = gaze_zero(engine.stats)
-    ctrl["gaze"] = (ctrl["gaze"] + zero).astype(np.float32)
-    steer = GazeSteer(ctrl["gaze"], engine.stats["mean"][-2:], zero,
-                      move_head=opts.head_motion > 0)
-  elif geometry:
-    # No gaze asked: the model chooses, but over long audio a head that turned away slowly
-    # drifts back to the portrait's own head pose, as a speaker keeps facing the listener;
-    # turns and nods faster than RECENTRE_TAU_S are the model's.
-    own = np.asarray(ref[:2], np.float32)              # the portrait's head yaw, pitch
-    recentre = GazeSteer(own, engine.stats["mean"][-2:], tau_s=RECENTRE_TAU_S,
-                         move_eyes=False, start=own)
+    ctrl["gaze"] = (ctrl["gaze"] + gaze_zero(engine.stats)).astype(np.float32)
   if geometry and opts.distance is None:
-    # No distance asked: hold the portrait's own framing. Each window is conditioned on the
-    # portrait's head distance (the model learned windows' mean distance), so a long clip does
-    # not slowly zoom in or out as windows follow each other.
-    ctrl["distance"] = np.float32(np.clip(ref[5], 0.3, 1.5))
+    ctrl["distance"] = np.float32(np.clip(ref[5], *DISTANCE_RANGE))
     ctrl["drop"]["distance"] = np.float32(0.0)
   cfg = {"audio": opts.cfg_audio, "gaze": opts.cfg_gaze if opts.gaze is not None else 0.0}
   if geometry and opts.cfg_expression is not None and opts.cfg_expression != opts.cfg_audio:
@@ -560,39 +610,16 @@ def sample_motion(engine: Engine, portrait_motion: np.ndarray, audio_16k: np.nda
                          + [opts.cfg_audio] * (engine.motion_dim - POSE_DIM - k_exp))
   if opts.blink_rate is not None and blink_cfg:
     cfg["blink_rate"] = float(blink_cfg)
-  lid_dims = slice(POSE_DIM + engine.basis.exp_dim, POSE_DIM + engine.basis.exp_dim + 2) \
-      if geometry else None
+  post = MotionPost(engine, ref, opts, pose_smoothing=pose_smoothing, mouth_base=mouth_base)
   k = engine.context
   first = None
   if k:
     silence = engine.features(jnp.zeros(k * (SAMPLE_RATE // FPS), jnp.float32))
     first = {"motion": np.tile(engine.normalize(ref)[None], (k, 1)),
              "audio": np.asarray(silence)}
-  tail, pose_state = None, None
   for start, m in sampling.stream(
       engine.denoise, feats, ctrl, window=engine.window, context=k, steps=opts.steps, cfg=cfg,
       rng=jax.random.PRNGKey(int(opts.seed)), first_prev=first, motion_dim=engine.motion_dim,
       params=engine.md_params, carry_context=opts.carry_context, schedule=engine.schedule,
       eta=engine.sampler.eta):
-    m = engine.denormalize(m)
-    if tail is not None:
-      m = join_seam(tail, m)
-    tail = m[-2:].copy()
-    if geometry and pose_smoothing < 1.0:
-      m[:, :POSE_DIM], pose_state = smooth_pose(m[:, :POSE_DIM], pose_state, pose_smoothing)
-    if geometry and opts.mouth_gain != 1.0:
-      m[:, POSE_DIM:] = codes_lib.open_mouth(m[:, POSE_DIM:], ref[POSE_DIM:], mouth_base,
-                                             engine.basis, opts.mouth_gain)
-    if offset is not None:
-      m[:, POSE_DIM:] += offset
-    if recentre is not None:
-      m = recentre(m)
-    if opts.head_motion != 1.0:
-      m[:, :POSE_DIM] = ref[:POSE_DIM] + opts.head_motion * (m[:, :POSE_DIM] - ref[:POSE_DIM])
-    if steer is not None:
-      m = steer(m)
-    if geometry:
-      lim = np.radians(np.asarray(MAX_TURN_DEG, np.float32))
-      m[:, :3] = ref[:3] + lim * np.tanh((m[:, :3] - ref[:3]) / lim)
-      m[:, lid_dims] = open_limit(m[:, lid_dims], ref[lid_dims])
-    yield start, m
+    yield start, post(engine.denormalize(m))
