@@ -96,7 +96,7 @@ def clip_metrics(frames, true_pts, out, out_pts, embedder=None, id_stride: int =
                  warp=None, asked_pts=None) -> dict:
   """Figures of one clip: frames / out uint8 [T, S, S, 3]; true_pts / out_pts [T, 478, 3];
   warp: the plain mesh warp's frames (warp_* figures; its landmarks are not measured)."""
-  from vasa_jax.eval import reenact
+  from vasa_jax.eval import metrics
   t = len(frames)
   s = frames.shape[1]
   res = {k: [] for k in ("psnr", "ssim", "psnr_face", "ssim_face", "mouth_l1", "eye_l1",
@@ -119,10 +119,10 @@ def clip_metrics(frames, true_pts, out, out_pts, embedder=None, id_stride: int =
                                         for x0, y0, x1, y1 in eyes])))
       if pts is None:
         pts = true_pts[i]
-      d["psnr"].append(reenact.psnr_image(img, gt))
-      d["ssim"].append(reenact.ssim_image(img, gt))
-      d["psnr_face"].append(reenact.psnr_image(img[fy0:fy1, fx0:fx1], gt[fy0:fy1, fx0:fx1]))
-      d["ssim_face"].append(reenact.ssim_image(img[fy0:fy1, fx0:fx1], gt[fy0:fy1, fx0:fx1]))
+      d["psnr"].append(metrics.psnr_image(img, gt))
+      d["ssim"].append(metrics.ssim_image(img, gt))
+      d["psnr_face"].append(metrics.psnr_image(img[fy0:fy1, fx0:fx1], gt[fy0:fy1, fx0:fx1]))
+      d["ssim_face"].append(metrics.ssim_image(img[fy0:fy1, fx0:fx1], gt[fy0:fy1, fx0:fx1]))
       d["mouth_l1"].append(float(np.abs(img[my0:my1, mx0:mx1].astype(np.float32)
                                         - gt[my0:my1, mx0:mx1].astype(np.float32)).mean()))
       d["landmark_dist"].append(float(np.linalg.norm(pts[:468, :2] - true_pts[i, :468, :2],

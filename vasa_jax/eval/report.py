@@ -223,9 +223,9 @@ class Clip:
 def load_clips(dataset: str, group: str, *, data_dir: str | None, max_clips: int,
                max_seconds: float) -> list[Clip]:
   from vasa_jax.data import records
-  from vasa_jax.eval import reenact
-  name, split = reenact._parse_dataset(dataset)
-  src = reenact._open_dataset(name, split, data_dir)
+  from vasa_jax.eval import metrics
+  name, split = metrics.parse_dataset(dataset)
+  src = metrics.open_dataset(name, split, data_dir)
   clips = []
   n_max = int(max_seconds * FPS)
   for i in range(min(len(src), int(max_clips))):
@@ -577,10 +577,10 @@ def geometry_reenactment(animator, dataset: str, *, data_dir: str | None, max_cl
   `vasa-jax eval reenact`). FileNotFoundError when the dataset is not there."""
   from vasa_jax import config_utils
   from vasa_jax.data import geometry_pairs
-  from vasa_jax.eval import geo_reenact, reenact
-  name, split = reenact._parse_dataset(dataset)
+  from vasa_jax.eval import geo_reenact, metrics
+  name, split = metrics.parse_dataset(dataset)
   data_dir = data_dir or config_utils.DEFAULT_DATA_DIR
-  geo = reenact._open_dataset(name, split, data_dir)
+  geo = metrics.open_dataset(name, split, data_dir)
   clips = geometry_pairs.GeometryClips(geo, data_dir)
   r = geo_reenact.evaluate(animator, geo, clips, max_clips=max_clips, embedder=embedder)
   keys = ("psnr", "ssim", "psnr_face", "ssim_face", "mouth_l1", "eye_l1", "mouth_gain",
