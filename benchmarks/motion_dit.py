@@ -12,7 +12,7 @@ FLOPs from XLA's cost analysis of the compiled step (hardware FLOPs of the optim
 2 per multiply-add, forward + backward + optimiser), achieved FLOP/s, "mfu" = that / the
 device's peak (null on CPU, where no peak is known), the executable's memory analysis and,
 on GPU / TPU, the device's peak bytes in use. Peaks and the analysis helpers are those of
-benchmarks/face_latent.py, so the two stages' figures are comparable.
+benchmarks/_bench.py (as benchmarks/face_latent.py), so the two stages' figures are comparable.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def _module(path: str, name: str):
   return mod
 
 
-fl_bench = _module(os.path.join(ROOT, "benchmarks", "face_latent.py"), "face_latent_bench")
+bench = _module(os.path.join(ROOT, "benchmarks", "_bench.py"), "bench_helpers")
 
 
 def random_batch(rng: np.random.Generator, config, batch_size: int) -> dict:
@@ -85,10 +85,10 @@ def bench_train_step(config, args, devices, peak) -> dict:
   init_s = time.perf_counter() - t0
   step = trainer.make_train_step(config, mesh, shardings, stats)
   batch = sharding.to_global(random_batch(np.random.default_rng(1), config, bs), mesh)
-  compiled, c_s = fl_bench.compile_fn(step, state, batch)
-  state, metrics, times = fl_bench.time_train_step(compiled, state, batch, args.repeats)
+  compiled, c_s = bench.compile_fn(step, state, batch)
+  state, metrics, times = bench.time_train_step(compiled, state, batch, args.repeats)
   loss = float(jax.device_get(metrics["loss/loss"]))
-  res = fl_bench.summarise("train_step", compiled, c_s, times, items=bs, item_name="window",
+  res = bench.summarise("train_step", compiled, c_s, times, items=bs, item_name="window",
                            peak=peak, device=devices[0])
   res.update({
       "batch_size": bs, "mesh_devices": n_dev, "state_init_s": round(init_s, 3),
@@ -121,7 +121,7 @@ def main(argv=None):
     variants = ["demo"] if on_cpu else ["demo", "paper"]
   args.repeats = max(1, args.repeats or (3 if on_cpu else 10))
   devices = [device] if on_cpu else jax.devices()
-  peak = fl_bench.peak_flops(device, args.dtype)
+  peak = bench.peak_flops(device, args.dtype)
   cfg_mod = _module(os.path.join(ROOT, "configs", "motion_dit.py"), "motion_dit_config")
   out = {
       "benchmark": "motion_dit_train_step", "backend": jax.default_backend(),
@@ -142,7 +142,7 @@ def main(argv=None):
     entry = {"train_step": bench_train_step(config, args, devices, peak),
              "window": int(config.model.window), "context": int(config.model.context),
              "motion_dim": int(config.model.motion_dim)}
-    entry["device_peak_bytes"] = fl_bench.device_peak_bytes(device)
+    entry["device_peak_bytes"] = bench.device_peak_bytes(device)
     entry["wall_s"] = round(time.perf_counter() - t0, 3)
     out["variants"][variant] = entry
   print(json.dumps(out, indent=1))
