@@ -376,13 +376,30 @@ def shut_lids(lids: np.ndarray, own: np.ndarray) -> np.ndarray:
 def decode(source: Codes, pose, dyn, basis: FaceBasis, crop: float, index: int = 0, *,
            render: bool = False) -> np.ndarray:
   """Landmarks [T, N, 3] (pixels of the crop) of the portrait `source` (its frame `index`)
-  performing pose [T, 6] and dyn [T, K + 4].
+  performing pose [T, 6] and dyn [T, K + 4]: `pose_mesh` of `decode_canonical`."""
+  c = decode_canonical(source, pose, dyn, basis, index, render=render)
+  return pose_mesh(c, pose, crop, basis)
+
+
+def pose_mesh(canonical: np.ndarray, pose, crop: float, basis: FaceBasis) -> np.ndarray:
+  """Canonical meshes [T, N, 3] (template units) moved rigidly to pose [T, 6]: pixels of a
+  crop of side `crop` (float32). The same map as models/warp.py's canonical_to_source on
+  volume points p = 2 s_ref c, in normalised crop units."""
+  pose = np.atleast_2d(np.asarray(pose, np.float64))
+  s, r, t = _similarity_from_pose(pose, crop, basis)
+  c = np.asarray(canonical, np.float64)
+  return (s[:, None, None] * np.einsum("bij,bnj->bni", r, c) + t[:, None]).astype(np.float32)
+
+
+def decode_canonical(source: Codes, pose, dyn, basis: FaceBasis, index: int = 0, *,
+                     render: bool = False) -> np.ndarray:
+  """The mesh of `decode` before its rigid move: [T, N, 3] in template units (float64).
 
   The portrait's own measured canonical mesh is the base: with the portrait's own codes the
   result is its own mesh (up to the rigid fit's residual). Expression, lids and gaze add their
   change relative to the portrait's codes (expression through `skull_still`, so that it moves
-  no skull point the way a head motion would); the mesh is then moved rigidly to
-  `pose`. The irises move with their eye under expression and look where the gaze codes say.
+  no skull point the way a head motion would; `pose` gives the head rotation it works
+  against); `pose_mesh` then moves the mesh rigidly to `pose`. The irises move with their eye under expression and look where the gaze codes say.
   render=True (drawing, not measuring): the opening the codes and the renderer lose is given
   back (OPENING_GAIN), a lid the tracker would read a third open is drawn shut (`shut_lids`), the
   points above the upper lids follow the lids (LASH_BAND), and the eye opening follows the
@@ -396,7 +413,7 @@ def decode(source: Codes, pose, dyn, basis: FaceBasis, crop: float, index: int =
     dyn = open_mouth(dyn, d0, float(inner_gap(base)), basis, OPENING_GAIN,
                      about=float(inner_gap(base)))
   dd = dyn - d0[None]
-  s, r, t = _similarity_from_pose(pose, crop, basis)
+  r = angles_to_rotation(pose[:, 0], pose[:, 1], pose[:, 2])
   n = max(len(pose), len(dyn))
   expr = np.einsum("tk,knd->tnd", dd[:, :k], basis.exp_basis)
   expr = np.broadcast_to(expr, (n,) + base.shape).copy()
@@ -424,7 +441,7 @@ def decode(source: Codes, pose, dyn, basis: FaceBasis, crop: float, index: int =
       rows = list(EYE_REGION_A if e == 0 else EYE_REGION_B)
       rows += [b for u, b in LASH_BAND if u in rows]
       c[:, rows, 1] += LID_FOLLOW_GAZE * move[:, None, 1]
-  return (s[:, None, None] * np.einsum("bij,bnj->bni", r, c) + t[:, None]).astype(np.float32)
+  return c
 
 
 def inner_gap(canonical: np.ndarray) -> np.ndarray:

@@ -35,13 +35,8 @@ log = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------- input
 
 def make_source(config, data_dir: str | None = None):
-  """The training mix: datasets concatenated, repeated in proportion to their weights."""
-  data_dir = common.resolve_data_dir(config, data_dir)
-  sources, weights = [], []
-  for name, weight in config.data.datasets:
-    sources.append(pipeline.open_source(name, config.data.split, data_dir=data_dir))
-    weights.append(float(weight))
-  return pipeline.weighted_concat(sources, weights)
+  """The training mix (`common.make_clip_mix`)."""
+  return common.make_clip_mix(config, data_dir)
 
 
 def _images(batch, size: int):

@@ -66,7 +66,6 @@ from vasa_jax.data import pipeline
 from vasa_jax.models import motion_dit as md
 from vasa_jax.train import common
 from vasa_jax.train import loop
-from vasa_jax.train import face_latent as stage1
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +102,7 @@ def make_source(config, data_dir: str | None = None):
     sources = [pipeline.open_source(n, config.data.split, data_dir=data_dir)
                for n in [name] + [m for m, _ in mix]]
     return pipeline.weighted_concat(sources, [1.0 - sum(w for _, w in mix)] + [w for _, w in mix])
-  return stage1.make_source(config, data_dir)
+  return common.make_clip_mix(config, data_dir)
 
 
 def _check_same_basis(data_dir, names) -> None:
