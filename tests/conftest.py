@@ -116,3 +116,24 @@ def fast_tiny_config(stage: str, settings: dict | None = None, overrides: dict |
       else:
         c[k] = v
   return c
+
+
+@pytest.fixture(scope="session")
+def geo_tiny_bundle(tmp_path_factory):
+  """A bundle of the default kind at tiny size (untrained geometry part decoder and MotionDiT,
+  the shipped face basis, float16): what kind-agnostic Animator / CLI tests run on."""
+  from vasa_jax import animate as an
+  from vasa_jax import bundle as bundle_lib
+  from vasa_jax.geometry import codes as codes_lib
+  fl = load_stage_config("face_latent").get_config("geo_tiny")
+  md = load_stage_config("motion_dit").get_config("tiny,model.dyn_dim=44")
+  basis = codes_lib.FaceBasis.load(os.path.join(bundle_lib.default_dir(), bundle_lib.BASIS_FILE))
+  anim = an.Animator.from_configs(fl, md, seed=0, face_basis=basis)
+  d = int(md.model.motion_dim)
+  stats = {"mean": np.zeros(d, np.float32), "std": np.full(d, 0.05, np.float32)}
+  path = str(tmp_path_factory.mktemp("bundle") / "geo")
+  bundle_lib.save(path, face_latent_config=fl, face_latent_params=anim.engine.fl_params,
+                  motion_dit_config=md, motion_dit_params=anim.engine.md_params, motion_stats=stats,
+                  face_basis=basis, dtype="float16")
+  return path
+

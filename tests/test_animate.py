@@ -20,27 +20,14 @@ PORTRAIT = os.path.join(ROOT, "vasa_jax", "assets", "examples", "portrait.jpg")
 SPEECH = os.path.join(ROOT, "vasa_jax", "assets", "examples", "speech.flac")
 
 
-def _configs():
-  fl = load_stage_config("face_latent").get_config("tiny")
-  md = load_stage_config("motion_dit").get_config("tiny")
-  return fl, md
-
-
 @pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory):
-  fl, md = _configs()
-  anim = an.Animator.from_configs(fl, md, seed=1)
-  d = int(md.model.motion_dim)
-  stats = {"mean": np.linspace(-0.1, 0.1, d).astype(np.float32), "std": np.full(d, 0.5, np.float32)}
-  path = str(tmp_path_factory.mktemp("bundle") / "tiny")
-  bundle_lib.save(path, face_latent_config=fl, face_latent_params=anim.engine.fl_params,
-                  motion_dit_config=md, motion_dit_params=anim.engine.md_params, motion_stats=stats)
-  return path
+def tiny_bundle(geo_tiny_bundle):
+  return geo_tiny_bundle
 
 
 @pytest.fixture(scope="module")
 def animator(tiny_bundle):
-  return an.Animator(tiny_bundle, composite="render")
+  return an.Animator(tiny_bundle, render_batch=4)
 
 
 def _speech(seconds=1.3, sr=22050):
@@ -52,17 +39,20 @@ def _speech(seconds=1.3, sr=22050):
 def test_bundle_roundtrip_float16(tmp_path, tiny_bundle):
   b = bundle_lib.load(tiny_bundle)
   assert b.meta["format"] == bundle_lib.FORMAT
-  half = bundle_lib.save(str(tmp_path / "half"), face_latent_config=b.face_latent_config,
-                         face_latent_params=b.face_latent_params,
-                         motion_dit_config=b.motion_dit_config,
-                         motion_dit_params=b.motion_dit_params,
-                         motion_stats=b.motion_stats, dtype="float16")
+
+  def save(name, dtype):
+    return bundle_lib.save(str(tmp_path / name), face_latent_config=b.face_latent_config,
+                           face_latent_params=b.face_latent_params,
+                           motion_dit_config=b.motion_dit_config,
+                           motion_dit_params=b.motion_dit_params, motion_stats=b.motion_stats,
+                           face_basis=b.face_basis, dtype=dtype)
+  full, half = save("full", "float32"), save("half", "float16")
   h = bundle_lib.load(half)
   a = np.concatenate([np.ravel(x) for x in __import__("jax").tree_util.tree_leaves(b.face_latent_params)])
   c = np.concatenate([np.ravel(x) for x in __import__("jax").tree_util.tree_leaves(h.face_latent_params)])
   assert c.dtype == np.float32 and np.allclose(a, c, atol=2e-3 * (1 + np.abs(a)).max())
-  size = lambda p: sum(os.path.getsize(os.path.join(p, f)) for f in os.listdir(p))  # noqa: E731
-  assert size(half) < size(tiny_bundle)
+  for f in (bundle_lib.FACE_FILE, bundle_lib.DIT_FILE):     # the weights: half the bytes
+    assert os.path.getsize(os.path.join(half, f)) < 0.6 * os.path.getsize(os.path.join(full, f))
 
 
 def test_animate_api(animator):
@@ -88,7 +78,7 @@ def test_animate_api(animator):
   again = animator.animate(PORTRAIT, (audio, sr), steps=2, seed=3)
   np.testing.assert_array_equal(again.frames, res.frames)
   crop = animator.animate(PORTRAIT, (audio, sr), steps=2, seed=3, crop_only=True)
-  assert crop.frames.shape[1:] == (animator.size, animator.size, 3)
+  assert crop.frames.shape[1:] == (side, side, 3)          # the crop at the photo's resolution
 
 
 def test_stream_matches_animate_and_reports_latency(animator):
@@ -103,9 +93,14 @@ def test_stream_matches_animate_and_reports_latency(animator):
 
 
 def test_portrait_from_aligned_crop_skips_detection(animator):
-  rng = np.random.default_rng(0)
-  crop = rng.integers(0, 255, (3 * animator.size, 3 * animator.size, 3), np.uint8)
-  p = animator.portrait_from_crop(crop)             # noise: a detector would find no face
+  """An already aligned face crop is the output frame (no detection, no paste-back); a crop
+  that is not square, or shows no face, is refused in one line."""
+  from vasa_jax import media
+  from vasa_jax.data.video import crop_square
+  photo = media.load_image(PORTRAIT)
+  box = animator.prepare_portrait(PORTRAIT).box
+  crop = crop_square(photo, box, animator.size)
+  p = animator.portrait_from_crop(crop)
   assert p.crop.shape == (animator.size, animator.size, 3) and p.image is None
   assert p.motion.shape == (animator.motion_dim,) and np.isfinite(p.motion).all()
   audio, sr = _speech(seconds=1.0)
@@ -113,6 +108,9 @@ def test_portrait_from_aligned_crop_skips_detection(animator):
   assert frames.shape == (25, animator.size, animator.size, 3)
   with pytest.raises(an.AnimateError, match="square"):
     animator.portrait_from_crop(crop[:, :-5])
+  noise = np.random.default_rng(0).integers(0, 255, crop.shape, np.uint8)
+  with pytest.raises(an.AnimateError, match="face"):
+    animator.portrait_from_crop(noise)
 
 
 def test_controls_change_motion(animator):
@@ -150,8 +148,7 @@ def test_bad_inputs(animator, tmp_path):
     animator.animate(str(bad), _speech(0.3))
   with pytest.raises(an.AnimateError, match="not found"):
     animator.animate(str(tmp_path / "missing.png"), _speech(0.3))
-  short = an.Animator(bundle=bundle_lib.load(animator.checkpoint), max_seconds=0.2,
-                      composite="render")
+  short = an.Animator(bundle=bundle_lib.load(animator.checkpoint), max_seconds=0.2)
   with pytest.raises(an.AnimateError, match="limit"):
     short.animate(PORTRAIT, _speech(0.5))
   with pytest.raises(an.AnimateError, match="not found"):
@@ -163,11 +160,12 @@ def test_bad_inputs(animator, tmp_path):
 def test_incompatible_bundle(tmp_path, tiny_bundle):
   b = bundle_lib.load(tiny_bundle)
   cfg = b.face_latent_config
-  cfg.model.dec_width = cfg.model.dec_width * 2    # params no longer fit the config
+  cfg.model.mouth.widths = tuple(2 * w for w in cfg.model.mouth.widths)   # params no longer fit
   path = bundle_lib.save(str(tmp_path / "bad"), face_latent_config=cfg,
                          face_latent_params=b.face_latent_params,
                          motion_dit_config=b.motion_dit_config,
-                         motion_dit_params=b.motion_dit_params, motion_stats=b.motion_stats)
+                         motion_dit_params=b.motion_dit_params, motion_stats=b.motion_stats,
+                         face_basis=b.face_basis)
   with pytest.raises(an.AnimateError, match="shape|do not match"):
     an.Animator(path)
 
@@ -180,7 +178,7 @@ def test_rgba_grey_exif_images(animator, tmp_path):
   img.convert("L").save(tmp_path / "g.png")
   rot = img.rotate(90, expand=True)
   exif = Image.Exif()
-  exif[0x0112] = 8    # "rotate 90 CW to view": undoes the rotation above
+  exif[0x0112] = 6    # "rotate 90 CW to view": undoes PIL's counter-clockwise rotation above
   rot.save(tmp_path / "r.jpg", exif=exif)
   boxes = [animator.prepare_portrait(str(tmp_path / n)).box for n in ("p.png", "g.png", "r.jpg")]
   ref = animator.prepare_portrait(PORTRAIT).box
@@ -258,7 +256,22 @@ def test_lipsync_helpers():
   assert lipsync._corr(probe(x), y) > 0.99
 
 
-def test_detail_composite_keeps_photo_where_nothing_moves(tiny_bundle):
+@pytest.fixture(scope="module")
+def lf_bundle(tmp_path_factory):
+  """A tiny learned-flow bundle (the retiring stage 1: docs/plans/retire_learned_flow.md)."""
+  fl = load_stage_config("face_latent").get_config("tiny")
+  md = load_stage_config("motion_dit").get_config("tiny")
+  anim = an.Animator.from_configs(fl, md, seed=1)
+  d = int(md.model.motion_dim)
+  stats = {"mean": np.linspace(-0.1, 0.1, d).astype(np.float32), "std": np.full(d, 0.5, np.float32)}
+  path = str(tmp_path_factory.mktemp("bundle") / "tiny")
+  bundle_lib.save(path, face_latent_config=fl, face_latent_params=anim.engine.fl_params,
+                  motion_dit_config=md, motion_dit_params=anim.engine.md_params, motion_stats=stats)
+  return path
+
+
+def test_detail_composite_keeps_photo_where_nothing_moves(lf_bundle):
+  tiny_bundle = lf_bundle
   anim = an.Animator(tiny_bundle, composite="detail")
   portrait = anim.prepare_portrait(PORTRAIT)
   still = np.repeat(portrait.motion[None], 3, axis=0)
@@ -308,13 +321,14 @@ def _with_stage2_overrides(tmp_path, tiny_bundle, overrides):
   `vasa-jax train --config configs/motion_dit.py:tiny OVERRIDES` would record it."""
   from vasa_jax import config_utils
   md = config_utils.load_config(os.path.join(ROOT, "configs", "motion_dit.py") + ":tiny",
-                                overrides)
+                                ["--config.model.dyn_dim=44"] + list(overrides))
   b = bundle_lib.load(tiny_bundle)
   path = str(tmp_path / "overridden")
   bundle_lib.save(path, face_latent_config=b.face_latent_config,
                   face_latent_params=b.face_latent_params, motion_dit_config=md,
-                  motion_dit_params=b.motion_dit_params, motion_stats=b.motion_stats)
-  return an.Animator(path, composite="render")
+                  motion_dit_params=b.motion_dit_params, motion_stats=b.motion_stats,
+                  face_basis=b.face_basis)
+  return an.Animator(path, render_batch=4)
 
 
 def test_the_training_diffusion_schedule_reaches_the_sampler(tmp_path, tiny_bundle, animator):
@@ -376,9 +390,10 @@ def test_the_engine_works_without_the_animator(tiny_bundle, animator):
   theirs = np.concatenate([m for _, m in animator.motion_windows(q, audio, steps=2, seed=4,
                                                                  gaze=(5.0, -3.0))])
   np.testing.assert_allclose(ours, theirs, atol=1e-5)
-  frames = np.concatenate(list(composites.make("render", eng).render(p, ours[:5])))
+  frames = np.concatenate(list(composites.make("geometry", eng).render(p, ours[:5])))
   np.testing.assert_array_equal(frames, np.concatenate(list(animator.render_motion(q, ours[:5]))))
-  assert frames.shape == (5, eng.size, eng.size, 3)
+  assert frames.shape == (5,) + p.full_crop.shape if p.full_crop is not None else \
+      (5,) + p.crop.shape
   for bad, match in ((dict(steps=0), "steps"), (dict(cfg_audio=11), "cfg_audio"),
                      (dict(head_motion=-1), "head_motion"), (dict(gaze=(90, 0)), "gaze"),
                      (dict(emotion="bored"), "emotion")):

@@ -27,18 +27,8 @@ def _basis():
 
 
 @pytest.fixture(scope="module")
-def geo_bundle(tmp_path_factory):
-  fl = load_stage_config("face_latent").get_config("geo_tiny")
-  md = load_stage_config("motion_dit").get_config("tiny,model.dyn_dim=44")
-  basis = _basis()
-  anim = an.Animator.from_configs(fl, md, seed=0, face_basis=basis)
-  d = int(md.model.motion_dim)
-  stats = {"mean": np.zeros(d, np.float32), "std": np.full(d, 0.05, np.float32)}
-  path = str(tmp_path_factory.mktemp("bundle") / "geo")
-  bundle_lib.save(path, face_latent_config=fl, face_latent_params=anim.engine.fl_params,
-                  motion_dit_config=md, motion_dit_params=anim.engine.md_params, motion_stats=stats,
-                  face_basis=basis, dtype="float16")
-  return path
+def geo_bundle(geo_tiny_bundle):
+  return geo_tiny_bundle
 
 
 @pytest.fixture(scope="module")
