@@ -54,6 +54,22 @@ def make_fake_records(n_clips=6, frames=12, size=32, identities=3, seed=0):
   return recs
 
 
+def make_fake_motion_records(n_clips=4, frames=25, motion_dim=50, size=32, identities=2, seed=0):
+  """Records of a geometry motion dataset (the motion_latents schema: `make_fake_records` plus
+  a stored motion track [T, motion_dim] of pose ++ codes): smooth random tracks, the head at
+  0.6 m."""
+  rng = np.random.default_rng(seed)
+  recs = make_fake_records(n_clips=n_clips, frames=frames, size=size, identities=identities,
+                           seed=seed)
+  kernel = np.ones(5) / 5
+  for r in recs:
+    noise = rng.normal(0.0, 0.3, (frames + 4, motion_dim))
+    m = np.stack([np.convolve(noise[:, j], kernel, mode="valid") for j in range(motion_dim)], 1)
+    m[:, 5] = 0.6 + 0.02 * m[:, 5]
+    r["motion"] = m[:frames].astype(np.float32)
+  return recs
+
+
 class ListSource:
   """A random-access source over decoded records, as tfds.data_source returns them."""
 

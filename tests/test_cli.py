@@ -65,7 +65,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
                ["data", "info", "synthetic_talking_heads/tiny", "--data-dir", str(tmp_path)],
                ["train", "--config", str(tmp_path / "nope.py"), "--workdir", str(tmp_path / "w")],
                ["train", "--config", "configs/face_latent.py:huge", "--workdir", str(tmp_path / "w")],
-               ["train", "--config", "configs/face_latent.py:tiny", "--workdir", str(tmp_path / "w"),
+               ["train", "--config", "configs/face_latent.py:geo_tiny", "--workdir", str(tmp_path / "w"),
                 "--config.no_such_field=1"]):
     r = run(*args, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert r.returncode == 2, (args, r.stderr)
@@ -107,9 +107,9 @@ def test_a_bug_keeps_its_traceback_while_bad_input_is_one_line(monkeypatch, caps
 def test_config_overrides_reach_the_config():
   from vasa_jax.cli import load_config
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  c = load_config(os.path.join(root, "configs/face_latent.py") + ":tiny,batch_size=4",
-                  ["--config.optim.lr_g=1e-3", "--config.model.dtype=bfloat16"])
-  assert c.batch_size == 4 and c.optim.lr_g == 1e-3 and c.model.dtype == "bfloat16"
+  c = load_config(os.path.join(root, "configs/face_latent.py") + ":geo_tiny,batch_size=4",
+                  ["--config.optim.lr=3e-3", "--config.model.dtype=bfloat16"])
+  assert c.batch_size == 4 and c.optim.lr == 3e-3 and c.model.dtype == "bfloat16"
 
 
 def test_negative_gaze_is_taken_as_typed():
@@ -162,30 +162,25 @@ def test_help_on_every_subcommand_exits_0():
     assert "usage:" in out.getvalue().lower(), cmd
 
 
-def test_export_keeps_a_bundles_stage1_and_reads_the_runs_recorded_config(tmp_path):
+def test_export_keeps_a_bundles_stage1_and_reads_the_runs_recorded_config(tmp_path,
+                                                                           geo_tiny_bundle):
   """`vasa-jax export --face-latent BUNDLE --motion-dit RUN`: the bundle's stage 1 is kept
   as it is, the stage-2 EMA weights and statistics come from the run, and the run's config is
   the one it recorded (no --motion-dit-config)."""
   import jax
-  from conftest import ListSource, fast_tiny_config, load_stage_config, make_fake_records
-  from vasa_jax import animate as an
+  from conftest import ListSource, fast_tiny_config, make_fake_motion_records
   from vasa_jax import bundle as bundle_lib
   from vasa_jax.train import common
   from vasa_jax.train import motion_dit as trainer
-  md = fast_tiny_config("motion_dit", {"motion_source": "ground_truth", "data.stats_batches": 2,
-                                       "steps": 2, "ckpt_every": 2})
+  md = fast_tiny_config("motion_dit", {"motion_source": "dataset", "model.dyn_dim": 44,
+                                       "data.stats_batches": 2, "steps": 2, "ckpt_every": 2})
   run_dir = str(tmp_path / "md")
   trainer.train_and_evaluate(md, run_dir, source=ListSource(
-      make_fake_records(n_clips=4, frames=25, size=32, identities=2)))
-  fl = load_stage_config("face_latent").get_config("tiny")
-  base = an.Animator.from_configs(fl, load_stage_config("motion_dit").get_config("tiny"))
-  d = md.model.motion_dim
-  src = bundle_lib.save(str(tmp_path / "src"), face_latent_config=fl,
-                        face_latent_params=base.engine.fl_params,
-                        motion_dit_config=base.md_config, motion_dit_params=base.engine.md_params,
-                        motion_stats={"mean": np.zeros(d), "std": np.ones(d)})
+      make_fake_motion_records(n_clips=4, frames=25, motion_dim=md.model.motion_dim)))
+  src = geo_tiny_bundle
+  bank = bundle_lib.default_dir()              # the shipped part bank (a geometry bundle's)
   r = run("export", "--face-latent", src, "--motion-dit", run_dir, "--out",
-          str(tmp_path / "out"))
+          str(tmp_path / "out"), "--part-bank", bank)
   assert r.returncode == 0, r.stderr
   out = bundle_lib.load(str(tmp_path / "out"))
   same = lambda a, b: all(np.array_equal(np.asarray(x), np.asarray(y))  # noqa: E731
@@ -195,12 +190,13 @@ def test_export_keeps_a_bundles_stage1_and_reads_the_runs_recorded_config(tmp_pa
   ema, _ = common.restore_params(run_dir, md)
   assert same(out.motion_dit_params, ema)
   assert out.meta["provenance"]["face_latent_bundle"] == src
-  assert out.motion_dit_config.motion_source == "ground_truth"      # the run's own record
+  assert out.motion_dit_config.motion_source == "dataset"      # the run's own record
   assert json.loads(r.stdout)["bytes"] > 0
   assert out.motion_dit_config.sampler.cfg_audio == md.sampler.cfg_audio
   # sampler defaults tuned after training travel in the bundle; a bad value is refused
   r = run("export", "--face-latent", src, "--motion-dit", run_dir, "--out",
-          str(tmp_path / "tuned"), "--cfg-audio", "1.75", "--audio-lead", "0.5")
+          str(tmp_path / "tuned"), "--cfg-audio", "1.75", "--audio-lead", "0.5",
+          "--part-bank", bank)
   assert r.returncode == 0, r.stderr
   tuned = bundle_lib.load(str(tmp_path / "tuned"))
   assert tuned.motion_dit_config.sampler.cfg_audio == 1.75 != md.sampler.cfg_audio

@@ -1,6 +1,8 @@
 """The phonetic audio front end: labels from espeak-ng phone timings, augmentation, a fit
 through the one training loop, the FeatureSource, saved weights."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -74,16 +76,16 @@ def test_the_bundled_front_end_is_shipped_and_documented():
   assert src.meta["training"]["command"].startswith("python -m vasa_jax.train.phonetic")
 
 
-def test_stage2_hears_through_the_phonetic_front_end(tmp_path):
+def test_stage2_hears_through_the_phonetic_front_end(tmp_path, geo_tiny_bundle):
   """model.audio_features=log_mel+phonetic: the config's input width follows, the trainer
   steps on log-mel ++ phonetic features, and a bundle carries the front end it heard with."""
-  from conftest import ListSource, load_stage_config, make_fake_records
+  from conftest import ListSource, load_stage_config, make_fake_motion_records
   from vasa_jax import animate as an
   from vasa_jax import audio as audio_lib
   from vasa_jax import bundle as bundle_lib
   from vasa_jax.train import motion_dit as trainer
   md_mod = load_stage_config("motion_dit")
-  md = md_mod.get_config("tiny,model.audio_features=log_mel+phonetic")
+  md = md_mod.get_config("tiny,model.audio_features=log_mel+phonetic,model.dyn_dim=44")
   assert md.model.audio_in_dim == ph.feature_dim("log_mel+phonetic") == 160 + ph.load().dim
   feats = ph.audio_source(md.model)
   a = np.random.default_rng(0).normal(0, 0.1, (1, 16000)).astype(np.float32)
@@ -92,21 +94,22 @@ def test_stage2_hears_through_the_phonetic_front_end(tmp_path):
   np.testing.assert_allclose(f[..., :160], np.asarray(audio_lib.log_mel(a)), atol=1e-5)
   with md.unlocked():
     md.rng_impl, md.batch_size, md.async_checkpoint = "unsafe_rbg", 8, False
-    md.motion_source, md.data.stats_batches, md.steps, md.ckpt_every = "ground_truth", 2, 2, 2
-  out = trainer.train_and_evaluate(md, str(tmp_path / "run"), source=ListSource(
-      make_fake_records(n_clips=4, frames=25, size=32, identities=2)))
-  assert np.isfinite(out["loss/loss"])
-  fl = load_stage_config("face_latent").get_config("tiny")
-  anim = an.Animator.from_configs(fl, md, composite="render")
+    md.motion_source, md.data.stats_batches, md.steps, md.ckpt_every = "dataset", 2, 2, 2
   d = md.model.motion_dim
-  path = bundle_lib.save(str(tmp_path / "b"), face_latent_config=fl,
-                         face_latent_params=anim.engine.fl_params, motion_dit_config=md,
+  out = trainer.train_and_evaluate(md, str(tmp_path / "run"), source=ListSource(
+      make_fake_motion_records(n_clips=4, frames=25, motion_dim=d)))
+  assert np.isfinite(out["loss/loss"])
+  geo = bundle_lib.load(geo_tiny_bundle)
+  anim = an.Animator.from_configs(geo.face_latent_config, md, face_basis=geo.face_basis)
+  path = bundle_lib.save(str(tmp_path / "b"), face_latent_config=geo.face_latent_config,
+                         face_latent_params=geo.face_latent_params, motion_dit_config=md,
                          motion_dit_params=anim.engine.md_params,
-                         motion_stats={"mean": np.zeros(d), "std": np.ones(d)})
+                         motion_stats={"mean": np.zeros(d), "std": np.full(d, 0.05)},
+                         face_basis=geo.face_basis)
   b = bundle_lib.load(path)
   assert b.phonetic_dir == str(tmp_path / "b" / "phonetic")
-  again = an.Animator(path, composite="render")
-  crop = np.full((fl.model.image_size, fl.model.image_size, 3), 128, np.uint8)
-  m = np.concatenate([x for _, x in again.motion_windows(again.portrait_from_crop(crop),
-                                                         a[0], steps=2)])
+  again = an.Animator(path, render_batch=4)
+  portrait = again.prepare_portrait(os.path.join(bundle_lib.default_dir(), "..", "examples",
+                                                 "portrait.jpg"))
+  m = np.concatenate([x for _, x in again.motion_windows(portrait, a[0], steps=2)])
   assert m.shape == (25, d) and np.isfinite(m).all()

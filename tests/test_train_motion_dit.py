@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ListSource, fast_tiny_config, load_stage_config, make_fake_records
+from conftest import (ListSource, fast_tiny_config, load_stage_config, make_fake_motion_records,
+                      make_fake_records)
 from vasa_jax import sharding
 from vasa_jax.data import motion as motion_lib
 from vasa_jax.train import motion_dit as trainer
@@ -16,14 +17,15 @@ from vasa_jax.train import motion_dit as trainer
 
 
 def tiny_config(**overrides):
-  return fast_tiny_config("motion_dit", {"motion_source": "ground_truth",
+  """Stage 2 at tiny size on stored geometry motion (6 + 44 dims) of an injected source."""
+  return fast_tiny_config("motion_dit", {"motion_source": "dataset", "model.dyn_dim": 44,
                                          "data.stats_batches": 2}, overrides)
 
 
 @pytest.fixture(scope="module")
 def source():
   # frames <= 25: conftest's fake frames encode 10 t + 5 in uint8.
-  return ListSource(make_fake_records(n_clips=8, frames=25, size=32, identities=4))
+  return ListSource(make_fake_motion_records(n_clips=8, frames=25, motion_dim=50, identities=4))
 
 
 def _scalars(workdir, tag):
@@ -73,7 +75,7 @@ def test_ground_truth_motion_layout(source):
 
 
 def test_latent_source_requires_stage1_fields():
-  config = tiny_config(motion_source="latent")
+  config = tiny_config(motion_source="latent", **{"model.dyn_dim": 8})   # learned-flow codes
   with pytest.raises(trainer.ConfigError, match="face_latent_checkpoint"):
     trainer.make_motion_fn(config, sharding.make_mesh())
   config.face_latent_checkpoint = "/nonexistent"
@@ -91,7 +93,7 @@ def test_sharded_step_equals_single_device(source):
   config = tiny_config(**{"optim.eps": 1e-3})
   loader = trainer.make_loader(config, source, 8, frames=False)
   local = next(iter(loader))
-  mfn = lambda b: motion_lib.ground_truth_motion(b, config.model.motion_dim)
+  mfn = motion_lib.stored_motion
   stats = motion_lib.normalization_stats([(mfn(local)[0], local["mask"])], 1)
   results = []
   for devices in (jax.devices()[:1], jax.devices()):
@@ -119,7 +121,7 @@ def test_resume_exact_loss_decreases_stats_stored_once(source, tmp_path, monkeyp
     first_stats = f.read()
   mtime = os.stat(stats_path).st_mtime_ns
   stats = json.loads(first_stats)
-  assert stats["motion_source"] == "ground_truth" and len(stats["mean"]) == 14
+  assert stats["motion_source"] == "dataset" and len(stats["mean"]) == 50
 
   # On restart the stored statistics are reused, never recomputed.
   def no_recompute(*a, **k):
@@ -150,7 +152,8 @@ def test_injected_motion_fn(source, tmp_path):
                          batch["blink"][..., None], batch["emotion_intensity"][..., None],
                          jnp.zeros(batch["pose"].shape[:2] + (1,))], axis=-1)
     return m, None             # no previous-window context
-  out = trainer.train_and_evaluate(tiny_config(steps=2, ckpt_every=2, motion_source="latent"),
+  out = trainer.train_and_evaluate(tiny_config(steps=2, ckpt_every=2, motion_source="latent",
+                                               **{"model.dyn_dim": 8}),
                                    str(tmp_path / "inj"), source=source, motion_fn=mfn)
   assert np.isfinite(out["loss/loss"]) and len(calls) == 2 + 2   # 2 stats batches + 2 steps
 

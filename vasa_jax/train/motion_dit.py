@@ -141,6 +141,8 @@ def check_motion_dataset(config, source) -> None:
 
 
 def motion_source_name(config) -> str:
+  """"dataset" (stored motion: a motion dataset, or an injected source whose records carry
+  `motion`, config.motion_source="dataset"), "latent" or "ground_truth"."""
   if motion_dataset_name(config):
     return "dataset"
   return str(config.get("motion_source", "latent") or "latent")
@@ -200,7 +202,7 @@ def make_loader(config, source, batch_size: int, *, frames: bool, seed: int | No
             seed=config.seed if seed is None else seed, worker_count=config.data.worker_count)
   if frames:
     return motion_lib.stage2_frames_loader(source, **kw)
-  with_motion = bool(motion_dataset_name(config))
+  with_motion = motion_source_name(config) == "dataset"
   return pipeline.stage2_loader(
       source, with_frames=False, with_motion=with_motion,
       controls_from_motion=with_motion and bool(config.data.get("controls_from_motion", False)),
