@@ -4,7 +4,7 @@
 
 Each process owns 8 / NUM_PROCESSES simulated CPU devices and feeds its slice of one fixed
 global batch per stage; two train steps of each stage run (stage 1: face latent model; stage 2:
-MotionDiT on ground-truth motion with statistics of the global batch); process 0 writes each
+MotionDiT on stored geometry motion with statistics of the global batch); process 0 writes each
 stage's loss and parameter norm.
 """
 import os, sys, json
@@ -20,7 +20,7 @@ if nproc > 1:
                              heartbeat_timeout_seconds=600)
 import numpy as np
 from jax.experimental import multihost_utils
-from conftest import ListSource, make_fake_records
+from conftest import ListSource, make_fake_motion_records, make_fake_records
 import test_train_face_latent as t1
 import test_train_motion_dit as t2
 from vasa_jax import sharding
@@ -65,11 +65,11 @@ for _ in range(2):
   state, m = step(state, batch)
 result["face_latent"] = summary(state, m, "loss/total")
 
-# --- stage 2: MotionDiT (ground-truth motion; eps as in test_train_motion_dit's sharded test)
+# --- stage 2: MotionDiT (stored geometry motion; eps as in test_train_motion_dit's sharded test)
 config = t2.tiny_config(**{"optim.eps": 1e-3})
-src = ListSource(make_fake_records(n_clips=8, frames=25, size=32, identities=4))
-full = next(iter(pipeline.stage2_loader(src, batch_size=8, window=config.data.window, context=config.data.context, seed=0, shard_index=0, shard_count=1)))
-mfn = lambda b: motion_lib.ground_truth_motion(b, config.model.motion_dim)
+src = ListSource(make_fake_motion_records(n_clips=8, frames=25, motion_dim=config.model.motion_dim, identities=4))
+full = next(iter(pipeline.stage2_loader(src, batch_size=8, window=config.data.window, context=config.data.context, seed=0, shard_index=0, shard_count=1, with_motion=True)))
+mfn = motion_lib.stored_motion
 stats = motion_lib.normalization_stats([(mfn(full)[0], full["mask"])], 1)   # the same in every process
 local = local_slice(full)
 state, sh = t2.trainer.create_state(config, mesh, jax.random.key(0, impl="unsafe_rbg"))
