@@ -153,3 +153,54 @@ def geo_tiny_bundle(tmp_path_factory):
                   face_basis=basis, dtype="float16")
   return path
 
+
+# ----------------------------------------------------------------------------- trainers
+
+def corrupt_call(monkeypatch, at: int, field):
+  """Patches sharding.to_global so that its `at`-th call (1-based) gets a batch with NaN in
+  `field` (a key path) at example 0; returns the list of calls made so far."""
+  import jax
+  from vasa_jax import sharding
+  real, calls = sharding.to_global, []
+
+  def to_global(batch, mesh):
+    calls.append(1)
+    if len(calls) == at:
+      batch = jax.tree_util.tree_map(np.array, batch)    # a copy, the loader's arrays untouched
+      node = batch
+      for k in field[:-1]:
+        node = node[k]
+      node[field[-1]][0] = np.nan
+    return real(batch, mesh)
+
+  monkeypatch.setattr(sharding, "to_global", to_global)
+  return calls
+
+
+def checkpoint_states(workdir):
+  """{step: train state as numpy} of every checkpoint in workdir."""
+  import jax
+  import orbax.checkpoint as ocp
+  from vasa_jax.train import common
+  ck = common.Checkpointer(workdir)
+  try:
+    return {s: jax.device_get(ck.manager.restore(
+        s, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"])
+            for s in ck.manager.all_steps()}
+  finally:
+    ck.close()
+
+
+def assert_skipped_step(states, bad: int):
+  """Checkpoint `bad` holds the state of checkpoint bad - 1 bit for bit except its step (the
+  batch was consumed, no update applied; an applied or NaN update would differ), and the next
+  step trained on with finite values."""
+  import jax
+  before, skipped, after = states[bad - 1], states[bad], states[bad + 1]
+  assert (int(before["step"]), int(skipped["step"]), int(after["step"])) == (bad - 1, bad, bad + 1)
+  for k in before:
+    if k != "step":
+      jax.tree_util.tree_map(np.testing.assert_array_equal, before[k], skipped[k])
+  assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(after))
+  assert any(not np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(skipped["params"]),
+                                                       jax.tree_util.tree_leaves(after["params"])))

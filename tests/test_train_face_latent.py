@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import ListSource, make_fake_records
+from conftest import (assert_skipped_step, checkpoint_states as _states,  # noqa: F401
+                      corrupt_call as _corrupt_call)
 from vasa_jax import sharding
 from vasa_jax.data import pipeline
 from vasa_jax.train import common
@@ -143,51 +145,6 @@ def test_mismatched_checkpoint_is_refused_not_overwritten(source, tmp_path):
   with pytest.raises(common.CheckpointRestoreError, match="none can be restored"):
     trainer.train_and_evaluate(tiny_config(steps=3), wd, source=other)
 
-
-
-def _corrupt_call(monkeypatch, at: int, field):
-  """Patches sharding.to_global so that its `at`-th call (1-based) gets a batch with NaN in
-  `field` (a key path) at example 0; returns the list of calls made so far."""
-  real, calls = sharding.to_global, []
-
-  def to_global(batch, mesh):
-    calls.append(1)
-    if len(calls) == at:
-      batch = jax.tree_util.tree_map(np.array, batch)    # a copy, the loader's arrays untouched
-      node = batch
-      for k in field[:-1]:
-        node = node[k]
-      node[field[-1]][0] = np.nan
-    return real(batch, mesh)
-
-  monkeypatch.setattr(sharding, "to_global", to_global)
-  return calls
-
-
-def _states(workdir):
-  """{step: train state as numpy} of every checkpoint in workdir."""
-  import orbax.checkpoint as ocp
-  ck = common.Checkpointer(workdir)
-  try:
-    return {s: jax.device_get(ck.manager.restore(
-        s, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"])
-            for s in ck.manager.all_steps()}
-  finally:
-    ck.close()
-
-
-def assert_skipped_step(states, bad: int):
-  """Checkpoint `bad` holds the state of checkpoint bad - 1 bit for bit except its step (the
-  batch was consumed, no update applied; an applied or NaN update would differ), and the next
-  step trained on with finite values."""
-  before, skipped, after = states[bad - 1], states[bad], states[bad + 1]
-  assert (int(before["step"]), int(skipped["step"]), int(after["step"])) == (bad - 1, bad, bad + 1)
-  for k in before:
-    if k != "step":
-      jax.tree_util.tree_map(np.testing.assert_array_equal, before[k], skipped[k])
-  assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(after))
-  assert any(not np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(skipped["params"]),
-                                                       jax.tree_util.tree_leaves(after["params"])))
 
 
 def test_batch_with_non_finite_input_is_skipped(source, tmp_path, monkeypatch, caplog):

@@ -183,7 +183,8 @@ def test_latent_motion_fn_encodes_every_frame():
 
 
 def test_batch_with_non_finite_input_is_skipped_up_to_the_limit(source, tmp_path, monkeypatch):
-  from test_train_face_latent import _corrupt_call, _states, assert_skipped_step
+  from conftest import (assert_skipped_step, checkpoint_states as _states,
+                        corrupt_call as _corrupt_call)
   from vasa_jax.train import common
   wd = str(tmp_path / "skip")
   # to_global calls: 2 for the motion statistics (data.stats_batches), then one per step.

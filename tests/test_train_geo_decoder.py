@@ -1,0 +1,106 @@
+"""The default stage-1 trainer (the mouth compositor, vasa_jax/train/geo_decoder.py): what every
+trainer guarantees. Sharded == single device, an exact resume, a non-finite loss stops with the
+last good checkpoint kept, a non-finite input batch is skipped, a checkpoint of another model is
+refused and not overwritten."""
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from conftest import FAST_COMPILE, ListSource, load_stage_config
+from test_geometry_animate import _basis, _geo_records
+from conftest import (assert_skipped_step, checkpoint_states as _states,
+                      corrupt_call as _corrupt_call)
+from vasa_jax import sharding
+from vasa_jax.train import common
+from vasa_jax.train import geo_decoder as trainer
+
+
+def tiny_config(spec: str = ""):
+  c = load_stage_config("face_latent").get_config("geo_tiny,batch_size=8" + spec)
+  with c.unlocked():
+    c.rng_impl, c.async_checkpoint = "unsafe_rbg", False
+    c.compiler_options = ml_collections.ConfigDict(FAST_COMPILE)
+  return c
+
+
+@pytest.fixture(scope="module")
+def source():
+  return ListSource(_geo_records())
+
+
+@pytest.fixture(scope="module")
+def basis():
+  return _basis()
+
+
+def test_sharded_step_equals_single_device():
+  config = tiny_config()
+  local = trainer.sanity_batch(config, batch=8)
+  results = []
+  for devices in (jax.devices()[:1], jax.devices()):
+    mesh = sharding.make_mesh(devices=devices)
+    state, shardings = trainer.create_state(config, mesh, jax.random.key(0, impl="unsafe_rbg"))
+    step = trainer.make_train_step(config, mesh, shardings)
+    state, metrics = step(state, sharding.to_global(local, mesh))
+    results.append((jax.device_get(state["params"]), jax.device_get(metrics)))
+  assert len(jax.devices()) == 8
+  (p1, m1), (p8, m8) = results
+  np.testing.assert_allclose(m1["loss/mouth_total"], m8["loss/mouth_total"], rtol=1e-4)
+  np.testing.assert_allclose(m1["disc/hinge"], m8["disc/hinge"], rtol=1e-4, atol=1e-6)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-5),
+                         p1, p8)
+  changed = [not np.array_equal(a, b) for a, b in zip(
+      jax.tree_util.tree_leaves(p1), jax.tree_util.tree_leaves(
+          jax.device_get(trainer.create_state(config, sharding.make_mesh(
+              devices=jax.devices()[:1]), jax.random.key(0, impl="unsafe_rbg"))[0]["params"])))]
+  assert any(changed)                          # the step moved the parameters
+
+
+def test_resume_continues_exactly(source, basis, tmp_path):
+  full = trainer.train_and_evaluate(tiny_config(",steps=4,ckpt_every=2"), str(tmp_path / "a"),
+                                    source=source, basis=basis)
+  trainer.train_and_evaluate(tiny_config(",steps=2,ckpt_every=2"), str(tmp_path / "b"),
+                             source=source, basis=basis)
+  resumed = trainer.train_and_evaluate(tiny_config(",steps=4,ckpt_every=2"), str(tmp_path / "b"),
+                                       source=source, basis=basis)
+  for k in ("loss/mouth_total", "disc/hinge"):
+    np.testing.assert_allclose(resumed[k], full[k], rtol=1e-4, err_msg=k)
+  ck = common.Checkpointer(str(tmp_path / "b"))
+  assert ck.latest_step() == 4
+  ck.close()
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(source, basis, tmp_path):
+  wd = str(tmp_path / "nan")
+  trainer.train_and_evaluate(tiny_config(",steps=2,ckpt_every=1"), wd, source=source,
+                             basis=basis)
+  bad = tiny_config(",steps=5,ckpt_every=1")
+  bad.optim.lr = 1e30
+  with pytest.raises(common.NonFiniteError, match=r"step 3 "):
+    trainer.train_and_evaluate(bad, wd, source=source, basis=basis)
+  ck = common.Checkpointer(wd)
+  assert ck.latest_step() == 2                   # nothing non-finite was saved
+  ck.close()
+
+
+def test_batch_with_non_finite_input_is_skipped(source, basis, tmp_path, monkeypatch):
+  wd = str(tmp_path / "skip")
+  _corrupt_call(monkeypatch, 2, ("mouth_in",))   # the batch of step 2
+  out = trainer.train_and_evaluate(tiny_config(",steps=3,ckpt_every=1"), wd, source=source,
+                                   basis=basis)
+  assert out[common.SKIPPED_BATCHES] == 1.0 and np.isfinite(out["loss/mouth_total"])
+  assert_skipped_step(_states(wd), 2)
+
+
+def test_a_checkpoint_of_another_model_is_refused_not_overwritten(source, basis, tmp_path):
+  wd = str(tmp_path / "mm")
+  trainer.train_and_evaluate(tiny_config(",steps=1"), wd, source=source, basis=basis)
+  other = tiny_config(",steps=3")
+  other.model.mouth.widths = (8, 16)             # another compositor
+  with pytest.raises(common.CheckpointRestoreError, match="none can be restored"):
+    trainer.train_and_evaluate(other, wd, source=source, basis=basis)
+  ck = common.Checkpointer(wd)
+  assert ck.latest_step() == 1
+  ck.close()
