@@ -10,14 +10,15 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ListSource, make_fake_records
-from test_train_face_latent import tiny_config
+from conftest import ListSource
+from test_geometry_animate import _basis, _geo_records
+from test_train_geo_decoder import tiny_config
 from vasa_jax.train import common
-from vasa_jax.train import face_latent as trainer
+from vasa_jax.train import geo_decoder as trainer
 
 
 def _source():
-  return ListSource(make_fake_records(n_clips=8, frames=10, size=32, identities=4))
+  return ListSource(_geo_records())
 
 
 # ----------------------------------------------------------------------------- the guard itself
@@ -50,8 +51,9 @@ import json, os, sys
 sys.path.insert(0, {tests!r})
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 import conftest  # noqa: F401  (same env setup as the tests)
-from conftest import ListSource, make_fake_records
-import test_train_face_latent as t
+from conftest import ListSource
+from test_geometry_animate import _basis, _geo_records
+import test_train_geo_decoder as t
 check = t.common.check_finite
 
 def marked(metrics, step):          # a marker per finished step, for the parent to watch
@@ -61,9 +63,9 @@ def marked(metrics, step):          # a marker per finished step, for the parent
   os.replace({marker!r} + ".tmp", {marker!r})
 
 t.common.check_finite = marked
-src = ListSource(make_fake_records(n_clips=8, frames=10, size=32, identities=4))
-out = t.trainer.train_and_evaluate(t.tiny_config(steps=10_000, ckpt_every=1000), {workdir!r},
-                                   source=src)
+src = ListSource(_geo_records())
+out = t.trainer.train_and_evaluate(t.tiny_config(",steps=10000,ckpt_every=1000"), {workdir!r},
+                                   source=src, basis=_basis())
 print("RESULT " + json.dumps(out))
 """
 
@@ -94,19 +96,20 @@ def test_sigterm_saves_current_step_exits_cleanly_and_resumes_exactly(tmp_path):
   result = json.loads(out.split("RESULT ", 1)[1])
   stopped = int(result["preempted_step"])
   assert result["preempted"] == 1.0 and 2 <= stopped < 1000
-  assert np.isfinite(result["loss/total"])
+  assert np.isfinite(result["loss/mouth_total"])
   ck = common.Checkpointer(wd)
   assert sorted(ck.manager.all_steps()) == [stopped]    # only the preemption save exists
   ck.close()
 
   # Resume to S and compare with an uninterrupted run to S.
   target = stopped + 2
-  resumed = trainer.train_and_evaluate(tiny_config(steps=target, ckpt_every=1000), wd,
-                                       source=_source())
-  full = trainer.train_and_evaluate(tiny_config(steps=target, ckpt_every=1000),
-                                    str(tmp_path / "full"), source=_source())
+  spec = f",steps={target},ckpt_every=1000"
+  src, basis = _source(), _basis()
+  resumed = trainer.train_and_evaluate(tiny_config(spec), wd, source=src, basis=basis)
+  full = trainer.train_and_evaluate(tiny_config(spec), str(tmp_path / "full"), source=src,
+                                    basis=basis)
   assert "preempted" not in resumed and "preempted" not in full
-  for k in ("loss/total", "loss/l1", "norm/params_g"):
+  for k in ("loss/mouth_total", "disc/hinge"):
     np.testing.assert_allclose(resumed[k], full[k], rtol=1e-4, err_msg=k)
 
 
@@ -118,8 +121,8 @@ def test_cli_reports_preemption_and_exits_zero(monkeypatch, tmp_path, capsys):
   fake.train_and_evaluate = lambda config, workdir, data_dir=None: {
       "loss/total": 1.0, "preempted": 1.0, "preempted_step": 7.0}
   monkeypatch.setitem(sys.modules, "fake_trainer", fake)
-  monkeypatch.setitem(cli.TRAINERS, "face_latent", "fake_trainer")
+  monkeypatch.setitem(cli.TRAINERS, ("face_latent", "geometry"), "fake_trainer")
   cfg = os.path.join(os.path.dirname(__file__), "..", "configs", "face_latent.py")
-  rc = cli.main(["train", "--config", cfg + ":tiny", "--workdir", str(tmp_path)])
+  rc = cli.main(["train", "--config", cfg + ":geo_tiny", "--workdir", str(tmp_path)])
   assert rc == 0
   assert "preempted: checkpoint saved at step 7" in capsys.readouterr().err

@@ -321,21 +321,19 @@ def _extract_geometry(args, datasets) -> int:
 
 # ----------------------------------------------------------------------------- train
 
-TRAINERS = {"face_latent": "vasa_jax.train.face_latent", "motion_dit": "vasa_jax.train.motion_dit"}
+from vasa_jax.train import TRAINERS, trainer_module  # noqa: E402  ((stage, kind) -> trainer)
 
 
 def cmd_train(args, extra) -> int:
   import importlib
   config = load_config(args.config, extra)
-  stage = config.get("stage")
-  if stage not in TRAINERS:
-    raise UsageError(f"config has stage={stage!r}; trainers exist for {sorted(TRAINERS)}")
+  module = trainer_module(config)
+  if module is None:
+    raise UsageError(f"config has stage={config.get('stage')!r}; trainers exist for "
+                     f"{sorted({s for s, _ in TRAINERS})}")
   logging.getLogger().setLevel(logging.INFO)
   from vasa_jax import distributed
   distributed.initialize()  # multi-process (TPU pod / SLURM / VASA_* env); no-op otherwise
-  module = TRAINERS[stage]
-  if stage == "face_latent" and config.model.get("kind", "learned_flow") == "geometry":
-    module = "vasa_jax.train.geo_decoder"
   trainer = importlib.import_module(module)
   from vasa_jax.train.common import CheckpointRestoreError, NonFiniteError
   try:

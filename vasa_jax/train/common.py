@@ -565,12 +565,12 @@ class _HoldWarnings(logging.Filter):
 
 def init_state_for(config) -> Callable:
   """The trainer's init_state for a config: what its checkpoints hold."""
-  from vasa_jax.train import face_latent, geo_decoder, motion_dit
-  if config.get("stage") == "motion_dit":
-    return motion_dit.init_state
-  if config.model.get("kind", "learned_flow") == "geometry":
-    return geo_decoder.init_state
-  return face_latent.init_state
+  import importlib
+  from vasa_jax.train import trainer_module
+  module = trainer_module(config)
+  if module is None:
+    raise InputError(f"no trainer takes a config with stage={config.get('stage')!r}")
+  return importlib.import_module(module).init_state
 
 
 def restore_params(workdir: str, config, init_state_fn=None, *, key: str = "ema"):
