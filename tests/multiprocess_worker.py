@@ -3,7 +3,7 @@
   python multiprocess_worker.py PROCESS_ID NUM_PROCESSES PORT OUT_JSON
 
 Each process owns 8 / NUM_PROCESSES simulated CPU devices and feeds its slice of one fixed
-global batch per stage; two train steps of each stage run (stage 1: face latent model; stage 2:
+global batch per stage; two train steps of each stage run (stage 1: the mouth compositor; stage 2:
 MotionDiT on stored geometry motion with statistics of the global batch); process 0 writes each
 stage's loss and parameter norm.
 """
@@ -20,8 +20,8 @@ if nproc > 1:
                              heartbeat_timeout_seconds=600)
 import numpy as np
 from jax.experimental import multihost_utils
-from conftest import ListSource, make_fake_motion_records, make_fake_records
-import test_train_face_latent as t1
+from conftest import ListSource, make_fake_motion_records
+import test_train_geo_decoder as t1
 import test_train_motion_dit as t2
 from vasa_jax import sharding
 from vasa_jax.data import motion as motion_lib
@@ -52,18 +52,17 @@ def summary(state, m, loss_key):
   return {"loss": float(m[loss_key]), "param_norm": norm}
 
 
-# --- stage 1: face latent model
-src = ListSource(make_fake_records(n_clips=8, frames=10, size=32, identities=4))
-full = next(iter(pipeline.stage1_loader(src, batch_size=8, seed=0, augment=None, shard_index=0, shard_count=1)))
-local = local_slice(full)
+# --- stage 1: the mouth compositor (the default stage 1), one fixed random batch
 config = t1.tiny_config()
+full = t1.trainer.sanity_batch(config, batch=8)
+local = local_slice(full)
 state, sh = t1.trainer.create_state(config, mesh, jax.random.key(0, impl="unsafe_rbg"))
 step = t1.trainer.make_train_step(config, mesh, sh)
 batch = sharding.to_global(local, mesh)
 step = compiled("face_latent", step, state, batch)
 for _ in range(2):
   state, m = step(state, batch)
-result["face_latent"] = summary(state, m, "loss/total")
+result["face_latent"] = summary(state, m, "loss/mouth_total")
 
 # --- stage 2: MotionDiT (stored geometry motion; eps as in test_train_motion_dit's sharded test)
 config = t2.tiny_config(**{"optim.eps": 1e-3})
