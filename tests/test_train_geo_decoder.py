@@ -104,3 +104,28 @@ def test_a_checkpoint_of_another_model_is_refused_not_overwritten(source, basis,
   ck = common.Checkpointer(wd)
   assert ck.latest_step() == 1
   ck.close()
+
+
+def test_the_run_records_its_config_and_export_reads_it(source, basis, tmp_path, caplog):
+  """A stage-1 run writes the config it trained with into its workdir; what reads the run
+  back (export, restore_params) takes that record, not a config spec: a spec for another
+  model is ignored with a warning, and without a record a spec is required."""
+  import json
+  import os
+
+  from vasa_jax import config_utils
+  wd = str(tmp_path / "run")
+  config = tiny_config(",steps=1")
+  trainer.train_and_evaluate(config, wd, source=source, basis=basis)
+  recorded = config_utils.run_config(wd)
+  assert recorded.model.to_dict() == json.loads(config.model.to_json_best_effort())
+  params, step = trainer.restore_params(wd, recorded)
+  assert step == 1 and "mouth" in params
+  spec = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                      "face_latent.py") + ":geo"
+  with caplog.at_level("WARNING"):
+    again = config_utils.run_config(wd, spec)          # another model: the record wins
+  assert again.model.to_dict() == recorded.model.to_dict()
+  assert "using the config the run recorded" in caplog.text
+  with pytest.raises(config_utils.ConfigError, match="records no config"):
+    config_utils.run_config(str(tmp_path))
