@@ -48,10 +48,10 @@ def test_synthetic_through_grain_on_8_devices(synthetic_dir):
   mesh = sharding.make_mesh()
   src = pipeline.open_source("synthetic_talking_heads/tiny", "train", data_dir=synthetic_dir)
   bs = sharding.per_process_batch_size(8, mesh)
-  b1 = sharding.to_global(next(iter(pipeline.stage1_loader(src, batch_size=bs, seed=0))), mesh)
-  assert b1["driving"]["image"].shape == (8, 64, 64, 3)
-  assert b1["driving"]["image"].sharding.spec == jax.sharding.PartitionSpec(("data", "fsdp"))
-  assert int(np.asarray(b1["has_cross"]).sum()) == 8
+  b1 = sharding.to_global(next(iter(pipeline.stage2_loader(
+      src, batch_size=bs, window=4, context=0, seed=0, with_frames=True))), mesh)
+  assert b1["frames"].shape == (8, 4, 64, 64, 3)
+  assert b1["frames"].sharding.spec == jax.sharding.PartitionSpec(("data", "fsdp"))
   b2 = sharding.to_global(next(iter(pipeline.stage2_loader(src, batch_size=bs, window=20, context=5,
                                                            seed=0))), mesh)
   assert b2["audio"].shape == (8, 20 * 640) and b2["mouth"].shape == (8, 20, 3)
@@ -112,7 +112,8 @@ def test_real_through_grain_on_8_devices(real_build):
   src = pipeline.ConcatSource([builder.as_data_source(split=s) for s in builder.info.splits
                                if builder.info.splits[s].num_examples])
   mesh = sharding.make_mesh()
-  b = sharding.to_global(next(iter(pipeline.stage1_loader(src, batch_size=8, seed=0))), mesh)
-  assert b["source"]["image"].shape == (8, 64, 64, 3)
-  img = np.asarray(b["source"]["image"]).astype(np.float32)
+  b = sharding.to_global(next(iter(pipeline.stage2_loader(
+      src, batch_size=8, window=4, context=0, seed=0, with_frames=True))), mesh)
+  assert b["frames"].shape == (8, 4, 64, 64, 3)
+  img = np.asarray(b["frames"]).astype(np.float32)
   assert img.std() > 10                                   # real content, not blank frames

@@ -68,20 +68,24 @@ def test_stage2_windows(fake_source):
   assert seen_masked
 
 
+def _windows(source, **kw):
+  """The stage-2 loader over `source`: random windows of 4 frames after 2 of context."""
+  return pipeline.stage2_loader(source, batch_size=2, window=4, context=2, with_frames=True,
+                                shard_index=0, shard_count=1, **kw)
+
+
 def test_iterator_state_resumes_exactly(fake_source):
-  def loader():
-    return pipeline.stage1_loader(fake_source, batch_size=2, seed=5, shard_index=0, shard_count=1)
-  it = iter(loader())
+  it = iter(_windows(fake_source, seed=5))
   for _ in range(3):
     next(it)
   state = it.get_state()
   expected = [next(it) for _ in range(4)]
-  it2 = iter(loader())
+  it2 = iter(_windows(fake_source, seed=5))
   it2.set_state(state)
   for e in expected:
     got = next(it2)
-    np.testing.assert_array_equal(got["source"]["image"], e["source"]["image"])
-    np.testing.assert_array_equal(got["cross"]["image"], e["cross"]["image"])
+    np.testing.assert_array_equal(got["frames"], e["frames"])
+    np.testing.assert_array_equal(got["audio"], e["audio"])
 
 
 def test_shards_are_disjoint(fake_source):
@@ -103,13 +107,14 @@ def test_global_batch_on_8_devices(fake_source):
   assert jax.device_count() == 8
   mesh = sharding.make_mesh(data=4, fsdp=2)
   bs = sharding.per_process_batch_size(8, mesh)
-  b = next(iter(pipeline.stage1_loader(fake_source, batch_size=bs, seed=0, shard_index=0, shard_count=1)))
+  b = next(iter(pipeline.stage2_loader(fake_source, batch_size=bs, window=4, context=2, seed=0,
+                                       with_frames=True, shard_index=0, shard_count=1)))
   g = sharding.to_global(b, mesh)
-  x = g["source"]["image"]
-  assert isinstance(x, jax.Array) and x.shape == (8, 32, 32, 3)
+  x = g["frames"]
+  assert isinstance(x, jax.Array) and x.shape == (8, 4, 32, 32, 3)
   assert len(x.addressable_shards) == 8
-  assert {s.data.shape for s in x.addressable_shards} == {(1, 32, 32, 3)}
-  np.testing.assert_array_equal(np.asarray(x), b["source"]["image"])
+  assert {s.data.shape for s in x.addressable_shards} == {(1, 4, 32, 32, 3)}
+  np.testing.assert_array_equal(np.asarray(x), b["frames"])
   with pytest.raises(ValueError):
     sharding.per_process_batch_size(6, mesh)
 
@@ -130,12 +135,11 @@ def test_identity_split_is_disjoint_and_stable():
 
 def test_worker_processes_give_the_same_batches(fake_source):
   def batches(workers):
-    it = iter(pipeline.stage1_loader(fake_source, batch_size=2, seed=9, worker_count=workers,
-                                     shard_index=0, shard_count=1))
+    it = iter(_windows(fake_source, seed=9, worker_count=workers))
     return [next(it) for _ in range(3)]
   for a, b in zip(batches(0), batches(1)):
-    np.testing.assert_array_equal(a["source"]["image"], b["source"]["image"])
-    np.testing.assert_array_equal(a["cross"]["image"], b["cross"]["image"])
+    np.testing.assert_array_equal(a["frames"], b["frames"])
+    np.testing.assert_array_equal(a["prev_audio"], b["prev_audio"])
 
 
 def test_stage1_min_gap_longer_than_clip_falls_back(fake_source):
