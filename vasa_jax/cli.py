@@ -475,135 +475,17 @@ def cmd_reenact(args) -> int:
 
 
 def cmd_export(args) -> int:
-  from vasa_jax import bundle as bundle_lib
-  from vasa_jax.data import motion as motion_lib
-  from vasa_jax.train import common
-  from vasa_jax import config_utils
-  stage1_bundle = None
-  if os.path.isfile(os.path.join(args.face_latent, bundle_lib.META_FILE)):
-    try:                  # --face-latent BUNDLE: keep a bundle's stage 1, swap its stage 2
-      stage1_bundle = bundle_lib.load(args.face_latent)
-    except bundle_lib.BundleError as e:
-      raise UsageError(str(e)) from None
-    fl_cfg = stage1_bundle.face_latent_config
-    args.face_latent_config = (stage1_bundle.meta.get("provenance", {}).get("face_latent_config")
-                               or "the bundle's")
-  else:
-    recorded = os.path.join(args.face_latent, config_utils.RUN_CONFIG)
-    fl_cfg = config_utils.run_config(args.face_latent,
-                                     args.face_latent_config or "configs/face_latent.py:demo"
-                                     if not os.path.isfile(recorded) else args.face_latent_config)
-    if os.path.isfile(recorded):
-      args.face_latent_config = recorded
-  stage2_bundle = None
-  if os.path.isfile(os.path.join(args.motion_dit, bundle_lib.META_FILE)):
-    try:                  # --motion-dit BUNDLE: keep a bundle's stage 2, swap its stage 1
-      stage2_bundle = bundle_lib.load(args.motion_dit)
-    except bundle_lib.BundleError as e:
-      raise UsageError(str(e)) from None
-    md_cfg = stage2_bundle.motion_dit_config
-  else:
-    md_recorded = os.path.isfile(os.path.join(args.motion_dit, config_utils.RUN_CONFIG))
-    md_cfg = config_utils.run_config(args.motion_dit, args.motion_dit_config or (
-        None if md_recorded else "configs/motion_dit.py:demo"))
+  from vasa_jax.train import export as export_lib
   tuned = {k: getattr(args, k) for k in ("cfg_audio", "cfg_gaze", "cfg_expression", "audio_lead",
                                          "mouth_gain")
            if getattr(args, k, None) is not None}
-  if tuned:
-    from vasa_jax import engine as engine_lib
-    try:        # the range every sampling call accepts, so no call refuses the default
-      engine_lib.SampleOptions(**tuned).resolved(bundle_lib.SamplerDefaults.from_config(md_cfg))
-    except engine_lib.AnimateError as e:
-      raise UsageError("--" + str(e).replace("_", "-", 1)) from None
-    with md_cfg.unlocked():
-      md_cfg.sampler.update(tuned)
-  geometry = fl_cfg.model.get("kind", "learned_flow") == "geometry"
-  face_basis = None
-  try:
-    key = "ema" if args.weights == "ema" else "params"
-    if stage1_bundle is not None:
-      fl_params, face_basis = stage1_bundle.face_latent_params, stage1_bundle.face_basis
-    else:
-      if geometry:
-        from vasa_jax.geometry import codes as codes_lib
-        face_basis = codes_lib.FaceBasis.load(os.path.join(args.face_latent,
-                                                           codes_lib.BASIS_FILE))
-      fl_params, _ = common.restore_params(args.face_latent, fl_cfg, key=key)
-    if stage2_bundle is not None:
-      md_params = stage2_bundle.motion_dit_params
-      md_step = stage2_bundle.meta.get("provenance", {}).get("motion_dit_step")
-    else:
-      md_params, md_step = common.restore_params(args.motion_dit, md_cfg, key=key)
-  except FileNotFoundError as e:
-    raise UsageError(str(e)) from None
-  if args.copy_compositor:
-    if not geometry:
-      raise UsageError("--copy-compositor is for geometry-grounded stage 1 bundles")
-    import jax
-    from flax import linen as nn
-    from vasa_jax.models import geo_decoder as gd
-    # its output head starts at zero: the donor reference pasted onto the driving opening,
-    # whatever the seed (no learned flow, shade or residual; alpha = the reference's coverage)
-    fl_params = nn.meta.unbox(gd.GeometryDecoder(fl_cfg.model).init(
-        jax.random.PRNGKey(0), *gd.dummy_inputs(fl_cfg.model, 1))["params"])
-  if stage2_bundle is not None:
-    stats = stage2_bundle.motion_stats
-  else:
-    stats_path = os.path.join(args.motion_dit, motion_lib.STATS_FILE)
-    if not os.path.isfile(stats_path):
-      raise UsageError(f"no {motion_lib.STATS_FILE} in {args.motion_dit}")
-    stats = motion_lib.load_stats(stats_path)
-  rig = None
-  if args.mouth_rig:
-    from vasa_jax import mouth_rig
-    # rest = closed mouth; wide / round rest at the training mean of those named dims
-    rig = {"wide_rest": float(stats["mean"][7]), "round_rest": float(stats["mean"][8])}
-    mouth_rig.RigConfig.from_dict(rig)
-  if geometry and args.mouth_rig:
-    raise UsageError("--mouth-rig is for learned-flow stage 1 bundles; a geometry-grounded "
-                     "stage 1 renders the mouth itself")
-  bank = None
-  if geometry:
-    from vasa_jax.geometry import banks
-    where = args.part_bank or (stage1_bundle.path if stage1_bundle is not None
-                               and stage1_bundle.part_bank is not None else "") or \
-        fl_cfg.get("data", {}).get("part_bank", "")
-    if not where:
-      raise UsageError("a geometry bundle needs its part bank: --part-bank DIR (built by "
-                       "`vasa-jax data build-part-bank`)")
-    try:
-      bank = banks.PartBank.load(where)
-    except banks.BankError as e:
-      raise UsageError(f"--part-bank: {e}") from None
-  try:
-    out = bundle_lib.save(args.out, face_latent_config=fl_cfg, face_latent_params=fl_params,
-                        motion_dit_config=md_cfg, motion_dit_params=md_params,
-                        motion_stats=stats, dtype=args.dtype, mouth_rig=rig,
-                        face_basis=face_basis, part_bank=bank,
-                        phonetic_dir=None if stage2_bundle is None else stage2_bundle.phonetic_dir,
-                        provenance={"face_latent_workdir": (
-                                        stage1_bundle.meta.get("provenance", {}).get(
-                                            "face_latent_workdir")
-                                        if stage1_bundle is not None
-                                        else os.path.abspath(args.face_latent)),
-                                    **({"face_latent_bundle": os.path.abspath(args.face_latent)}
-                                       if stage1_bundle is not None else {}),
-                                    "face_latent_config": args.face_latent_config,
-                                    "motion_dit_workdir": (
-                                        stage2_bundle.meta.get("provenance", {}).get(
-                                            "motion_dit_workdir")
-                                        if stage2_bundle is not None
-                                        else os.path.abspath(args.motion_dit)),
-                                    **({"motion_dit_bundle": os.path.abspath(args.motion_dit)}
-                                       if stage2_bundle is not None else {}),
-                                    "motion_dit_config": args.motion_dit_config,
-                                    "motion_dit_step": md_step, "weights": args.weights,
-                                    **({"compositor": "copy"} if args.copy_compositor else {}),
-                                    **tuned})
-  except bundle_lib.BundleError as e:
-    raise UsageError(str(e)) from None
-  size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out) for f in fs)
-  print(json.dumps({"bundle": out, "bytes": size}, indent=1))
+  out = export_lib.export(args.face_latent, args.motion_dit, args.out,
+                          face_latent_config=args.face_latent_config,
+                          motion_dit_config=args.motion_dit_config, weights=args.weights,
+                          dtype=args.dtype, part_bank=args.part_bank,
+                          copy_compositor=args.copy_compositor, mouth_rig=args.mouth_rig,
+                          tuned=tuned)
+  print(json.dumps(out, indent=1))
   return 0
 
 

@@ -1,0 +1,151 @@
+"""`vasa-jax export`: a bundle from training runs or other bundles (vasa_jax/bundle.py holds
+the format; this is where run checkpoints, recorded configs, statistics and the part bank are
+gathered into one)."""
+
+from __future__ import annotations
+
+import os
+
+from vasa_jax import bundle as bundle_lib
+from vasa_jax import config_utils
+from vasa_jax.data import motion as motion_lib
+from vasa_jax.errors import InputError
+from vasa_jax.train import common
+
+def export(face_latent: str, motion_dit: str, out: str, *, face_latent_config: str | None = None,
+           motion_dit_config: str | None = None, weights: str = "ema", dtype: str = "float32",
+           part_bank: str | None = None, copy_compositor: bool = False, mouth_rig: bool = False,
+           tuned: dict | None = None) -> dict:
+  """Writes a bundle to `out` from a stage-1 source and a stage-2 source; returns {"bundle":
+  path, "bytes": size}. Each source is a training workdir (its EMA or raw weights, the config
+  it recorded, else the given spec) or a bundle (its stage kept as it is). `tuned`: sampler
+  defaults tuned after training (cfg_audio, cfg_gaze, cfg_expression, audio_lead,
+  mouth_gain), checked against the range every call accepts. A geometry stage 1 needs its
+  part bank (`part_bank`, else the stage-1 bundle's or the run config's data.part_bank);
+  copy_compositor ships the copy compositor (the donor reference pasted on the opening)
+  instead of trained weights. InputError (one line) for anything the user can fix."""
+  tuned = dict(tuned or {})
+  stage1_bundle = None
+  if os.path.isfile(os.path.join(face_latent, bundle_lib.META_FILE)):
+    try:                  # --face-latent BUNDLE: keep a bundle's stage 1, swap its stage 2
+      stage1_bundle = bundle_lib.load(face_latent)
+    except bundle_lib.BundleError as e:
+      raise InputError(str(e)) from None
+    fl_cfg = stage1_bundle.face_latent_config
+    face_latent_config = (stage1_bundle.meta.get("provenance", {}).get("face_latent_config")
+                          or "the bundle's")
+  else:
+    recorded = os.path.join(face_latent, config_utils.RUN_CONFIG)
+    fl_cfg = config_utils.run_config(face_latent,
+                                     face_latent_config or "configs/face_latent.py:demo"
+                                     if not os.path.isfile(recorded) else face_latent_config)
+    if os.path.isfile(recorded):
+      face_latent_config = recorded
+  stage2_bundle = None
+  if os.path.isfile(os.path.join(motion_dit, bundle_lib.META_FILE)):
+    try:                  # --motion-dit BUNDLE: keep a bundle's stage 2, swap its stage 1
+      stage2_bundle = bundle_lib.load(motion_dit)
+    except bundle_lib.BundleError as e:
+      raise InputError(str(e)) from None
+    md_cfg = stage2_bundle.motion_dit_config
+  else:
+    md_recorded = os.path.isfile(os.path.join(motion_dit, config_utils.RUN_CONFIG))
+    md_cfg = config_utils.run_config(motion_dit, motion_dit_config or (
+        None if md_recorded else "configs/motion_dit.py:demo"))
+  if tuned:
+    from vasa_jax import engine as engine_lib
+    try:        # the range every sampling call accepts, so no call refuses the default
+      engine_lib.SampleOptions(**tuned).resolved(bundle_lib.SamplerDefaults.from_config(md_cfg))
+    except engine_lib.AnimateError as e:
+      raise InputError("--" + str(e).replace("_", "-", 1)) from None
+    with md_cfg.unlocked():
+      md_cfg.sampler.update(tuned)
+  geometry = fl_cfg.model.get("kind", "learned_flow") == "geometry"
+  face_basis = None
+  try:
+    key = "ema" if weights == "ema" else "params"
+    if stage1_bundle is not None:
+      fl_params, face_basis = stage1_bundle.face_latent_params, stage1_bundle.face_basis
+    else:
+      if geometry:
+        from vasa_jax.geometry import codes as codes_lib
+        face_basis = codes_lib.FaceBasis.load(os.path.join(face_latent,
+                                                           codes_lib.BASIS_FILE))
+      fl_params, _ = common.restore_params(face_latent, fl_cfg, key=key)
+    if stage2_bundle is not None:
+      md_params = stage2_bundle.motion_dit_params
+      md_step = stage2_bundle.meta.get("provenance", {}).get("motion_dit_step")
+    else:
+      md_params, md_step = common.restore_params(motion_dit, md_cfg, key=key)
+  except FileNotFoundError as e:
+    raise InputError(str(e)) from None
+  if copy_compositor:
+    if not geometry:
+      raise InputError("--copy-compositor is for geometry-grounded stage 1 bundles")
+    import jax
+    from flax import linen as nn
+    from vasa_jax.models import geo_decoder as gd
+    # its output head starts at zero: the donor reference pasted onto the driving opening,
+    # whatever the seed (no learned flow, shade or residual; alpha = the reference's coverage)
+    fl_params = nn.meta.unbox(gd.GeometryDecoder(fl_cfg.model).init(
+        jax.random.PRNGKey(0), *gd.dummy_inputs(fl_cfg.model, 1))["params"])
+  if stage2_bundle is not None:
+    stats = stage2_bundle.motion_stats
+  else:
+    stats_path = os.path.join(motion_dit, motion_lib.STATS_FILE)
+    if not os.path.isfile(stats_path):
+      raise InputError(f"no {motion_lib.STATS_FILE} in {motion_dit}")
+    stats = motion_lib.load_stats(stats_path)
+  rig = None
+  if mouth_rig:
+    from vasa_jax import mouth_rig
+    # rest = closed mouth; wide / round rest at the training mean of those named dims
+    from vasa_jax.data.motion_latents import NAMED_DYN   # the learned-flow codes' named dims
+    wide, rnd = (6 + NAMED_DYN.index(k) for k in ("mouth_wide", "mouth_round"))
+    rig = {"wide_rest": float(stats["mean"][wide]), "round_rest": float(stats["mean"][rnd])}
+    mouth_rig.RigConfig.from_dict(rig)
+  if geometry and mouth_rig:
+    raise InputError("--mouth-rig is for learned-flow stage 1 bundles; a geometry-grounded "
+                     "stage 1 renders the mouth itself")
+  bank = None
+  if geometry:
+    from vasa_jax.geometry import banks
+    where = part_bank or (stage1_bundle.path if stage1_bundle is not None
+                               and stage1_bundle.part_bank is not None else "") or \
+        fl_cfg.get("data", {}).get("part_bank", "")
+    if not where:
+      raise InputError("a geometry bundle needs its part bank: --part-bank DIR (built by "
+                       "`vasa-jax data build-part-bank`)")
+    try:
+      bank = banks.PartBank.load(where)
+    except banks.BankError as e:
+      raise InputError(f"--part-bank: {e}") from None
+  try:
+    path = bundle_lib.save(out, face_latent_config=fl_cfg, face_latent_params=fl_params,
+                        motion_dit_config=md_cfg, motion_dit_params=md_params,
+                        motion_stats=stats, dtype=dtype, mouth_rig=rig,
+                        face_basis=face_basis, part_bank=bank,
+                        phonetic_dir=None if stage2_bundle is None else stage2_bundle.phonetic_dir,
+                        provenance={"face_latent_workdir": (
+                                        stage1_bundle.meta.get("provenance", {}).get(
+                                            "face_latent_workdir")
+                                        if stage1_bundle is not None
+                                        else os.path.abspath(face_latent)),
+                                    **({"face_latent_bundle": os.path.abspath(face_latent)}
+                                       if stage1_bundle is not None else {}),
+                                    "face_latent_config": face_latent_config,
+                                    "motion_dit_workdir": (
+                                        stage2_bundle.meta.get("provenance", {}).get(
+                                            "motion_dit_workdir")
+                                        if stage2_bundle is not None
+                                        else os.path.abspath(motion_dit)),
+                                    **({"motion_dit_bundle": os.path.abspath(motion_dit)}
+                                       if stage2_bundle is not None else {}),
+                                    "motion_dit_config": motion_dit_config,
+                                    "motion_dit_step": md_step, "weights": weights,
+                                    **({"compositor": "copy"} if copy_compositor else {}),
+                                    **tuned})
+  except bundle_lib.BundleError as e:
+    raise InputError(str(e)) from None
+  size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+  return {"bundle": path, "bytes": size}
