@@ -44,17 +44,19 @@ def main(argv=None):
   ap.add_argument("--steps", default="10,25")
   ap.add_argument("--repeats", type=int, default=2)
   ap.add_argument("--image", default=os.path.join(EXAMPLES, "portrait.jpg"))
-  ap.add_argument("--composite", default=None, choices=an.COMPOSITES,
-                  help="default: the bundle's (warp with a mouth rig, else detail)")
   args = ap.parse_args(argv)
   t0 = time.perf_counter()
   if args.tiny:
     from vasa_jax.config_utils import load_config_module
-    fl = load_config_module(os.path.join(ROOT, "configs", "face_latent.py")).get_config("tiny")
-    md = load_config_module(os.path.join(ROOT, "configs", "motion_dit.py")).get_config("tiny")
-    anim = an.Animator.from_configs(fl, md, composite=args.composite)
+    from vasa_jax import bundle as bundle_lib
+    from vasa_jax.geometry import codes as codes_lib
+    fl = load_config_module(os.path.join(ROOT, "configs", "face_latent.py")).get_config("geo_tiny")
+    md = load_config_module(os.path.join(ROOT, "configs", "motion_dit.py")).get_config(
+        "tiny,model.dyn_dim=44")
+    basis = codes_lib.FaceBasis.load(os.path.join(bundle_lib.default_dir(), bundle_lib.BASIS_FILE))
+    anim = an.Animator.from_configs(fl, md, face_basis=basis)
   else:
-    anim = an.Animator(args.checkpoint, composite=args.composite)
+    anim = an.Animator(args.checkpoint)
   load_s = time.perf_counter() - t0
   speech = media.load_audio(os.path.join(EXAMPLES, "speech.flac"))
   n = int(args.seconds * 16000)
@@ -63,7 +65,7 @@ def main(argv=None):
          "cpu_count": os.cpu_count(), "machine": platform.machine(),
          "checkpoint": "tiny (random)" if args.tiny else (args.checkpoint or "bundled demo"),
          "image_size": anim.size, "window": anim.window, "seconds_of_audio": args.seconds,
-         "composite": anim.composite, "mouth_rig": anim.rig is not None,
+         "composite": anim.composite,
          "load_s": round(load_s, 3), "loadavg_start": os.getloadavg(), "steps": {}}
 
   # pieces

@@ -104,8 +104,6 @@ def main(argv=None):
     anim = an.Animator.from_configs(fl, md, face_basis=basis)
   else:
     anim = an.Animator(args.checkpoint)
-  if anim.kind != "geometry":
-    raise SystemExit("benchmarks/render.py measures geometry-grounded bundles")
   photo = media.load_image(os.path.join(EXAMPLES, "portrait.jpg"))
   out = {"device": str(jax.devices()[0].device_kind), "cpu_count": os.cpu_count(),
          "machine": platform.machine(), "loadavg_start": os.getloadavg(),

@@ -256,35 +256,18 @@ def test_lipsync_helpers():
   assert lipsync._corr(probe(x), y) > 0.99
 
 
-@pytest.fixture(scope="module")
-def lf_bundle(tmp_path_factory):
-  """A tiny learned-flow bundle (the retiring stage 1: docs/plans/retire_learned_flow.md)."""
+def test_a_learned_flow_bundle_is_refused_in_one_line(tmp_path, tiny_bundle):
+  """The learned-flow stage 1 is retired: a bundle of it loads (its files are intact) but
+  the engine refuses it with one line that says what to do."""
+  b = bundle_lib.load(tiny_bundle)
   fl = load_stage_config("face_latent").get_config("tiny")
-  md = load_stage_config("motion_dit").get_config("tiny")
-  anim = an.Animator.from_configs(fl, md, seed=1)
-  d = int(md.model.motion_dim)
-  stats = {"mean": np.linspace(-0.1, 0.1, d).astype(np.float32), "std": np.full(d, 0.5, np.float32)}
-  path = str(tmp_path_factory.mktemp("bundle") / "tiny")
-  bundle_lib.save(path, face_latent_config=fl, face_latent_params=anim.engine.fl_params,
-                  motion_dit_config=md, motion_dit_params=anim.engine.md_params, motion_stats=stats)
-  return path
-
-
-def test_detail_composite_keeps_photo_where_nothing_moves(lf_bundle):
-  tiny_bundle = lf_bundle
-  anim = an.Animator(tiny_bundle, composite="detail")
-  portrait = anim.prepare_portrait(PORTRAIT)
-  still = np.repeat(portrait.motion[None], 3, axis=0)
-  frames = np.concatenate(list(anim.render_motion(portrait, still)))
-  from vasa_jax import media
-  photo = media.load_image(PORTRAIT)
-  assert np.abs(frames.astype(int) - photo[None]).max() <= 1
-  moved = still.copy()
-  moved[:, 0] += 0.4    # yaw (untrained flows are zero, so dynamics would not move anything)
-  changed = np.concatenate(list(anim.render_motion(portrait, moved)))
-  assert np.abs(changed.astype(int) - photo[None]).mean() > 0.5
-  with pytest.raises(an.AnimateError, match="composite"):
-    an.Animator(tiny_bundle, composite="blend")
+  old = bundle_lib.Bundle(face_latent_config=fl, face_latent_params={},
+                          motion_dit_config=b.motion_dit_config,
+                          motion_dit_params=b.motion_dit_params, motion_stats=b.motion_stats,
+                          path=str(tmp_path))
+  with pytest.raises(an.AnimateError, match="learned-flow .* retired") as e:
+    an.Animator(bundle=old)
+  assert len(str(e.value).splitlines()) == 1
 
 
 def test_bundled_demo_weights_animate():

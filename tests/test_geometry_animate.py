@@ -101,8 +101,8 @@ def test_geometry_animate_and_stream(anim, tmp_path):
   assert stats["frames"] == 25 and 0 < stats["first_frame_s"] < 60
 
 
-def test_geometry_bundle_refuses_other_composites_and_animals(geo_bundle, anim, tmp_path):
-  with pytest.raises(an.AnimateError, match="not available"):
+def test_geometry_bundle_refuses_animals(geo_bundle, anim, tmp_path):
+  with pytest.raises(TypeError, match="composite"):     # the option went with the old stage 1
     an.Animator(geo_bundle, composite="render")
   dog = str(tmp_path / "dog.png")
   import cv2

@@ -9,8 +9,7 @@
 
 `Animator` is a facade over the inference engine; each step is a function of its own module:
   1. portrait (vasa_jax/portrait.py, once per photo): the face is found and cropped the way
-     the training data was, and encoded: the face mesh and its codes (geometry-grounded
-     bundles) or the stage-1 encoder's appearance volume and codes (learned-flow bundles).
+     the training data was, and measured: the face mesh, its codes, warp topology and parts.
   2. motion (vasa_jax/engine.py `sample_motion`): 16 kHz mono audio -> log-mel at 25 fps ->
      MotionDiT windows of W frames, each conditioned on the last K generated frames (the first
      on the portrait's own motion), multi-condition CFG, one jitted DDIM loop per window along
@@ -102,17 +101,13 @@ class Animator:
   max_seconds: longest audio accepted (longer audio is an error: split it). Frames are always
   produced window by window, so memory in `stream` / `save_stream` does not grow with length.
   max_output_side: pasted-back videos are downscaled so the longer side is at most this.
-  composite (vasa_jax/composites.py): None picks the bundle's own -- "geometry" for a
-  geometry-grounded bundle (its only one); for the older learned-flow bundles "warp" with a
-  mouth rig, else "detail"; "render" is the method as published, right for a well-trained
-  learned-flow model. Sampling settings a call leaves out (steps, cfg_audio, cfg_gaze,
-  cfg_expression, audio_lead) are the bundle's sampler defaults (its stage-2 config's
-  `sampler` block).
+  Sampling settings a call leaves out (steps, cfg_audio, cfg_gaze, cfg_expression,
+  audio_lead) are the bundle's sampler defaults (its stage-2 config's `sampler` block).
   """
 
   def __init__(self, checkpoint: str | None = None, *, bundle: "bundle_lib.Bundle | None" = None,
                max_seconds: float = 3600.0, max_output_side: int = 1280,
-               render_batch: int = 8, face_detector=None, composite: str | None = None):
+               render_batch: int = 8, face_detector=None):
     if bundle is None:
       try:
         bundle = bundle_lib.load(checkpoint)
@@ -122,10 +117,7 @@ class Animator:
     if bundle.path is None:
       bundle = dataclasses.replace(bundle, path=self.checkpoint)
     self.engine = Engine(bundle, render_batch=render_batch)
-    try:
-      self._composite = composites.make(composite, self.engine)
-    except ValueError as e:
-      raise AnimateError(str(e)) from None
+    self._composite = composites.make(None, self.engine)
     self.composite = self._composite.name
     self.max_seconds = float(max_seconds)
     self.max_output_side = int(max_output_side)
@@ -135,7 +127,7 @@ class Animator:
 
   # -- what the bundle is: read-only views of the engine's fields
   _ENGINE_VIEWS = frozenset({"kind", "size", "window", "context", "motion_dim", "render_batch",
-                             "fl_config", "md_config", "schedule", "sampler", "rig", "basis"})
+                             "fl_config", "md_config", "schedule", "sampler", "basis"})
 
   def __getattr__(self, name):
     if name in Animator._ENGINE_VIEWS and "engine" in self.__dict__:
@@ -161,22 +153,14 @@ class Animator:
                    motion_stats: dict | None = None, **kw) -> "Animator":
     """An Animator with freshly initialised (untrained) parameters: tests, smoke runs."""
     import jax
-    import jax.numpy as jnp
     from flax import linen as nn
 
-    from vasa_jax.models import face_latent as fl
+    from vasa_jax.models import geo_decoder as gd
     from vasa_jax.models import motion_dit as md
     rng = jax.random.PRNGKey(seed)
-    basis = None
-    if face_latent_config.model.get("kind", "") == "geometry":
-      from vasa_jax.models import geo_decoder as gd
-      flp = nn.meta.unbox(gd.GeometryDecoder(face_latent_config.model).init(
-          rng, *gd.dummy_inputs(face_latent_config.model, 1)))["params"]
-      basis = kw.pop("face_basis")
-    else:
-      s = int(face_latent_config.model.image_size)
-      img = jnp.zeros((1, s, s, 3), jnp.float32)
-      flp = nn.meta.unbox(fl.FaceLatentModel(face_latent_config.model).init(rng, img, img))["params"]
+    flp = nn.meta.unbox(gd.GeometryDecoder(face_latent_config.model).init(
+        rng, *gd.dummy_inputs(face_latent_config.model, 1)))["params"]
+    basis = kw.pop("face_basis")
     mdp = nn.meta.unbox(md.MotionDiT(motion_dit_config.model).init(
         rng, *md.dummy_inputs(motion_dit_config.model, 1)))["params"]
     d = int(motion_dit_config.model.motion_dim)
@@ -330,8 +314,6 @@ class Reenactor:
   the portrait."""
 
   def __init__(self, anim: "Animator"):
-    if anim.kind != "geometry":
-      raise AnimateError("reenactment needs a geometry-grounded bundle (face mesh codes)")
     self.anim = anim
 
   def motion(self, frames: Iterator[np.ndarray], portrait: Portrait, stats: dict | None = None

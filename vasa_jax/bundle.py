@@ -105,11 +105,6 @@ class Bundle:
     return "geometry" if k == "geometry" else "learned"
 
   @property
-  def mouth_rig(self) -> dict | None:
-    """The parametric mouth rig's settings (old learned-flow bundles), else None."""
-    return (self.meta or {}).get("mouth_rig")
-
-  @property
   def schedule(self):
     """The noise schedule of the stage-2 run (its config's `diffusion` block)."""
     from vasa_jax import diffusion
@@ -176,12 +171,9 @@ def _config_json(config: ml_collections.ConfigDict) -> Any:
 
 def save(out_dir: str, *, face_latent_config, face_latent_params, motion_dit_config,
          motion_dit_params, motion_stats: dict, dtype: str = "float32",
-         provenance: dict | None = None, mouth_rig: dict | None = None,
-         face_basis=None, phonetic_dir: str | None = None, part_bank=None) -> str:
+         provenance: dict | None = None, face_basis=None, phonetic_dir: str | None = None, part_bank=None) -> str:
   """Writes a bundle atomically (a temporary folder renamed onto out_dir).
 
-  mouth_rig: settings of the explicit mouth articulation (vasa_jax/mouth_rig.py) for a decoder
-  that does not render mouth motion itself; None (the default) leaves it off.
   face_basis: the FaceBasis of a geometry-grounded stage 1 (required for one).
   part_bank: the PartBank (vasa_jax.geometry.banks) of real mouths and lids it renders with;
   refused unless every donor names its source and a licence that allows bundling."""
@@ -218,7 +210,6 @@ def save(out_dir: str, *, face_latent_config, face_latent_params, motion_dit_con
       "motion_dit": {"config": _config_json(motion_dit_config),
                      "params": artifacts.count_params(md)},
       "provenance": provenance or {},
-      "mouth_rig": None if mouth_rig is None else dict(mouth_rig),
       "part_bank": None if part_bank is None else {
           "donors": len(part_bank.donors), "mouth_entries": len(part_bank),
           "lid_entries": part_bank.num_lids},

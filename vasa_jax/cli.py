@@ -433,7 +433,7 @@ def cmd_animate(args) -> int:
   if args.emotion is not None and args.emotion.lower() not in an.EMOTIONS:
     raise UsageError(f"unknown emotion {args.emotion!r}; use one of {', '.join(an.EMOTIONS)}")
   try:
-    anim = an.Animator(args.checkpoint, max_seconds=args.max_seconds, composite=args.composite)
+    anim = an.Animator(args.checkpoint, max_seconds=args.max_seconds)
   except an.AnimateError as e:
     raise UsageError(str(e)) from None
   results = [_animate_one(anim, i, a, o, args) for (i, a), o in zip(jobs, outs)]
@@ -483,7 +483,7 @@ def cmd_export(args) -> int:
                           face_latent_config=args.face_latent_config,
                           motion_dit_config=args.motion_dit_config, weights=args.weights,
                           dtype=args.dtype, part_bank=args.part_bank,
-                          copy_compositor=args.copy_compositor, mouth_rig=args.mouth_rig,
+                          copy_compositor=args.copy_compositor,
                           tuned=tuned)
   print(json.dumps(out, indent=1))
   return 0
@@ -504,7 +504,7 @@ def cmd_demo(args) -> int:
   ns = argparse.Namespace(image=[image], audio=[audio], out=out, checkpoint=args.checkpoint,
                           gaze=None, distance=None, emotion=None, cfg_audio=None, cfg_gaze=None,
                           steps=args.steps, seed=args.seed, stream=True, crop_only=False,
-                          max_seconds=3600.0, composite=args.composite, head_motion=1.0,
+                          max_seconds=3600.0, head_motion=1.0,
                           emotion_intensity=1.0, blink_rate=None, mouth_gain=None)
   return cmd_animate(ns)
 
@@ -687,11 +687,6 @@ def build_parser() -> argparse.ArgumentParser:
   an.add_argument("--stream", action="store_true", help="report first-frame latency per video")
   an.add_argument("--crop-only", action="store_true", help="output the face crop, no paste-back")
   an.add_argument("--max-seconds", type=float, default=3600.0, help="longest audio accepted")
-  an.add_argument("--composite", default=None, choices=("render", "detail", "warp"),
-                  help="render: the render replaces the face; detail: the photo keeps its "
-                       "pixels and only the rendered change is added; warp: the photo's face "
-                       "follows the head pose, the mouth rig opens the mouth, no decoder "
-                       "(default: warp for a bundle with a mouth rig, else detail)")
   an.set_defaults(func=cmd_animate)
 
   re_ = sub.add_parser("reenact", help="portrait + driving video -> the portrait performs the "
@@ -717,11 +712,6 @@ def build_parser() -> argparse.ArgumentParser:
                        "configs/motion_dit.py:demo)")
   ex.add_argument("--out", required=True, help="bundle folder to write")
   ex.add_argument("--dtype", default="float32", choices=("float32", "float16"))
-  ex.add_argument("--mouth-rig", action="store_true",
-                  help="render mouth motion with the explicit articulation of "
-                       "vasa_jax/mouth_rig.py (for a stage 1 whose decoder leaves the mouth "
-                       "static; needs motion latents with named dims: extract-motion "
-                       "--dyn-labels)")
   ex.add_argument("--cfg-audio", type=float, default=None,
                   help="the bundle's default audio guidance scale, when tuned after training "
                        "(default: the stage-2 config's sampler.cfg_audio)")
@@ -757,7 +747,6 @@ def build_parser() -> argparse.ArgumentParser:
   m.add_argument("--checkpoint", default=None, help="bundle folder (default: bundled demo)")
   m.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the bundle's)")
   m.add_argument("--seed", type=int, default=0)
-  m.add_argument("--composite", default=None, choices=("render", "detail", "warp"))
   m.set_defaults(func=cmd_demo)
 
   v = sub.add_parser("verify", help="check a video for the vasa-jax provenance watermark")

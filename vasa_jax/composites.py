@@ -1,22 +1,18 @@
-"""How an Animator turns motion into output frames: one small interface, one class per way.
+"""How an Animator turns motion into output frames.
 
-    comp = composites.make(name, engine)           # a vasa_jax.engine.Engine
+    comp = composites.make(None, engine)           # a vasa_jax.engine.Engine
     for frames in comp.render(portrait, motion):   # motion [T, 6 + dyn_dim], de-normalised
         ...                                         # uint8 [n, H, W, 3] (photo, or crop only)
 
-  geometry  (geometry-grounded bundles, their only composite) the photo warped at its own
-            resolution by the dense field the portrait's and the driving face meshes imply,
-            with the learned decoder's mouth and eye patches blended in (teeth, tongue, the
-            inside of the mouth, closed lids).
-  render    (learned-flow bundles) the stage-1 render replaces the face region.
-  detail    (learned-flow bundles) the photo keeps its pixels; the rendered change from the
-            portrait's own motion is added.
-  warp      (old bundles with a mouth rig) the photo's face plane follows the head pose by a
-            homography and the parametric mouth rig opens the lips: a 2.5D puppet, kept so
-            that old bundles still animate.
+  geometry  the photo warped at its own resolution by the dense field the portrait's and the
+            driving face meshes imply, the eyes from the eye layer, the donor mouth blended in
+            by the mouth compositor (teeth, tongue, the inside of the mouth, closed lids).
 
-Each composite renders in fixed-size batches (the last one padded) so its jitted networks
-compile once.
+The learned-flow composites (render, detail, warp with the mouth rig) were retired with that
+stage 1 (docs/DESIGN.md names the last commit that has them). `paste_back` and
+`feather_mask` stay for a renderer that makes a crop at model size (the volume decoder).
+
+It renders in fixed-size batches (the last one padded) so its jitted networks compile once.
 """
 
 from __future__ import annotations
@@ -26,19 +22,16 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from vasa_jax import mouth_rig
 from vasa_jax.errors import InputError
 
 if TYPE_CHECKING:   # pragma: no cover
   from vasa_jax.engine import Engine
   from vasa_jax.portrait import Portrait
 
-__all__ = ["Composite", "GeometryComposite", "RenderComposite", "DetailComposite",
-           "RigComposite", "make", "default_for", "COMPOSITES", "LEARNED", "GEOMETRY",
-           "feather_mask", "paste_back", "warp_frames", "articulate"]
+__all__ = ["Composite", "GeometryComposite", "make", "default_for", "COMPOSITES", "feather_mask",
+           "paste_back"]
 
-LEARNED = ("render", "detail", "warp")
-GEOMETRY = ("geometry",)
+COMPOSITES = ("geometry",)
 
 
 # ----------------------------------------------------------------------------- paste-back
@@ -156,130 +149,18 @@ def _paste(image: np.ndarray, crops: np.ndarray, box) -> np.ndarray:
   return out
 
 
-# ----------------------------------------------------------------------------- learned flow
-
-class RenderComposite(Composite):
-  """The stage-1 render replaces the face region (feathered paste-back)."""
-  name = "render"
-  reference = False
-
-  def _render(self, portrait, part):
-    n = part.shape[0]
-    return self.engine.render(portrait.prepared, _pad(part, self.engine.render_batch))[:n]
-
-  def render(self, portrait, motion):
-    mask = None if portrait.image is None else feather_mask(portrait.box[2])
-    reference = self._render(portrait, portrait.motion[None])[0] if self.reference else None
-    for part in self._batches(motion):
-      crops = self._render(portrait, part)
-      if portrait.image is not None:
-        out = paste_back(portrait.image, crops, portrait.box, mask, reference=reference)
-      elif reference is not None:
-        delta = crops.astype(np.float32) - reference.astype(np.float32)
-        out = np.clip(portrait.crop.astype(np.float32) + delta + 0.5, 0, 255).astype(np.uint8)
-      else:
-        out = crops
-      yield articulate(self.engine, portrait, out, part)
-
-
-class DetailComposite(RenderComposite):
-  """The photo keeps its pixels; the render's change from the portrait's own motion is added."""
-  name = "detail"
-  reference = True
-
-
-class RigComposite(Composite):
-  """The photo's face plane follows the head pose (homography); the mouth rig opens the lips."""
-  name = "warp"
-
-  def render(self, portrait, motion):
-    mask = None if portrait.image is None else feather_mask(portrait.box[2])
-    for part in self._batches(motion):
-      yield articulate(self.engine, portrait, warp_frames(self.engine, portrait, part[:, :6],
-                                                          mask), part)
-
-
-def _camera(engine: "Engine") -> dict:
-  m = engine.fl_config.model
-  return dict(ref_distance=float(m.ref_distance), fov_deg=float(m.fov_deg))
-
-
-def warp_frames(engine: "Engine", portrait: "Portrait", poses: np.ndarray, mask) -> np.ndarray:
-  """The "warp" composite: the photo (or crop) with its face region moved by the rigid pose
-  change from the portrait's pose to each of poses [n, 6]."""
-  import cv2
-  size = engine.size
-  hs = mouth_rig.face_homographies(portrait.motion[:6], poses, size, engine.rig,
-                                   **_camera(engine))
-  if portrait.image is None:
-    return np.stack([cv2.warpPerspective(portrait.crop, h, (size, size), flags=cv2.INTER_LINEAR,
-                                         borderMode=cv2.BORDER_REPLICATE) for h in hs])
-  img = portrait.image
-  ih, iw = img.shape[:2]
-  x0, y0, side = portrait.box
-  k = side / float(size)
-  # crop pixel centres -> photo pixel centres: p = k (c + 0.5) - 0.5 + (x0, y0)
-  a = np.array([[k, 0, x0 + 0.5 * k - 0.5], [0, k, y0 + 0.5 * k - 0.5], [0, 0, 1]])
-  a_inv = np.linalg.inv(a)
-  xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + side, iw), min(y0 + side, ih)
-  out = np.repeat(img[None], len(hs), axis=0)
-  if xb <= xa or yb <= ya:
-    return out
-  # The displacement fades out with the feathered mask (rather than blending the warped
-  # and the still photo, which doubles edges): one remap per frame, no seams.
-  m = mask[ya - y0:yb - y0, xa - x0:xb - x0].astype(np.float64)
-  gx, gy = np.meshgrid(np.arange(xa, xb, dtype=np.float64), np.arange(ya, yb, dtype=np.float64))
-  for i, h in enumerate(hs):
-    inv = np.linalg.inv(a @ h @ a_inv)     # output photo pixel -> source photo pixel
-    den = inv[2, 0] * gx + inv[2, 1] * gy + inv[2, 2]
-    sx = (inv[0, 0] * gx + inv[0, 1] * gy + inv[0, 2]) / den
-    sy = (inv[1, 0] * gx + inv[1, 1] * gy + inv[1, 2]) / den
-    mx = (gx + m * (sx - gx)).astype(np.float32)
-    my = (gy + m * (sy - gy)).astype(np.float32)
-    out[i, ya:yb, xa:xb] = cv2.remap(img, mx, my, interpolation=cv2.INTER_LINEAR,
-                                     borderMode=cv2.BORDER_REPLICATE)
-  return out
-
-
-def articulate(engine: "Engine", portrait: "Portrait", frames: np.ndarray,
-               motion: np.ndarray) -> np.ndarray:
-  """The bundle's mouth rig (if any) on output frames [n,H,W,3] for their motion [n,D]."""
-  if engine.rig is None or portrait.mouth is None:
-    return frames
-  cx, cy, hw, roll = mouth_rig.track(portrait.mouth, portrait.motion[:6], motion[:, :6],
-                                     engine.size, engine.rig, **_camera(engine))
-  x0, y0, side = portrait.box
-  k = side / float(engine.size)   # crop pixels -> output pixels (1 for crop-only output)
-  return np.stack([mouth_rig.articulate(f, x0 + k * (x + 0.5) - 0.5, y0 + k * (y + 0.5) - 0.5,
-                                        k * h, r, m[mouth_rig.NAMED_SLICE], engine.rig)
-                   for f, x, y, h, r, m in zip(frames, cx, cy, hw, roll, motion)])
-
-
-_CLASSES = {c.name: c for c in (GeometryComposite, RenderComposite, DetailComposite, RigComposite)}
-
-
-COMPOSITES = ("render", "detail", "warp", "geometry")
+_CLASSES = {c.name: c for c in (GeometryComposite,)}
 
 
 def default_for(engine: "Engine") -> str:
-  """A bundle's default composite: "geometry" for a geometry-grounded stage 1; else "warp"
-  with a mouth rig, "detail" without."""
-  if engine.kind == "geometry":
-    return "geometry"
-  return "warp" if engine.rig is not None else "detail"
+  """A bundle's default composite (the only one: "geometry")."""
+  return "geometry"
 
 
 def make(name: str | None, engine: "Engine") -> Composite:
-  """The composite `name` (None: the bundle's default) for an engine; ValueError with one
-  line where the name is unknown or does not fit the bundle."""
+  """The composite `name` (None: the bundle's default) for an engine; InputError with one
+  line where the name is unknown."""
   name = default_for(engine) if name is None else name
   if name not in _CLASSES:
     raise InputError(f"composite must be one of {COMPOSITES}, got {name!r}")
-  allowed = GEOMETRY if engine.kind == "geometry" else LEARNED
-  if name not in allowed:
-    raise InputError(f"composite {name!r} is not available for this bundle (a {engine.kind} "
-                     f"stage 1); use one of {', '.join(allowed)}")
-  if name == "warp" and engine.rig is None:
-    raise InputError("composite 'warp' needs a bundle with a mouth rig (it renders no mouth "
-                     "motion otherwise)")
   return _CLASSES[name](engine)

@@ -8,9 +8,8 @@ three inference steps around them.
             ...
 
 `Engine` holds no per-call state: it is the bundle (configs, parameters on the device, motion
-statistics, face basis, diffusion schedule, sampler defaults) plus the jitted functions that
-apply its networks (`features`, `denoise`, and `encode` / `prepare` / `render` for a
-learned-flow stage 1 or `decode_parts` for a geometry-grounded one). `sample_motion` is a
+statistics, face basis, part bank, diffusion schedule, sampler defaults) plus the jitted
+functions that apply its networks (`features`, `denoise`, `decode_parts`). `sample_motion` is a
 function of an engine, the portrait's own motion, the audio and `SampleOptions`; it yields
 de-normalised motion window by window. `vasa_jax.animate.Animator` is the facade over these.
 """
@@ -26,7 +25,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from vasa_jax import bundle as bundle_lib
-from vasa_jax import mouth_rig
 from vasa_jax import sampling
 from vasa_jax.config_utils import InputError
 from vasa_jax.constants import FPS, SAMPLE_RATE
@@ -214,29 +212,24 @@ class Engine:
     self.sampler = bundle.sampler
     self.render_batch = int(render_batch)
     mc, dc = self.fl_config.model, self.md_config.model
-    try:
-      self.rig = None if bundle.mouth_rig is None else mouth_rig.RigConfig.from_dict(
-          bundle.mouth_rig)
-    except (TypeError, ValueError) as e:
-      raise AnimateError(f"{self.where}: bad mouth_rig: {e}") from None
+    if self.kind != "geometry":
+      raise AnimateError(f"{self.where}: a learned-flow stage-1 bundle; that stage 1 is retired "
+                         "(docs/DESIGN.md names the last commit that renders it): export the "
+                         "motion model with a geometry stage 1 (`vasa-jax export`)")
     self.window, self.context = int(dc.window), int(dc.context)
     self.motion_dim = int(dc.motion_dim)
     if self.motion_dim != POSE_DIM + int(mc.dyn_dim):
       raise AnimateError(f"{self.where}: motion_dit motion_dim {self.motion_dim} does not "
                          f"match the face model's 6 + dyn_dim {POSE_DIM + int(mc.dyn_dim)}")
     self.dit = md.MotionDiT(dc)
-    self.basis = self.emotion_offsets = self.part_res = self.bank = None   # geometry parts
-    self.face_model = self.decoder = None
+    self.basis = self.emotion_offsets = self.part_res = self.bank = self.decoder = None
     try:
       self._check_params(bundle)
     except bundle_lib.BundleError as e:
       raise AnimateError(f"{self.where}: {e}") from None
     self.fl_params = jax.device_put(bundle.face_latent_params)
     self.md_params = jax.device_put(bundle.motion_dit_params)
-    if self.kind == "geometry":
-      self._build_geometry(bundle)
-    else:
-      self._build_learned()
+    self._build_geometry(bundle)
     from vasa_jax.models import phonetic
     try:
       self.features = jax.jit(phonetic.audio_source(dc, bundle.phonetic_dir))
@@ -256,25 +249,19 @@ class Engine:
     from vasa_jax.models import motion_dit as md
     mc = self.fl_config.model
     key = jax.random.PRNGKey(0)
-    if self.kind == "geometry":
-      from vasa_jax.models import geo_decoder as gd
-      fl = jax.eval_shape(gd.GeometryDecoder(mc).init, key, *gd.dummy_inputs(mc, 1))
-    else:
-      from vasa_jax.models import face_latent as fl_lib
-      img = jax.ShapeDtypeStruct((1, int(mc.image_size), int(mc.image_size), 3), jnp.float32)
-      fl = jax.eval_shape(fl_lib.FaceLatentModel(mc).init, key, img, img)
+    from vasa_jax.models import geo_decoder as gd
+    fl = jax.eval_shape(gd.GeometryDecoder(mc).init, key, *gd.dummy_inputs(mc, 1))
     ref_md = jax.eval_shape(self.dit.init, key, *md.dummy_inputs(self.md_config.model, 1))
     return nn.meta.unbox(fl["params"]), nn.meta.unbox(ref_md["params"])
 
   def _check_params(self, bundle):
-    if self.kind == "geometry":
-      basis = bundle.face_basis
-      if basis is None:
-        raise bundle_lib.BundleError(f"a geometry bundle needs its face basis "
-                                     f"({bundle_lib.BASIS_FILE})")
-      if basis.dyn_dim != int(self.fl_config.model.dyn_dim):
-        raise bundle_lib.BundleError(f"the face basis has {basis.dyn_dim} dynamics dims, the "
-                                     f"face model's config {self.fl_config.model.dyn_dim}")
+    basis = bundle.face_basis
+    if basis is None:
+      raise bundle_lib.BundleError(f"a geometry bundle needs its face basis "
+                                   f"({bundle_lib.BASIS_FILE})")
+    if basis.dyn_dim != int(self.fl_config.model.dyn_dim):
+      raise bundle_lib.BundleError(f"the face basis has {basis.dyn_dim} dynamics dims, the "
+                                   f"face model's config {self.fl_config.model.dyn_dim}")
     try:
       ref_fl, ref_md = self._reference_params()
     except Exception as e:   # a config the code cannot build
@@ -283,18 +270,6 @@ class Engine:
     bundle_lib.check_params(bundle.motion_dit_params, ref_md, "motion_dit")
     if len(bundle.motion_stats["mean"]) != self.motion_dim:
       raise bundle_lib.BundleError("motion statistics do not match motion_dim")
-
-  def _build_learned(self):
-    from vasa_jax.models import face_latent as fl
-    self.size = int(self.fl_config.model.image_size)
-    self.face_model = model = fl.FaceLatentModel(self.fl_config.model)
-    self._encode = jax.jit(lambda p, x: model.apply({"params": p}, x,
-                                                    method=fl.FaceLatentModel.encode))
-    self._prepare = jax.jit(lambda p, e: model.apply(
-        {"params": p}, e["v_app"], e["z_id"], e["z_pose"], e["z_dyn"],
-        method=fl.FaceLatentModel.prepare))
-    self._render = jax.jit(lambda p, prep, pose, dyn: fl.float_to_images(model.apply(
-        {"params": p}, prep, pose, dyn, method=fl.FaceLatentModel.render)))
 
   def _build_geometry(self, bundle):
     from vasa_jax.geometry import emotion as emotion_lib
@@ -320,21 +295,6 @@ class Engine:
                     if self.copy_compositor else jax.jit(decode))
 
   # -- the networks (each jitted once per engine)
-  def encode(self, crops) -> dict:
-    """Learned-flow stage 1: uint8 crops [n, size, size, 3] -> the encoder's outputs."""
-    return self._encode(self.fl_params, jnp.asarray(crops))
-
-  def prepare(self, enc: dict):
-    """Learned-flow stage 1: the canonical volume of encoded crops (once per portrait)."""
-    return self._prepare(self.fl_params, enc)
-
-  def render(self, prepared, motion: np.ndarray) -> np.ndarray:
-    """Learned-flow stage 1: uint8 renders [n, size, size, 3] of a prepared portrait for
-    motion [n, 6 + dyn_dim] (n = render_batch keeps one compiled shape)."""
-    motion = np.asarray(motion, np.float32)
-    return np.asarray(self._render(self.fl_params, prepared, jnp.asarray(motion[:, :POSE_DIM]),
-                                   jnp.asarray(motion[:, POSE_DIM:])))
-
   def decode_parts(self, mouth) -> dict:
     """Geometry stage 1: the mouth compositor on inputs [n, r, r, IN_CHANNELS] -> numpy fields
     {"alpha", "flow", "shade", "residual"} (render.PartState.compose)."""
@@ -347,23 +307,13 @@ class Engine:
   def denormalize(self, x) -> np.ndarray:
     return np.asarray(x, np.float32) * self.stats["std"] + self.stats["mean"]
 
-  def rest(self, motion: np.ndarray) -> np.ndarray:
-    """A portrait's motion latent as the sampler starts from: with a mouth rig its named
-    dims (mouth open / wide / round, blink) are set to rest -- a closed mouth, open eyes --
-    since that decoder's encoder does not read them, and the rig animates relative to it."""
-    motion = np.asarray(motion, np.float32).copy()
-    if self.rig is not None:
-      motion[mouth_rig.NAMED_SLICE] = (self.rig.open_rest, self.rig.wide_rest,
-                                       self.rig.round_rest, 0.0)
-    return motion
-
   def controls(self, opts: SampleOptions) -> dict:
-    """Unbatched controls for sampling.stream; missing ones are dropped conditions. A
-    geometry bundle's model has no emotion condition (no labels in real footage): emotion
-    acts as an offset of the codes instead (`sample_motion`)."""
-    g, d, e = gaze_radians(opts.gaze), distance_metres(opts.distance), emotion_index(opts.emotion)
-    if self.kind == "geometry":
-      e = None
+    """Unbatched controls for sampling.stream; missing ones are dropped conditions. The
+    model has no emotion condition (no labels in real footage): emotion acts as an offset of
+    the codes instead (`MotionPost`)."""
+    g, d = gaze_radians(opts.gaze), distance_metres(opts.distance)
+    emotion_index(opts.emotion)                 # checked here; applied by MotionPost
+    e = None
     r = blink_per_minute(opts.blink_rate)
     blink_control = bool(self.md_config.model.get("blink_control", False))
     if r is not None and not blink_control:
@@ -522,30 +472,28 @@ class MotionPost:
   8. limits: rotations ease off past MAX_TURN_DEG of the portrait's and lids past
      MAX_LID_OPEN x its openness (the warp only shows what the photo shows).
 
-  Steps 2-5, 7 and 8 act on geometry bundles only. The model's next window is conditioned on
-  its own output, before these steps."""
+  The model's next window is conditioned on its own output, before these steps."""
 
   def __init__(self, engine: Engine, portrait_motion: np.ndarray, opts: SampleOptions, *,
                pose_smoothing: float = POSE_SMOOTHING, mouth_base: float = 0.0):
     self.ref = np.asarray(portrait_motion, np.float32)
-    self.geometry = engine.kind == "geometry"
     self.basis = engine.basis
     self.opts = opts
     self.pose_smoothing = float(pose_smoothing)
     self.mouth_base = float(mouth_base)
     e = emotion_index(opts.emotion)
     self.offset = (engine.emotion_offsets[e] * opts.emotion_intensity
-                   if self.geometry and e is not None else None)
+                   if e is not None else None)
     self.steer = self.recentre = None
-    if self.geometry and opts.gaze is not None:
+    if opts.gaze is not None:
       zero = gaze_zero(engine.stats)
       self.steer = GazeSteer(gaze_radians(opts.gaze) + zero, engine.stats["mean"][-2:], zero,
                              move_head=opts.head_motion > 0)
-    elif self.geometry:
+    else:
       own = np.asarray(self.ref[:2], np.float32)          # the portrait's head yaw, pitch
       self.recentre = GazeSteer(own, engine.stats["mean"][-2:], tau_s=RECENTRE_TAU_S,
                                 move_eyes=False, start=own)
-    k_exp = engine.basis.exp_dim if self.geometry else 0
+    k_exp = engine.basis.exp_dim
     self.lid_dims = slice(POSE_DIM + k_exp, POSE_DIM + k_exp + 2)
     self.tail = None
     self.pose_state = None
@@ -557,10 +505,10 @@ class MotionPost:
     if self.tail is not None:
       m = join_seam(self.tail, m)
     self.tail = m[-2:].copy()
-    if self.geometry and self.pose_smoothing < 1.0:
+    if self.pose_smoothing < 1.0:
       m[:, :POSE_DIM], self.pose_state = smooth_pose(m[:, :POSE_DIM], self.pose_state,
                                                      self.pose_smoothing)
-    if self.geometry and opts.mouth_gain != 1.0:
+    if opts.mouth_gain != 1.0:
       m[:, POSE_DIM:] = codes_lib.open_mouth(m[:, POSE_DIM:], ref[POSE_DIM:], self.mouth_base,
                                              self.basis, opts.mouth_gain)
     if self.offset is not None:
@@ -571,10 +519,9 @@ class MotionPost:
       m[:, :POSE_DIM] = ref[:POSE_DIM] + opts.head_motion * (m[:, :POSE_DIM] - ref[:POSE_DIM])
     if self.steer is not None:
       m = self.steer(m)
-    if self.geometry:
-      lim = np.radians(np.asarray(MAX_TURN_DEG, np.float32))
-      m[:, :3] = ref[:3] + lim * np.tanh((m[:, :3] - ref[:3]) / lim)
-      m[:, self.lid_dims] = open_limit(m[:, self.lid_dims], ref[self.lid_dims])
+    lim = np.radians(np.asarray(MAX_TURN_DEG, np.float32))
+    m[:, :3] = ref[:3] + lim * np.tanh((m[:, :3] - ref[:3]) / lim)
+    m[:, self.lid_dims] = open_limit(m[:, self.lid_dims], ref[self.lid_dims])
     return m
 
 
@@ -592,17 +539,16 @@ def sample_motion(engine: Engine, portrait_motion: np.ndarray, audio_16k: np.nda
   in or out as windows follow each other). Then `MotionPost` (seam, pose smoothing, mouth
   gain, emotion, recentring, head motion, gaze steer, limits) gives the motion shown."""
   opts = opts.resolved(engine.sampler)
-  geometry = engine.kind == "geometry"
   feats = engine.features(jnp.asarray(lead_audio(audio_16k, opts.audio_lead)))
   ctrl = engine.controls(opts)
   ref = np.asarray(portrait_motion, np.float32)
-  if geometry and opts.gaze is not None:
+  if opts.gaze is not None:
     ctrl["gaze"] = (ctrl["gaze"] + gaze_zero(engine.stats)).astype(np.float32)
-  if geometry and opts.distance is None:
+  if opts.distance is None:
     ctrl["distance"] = np.float32(np.clip(ref[5], *DISTANCE_RANGE))
     ctrl["drop"]["distance"] = np.float32(0.0)
   cfg = {"audio": opts.cfg_audio, "gaze": opts.cfg_gaze if opts.gaze is not None else 0.0}
-  if geometry and opts.cfg_expression is not None and opts.cfg_expression != opts.cfg_audio:
+  if opts.cfg_expression is not None and opts.cfg_expression != opts.cfg_audio:
     # the expression codes (lips, jaw, cheeks, brows) get their own audio guidance; head pose,
     # lids and gaze keep cfg_audio
     k_exp = engine.basis.exp_dim

@@ -5,9 +5,8 @@ the composite needs), for an `vasa_jax.engine.Engine`.
     p = portrait.encode(engine, "photo.jpg", faces)  # detect, crop, encode (once per photo)
 
 The face is cropped the way the training data was (square, CROP_SCALE x the BlazeFace box,
-centred slightly above it; edge-padded where it leaves the photo). A geometry-grounded bundle
-measures the face mesh on it (refusing a non-human face); a learned-flow bundle encodes the
-crop with its stage-1 encoder.
+centred slightly above it; edge-padded where it leaves the photo), and the face mesh is
+measured on it (refusing a non-human face): its codes, warp topology and parts.
 """
 
 from __future__ import annotations
@@ -18,14 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from vasa_jax import mouth_rig
 from vasa_jax.engine import AnimateError, Engine, load_image
 
 log = logging.getLogger(__name__)
 
 CROP_SCALE = 1.8          # = talking_face_videos crop: side / BlazeFace box side
 CROP_SHIFT_UP = 0.1       # crop centre above the box centre, in face sides
-DETECT_SIDE = 1280        # detection runs on a copy no larger than this (BlazeFace sees 128 px)
 
 
 @dataclasses.dataclass
@@ -34,11 +31,10 @@ class Portrait:
   image: np.ndarray          # the photo (uint8 RGB, possibly downscaled for output)
   crop: np.ndarray           # the model-size face crop
   box: tuple                 # (x0, y0, side) of the crop in `image` pixels
-  prepared: Any              # FaceLatentModel.prepare output (batch 1)
-  motion: np.ndarray         # the portrait's own motion latent [6 + dyn_dim]
+  prepared: Any              # a renderer's per-portrait state (None for the mesh renderer)
+  motion: np.ndarray         # the portrait's own motion [6 + dyn_dim]
   faces_found: int
-  mouth: Any = None          # mouth_rig.Anchor on the crop (used when the bundle has a rig)
-  geometry: Any = None       # geometry.render.PortraitGeometry (geometry-grounded bundles)
+  geometry: Any = None       # geometry.render.PortraitGeometry
   full_crop: Any = None      # the crop at the photo's resolution when it is larger than the
                              # render size (the warp is applied to it at full resolution)
   parts: Any = None          # geometry.render.PartState: eyes, donor mouth, closed lids
@@ -94,32 +90,7 @@ def encode(engine: Engine, image, faces: FaceTools, *, crop_only: bool = False,
   if min(h, w) < 16:
     raise AnimateError(f"the image is too small ({w}x{h})")
   out_img = _resized(rgb, min(1.0, max_output_side / max(h, w)), even=True)
-  if engine.kind == "geometry":
-    return _geometry(engine, out_img, faces, crop_only=crop_only)
-  s = min(1.0, DETECT_SIDE / max(h, w))
-  found = faces.detector.detect(_resized(rgb, s))
-  if not found:
-    raise AnimateError("no face found in the image")
-  if len(found) > 1:
-    log.warning("found %d faces; animating the largest", len(found))
-  face = found[0].scaled(1.0 / s) if s < 1.0 else found[0]
-  if out_img.shape[1] != w:
-    face = face.scaled(out_img.shape[1] / w)
-  box = crop_box(face.box, out_img.shape[1], out_img.shape[0])
-  from vasa_jax.data.video import crop_square
-  crop = crop_square(out_img, box, engine.size)
-  prepared, motion = _encode_learned(engine, crop)
-  mouth = mouth_rig.refine_anchor(
-      crop, mouth_rig.anchor_from_keypoints(face.keypoints, box, engine.size))
-  return Portrait(image=None if crop_only else out_img, crop=crop, box=box, prepared=prepared,
-                  motion=motion, faces_found=len(found), mouth=mouth)
-
-
-def _encode_learned(engine: Engine, crop: np.ndarray):
-  enc = engine.encode(crop[None])
-  prepared = engine.prepare(enc)
-  motion = np.concatenate([np.asarray(enc["z_pose"][0]), np.asarray(enc["z_dyn"][0])])
-  return prepared, engine.rest(motion)
+  return _geometry(engine, out_img, faces, crop_only=crop_only)
 
 
 def _geometry(engine: Engine, img: np.ndarray, faces: FaceTools, *, crop_only: bool = False,
@@ -162,8 +133,6 @@ def from_landmarks(engine: Engine, crop: np.ndarray, points: np.ndarray) -> Port
   """A crop-only Portrait of a geometry bundle from an aligned crop and its already measured
   landmarks (crop pixels), e.g. the first frame of a dataset clip (evaluation)."""
   from vasa_jax.geometry import render
-  if engine.kind != "geometry":
-    raise AnimateError("portrait_from_landmarks needs a geometry-grounded bundle")
   crop = np.ascontiguousarray(np.asarray(crop, np.uint8)[..., :3])
   pg = render.PortraitGeometry.from_crop(crop, np.asarray(points, np.float32), engine.basis,
                                          engine.part_res)
@@ -173,28 +142,14 @@ def from_landmarks(engine: Engine, crop: np.ndarray, points: np.ndarray) -> Port
 
 
 def from_crop(engine: Engine, crop, faces: FaceTools) -> Portrait:
-  """A Portrait from an already aligned face crop (as the datasets store them: no detection;
-  resized to the model's size if needed). The output is the crop (no paste-back)."""
-  import cv2
+  """A Portrait from an already aligned face crop (as the datasets store them: the mesh is
+  measured on the whole crop, no detection). The output is the crop (no paste-back)."""
+  from vasa_jax.geometry import landmarks
   crop = load_image(crop)
   if crop.shape[0] != crop.shape[1]:
     raise AnimateError(f"an aligned crop must be square, got {crop.shape[1]}x{crop.shape[0]}")
-  if engine.kind == "geometry":
-    from vasa_jax.geometry import landmarks
-    try:
-      g = faces.mesh.detect(crop)
-    except landmarks.NoFaceError as e:
-      raise AnimateError(str(e)) from None
-    return _geometry(engine, crop, faces, crop_only=True, points=g.points)
-  if crop.shape[0] != engine.size:
-    interp = cv2.INTER_AREA if crop.shape[0] > engine.size else cv2.INTER_LINEAR
-    crop = cv2.resize(crop, (engine.size, engine.size), interpolation=interp)
-  prepared, motion = _encode_learned(engine, crop)
-  mouth = None
-  if engine.rig is not None:
-    found = faces.detector.detect(crop)
-    mouth = (mouth_rig.refine_anchor(crop, mouth_rig.anchor_from_keypoints(
-        found[0].keypoints, (0, 0, engine.size), engine.size))
-             if found else mouth_rig.default_anchor(engine.size))
-  return Portrait(image=None, crop=crop, box=(0, 0, engine.size), prepared=prepared,
-                  motion=motion, faces_found=1, mouth=mouth)
+  try:
+    g = faces.mesh.detect(crop)
+  except landmarks.NoFaceError as e:
+    raise AnimateError(str(e)) from None
+  return _geometry(engine, crop, faces, crop_only=True, points=g.points)

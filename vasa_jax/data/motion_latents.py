@@ -433,7 +433,7 @@ def named_dyn(dataset: str, rec, motion: np.ndarray, labels: dict) -> np.ndarray
   The clip's own ground truth where it has both (synthetic clips), else the pseudo-labels of
   `labels` (tools/label_mouth.py) for "dataset:clip_id". A clip with neither is an error: a
   motion dataset whose named dims mean different things per clip would teach stage 2 noise.
-  These are the dims the renderer's mouth articulation reads (vasa_jax/mouth_rig.py).
+  These are the dims the retired mouth rig read (learned-flow codes).
   """
   motion = np.array(motion, np.float32, copy=True)
   t = motion.shape[0]

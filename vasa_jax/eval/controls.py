@@ -284,8 +284,6 @@ def main(argv=None) -> int:
                                     "--steps >= 1")
     images, auds = default_inputs(args.real, args.portraits)
     anim = an.Animator(args.checkpoint)
-    if anim.kind != "geometry":
-      raise config_utils.InputError("this evaluates geometry-grounded bundles")
     from vasa_jax.progress import Bar
     rep = evaluate(anim, images, auds, seconds=args.seconds, steps=args.steps, seed=args.seed,
                    progress=Bar(None, "portraits"), video_dir=args.videos)

@@ -260,9 +260,6 @@ def open_clips(args):
   geo = pipeline.open_source(name, split or "test", data_dir)
   clips = geometry_pairs.GeometryClips(geo, args.source_data_dir or data_dir)
   anim = an.Animator(args.checkpoint)
-  if anim.kind != "geometry":
-    raise config_utils.InputError("this evaluates geometry-grounded bundles; for learned-flow stage 1 "
-                         "use vasa_jax/eval/reenact.py")
   return anim, geo, clips
 
 

@@ -493,7 +493,6 @@ def run(animator, clips_by_group: dict[str, list[Clip]], *, settings: Sequence[S
   learned-flow bundle measures its own on the clips."""
   import jax
 
-  from vasa_jax.eval import reenact
   from vasa_jax.media import atomic_output
   ev = ev or load_evaluators(animator)
   settings = [resolved(animator, st) for st in settings]
@@ -536,12 +535,6 @@ def run(animator, clips_by_group: dict[str, list[Clip]], *, settings: Sequence[S
       if progress:
         progress(group, i + 1, len(clips))
     rows[group] = {row: summarize(ms) for row, ms in acc.items()}
-    src = [c.record for c in clips if c.record is not None]
-    if src and getattr(animator.engine, "face_model", None) is not None:
-      r = reenact.self_reenactment(animator.engine.face_model, animator.engine.fl_params, src,
-                                   frames_per_clip=reenact_frames)
-      reen[group] = {"psnr": r["psnr"], "ssim": r["ssim"], "clips": r["clips"],
-                     "frames": r["frames"]}
   if curves:
     traces["offset_curves"] = {row: (np.asarray(c[0][0]), np.mean([d for _, d in c], axis=0))
                                for row, c in curves.items()}
@@ -629,8 +622,6 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--ablate-steps", default="", help="extra rows: comma-separated step counts")
   p.add_argument("--ablate-no-prev", action="store_true",
                  help="extra row: no previous-window conditioning")
-  p.add_argument("--composite", choices=("detail", "render", "warp"), default=None,
-                 help="how the generated crop is made (as `vasa-jax animate --composite`)")
   p.add_argument("--out", default="docs/eval")
   return p
 
@@ -654,7 +645,7 @@ def main(argv=None) -> int:
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
   from vasa_jax.animate import AnimateError, Animator
   try:
-    animator = Animator(args.checkpoint, composite=args.composite)
+    animator = Animator(args.checkpoint)
     ev = load_evaluators(animator)
   except (AnimateError, FileNotFoundError, ValueError) as e:
     print(f"vasa-jax eval report: {e}", file=sys.stderr)
@@ -679,7 +670,7 @@ def main(argv=None) -> int:
     bars.setdefault(group, Bar(n, f"{group} clips"))(i, n)
 
   reen = None
-  if animator.kind == "geometry" and args.reenact:
+  if args.reenact:
     try:
       reen = geometry_reenactment(animator, args.reenact, data_dir=args.data_dir,
                                   max_clips=args.max_clips)

@@ -14,7 +14,7 @@ from vasa_jax.train import common
 
 def export(face_latent: str, motion_dit: str, out: str, *, face_latent_config: str | None = None,
            motion_dit_config: str | None = None, weights: str = "ema", dtype: str = "float32",
-           part_bank: str | None = None, copy_compositor: bool = False, mouth_rig: bool = False,
+           part_bank: str | None = None, copy_compositor: bool = False,
            tuned: dict | None = None) -> dict:
   """Writes a bundle to `out` from a stage-1 source and a stage-2 source; returns {"bundle":
   path, "bytes": size}. Each source is a training workdir (its EMA or raw weights, the config
@@ -96,17 +96,6 @@ def export(face_latent: str, motion_dit: str, out: str, *, face_latent_config: s
     if not os.path.isfile(stats_path):
       raise InputError(f"no {motion_lib.STATS_FILE} in {motion_dit}")
     stats = motion_lib.load_stats(stats_path)
-  rig = None
-  if mouth_rig:
-    from vasa_jax import mouth_rig
-    # rest = closed mouth; wide / round rest at the training mean of those named dims
-    from vasa_jax.data.motion_latents import NAMED_DYN   # the learned-flow codes' named dims
-    wide, rnd = (6 + NAMED_DYN.index(k) for k in ("mouth_wide", "mouth_round"))
-    rig = {"wide_rest": float(stats["mean"][wide]), "round_rest": float(stats["mean"][rnd])}
-    mouth_rig.RigConfig.from_dict(rig)
-  if geometry and mouth_rig:
-    raise InputError("--mouth-rig is for learned-flow stage 1 bundles; a geometry-grounded "
-                     "stage 1 renders the mouth itself")
   bank = None
   if geometry:
     from vasa_jax.geometry import banks
@@ -123,7 +112,7 @@ def export(face_latent: str, motion_dit: str, out: str, *, face_latent_config: s
   try:
     path = bundle_lib.save(out, face_latent_config=fl_cfg, face_latent_params=fl_params,
                         motion_dit_config=md_cfg, motion_dit_params=md_params,
-                        motion_stats=stats, dtype=dtype, mouth_rig=rig,
+                        motion_stats=stats, dtype=dtype,
                         face_basis=face_basis, part_bank=bank,
                         phonetic_dir=None if stage2_bundle is None else stage2_bundle.phonetic_dir,
                         provenance={"face_latent_workdir": (
