@@ -99,10 +99,10 @@ class Bundle:
 
   @property
   def kind(self) -> str:
-    """"geometry" (motion grounded in measured face meshes, the part decoder) or "learned"
-    (the learned-flow FaceLatentModel)."""
-    k = self.face_latent_config.model.get("kind", "learned_flow")
-    return "geometry" if k == "geometry" else "learned"
+    """The stage-1 kind, as its config names it (`model.kind`): "geometry" (motion grounded
+    in measured face meshes, the part decoder; what an Engine renders) or "learned_flow" (the
+    retired FaceLatentModel; a config without a kind is one)."""
+    return str(self.face_latent_config.model.get("kind", "learned_flow"))
 
   @property
   def schedule(self):
