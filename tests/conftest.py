@@ -204,3 +204,20 @@ def assert_skipped_step(states, bad: int):
   assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(after))
   assert any(not np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(skipped["params"]),
                                                        jax.tree_util.tree_leaves(after["params"])))
+
+
+def one_step_single_and_sharded(trainer, config, local):
+  """A stage trainer's first step (`create_state`, `make_train_step`) on the batch `local`,
+  on one device and on all 8: [(initial params, params, metrics)] for each, as numpy."""
+  import jax
+  from vasa_jax import sharding
+  out = []
+  for devices in (jax.devices()[:1], jax.devices()):
+    mesh = sharding.make_mesh(devices=devices)
+    state, shardings = trainer.create_state(config, mesh, jax.random.key(0, impl="unsafe_rbg"))
+    init = jax.device_get(state["params"])
+    step = trainer.make_train_step(config, mesh, shardings)
+    state, metrics = step(state, sharding.to_global(local, mesh))
+    out.append((init, jax.device_get(state["params"]), jax.device_get(metrics)))
+  return out
+

@@ -10,12 +10,11 @@ import pytest
 from conftest import ListSource, make_fake_records
 from conftest import (assert_skipped_step, checkpoint_states as _states,  # noqa: F401
                       corrupt_call as _corrupt_call)
-from vasa_jax import sharding
 from vasa_jax.data import pipeline
 from vasa_jax.train import common
 from vasa_jax.train import face_latent as trainer
 
-from conftest import fast_tiny_config
+from conftest import fast_tiny_config, one_step_single_and_sharded
 
 
 
@@ -36,16 +35,8 @@ def _batch(source, bs=8, seed=0):
 
 def test_sharded_step_equals_single_device(source):
   config = tiny_config()
-  local = _batch(source)
-  results = []
-  for devices in (jax.devices()[:1], jax.devices()):
-    mesh = sharding.make_mesh(devices=devices)
-    state, shardings = trainer.create_state(config, mesh, jax.random.key(0, impl="unsafe_rbg"))
-    step = trainer.make_train_step(config, mesh, shardings)
-    state, metrics = step(state, sharding.to_global(local, mesh))
-    results.append((jax.device_get(state["params"]), jax.device_get(metrics)))
+  (_, p1, m1), (_, p8, m8) = one_step_single_and_sharded(trainer, config, _batch(source))
   assert len(jax.devices()) == 8
-  (p1, m1), (p8, m8) = results
   np.testing.assert_allclose(m1["loss/total"], m8["loss/total"], rtol=1e-4)
   np.testing.assert_allclose(m1["disc/total"], m8["disc/total"], rtol=1e-4, atol=1e-6)
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-5), p1, p8)

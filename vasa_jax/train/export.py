@@ -12,6 +12,14 @@ from vasa_jax.data import motion as motion_lib
 from vasa_jax.errors import InputError
 from vasa_jax.train import common
 
+def _bundle_at(path: str):
+  """The bundle in folder `path`, or None when it is not one (a training workdir); a broken
+  bundle is a BundleError (an InputError)."""
+  if not os.path.isfile(os.path.join(path, bundle_lib.META_FILE)):
+    return None
+  return bundle_lib.load(path)
+
+
 def export(face_latent: str, motion_dit: str, out: str, *, face_latent_config: str | None = None,
            motion_dit_config: str | None = None, weights: str = "ema", dtype: str = "float32",
            part_bank: str | None = None, copy_compositor: bool = False,
@@ -25,12 +33,8 @@ def export(face_latent: str, motion_dit: str, out: str, *, face_latent_config: s
   copy_compositor ships the copy compositor (the donor reference pasted on the opening)
   instead of trained weights. InputError (one line) for anything the user can fix."""
   tuned = dict(tuned or {})
-  stage1_bundle = None
-  if os.path.isfile(os.path.join(face_latent, bundle_lib.META_FILE)):
-    try:                  # --face-latent BUNDLE: keep a bundle's stage 1, swap its stage 2
-      stage1_bundle = bundle_lib.load(face_latent)
-    except bundle_lib.BundleError as e:
-      raise InputError(str(e)) from None
+  stage1_bundle = _bundle_at(face_latent)   # a bundle: its stage 1 kept, its stage 2 swapped
+  if stage1_bundle is not None:
     fl_cfg = stage1_bundle.face_latent_config
     face_latent_config = (stage1_bundle.meta.get("provenance", {}).get("face_latent_config")
                           or "the bundle's")
@@ -41,12 +45,8 @@ def export(face_latent: str, motion_dit: str, out: str, *, face_latent_config: s
                                      if not os.path.isfile(recorded) else face_latent_config)
     if os.path.isfile(recorded):
       face_latent_config = recorded
-  stage2_bundle = None
-  if os.path.isfile(os.path.join(motion_dit, bundle_lib.META_FILE)):
-    try:                  # --motion-dit BUNDLE: keep a bundle's stage 2, swap its stage 1
-      stage2_bundle = bundle_lib.load(motion_dit)
-    except bundle_lib.BundleError as e:
-      raise InputError(str(e)) from None
+  stage2_bundle = _bundle_at(motion_dit)    # a bundle: its stage 2 kept, its stage 1 swapped
+  if stage2_bundle is not None:
     md_cfg = stage2_bundle.motion_dit_config
   else:
     md_recorded = os.path.isfile(os.path.join(motion_dit, config_utils.RUN_CONFIG))
