@@ -65,7 +65,7 @@ def main(argv=None):
          "cpu_count": os.cpu_count(), "machine": platform.machine(),
          "checkpoint": "tiny (random)" if args.tiny else (args.checkpoint or "bundled demo"),
          "image_size": anim.size, "window": anim.window, "seconds_of_audio": args.seconds,
-         "composite": anim.composite,
+         "renderer": anim.kind,
          "load_s": round(load_s, 3), "loadavg_start": os.getloadavg(), "steps": {}}
 
   # pieces

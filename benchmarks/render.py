@@ -75,7 +75,7 @@ def _time_render(anim, portrait, motion):
     pick = [None if idx is None else int(i) for i in (idx if idx is not None else [None] * len(frs))]
     mouth = np.stack([parts.mouth_inputs(fr, pick[k]) for k, fr in enumerate(frs)])
     t2 = time.perf_counter()
-    out = anim.engine.decode_parts(mouth)
+    out = anim.renderer.decode_parts(mouth)
     t3 = time.perf_counter()
     for k, fr in enumerate(frs):
       parts.compose(fr, pick[k], {key: v[k] for key, v in out.items()})

@@ -260,7 +260,9 @@ def test_a_learned_flow_bundle_is_refused_in_one_line(tmp_path, tiny_bundle):
   """The learned-flow stage 1 is retired: a bundle of it loads (its files are intact) but
   the engine refuses it with one line that says what to do."""
   b = bundle_lib.load(tiny_bundle)
-  fl = load_stage_config("face_latent").get_config("tiny")
+  fl = load_stage_config("face_latent").get_config("geo_tiny")
+  with fl.unlocked():
+    del fl.model["kind"]                     # a config without a kind is a learned-flow one
   old = bundle_lib.Bundle(face_latent_config=fl, face_latent_params={},
                           motion_dit_config=b.motion_dit_config,
                           motion_dit_params=b.motion_dit_params, motion_stats=b.motion_stats,
@@ -359,7 +361,7 @@ def test_the_bundles_sampler_defaults_are_what_a_call_leaves_out(tmp_path, tiny_
 def test_the_engine_works_without_the_animator(tiny_bundle, animator):
   """The engine's functions (encode a portrait, sample motion, render frames) give what the
   Animator facade gives, and bad options are refused by name before any work."""
-  from vasa_jax import composites, engine, portrait as portrait_lib
+  from vasa_jax import engine, portrait as portrait_lib
   eng = engine.Engine(bundle_lib.load(tiny_bundle))
   faces = portrait_lib.FaceTools()
   p = portrait_lib.encode(eng, PORTRAIT, faces, crop_only=True)
@@ -373,7 +375,7 @@ def test_the_engine_works_without_the_animator(tiny_bundle, animator):
   theirs = np.concatenate([m for _, m in animator.motion_windows(q, audio, steps=2, seed=4,
                                                                  gaze=(5.0, -3.0))])
   np.testing.assert_allclose(ours, theirs, atol=1e-5)
-  frames = np.concatenate(list(composites.make("geometry", eng).render(p, ours[:5])))
+  frames = np.concatenate(list(eng.renderer.render(p, ours[:5])))
   np.testing.assert_array_equal(frames, np.concatenate(list(animator.render_motion(q, ours[:5]))))
   assert frames.shape == (5,) + p.full_crop.shape if p.full_crop is not None else \
       (5,) + p.crop.shape

@@ -62,7 +62,7 @@ def test_geometry_bundle_round_trip(geo_bundle):
 
 
 def test_geometry_animator_renders_the_photo_at_its_resolution(anim):
-  assert anim.kind == "geometry" and anim.composite == "geometry"
+  assert anim.kind == "geometry" and anim.renderer.kind == "geometry"
   portrait = anim.prepare_portrait(PORTRAIT)
   photo = media.load_image(PORTRAIT)
   still = np.repeat(portrait.motion[None], 4, axis=0)

@@ -6,13 +6,15 @@ Sub-packages are imported lazily so that `vasa-jax synth` and data tools start f
   vasa_jax.media      image/audio/video input and output
   vasa_jax.sharding   meshes and global batches
   vasa_jax.ops        trilinear grid sampling
-  vasa_jax.models     FaceLatentModel (stage 1), MotionDiT (stage 2)
+  vasa_jax.geometry   face meshes, the motion codes, the dense warp, eyes, real mouth banks
+  vasa_jax.renderers  motion -> frames: the mesh renderer and the volume renderer
+  vasa_jax.models     the stage-1 networks (volume decoder, mouth compositor), MotionDiT
   vasa_jax.losses     stage-1 losses
   vasa_jax.audio      log-mel features at 25 fps, audio encoders
   vasa_jax.diffusion  noise schedule and x0 loss
   vasa_jax.sampling   jit-compiled DDIM sampler with multi-condition CFG, windows, streaming
-  vasa_jax.train      trainers (stage 1 now) and shared checkpoint/logging pieces
-  vasa_jax.eval       evaluation (stage-1 reenactment)
+  vasa_jax.train      trainers (both stages) and shared checkpoint/logging pieces
+  vasa_jax.eval       evaluation (reenactment, motion, lip sync, the report)
 """
 
 __version__ = "0.1.0"

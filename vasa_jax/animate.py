@@ -9,13 +9,15 @@
 
 `Animator` is a facade over the inference engine; each step is a function of its own module:
   1. portrait (vasa_jax/portrait.py, once per photo): the face is found and cropped the way
-     the training data was, and measured: the face mesh, its codes, warp topology and parts.
+     the training data was, and measured: the face mesh, its codes, warp topology; the
+     renderer prepares what it keeps per photo.
   2. motion (vasa_jax/engine.py `sample_motion`): 16 kHz mono audio -> log-mel at 25 fps ->
      MotionDiT windows of W frames, each conditioned on the last K generated frames (the first
      on the portrait's own motion), multi-condition CFG, one jitted DDIM loop per window along
      the bundle's diffusion schedule; de-normalised with the bundle's statistics.
-  3. frames (vasa_jax/composites.py): each window rendered in fixed-size batches by the
-     bundle's composite and pasted back into the photo (or the crop only), yielded as ready.
+  3. frames (vasa_jax/renderers): each window rendered in fixed-size batches by the bundle's
+     renderer (mesh or volume, the same motion for both) into the photo (or the crop only),
+     yielded as ready.
 
 Controls: gaze (theta, phi) in DEGREES (camera frame: +theta looks to the image's right... as in
 docs/conventions.md), distance in metres (head to camera; 0.65 is the training average), emotion
@@ -35,10 +37,9 @@ import numpy as np
 
 from vasa_jax import audio as audio_lib
 from vasa_jax import bundle as bundle_lib
-from vasa_jax import composites
 from vasa_jax import engine as engine_lib
 from vasa_jax import portrait as portrait_lib
-from vasa_jax.composites import COMPOSITES, feather_mask, paste_back  # noqa: F401  (public)
+from vasa_jax.renderers.volume import feather_mask, paste_back  # noqa: F401  (public)
 from vasa_jax.constants import FPS, SAMPLE_RATE
 from vasa_jax.engine import (  # noqa: F401  (public here too)
     BLINK_CFG, MAX_TURN_DEG, POSE_DIM, POSE_SMOOTHING, SEAM_TAU, SILENCE_PEAK, AnimateError,
@@ -48,7 +49,7 @@ from vasa_jax.portrait import CROP_SCALE, CROP_SHIFT_UP, Portrait, crop_box  # n
 
 __all__ = ["Animator", "AnimationResult", "AnimateError", "Reenactor", "Portrait",
            "SampleOptions", "Engine", "pairs", "crop_box", "join_seam", "smooth_pose",
-           "feather_mask", "paste_back", "COMPOSITES", "EMOTIONS", "POSE_DIM", "MAX_TURN_DEG",
+           "feather_mask", "paste_back", "EMOTIONS", "POSE_DIM", "MAX_TURN_DEG",
            "SEAM_TAU", "BLINK_CFG", "POSE_SMOOTHING", "SILENCE_PEAK", "CROP_SCALE",
            "CROP_SHIFT_UP"]
 
@@ -92,7 +93,7 @@ _SAMPLE_KEYS = tuple(f.name for f in dataclasses.fields(SampleOptions))
 
 
 class Animator:
-  """A facade over the inference engine (vasa_jax/engine.py, portrait.py, composites.py):
+  """A facade over the inference engine (vasa_jax/engine.py, portrait.py, renderers/):
   loads a bundle (default: the bundled demo weights) and animates portraits with speech.
 
   The engine's networks are compiled once per Animator and reused across calls, so batch use
@@ -117,8 +118,6 @@ class Animator:
     if bundle.path is None:
       bundle = dataclasses.replace(bundle, path=self.checkpoint)
     self.engine = Engine(bundle, render_batch=render_batch)
-    self._composite = composites.make(None, self.engine)
-    self.composite = self._composite.name
     self.max_seconds = float(max_seconds)
     self.max_output_side = int(max_output_side)
     self.faces = portrait_lib.FaceTools(face_detector)
@@ -136,8 +135,8 @@ class Animator:
 
   @property
   def renderer(self):
-    """The composite object that turns motion into frames."""
-    return self._composite
+    """The bundle's renderer (vasa_jax.renderers): motion -> frames."""
+    return self.engine.renderer
 
   @property
   def mesh(self):
@@ -151,15 +150,19 @@ class Animator:
   @classmethod
   def from_configs(cls, face_latent_config, motion_dit_config, *, seed: int = 0,
                    motion_stats: dict | None = None, **kw) -> "Animator":
-    """An Animator with freshly initialised (untrained) parameters: tests, smoke runs."""
+    """An Animator with freshly initialised (untrained) parameters of either stage-1 kind
+    (tests, smoke runs); face_basis= is required."""
     import jax
     from flax import linen as nn
 
-    from vasa_jax.models import geo_decoder as gd
+    from vasa_jax import renderers
     from vasa_jax.models import motion_dit as md
     rng = jax.random.PRNGKey(seed)
-    flp = nn.meta.unbox(gd.GeometryDecoder(face_latent_config.model).init(
-        rng, *gd.dummy_inputs(face_latent_config.model, 1)))["params"]
+    kind = renderers.kind_of(face_latent_config.model)
+    try:
+      flp = renderers.renderer_class(kind).init_params(face_latent_config.model, rng)
+    except renderers.RendererError as e:
+      raise AnimateError(str(e)) from None
     basis = kw.pop("face_basis")
     mdp = nn.meta.unbox(md.MotionDiT(motion_dit_config.model).init(
         rng, *md.dummy_inputs(motion_dit_config.model, 1)))["params"]
@@ -199,7 +202,7 @@ class Animator:
   def render_motion(self, portrait: Portrait, motion: np.ndarray) -> Iterator[np.ndarray]:
     """Frames (uint8 [n,H,W,3], pasted back unless crop-only) for motion [T, 6+dyn], in
     fixed-size batches (the last one padded) so the renderer compiles once."""
-    yield from self._composite.render(portrait, np.asarray(motion, np.float32))
+    yield from self.engine.renderer.render(portrait, np.asarray(motion, np.float32))
 
   @staticmethod
   def _options(options: dict) -> SampleOptions:
@@ -230,8 +233,7 @@ class Animator:
     opts = opts.resolved(self.engine.sampler)      # bad options fail before any face work
     portrait = image if isinstance(image, Portrait) else self.prepare_portrait(
         image, crop_only=crop_only)
-    if portrait.parts is not None:
-      portrait.parts.reset()       # a new video: its own choice of donor entries over time
+    self.engine.renderer.reset(portrait)     # a new video: its own choices over time
     if stats is not None:
       stats.update(faces_found=portrait.faces_found, seconds=seconds, frames=0)
     for _, motion in engine_lib.sample_motion(self.engine, portrait.motion, a, opts,
@@ -367,8 +369,7 @@ class Reenactor:
     t0 = time.perf_counter()
     portrait = image if isinstance(image, Portrait) else anim.prepare_portrait(
         image, crop_only=crop_only)
-    if portrait.parts is not None:
-      portrait.parts.reset()
+    anim.renderer.reset(portrait)
     limit = int(round((max_seconds or anim.max_seconds) * FPS))
 
     def frames():
@@ -394,9 +395,7 @@ class Reenactor:
 
 
 def _mouth_base(portrait: Portrait) -> float:
-  """The portrait's own canonical inner-lip gap (geometry bundles; 0 otherwise)."""
-  if portrait.geometry is None:
-    return 0.0
+  """The portrait's own canonical inner-lip gap."""
   from vasa_jax.geometry import codes as codes_lib
   return float(codes_lib.inner_gap(portrait.geometry.codes.canonical[0]))
 

@@ -6,17 +6,18 @@ A bundle is what `vasa_jax.Animator` loads (the bundled demo weights are one):
     DIR/face_latent.msgpack    stage-1 generator EMA parameters (flax.serialization)
     DIR/motion_dit.msgpack     stage-2 MotionDiT EMA parameters
     DIR/motion_stats.json      per-dimension mean/std of the motion latents (stage-2 space)
-    DIR/face_basis.npz         geometry-grounded bundles (face_latent model.kind="geometry"):
-                               the face template and expression basis the motion codes live in
-                               (vasa_jax.geometry.codes.FaceBasis); face_latent.msgpack then
-                               holds the mouth compositor (vasa_jax.models.geo_decoder)
-    DIR/part_bank.npz          geometry-grounded bundles: real mouth interiors and closed lids
+    DIR/face_basis.npz         the face template and expression basis the motion codes live in
+                               (vasa_jax.geometry.codes.FaceBasis)
+    DIR/part_bank.npz          mesh-renderer bundles: real mouth interiors and closed lids
     DIR/PART_BANK_ATTRIBUTION.md   (vasa_jax.geometry.banks), with where each comes from
+
+The stage-1 config's `model.kind` names its renderer (vasa_jax.renderers): "geometry" (the mesh
+renderer; face_latent.msgpack holds the mouth compositor, vasa_jax.models.geo_decoder) or
+"volume" (the appearance-volume decoder, vasa_jax.models.volume).
 
 It is written from two training workdirs by
 
-    vasa-jax export --face-latent WORKDIR1 --face-latent-config configs/face_latent.py:demo \\
-        --motion-dit WORKDIR2 --motion-dit-config configs/motion_dit.py:demo --out DIR
+    vasa-jax export --face-latent WORKDIR1 --motion-dit WORKDIR2 --out DIR [--part-bank BANK]
 
 Parameters are stored in float32, or float16 with `dtype="float16"` (half the size; they are
 cast back to float32 on load). Nothing here needs orbax or the optimizer state, so loading is
@@ -99,10 +100,11 @@ class Bundle:
 
   @property
   def kind(self) -> str:
-    """The stage-1 kind, as its config names it (`model.kind`): "geometry" (motion grounded
-    in measured face meshes, the part decoder; what an Engine renders) or "learned_flow" (the
-    retired FaceLatentModel; a config without a kind is one)."""
-    return str(self.face_latent_config.model.get("kind", "learned_flow"))
+    """The stage-1 kind, as its config names it (`model.kind`): "geometry" (the mesh
+    renderer), "volume" (the volume renderer) or "learned_flow" (the retired stage 1, which no
+    Engine renders; a config without a kind is one)."""
+    from vasa_jax import renderers
+    return renderers.kind_of(self.face_latent_config.model)
 
   @property
   def schedule(self):
@@ -127,8 +129,7 @@ class Bundle:
           bank = banks.PartBank.load(self.path)
         except banks.BankError as e:
           raise BundleError(str(e)) from None
-      elif self.kind == "geometry" and int(self.meta.get("version", VERSION)) >= 3 and \
-          self.meta.get("part_bank"):
+      elif int(self.meta.get("version", VERSION)) >= 3 and self.meta.get("part_bank"):
         raise BundleError(f"{self.path}: its part bank ({banks.BANK_FILE}) is missing")
       self.__dict__["_bank"] = bank
     return self.__dict__["_bank"]
@@ -174,21 +175,27 @@ def save(out_dir: str, *, face_latent_config, face_latent_params, motion_dit_con
          provenance: dict | None = None, face_basis=None, phonetic_dir: str | None = None, part_bank=None) -> str:
   """Writes a bundle atomically (a temporary folder renamed onto out_dir).
 
-  face_basis: the FaceBasis of a geometry-grounded stage 1 (required for one).
-  part_bank: the PartBank (vasa_jax.geometry.banks) of real mouths and lids it renders with;
-  refused unless every donor names its source and a licence that allows bundling."""
-  geometry = face_latent_config.model.get("kind", "learned_flow") == "geometry"
-  if geometry and face_basis is None:
-    raise BundleError("a geometry-grounded stage 1 needs its face basis (face_basis=)")
-  if geometry and face_basis.dyn_dim != int(face_latent_config.model.dyn_dim):
+  face_basis: the FaceBasis the motion codes live in (required).
+  part_bank: the PartBank (vasa_jax.geometry.banks) of real mouths and lids a mesh renderer
+  renders with; refused unless every donor names its source and a licence that allows
+  bundling."""
+  from vasa_jax import renderers
+  kind = renderers.kind_of(face_latent_config.model)
+  try:
+    renderer_cls = renderers.renderer_class(kind)
+  except renderers.RendererError as e:
+    raise BundleError(str(e)) from None
+  if face_basis is None:
+    raise BundleError("a stage 1 needs its face basis (face_basis=)")
+  if face_basis.dyn_dim != int(face_latent_config.model.dyn_dim):
     raise BundleError(f"face basis dyn_dim {face_basis.dyn_dim} != face_latent model.dyn_dim "
                       f"{face_latent_config.model.dyn_dim}")
   if dtype not in ("float32", "float16"):
     raise BundleError(f"dtype must be float32 or float16, got {dtype!r}")
   if part_bank is not None:
     from vasa_jax.geometry import banks
-    if not geometry:
-      raise BundleError("a part bank goes with a geometry-grounded stage 1")
+    if not renderer_cls.uses_part_bank:
+      raise BundleError(f"a part bank goes with the mesh renderer, not a {kind!r} stage 1")
     try:
       part_bank.check_attribution()
     except banks.BankError as e:
@@ -206,7 +213,7 @@ def save(out_dir: str, *, face_latent_config, face_latent_params, motion_dit_con
       "format": FORMAT, "version": VERSION, "dtype": dtype,
       "face_latent": {"config": _config_json(face_latent_config),
                       "params": artifacts.count_params(fl),
-                      "kind": "geometry" if geometry else "learned_flow"},
+                      "kind": kind},
       "motion_dit": {"config": _config_json(motion_dit_config),
                      "params": artifacts.count_params(md)},
       "provenance": provenance or {},
@@ -223,8 +230,7 @@ def save(out_dir: str, *, face_latent_config, face_latent_params, motion_dit_con
     phonetic_lib.load(phonetic_dir)           # refuse missing / incompatible weights now
 
   def extra(tmp):
-    if geometry:
-      face_basis.save(os.path.join(tmp, BASIS_FILE))
+    face_basis.save(os.path.join(tmp, BASIS_FILE))
     if part_bank is not None:
       part_bank.save(tmp)
     if phonetic:                            # the bundle carries the front end it heard with
@@ -269,7 +275,8 @@ def load(path: str | None = None) -> Bundle:
                              "std": np.asarray(stats["std"], np.float32)}
   except (OSError, ValueError, KeyError) as e:
     raise BundleError(f"cannot read {os.path.join(path, STATS_FILE)}: {e}") from None
-  if parts["face_latent_config"].model.get("kind", "learned_flow") == "geometry":
+  from vasa_jax import renderers
+  if renderers.kind_of(parts["face_latent_config"].model) != renderers.RETIRED:
     from vasa_jax.geometry.codes import FaceBasis
     try:
       parts["face_basis"] = FaceBasis.load(os.path.join(path, BASIS_FILE))

@@ -2,14 +2,15 @@
 three inference steps around them.
 
     eng = engine.Engine(bundle_lib.load(path))
-    portrait = portrait_lib.encode(eng, image, detector=..., mesh=...)   # vasa_jax.portrait
+    portrait = portrait_lib.encode(eng, image, faces)                    # vasa_jax.portrait
     for start, motion in engine.sample_motion(eng, portrait.motion, audio_16k, opts):
-        for frames in comp.render(portrait, motion):                     # vasa_jax.composites
+        for frames in eng.renderer.render(portrait, motion):             # vasa_jax.renderers
             ...
 
 `Engine` holds no per-call state: it is the bundle (configs, parameters on the device, motion
-statistics, face basis, part bank, diffusion schedule, sampler defaults) plus the jitted
-functions that apply its networks (`features`, `denoise`, `decode_parts`). `sample_motion` is a
+statistics, face basis, diffusion schedule, sampler defaults), the jitted functions that apply
+its motion model (`features`, `denoise`) and its stage 1's renderer (`renderer`, chosen by the
+bundle's kind; the part bank is the mesh renderer's). `sample_motion` is a
 function of an engine, the portrait's own motion, the audio and `SampleOptions`; it yields
 de-normalised motion window by window. `vasa_jax.animate.Animator` is the facade over these.
 """
@@ -25,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vasa_jax import bundle as bundle_lib
+from vasa_jax import renderers
 from vasa_jax import sampling
 from vasa_jax.config_utils import InputError
 from vasa_jax.constants import FPS, SAMPLE_RATE
@@ -212,24 +214,29 @@ class Engine:
     self.sampler = bundle.sampler
     self.render_batch = int(render_batch)
     mc, dc = self.fl_config.model, self.md_config.model
-    if self.kind != "geometry":
-      raise AnimateError(f"{self.where}: a learned-flow stage-1 bundle; that stage 1 is retired "
-                         "(docs/DESIGN.md names the last commit that renders it): export the "
-                         "motion model with a geometry stage 1 (`vasa-jax export`)")
+    try:
+      renderer_cls = renderers.renderer_class(self.kind)
+    except renderers.RendererError as e:
+      raise AnimateError(f"{self.where}: {e}") from None
     self.window, self.context = int(dc.window), int(dc.context)
     self.motion_dim = int(dc.motion_dim)
     if self.motion_dim != POSE_DIM + int(mc.dyn_dim):
       raise AnimateError(f"{self.where}: motion_dit motion_dim {self.motion_dim} does not "
                          f"match the face model's 6 + dyn_dim {POSE_DIM + int(mc.dyn_dim)}")
     self.dit = md.MotionDiT(dc)
-    self.basis = self.emotion_offsets = self.part_res = self.bank = self.decoder = None
     try:
-      self._check_params(bundle)
+      self._check_params(bundle, renderer_cls)
+      bank = bundle.part_bank if renderer_cls.uses_part_bank else None
     except bundle_lib.BundleError as e:
       raise AnimateError(f"{self.where}: {e}") from None
+    from vasa_jax.geometry import emotion as emotion_lib
+    self.basis = bundle.face_basis
+    self.emotion_offsets = emotion_lib.offsets(self.basis)     # [5, dyn_dim]
     self.fl_params = jax.device_put(bundle.face_latent_params)
     self.md_params = jax.device_put(bundle.motion_dit_params)
-    self._build_geometry(bundle)
+    self.renderer = renderer_cls(mc, self.fl_params, basis=self.basis, bank=bank,
+                                 render_batch=self.render_batch)
+    self.size = self.renderer.size          # the side a portrait's mesh is measured at
     from vasa_jax.models import phonetic
     try:
       self.features = jax.jit(phonetic.audio_source(dc, bundle.phonetic_dir))
@@ -242,63 +249,26 @@ class Engine:
     self.denoise = denoise
 
   # -- construction
-  def _reference_params(self):
-    """The parameter shapes the configs imply (no allocation)."""
+  def _check_params(self, bundle, renderer_cls):
     from flax import linen as nn
 
     from vasa_jax.models import motion_dit as md
-    mc = self.fl_config.model
-    key = jax.random.PRNGKey(0)
-    from vasa_jax.models import geo_decoder as gd
-    fl = jax.eval_shape(gd.GeometryDecoder(mc).init, key, *gd.dummy_inputs(mc, 1))
-    ref_md = jax.eval_shape(self.dit.init, key, *md.dummy_inputs(self.md_config.model, 1))
-    return nn.meta.unbox(fl["params"]), nn.meta.unbox(ref_md["params"])
-
-  def _check_params(self, bundle):
     basis = bundle.face_basis
     if basis is None:
-      raise bundle_lib.BundleError(f"a geometry bundle needs its face basis "
-                                   f"({bundle_lib.BASIS_FILE})")
+      raise bundle_lib.BundleError(f"the bundle needs its face basis ({bundle_lib.BASIS_FILE})")
     if basis.dyn_dim != int(self.fl_config.model.dyn_dim):
       raise bundle_lib.BundleError(f"the face basis has {basis.dyn_dim} dynamics dims, the "
                                    f"face model's config {self.fl_config.model.dyn_dim}")
-    try:
-      ref_fl, ref_md = self._reference_params()
+    try:          # the parameter shapes the configs imply (no allocation)
+      ref_fl = renderer_cls.reference_params(self.fl_config.model)
+      ref_md = nn.meta.unbox(jax.eval_shape(self.dit.init, jax.random.PRNGKey(0),
+                                            *md.dummy_inputs(self.md_config.model, 1))["params"])
     except Exception as e:   # a config the code cannot build
       raise bundle_lib.BundleError(f"incompatible model config: {e}") from None
     bundle_lib.check_params(bundle.face_latent_params, ref_fl, "face_latent")
     bundle_lib.check_params(bundle.motion_dit_params, ref_md, "motion_dit")
     if len(bundle.motion_stats["mean"]) != self.motion_dim:
       raise bundle_lib.BundleError("motion statistics do not match motion_dim")
-
-  def _build_geometry(self, bundle):
-    from vasa_jax.geometry import emotion as emotion_lib
-    from vasa_jax.models import geo_decoder as gd
-    mc = self.fl_config.model
-    self.basis = bundle.face_basis
-    self.emotion_offsets = emotion_lib.offsets(self.basis)     # [5, dyn_dim]
-    self.size = int(mc.get("field_size", 256))   # field / patch crop side (<= the photo's)
-    self.part_res = {"mouth": int(mc.mouth.res)}
-    try:
-      self.bank = bundle.part_bank
-    except bundle_lib.BundleError as e:
-      raise AnimateError(f"{self.where}: {e}") from None
-    self.decoder = dec = gd.GeometryDecoder(mc)
-
-    def decode(params, mouth):
-      out = dec.apply({"params": params}, mouth)["mouth"]
-      return {k: out[k] for k in ("alpha", "flow", "shade", "residual")}
-    # a copy compositor (zero head) gives its fields without the U-Net (8 ms a frame on a CPU)
-    self.copy_compositor = gd.is_copy(self.fl_params)
-    grow = int(mc.mouth.get("grow", 2))
-    self._decode = (jax.jit(lambda params, mouth: gd.copy_fields(mouth, grow))
-                    if self.copy_compositor else jax.jit(decode))
-
-  # -- the networks (each jitted once per engine)
-  def decode_parts(self, mouth) -> dict:
-    """Geometry stage 1: the mouth compositor on inputs [n, r, r, IN_CHANNELS] -> numpy fields
-    {"alpha", "flow", "shade", "residual"} (render.PartState.compose)."""
-    return {k: np.asarray(v) for k, v in self._decode(self.fl_params, jnp.asarray(mouth)).items()}
 
   # -- motion space
   def normalize(self, motion) -> np.ndarray:

@@ -1,5 +1,5 @@
-"""Portrait encoding, the first inference step: a photo -> `Portrait` (crop, codes, and what
-the composite needs), for an `vasa_jax.engine.Engine`.
+"""Portrait encoding, the first inference step: a photo -> `Portrait` (crop, codes, and the
+renderer's per-portrait state), for an `vasa_jax.engine.Engine`.
 
     faces = portrait.FaceTools()                     # BlazeFace + the face mesh, made lazily
     p = portrait.encode(engine, "photo.jpg", faces)  # detect, crop, encode (once per photo)
@@ -31,13 +31,13 @@ class Portrait:
   image: np.ndarray          # the photo (uint8 RGB, possibly downscaled for output)
   crop: np.ndarray           # the model-size face crop
   box: tuple                 # (x0, y0, side) of the crop in `image` pixels
-  prepared: Any              # a renderer's per-portrait state (None for the mesh renderer)
   motion: np.ndarray         # the portrait's own motion [6 + dyn_dim]
-  faces_found: int
-  geometry: Any = None       # geometry.render.PortraitGeometry
+  geometry: Any              # geometry.render.PortraitGeometry: its mesh, codes, warp topology
+  faces_found: int = 1       # faces the detector saw in the photo (the largest is animated)
   full_crop: Any = None      # the crop at the photo's resolution when it is larger than the
-                             # render size (the warp is applied to it at full resolution)
-  parts: Any = None          # geometry.render.PartState: eyes, donor mouth, closed lids
+                             # render size (the mesh renderer warps it at full resolution)
+  parts: Any = None          # the mesh renderer's render.PartState: eyes, donor mouth, lids
+  prepared: Any = None       # the volume renderer's state: canonical volume, portrait mesh
 
 
 class FaceTools:
@@ -107,9 +107,9 @@ def _geometry(engine: Engine, img: np.ndarray, faces: FaceTools, *, crop_only: b
     except landmarks.NoFaceError as e:
       raise AnimateError(str(e)) from None
     box = crop_box(face.box, iw, ih)
-    roi = face.roi
+    roi, found = face.roi, face.faces
   else:
-    box, roi = (0, 0, iw), landmarks.roi_from_points(points)
+    box, roi, found = (0, 0, iw), landmarks.roi_from_points(points), 1
   x0, y0, side = box
   r = min(side, engine.size)
   crop = crop_square(img, box, r)
@@ -122,11 +122,17 @@ def _geometry(engine: Engine, img: np.ndarray, faces: FaceTools, *, crop_only: b
   ok, why = landmarks.plausibility(g.points)
   if not ok:
     raise AnimateError(f"no human face found in the image ({why})")
-  pg = render.PortraitGeometry.from_crop(crop, g.points, engine.basis, engine.part_res)
+  pg = render.PortraitGeometry.from_crop(crop, g.points, engine.basis,
+                                         engine.renderer.part_res)
   full = crop_square(img, box, side) if side > r else None
-  return Portrait(image=None if crop_only else img, crop=crop, box=box, prepared=None,
-                  motion=pg.motion, faces_found=1, geometry=pg, full_crop=full,
-                  parts=render.PartState.build(pg, engine.bank, full))
+  return _prepared(engine, Portrait(image=None if crop_only else img, crop=crop, box=box,
+                                    motion=pg.motion, geometry=pg, full_crop=full,
+                                    faces_found=found))
+
+
+def _prepared(engine: Engine, p: Portrait) -> Portrait:
+  engine.renderer.prepare(p)
+  return p
 
 
 def from_landmarks(engine: Engine, crop: np.ndarray, points: np.ndarray) -> Portrait:
@@ -135,10 +141,9 @@ def from_landmarks(engine: Engine, crop: np.ndarray, points: np.ndarray) -> Port
   from vasa_jax.geometry import render
   crop = np.ascontiguousarray(np.asarray(crop, np.uint8)[..., :3])
   pg = render.PortraitGeometry.from_crop(crop, np.asarray(points, np.float32), engine.basis,
-                                         engine.part_res)
-  return Portrait(image=None, crop=crop, box=(0, 0, crop.shape[0]), prepared=None,
-                  motion=pg.motion, faces_found=1, geometry=pg,
-                  parts=render.PartState.build(pg, engine.bank))
+                                         engine.renderer.part_res)
+  return _prepared(engine, Portrait(image=None, crop=crop, box=(0, 0, crop.shape[0]),
+                                    motion=pg.motion, geometry=pg))
 
 
 def from_crop(engine: Engine, crop, faces: FaceTools) -> Portrait:

@@ -32,7 +32,8 @@ from vasa_jax.data import records
 from vasa_jax.data.records import text as _text  # noqa: E402
 from vasa_jax.errors import InputError
 
-__all__ = ["GeometryClips", "PairTransform", "pair_loader", "make_example"]
+__all__ = ["GeometryClips", "PairTransform", "pair_loader", "make_example", "pick_pair",
+           "VolumePairTransform", "volume_pair_loader", "volume_example"]
 
 
 
@@ -167,41 +168,112 @@ class PairTransform(grain.RandomMapTransform):
                                 self._basis.template)
 
   def random_map(self, rec, rng: np.random.Generator):
-    t = int(rec["num_frames"])
     size = int(rec["size"])
-    lms = np.asarray(rec["landmarks"], np.float32).reshape(t, -1, 3)
-    valid = np.asarray(rec["landmarks_valid"], bool)
-    good = np.flatnonzero(valid)
-    if good.size == 0:
-      good = np.arange(t)
-    i = int(rng.choice(good))
-    far = good[np.abs(good - i) >= self._min_gap]
-    if far.size == 0:
-      far = good
-    if rng.random() < self._hard and far.size > 1:
-      cand = rng.choice(far, size=min(self._candidates, far.size), replace=False)
-      score = [abs(_mouth_gap(lms[k]) - _mouth_gap(lms[i])) for k in cand]
-      j = int(cand[int(np.argmax(score))])
-    else:
-      j = int(rng.choice(far))
-    fi = records.decode_jpeg(rec["frames"][i])
-    fj = records.decode_jpeg(rec["frames"][j])
-    pi, pj = lms[i], lms[j]
-    flip = rng.random() < self._flip
-    if flip:
-      fi, fj = np.ascontiguousarray(fi[:, ::-1]), np.ascontiguousarray(fj[:, ::-1])
-      pi = _flip_points(pi, size, self._basis.mirror)
-      pj = _flip_points(pj, size, self._basis.mirror)
-    gain, bias = np.ones(3), 0.0
-    if self._color:
-      gain = 1.0 + rng.uniform(-self._color, self._color, size=3)
-      bias = rng.uniform(-self._color, self._color) * 255.0
-
-    def jitter(f):
-      return np.clip(f * gain + bias, 0, 255).astype(np.uint8) if self._color else f
-    fi, fj = jitter(fi), jitter(fj)
+    lms = _landmarks(rec)
+    fi, pi, fj, pj, j, flip, jitter = pick_pair(rec, lms, rng, self._basis, min_gap=self._min_gap,
+                                                hard=self._hard, candidates=self._candidates,
+                                                flip=self._flip, color=self._color)
     ref = self._reference(rec, lms, fi, pi, j, size, rng, flip, jitter)
     return make_example(fi, pi, fj, pj, self._basis, self._model, reference=ref)
+
+
+def _landmarks(rec) -> np.ndarray:
+  t = int(rec["num_frames"])
+  return np.asarray(rec["landmarks"], np.float32).reshape(t, -1, 3)
+
+
+def pick_pair(rec, lms, rng, basis, *, min_gap: int, hard: float, candidates: int,
+              flip: float, color: float):
+  """Two frames i, j of a clip at least min_gap apart (j chosen, with probability `hard`, for
+  the largest mouth difference among a few candidates), flipped together with probability
+  `flip` and given one photometric jitter: (frame_i, points_i, frame_j, points_j, j, flipped,
+  jitter), the jitter a function that applies the same change to another frame."""
+  t = int(rec["num_frames"])
+  size = int(rec["size"])
+  valid = np.asarray(rec["landmarks_valid"], bool)
+  good = np.flatnonzero(valid)
+  if good.size == 0:
+    good = np.arange(t)
+  i = int(rng.choice(good))
+  far = good[np.abs(good - i) >= min_gap]
+  if far.size == 0:
+    far = good
+  if rng.random() < hard and far.size > 1:
+    cand = rng.choice(far, size=min(candidates, far.size), replace=False)
+    score = [abs(_mouth_gap(lms[k]) - _mouth_gap(lms[i])) for k in cand]
+    j = int(cand[int(np.argmax(score))])
+  else:
+    j = int(rng.choice(far))
+  fi = records.decode_jpeg(rec["frames"][i])
+  fj = records.decode_jpeg(rec["frames"][j])
+  pi, pj = lms[i], lms[j]
+  flipped = rng.random() < flip
+  if flipped:
+    fi, fj = np.ascontiguousarray(fi[:, ::-1]), np.ascontiguousarray(fj[:, ::-1])
+    pi = _flip_points(pi, size, basis.mirror)
+    pj = _flip_points(pj, size, basis.mirror)
+  gain, bias = np.ones(3), 0.0
+  if color:
+    gain = 1.0 + rng.uniform(-color, color, size=3)
+    bias = rng.uniform(-color, color) * 255.0
+
+  def jitter(f):
+    return np.clip(f * gain + bias, 0, 255).astype(np.uint8) if color else f
+  return jitter(fi), pi, jitter(fj), pj, j, flipped, jitter
+
+
+def volume_example(src_frame, src_points, drv_frame, drv_points, basis, image_size: int) -> dict:
+  """One pair for the volume renderer (vasa_jax.models.volume): both frames at image_size,
+  their head poses, the portrait's canonical mesh and the driving canonical mesh the driving
+  codes decode to from the portrait's (as inference makes it), in volume units."""
+  import cv2
+
+  from vasa_jax.geometry import codes as codes_lib
+  s = src_frame.shape[0]
+  cs = codes_lib.encode(np.asarray(src_points, np.float32)[None], basis, s)
+  cd = codes_lib.encode(np.asarray(drv_points, np.float32)[None], basis, s)
+  drv_canon = codes_lib.decode_canonical(cs, cd.pose, cd.dyn, basis)
+  interp = cv2.INTER_AREA if image_size < s else cv2.INTER_CUBIC
+
+  def resized(f):
+    return f if s == image_size else cv2.resize(f, (image_size, image_size),
+                                                interpolation=interp)
+  k = 2.0 * float(basis.s_ref)
+  return {"source": resized(src_frame), "driving": resized(drv_frame),
+          "regions": part_boxes(drv_points, s),
+          "pose_s": cs.pose[0].astype(np.float32), "pose_d": cd.pose[0].astype(np.float32),
+          "verts_s": (k * cs.canonical[0]).astype(np.float32),
+          "verts_d": (k * drv_canon[0]).astype(np.float32)}
+
+
+def part_boxes(points: np.ndarray, size: int, pad: float = 0.25) -> np.ndarray:
+  """[3, 4] float32 boxes (y0, x0, y1, x1, fractions of the crop) around the mouth (outer
+  lips) and the two eyes of landmarks [N, 3] in a crop of side `size`, each grown by `pad` of
+  its larger side: where the volume trainer weighs the reconstruction more."""
+  from vasa_jax.geometry import codes as codes_lib
+  from vasa_jax.geometry import flow as flow_lib
+  p = np.asarray(points, np.float32)[:, :2] / float(size)
+  out = []
+  for idx in (flow_lib.OUTER_LIPS, codes_lib.EYE_REGION_A, codes_lib.EYE_REGION_B):
+    q = p[list(idx)]
+    lo, hi = q.min(0), q.max(0)
+    g = pad * float(max(hi - lo))
+    out.append([lo[1] - g, lo[0] - g, hi[1] + g, hi[0] + g])
+  return np.clip(np.asarray(out, np.float32), 0.0, 1.0)
+
+
+class VolumePairTransform(grain.RandomMapTransform):
+  """GeometryClips record -> one self-reenactment example for the volume renderer."""
+
+  def __init__(self, basis, image_size: int, *, min_gap: int = 4, hard_pairs: float = 0.5,
+               flip: float = 0.5, color: float = 0.1, candidates: int = 6):
+    self._basis, self._size = basis, int(image_size)
+    self._kw = dict(min_gap=min_gap, hard=hard_pairs, candidates=candidates, flip=flip,
+                    color=color)
+
+  def random_map(self, rec, rng: np.random.Generator):
+    fi, pi, fj, pj, _, _, _ = pick_pair(rec, _landmarks(rec), rng, self._basis, **self._kw)
+    return volume_example(fi, pi, fj, pj, self._basis, self._size)
 
 
 def pair_loader(source, basis, config, *, batch_size: int, seed: int = 0,
@@ -212,5 +284,16 @@ def pair_loader(source, basis, config, *, batch_size: int, seed: int = 0,
                             hard_pairs=float(d.hard_pairs), flip=float(d.flip),
                             color=float(d.color), same_clip=float(d.get("same_clip", 0.4)),
                             no_reference=float(d.get("no_reference", 0.1)))
+  return pipeline.make_loader(source, transform, batch_size=batch_size, seed=seed,
+                              worker_count=worker_count, **kw)
+
+
+def volume_pair_loader(source, basis, config, *, batch_size: int, seed: int = 0,
+                       worker_count: int = 0, **kw) -> grain.DataLoader:
+  from vasa_jax.data import pipeline
+  d = config.data
+  transform = VolumePairTransform(basis, int(config.model.image_size), min_gap=int(d.min_gap),
+                                  hard_pairs=float(d.hard_pairs), flip=float(d.flip),
+                                  color=float(d.color))
   return pipeline.make_loader(source, transform, batch_size=batch_size, seed=seed,
                               worker_count=worker_count, **kw)

@@ -78,6 +78,7 @@ class FaceGeometry:
   score: float           # mesh face-presence probability
   roi: tuple             # (cx, cy, side, angle) of the mesh crop that produced it
   box: np.ndarray | None = None   # the BlazeFace box (x0, y0, x1, y1) it started from, if any
+  faces: int = 1         # faces the detector found in the image (`detect`; this is one of them)
 
   @property
   def center(self) -> np.ndarray:
@@ -424,6 +425,7 @@ class FaceMesh:
       g = self._from_roi(rgb, roi_from_detection(det), refine=refine)
       if g is not None:
         g.box = np.asarray(det.box, np.float32)
+        g.faces = len(dets)
       if g is not None and g.score >= self.min_score:
         ok, _ = plausibility(g.points)
         if ok and human and get_human_check()(rgb, g) < 0:

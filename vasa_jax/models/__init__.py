@@ -1,7 +1,8 @@
-"""Networks: stage 1 face latent model (face_latent) and its building blocks."""
+"""Networks: the stage-1 renderers' (volume: the appearance-volume warping decoder; geo_decoder:
+the mesh renderer's mouth compositor) and stage 2's MotionDiT, with their building blocks."""
 
-from vasa_jax.models.face_latent import (FaceLatentModel, PatchDiscriminator, float_to_images,
-                                         images_to_float, param_count, volume_shape)
+from vasa_jax.models.volume import (PatchDiscriminator, VolumeDecoder, float_to_images,
+                                    images_to_float, param_count, volume_shape)
 
-__all__ = ["FaceLatentModel", "PatchDiscriminator", "float_to_images", "images_to_float",
+__all__ = ["VolumeDecoder", "PatchDiscriminator", "float_to_images", "images_to_float",
            "param_count", "volume_shape"]

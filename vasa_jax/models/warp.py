@@ -32,6 +32,16 @@ Warps (each direction becomes ONE sampling grid and ONE grid_sample_3d):
       driving_to_canonical(q) = R_d^T ((q - t_d) / s_d) + flow_d(q)
 With equal poses and zero flows the composition canonical_to_source(driving_to_canonical(q)) is
 q: the portrait is reproduced through the identity map.
+
+Mesh flow (`mesh_flow`): the non-rigid part that face meshes imply. Given the same mesh vertex
+v at p_d,v on the driving head and at p_s,v on the portrait's (both in the canonical head frame),
+a driving point u moves by a Gaussian-weighted mean of the vertices' displacements,
+
+    flow(u) = sum_v w_v(u) (p_s,v - p_d,v) / (sum_v w_v(u) + floor),
+    w_v(u) = exp(-|(u - p_d,v) / sigma|^2 / 2)      (sigma per axis: depth has its own)
+
+so it is the vertex displacement on the face, and it falls to zero away from it (floor): hair,
+neck and background stay rigid.
 """
 
 from __future__ import annotations
@@ -43,7 +53,7 @@ import jax.numpy as jnp
 from vasa_jax.ops.grid_sample import grid_sample_3d, identity_grid_3d
 
 __all__ = ["rotation_matrix", "pose_scale_shift", "canonical_to_source", "driving_to_canonical",
-           "half_extent", "REFERENCE_POSE", "grid_sample_3d", "identity_grid_3d"]
+           "mesh_flow", "half_extent", "REFERENCE_POSE", "grid_sample_3d", "identity_grid_3d"]
 
 REF_DISTANCE = 0.65
 FOV_DEG = 14.0
@@ -117,3 +127,21 @@ def driving_to_canonical(points, z_pose, flow=None, **kw):
   if flow is not None:
     p = p + flow.astype(jnp.float32)
   return p
+
+
+def mesh_flow(points, verts_s, verts_d, *, sigma: float = 0.06, depth_sigma: float = 0.3,
+              floor: float = 0.05):
+  """Points u [B, *spatial, 3] (canonical frame of the driving head) -> their displacement
+  [B, *spatial, 3] towards the portrait's mesh (see the module docstring). verts_s, verts_d:
+  [B, V, 3], the same vertices on the portrait's and on the driving canonical mesh."""
+  u = jnp.asarray(points, jnp.float32)
+  b = u.shape[0]
+  flat = u.reshape(b, -1, 3)
+  inv = jnp.asarray([1.0 / sigma, 1.0 / sigma, 1.0 / depth_sigma], jnp.float32)
+  a, d = flat * inv, jnp.asarray(verts_d, jnp.float32) * inv
+  d2 = (jnp.sum(a * a, -1)[:, :, None] + jnp.sum(d * d, -1)[:, None, :]
+        - 2.0 * jnp.einsum("bnc,bvc->bnv", a, d))
+  w = jnp.exp(-0.5 * jnp.maximum(d2, 0.0))
+  disp = jnp.asarray(verts_s, jnp.float32) - jnp.asarray(verts_d, jnp.float32)
+  flow = jnp.einsum("bnv,bvc->bnc", w, disp) / (jnp.sum(w, -1, keepdims=True) + floor)
+  return flow.reshape(u.shape)

@@ -3,7 +3,7 @@
 # (stage, stage-1 kind) -> the trainer module; a stage-2 config has no kind (None).
 TRAINERS = {
     ("face_latent", "geometry"): "vasa_jax.train.geo_decoder",
-    ("face_latent", "learned_flow"): "vasa_jax.train.face_latent",
+    ("face_latent", "volume"): "vasa_jax.train.volume",
     ("motion_dit", None): "vasa_jax.train.motion_dit",
 }
 

@@ -8,6 +8,7 @@ read (a run killed while writing it), the previous one is used, with a warning.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -104,6 +105,38 @@ def make_clip_mix(config, data_dir: str | None = None):
     sources.append(pipeline.open_source(name, config.data.split, data_dir=data_dir))
     weights.append(float(weight))
   return pipeline.weighted_concat(sources, weights)
+
+
+def open_geometry_data(config, data_dir: str | None = None, split: str | None = None):
+  """(GeometryClips source, FaceBasis) of config.data: a geometry motion_latents dataset
+  (`extract-motion --geometry`) joined with its clips; what both stage-1 renderers train on."""
+  from vasa_jax.data import geometry_pairs, motion_latents, pipeline
+  name = config.data.geometry
+  if not name:
+    raise InputError("config.data.geometry is empty: build one with `vasa-jax data "
+                     "extract-motion --geometry` and pass --config.data.geometry=motion_latents/NAME")
+  data_dir = resolve_data_dir(config, data_dir)
+  geo = pipeline.open_source(name, split or config.data.split, data_dir)
+  basis = motion_latents.load_dataset_basis(data_dir, name)
+  if basis.exp_dim != int(config.model.exp_dim):
+    raise InputError(f"{name} has a face basis of {basis.exp_dim} expression components, the "
+                     f"config's model.exp_dim is {config.model.exp_dim}")
+  source_dir = config.data.get("source_data_dir", "") or data_dir
+  repeats = dict(config.data.get("repeats", {}) or {})
+  return geometry_pairs.GeometryClips(geo, source_dir, repeats=repeats), basis
+
+
+def curve_writer(workdir: str) -> Callable:
+  """An on_log hook of loop.run that appends each logged step's scalars to
+  workdir/curve.jsonl (the training curve, one JSON line per logged step)."""
+  path = os.path.join(workdir, "curve.jsonl")
+
+  def write(step, scalars):
+    if jax.process_index() == 0:
+      with open(path, "a") as f:
+        f.write(json.dumps({"step": step, **{k: round(float(v), 6)
+                                             for k, v in scalars.items()}}) + "\n")
+  return write
 
 
 def create_sharded_state(init_fn, config, mesh, rng):
@@ -575,8 +608,7 @@ def init_state_for(config) -> Callable:
 
 def restore_params(workdir: str, config, init_state_fn=None, *, key: str = "ema"):
   """(state[key], step) of workdir's newest readable checkpoint, on the first local device:
-  the one place a training run's parameters are read back (export, evaluators, the stage-2
-  trainer's stage-1 encoder, init_from).
+  the one place a training run's parameters are read back (export, evaluators, init_from).
 
   The abstract state comes from jax.eval_shape(init_state_fn(config, rng)) (default: the
   trainer of `config`'s stage), so no optimizer or data iterator is needed. Raises
@@ -614,12 +646,3 @@ def restore_params(workdir: str, config, init_state_fn=None, *, key: str = "ema"
   for rec in held.records:
     log.handle(rec)
   return state[key], int(step)
-
-
-def load_stage1(face_latent_config: str | None, checkpoint: str):
-  """(stage-1 config, EMA params) of a stage-1 training workdir: the config it recorded
-  (face_latent_config, a spec, is the fallback for older workdirs); ConfigError /
-  CheckpointNotFoundError (one line) for a bad spec or a checkpoint that does not fit it."""
-  from vasa_jax import config_utils
-  config = config_utils.run_config(checkpoint, face_latent_config)
-  return config, restore_params(checkpoint, config)[0]

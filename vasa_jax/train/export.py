@@ -28,8 +28,9 @@ def export(face_latent: str, motion_dit: str, out: str, *, face_latent_config: s
   path, "bytes": size}. Each source is a training workdir (its EMA or raw weights, the config
   it recorded, else the given spec) or a bundle (its stage kept as it is). `tuned`: sampler
   defaults tuned after training (cfg_audio, cfg_gaze, cfg_expression, audio_lead,
-  mouth_gain), checked against the range every call accepts. A geometry stage 1 needs its
-  part bank (`part_bank`, else the stage-1 bundle's or the run config's data.part_bank);
+  mouth_gain), checked against the range every call accepts. A mesh-renderer stage 1 needs its
+  part bank when its renderer uses one (`part_bank`, else the stage-1 bundle's or the run
+  config's data.part_bank);
   copy_compositor ships the copy compositor (the donor reference pasted on the opening)
   instead of trained weights. InputError (one line) for anything the user can fix."""
   tuned = dict(tuned or {})
@@ -40,9 +41,10 @@ def export(face_latent: str, motion_dit: str, out: str, *, face_latent_config: s
                           or "the bundle's")
   else:
     recorded = os.path.join(face_latent, config_utils.RUN_CONFIG)
-    fl_cfg = config_utils.run_config(face_latent,
-                                     face_latent_config or "configs/face_latent.py:demo"
-                                     if not os.path.isfile(recorded) else face_latent_config)
+    if not os.path.isfile(recorded) and not face_latent_config:
+      raise InputError(f"{face_latent} records no config ({config_utils.RUN_CONFIG}): give "
+                       "--face-latent-config configs/face_latent.py:VARIANT")
+    fl_cfg = config_utils.run_config(face_latent, face_latent_config)
     if os.path.isfile(recorded):
       face_latent_config = recorded
   stage2_bundle = _bundle_at(motion_dit)    # a bundle: its stage 2 kept, its stage 1 swapped
@@ -60,17 +62,18 @@ def export(face_latent: str, motion_dit: str, out: str, *, face_latent_config: s
       raise InputError("--" + str(e).replace("_", "-", 1)) from None
     with md_cfg.unlocked():
       md_cfg.sampler.update(tuned)
-  geometry = fl_cfg.model.get("kind", "learned_flow") == "geometry"
-  face_basis = None
+  from vasa_jax import renderers
+  try:
+    renderer_cls = renderers.renderer_class(renderers.kind_of(fl_cfg.model))
+  except renderers.RendererError as e:
+    raise InputError(f"--face-latent: {e}") from None
   try:
     key = "ema" if weights == "ema" else "params"
     if stage1_bundle is not None:
       fl_params, face_basis = stage1_bundle.face_latent_params, stage1_bundle.face_basis
     else:
-      if geometry:
-        from vasa_jax.geometry import codes as codes_lib
-        face_basis = codes_lib.FaceBasis.load(os.path.join(face_latent,
-                                                           codes_lib.BASIS_FILE))
+      from vasa_jax.geometry import codes as codes_lib
+      face_basis = codes_lib.FaceBasis.load(os.path.join(face_latent, codes_lib.BASIS_FILE))
       fl_params, _ = common.restore_params(face_latent, fl_cfg, key=key)
     if stage2_bundle is not None:
       md_params = stage2_bundle.motion_dit_params
@@ -80,15 +83,9 @@ def export(face_latent: str, motion_dit: str, out: str, *, face_latent_config: s
   except FileNotFoundError as e:
     raise InputError(str(e)) from None
   if copy_compositor:
-    if not geometry:
-      raise InputError("--copy-compositor is for geometry-grounded stage 1 bundles")
-    import jax
-    from flax import linen as nn
-    from vasa_jax.models import geo_decoder as gd
-    # its output head starts at zero: the donor reference pasted onto the driving opening,
-    # whatever the seed (no learned flow, shade or residual; alpha = the reference's coverage)
-    fl_params = nn.meta.unbox(gd.GeometryDecoder(fl_cfg.model).init(
-        jax.random.PRNGKey(0), *gd.dummy_inputs(fl_cfg.model, 1))["params"])
+    if not hasattr(renderer_cls, "copy_params"):
+      raise InputError("--copy-compositor is for mesh-renderer (geometry) stage 1 bundles")
+    fl_params = renderer_cls.copy_params(fl_cfg.model)
   if stage2_bundle is not None:
     stats = stage2_bundle.motion_stats
   else:
@@ -97,7 +94,7 @@ def export(face_latent: str, motion_dit: str, out: str, *, face_latent_config: s
       raise InputError(f"no {motion_lib.STATS_FILE} in {motion_dit}")
     stats = motion_lib.load_stats(stats_path)
   bank = None
-  if geometry:
+  if renderer_cls.uses_part_bank:
     from vasa_jax.geometry import banks
     where = part_bank or (stage1_bundle.path if stage1_bundle is not None
                                and stage1_bundle.part_bank is not None else "") or \

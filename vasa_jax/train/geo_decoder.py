@@ -22,7 +22,6 @@ iterator) resume exactly.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 
@@ -37,7 +36,6 @@ from vasa_jax import sharding as sharding_lib
 from vasa_jax.models import geo_decoder as gd
 from vasa_jax.train import common
 from vasa_jax.train import loop
-from vasa_jax.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -172,22 +170,10 @@ def make_train_step(config, mesh, state_shardings):
 
 def open_data(config, data_dir: str | None = None, split: str | None = None):
   """(GeometryClips source, FaceBasis, PartBank or None) of config.data."""
-  from vasa_jax.data import geometry_pairs, motion_latents, pipeline
   from vasa_jax.geometry import banks
-  name = config.data.geometry
-  if not name:
-    raise InputError("config.data.geometry is empty: build one with `vasa-jax data "
-                     "extract-motion --geometry` and pass --config.data.geometry=motion_latents/NAME")
-  data_dir = common.resolve_data_dir(config, data_dir)
-  geo = pipeline.open_source(name, split or config.data.split, data_dir)
-  basis = motion_latents.load_dataset_basis(data_dir, name)
-  if basis.exp_dim != int(config.model.exp_dim):
-    raise InputError(f"{name} has a face basis of {basis.exp_dim} expression components, the "
-                     f"config's model.exp_dim is {config.model.exp_dim}")
-  source_dir = config.data.get("source_data_dir", "") or data_dir
-  repeats = dict(config.data.get("repeats", {}) or {})
+  source, basis = common.open_geometry_data(config, data_dir, split)
   bank = banks.PartBank.load(config.data.part_bank) if config.data.get("part_bank") else None
-  return geometry_pairs.GeometryClips(geo, source_dir, repeats=repeats), basis, bank
+  return source, basis, bank
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, source=None,
@@ -211,19 +197,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, sourc
   log.info("mouth compositor %.3fM params, critic %.3fM params",
            gd.param_count(state["params"]) / 1e6, gd.param_count(state["d_params"]) / 1e6)
   train_step = make_train_step(config, mesh, shardings)
-  curve_path = os.path.join(workdir, "curve.jsonl")
-
-  def curve(step, scalars):     # the training curve, one JSON line per logged step
-    if jax.process_index() == 0:
-      with open(curve_path, "a") as f:
-        f.write(json.dumps({"step": step, **{k: round(float(v), 6)
-                                             for k, v in scalars.items()}}) + "\n")
-
   return loop.run(config, state=state, start=start, ckpt=ckpt, writer=writer,
                   data_iter=data_iter, train_step=train_step,
                   make_batch=lambda raw: sharding_lib.to_global({k: raw[k] for k in STEP_KEYS},
                                                                 mesh),
-                  on_log=[curve]).metrics
+                  on_log=[common.curve_writer(workdir)]).metrics
 
 
 def restore_params(workdir: str, config, key: str = "ema"):
