@@ -12,7 +12,7 @@ FLOPs from XLA's cost analysis of the compiled step (hardware FLOPs of the optim
 2 per multiply-add, forward + backward + optimiser), achieved FLOP/s, "mfu" = that / the
 device's peak (null on CPU, where no peak is known), the executable's memory analysis and,
 on GPU / TPU, the device's peak bytes in use. Peaks and the analysis helpers are those of
-benchmarks/_bench.py (as benchmarks/face_latent.py), so the two stages' figures are comparable.
+benchmarks/_bench.py, shared with the other benchmark scripts so their figures are comparable.
 """
 
 from __future__ import annotations

@@ -1,23 +1,21 @@
 r"""Stage 2: motion diffusion transformer (MotionDiT) over [z_pose, z_dyn] windows.
 
-Launch (one GPU, the `demo` variant; needs a trained stage-1 checkpoint for the motion latents).
-First encode every frame once into a stored motion_latents dataset, then train on it:
+Launch (one GPU). Stage 2 trains on stored motion: first track every clip's face into mesh codes
+(a motion_latents dataset; vasa_jax/data/motion_latents.py), then train on it:
 
-  vasa-jax data extract-motion --face-latent-checkpoint /tmp/face_latent_demo \
-      --face-latent-config configs/face_latent.py:demo \
-      --datasets synthetic_talking_heads/r256_n1000,talking_face_videos/r256 \
-      --data-dir ~/tensorflow_datasets --name demo
-  vasa-jax train --config configs/motion_dit.py:demo --workdir /tmp/motion_dit_demo \
-      --data-dir ~/tensorflow_datasets --config.data.motion_dataset=motion_latents/demo
+  vasa-jax data extract-motion --datasets talking_face_videos/r256 \
+      --data-dir ~/tensorflow_datasets --name geo
+  vasa-jax train --config configs/motion_dit.py:geo --workdir /tmp/motion_dit_geo \
+      --data-dir ~/tensorflow_datasets
 
-(Without data.motion_dataset the trainer encodes decoded frames in every step instead, which
-needs --config.face_latent_checkpoint=/tmp/face_latent_demo and is far slower.)
+(`geo` reads motion_latents/geo; the other variants need
+--config.data.motion_dataset=motion_latents/NAME and a model.dyn_dim that matches its codes.)
 
 Variants (the part after the colon; `key=value` pairs after a comma override fields, dotted
 paths allowed, e.g. `demo,batch_size=32,model.dtype=bfloat16`):
   tiny   motion 6+8, width 32, 2 layers, W=8, K=2: initialises and trains in seconds (tests).
   demo   motion 6+64, width 192, 4 layers, 4 heads, W=50, K=10 (~2.6M parameters): a CPU box,
-         an hour (the bundled demo weights; matches face_latent.py:demo's dyn_dim).
+         an hour.
   paper  motion 6+256, width 512, 8 layers, 8 heads, W=100, K=10 (~40M parameters; VASA-1 scale).
   geo    the demo network over the geometry-grounded codes of face_latent.py:geo: motion 6+44
          (pose, 40 expression coefficients, 2 eyelids, 2 gaze), trained on the geometry
@@ -59,7 +57,7 @@ def _model(variant: str) -> ml_collections.ConfigDict:
   m = ml_collections.ConfigDict()
   m.dtype = "float32"             # compute dtype: "float32" | "bfloat16" (params stay float32)
   m.pose_dim = 6                  # yaw, pitch, roll, tx, ty, tz
-  m.dyn_dim = {"tiny": 8, "demo": 64, "paper": 256}[variant]   # = face_latent model.dyn_dim
+  m.dyn_dim = {"tiny": 8, "demo": 64, "paper": 256}[variant]   # = the motion dataset's codes
   m.motion_dim = m.get_ref("pose_dim") + m.get_ref("dyn_dim")   # derived: D = 6 + dyn_dim
   m.window = {"tiny": 8, "demo": 50, "paper": 100}[variant]     # W frames per window
   m.context = {"tiny": 2, "demo": 10, "paper": 10}[variant]     # K previous frames
@@ -98,7 +96,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f"unknown variant {variant!r}; use one of {VARIANTS}")
   if variant == "geo":
     c = get_config(",".join(["demo", "model.dyn_dim=44", "data.motion_dataset=motion_latents/geo",
-                             "face_latent_config=configs/face_latent.py:geo", "steps=3000",
+                             "steps=3000",
                              "ckpt_every=250", "data.controls_from_motion=True",
                              "model.blink_control=True"] + overrides))
     c.variant = "geo"
@@ -109,13 +107,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.variant = variant
   c.seed = 0
   c.model = _model(variant)
-  c.face_latent_checkpoint = ""   # stage-1 checkpoint dir that turns frames into motion latents
-  # Its config (a spec like "configs/face_latent.py:demo"); must match that checkpoint.
-  c.face_latent_config = f"configs/face_latent.py:{'tiny' if variant == 'tiny' else variant}"
-  # "latent": motion = stage-1 encode_motion (z_pose ++ z_dyn), the VASA-1 way.
-  # "ground_truth": synthetic clips' label tracks, for debugging the diffusion stage only.
-  c.motion_source = "latent"
-  c.latent_chunk = 0              # frames per stage-1 encoder call (0: all at once)
+  # Stored motion is the only source ("dataset"): data.motion_dataset, or an injected source
+  # whose records carry `motion` (vasa_jax/train/motion_dit.py).
+  c.motion_source = "dataset"
 
   c.diffusion = ml_collections.ConfigDict()
   c.diffusion.schedule = "cosine"
@@ -155,15 +149,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   c.data.data_dir = ""      # "" -> $VASA_JAX_DATA_DIR or ~/tensorflow_datasets
-  if variant == "tiny":
-    c.data.datasets = (("synthetic_talking_heads/tiny", 1.0),)
-  else:
-    size = 256 if variant == "demo" else 512
-    c.data.datasets = ((f"synthetic_talking_heads/r{size}_n1000", 0.5),
-                       (f"talking_face_videos/r{size}", 0.5))
-  # A built motion_latents dataset ("motion_latents/NAME", `vasa-jax data extract-motion`):
-  # train on its stored stage-1 latents and statistics instead of encoding frames ("" = off;
-  # data.datasets, motion_source and face_latent_* are then unused).
+  # The built motion_latents dataset ("motion_latents/NAME", `vasa-jax data extract-motion`):
+  # training reads its stored motion and statistics ("" only with an injected source).
   c.data.motion_dataset = ""
   # Further motion datasets (extracted with the same face basis) mixed into motion_dataset:
   # "NAME:SHARE[+NAME:SHARE]", each SHARE the fraction of training records drawn from it, e.g.
@@ -181,7 +168,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # ones ignored: the synthetic corpus's ground-truth gaze / distance are in the renderer's
   # units, not the tracker's, so a mix of real and synthetic clips must use one measure.
   c.data.measured_controls_only = False
-  c.data.motion_stats = ""  # .npz with per-dim mean/std of the motion latents ("" = computed)
+  c.data.motion_stats = ""  # .npz with per-dim mean/std of the motion ("" = the dataset's)
   c.data.stats_batches = 16   # batches used to compute the statistics at the first start
   c.data.stats_min_std = 1e-2
   c.data.with_frames = False  # decode window frames for an injected motion function

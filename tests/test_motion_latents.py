@@ -1,10 +1,10 @@
-"""motion_latents: stored latents equal encode_motion, stats, CLI, stage-2 training on them."""
+"""motion_latents: the stored motion is the tracked mesh's codes, stats, CLI, stage-2 training
+on them. The face tracker is replaced by synthetic meshes here (fast, no face needed); the
+real tracker end to end is tests/test_geometry_motion_dataset.py."""
 
 import json
 import os
-import pathlib
 
-import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -16,15 +16,13 @@ from vasa_jax.data import motion as motion_lib
 from vasa_jax.data import motion_latents as ml
 from vasa_jax.data import pipeline, records
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-FL_SPEC = f"{REPO}/configs/face_latent.py:tiny"
 CLIPS = {"train": 5, "test": 2}
 MAX_CLIPS = 4
+MOTION_DIM = 50     # 6 + the shipped face basis's dyn_dim (40 expression + 2 lids + 2 gaze)
 
 
 class MotionTestClips(tfds.core.GeneratorBasedBuilder):
-  """Fake clips in the shared clip schema (conftest.make_fake_records), at 32 px (the tiny
-  stage-1 size) and 48 px (resized on device)."""
+  """Fake clips in the shared clip schema (conftest.make_fake_records), at 32 and 48 px."""
 
   VERSION = tfds.core.Version("1.0.0")
   BUILDER_CONFIGS = [tfds.core.BuilderConfig(name="r32"), tfds.core.BuilderConfig(name="r48")]
@@ -46,32 +44,49 @@ class MotionTestClips(tfds.core.GeneratorBasedBuilder):
       yield r["clip_id"], r
 
 
+def _basis_path():
+  from vasa_jax import bundle as bundle_lib
+  return os.path.join(bundle_lib.default_dir(), bundle_lib.BASIS_FILE)
+
+
+def _fake_track_source(source, n=None, *, workers=1, decode=None):
+  """tracking.track_source's output without a tracker: the shipped basis's template posed
+  by a small head turn per frame, in pixels of the clip's frames (the first frame unmeasured)."""
+  from vasa_jax.geometry import codes as codes_lib
+  from vasa_jax.geometry import tracking
+  basis = codes_lib.FaceBasis.load(_basis_path())
+  n = len(source) if n is None else min(n, len(source))
+  for i in range(n):
+    rec = source[i]
+    t, size = int(rec["num_frames"]), int(rec["size"])
+    ang = 0.05 * np.sin(0.7 * np.arange(t) + i)
+    pose = np.zeros((t, 6))
+    pose[:, 0], pose[:, 2], pose[:, 5] = ang, 0.5 * ang, 0.65
+    canon = np.repeat(basis.template[None], t, 0)
+    points = codes_lib.pose_mesh(canon, pose, size, basis).astype(np.float32)
+    valid = np.ones(t, bool)
+    valid[0] = False
+    yield i, rec, tracking.Track(points=points, valid=valid, score=valid.astype(np.float32))
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-  """Source clips, a fresh tiny stage-1 checkpoint (EMA != params) and motion_latents/t built
-  through the CLI: (data_dir, source_dir, stage-1 config, EMA params, CLI json)."""
-  from vasa_jax.train import common
-  from vasa_jax.train import face_latent as stage1
+  """Source clips and motion_latents/t extracted from them through the CLI with the shipped
+  face basis (synthetic meshes for the tracker): (data_dir, source_dir, CLI json)."""
+  from vasa_jax.geometry import tracking
   root = tmp_path_factory.mktemp("motion_latents")
-  src_dir, data_dir, ckpt = str(root / "src"), str(root / "out"), str(root / "stage1")
+  src_dir, data_dir = str(root / "src"), str(root / "out")
   for cfg in ("r32", "r48"):
     MotionTestClips(config=cfg, data_dir=src_dir).download_and_prepare(
         file_format="array_record")
-  fc = load_stage_config("face_latent").get_config("tiny")
-  with fc.unlocked():
-    fc.rng_impl = "unsafe_rbg"
-  state = jax.jit(lambda k: common.unbox(stage1.init_state(fc, k)))(
-      jax.random.key(0, impl="unsafe_rbg"))
-  state["ema"] = jax.tree_util.tree_map(lambda x: x * 0.9, state["params"])
-  saver = common.Checkpointer(ckpt, async_save=False)
-  saver.save(1, state, force=True)
-  saver.close()
-  out = _cli(["data", "extract-motion", "--face-latent-checkpoint", ckpt, "--face-latent-config",
-              FL_SPEC, "--datasets", "motion_test_clips/r32,motion_test_clips/r48",
-              "--data-dir", data_dir, "--source-data-dir", src_dir, "--name", "t",
-              "--max-clips", str(MAX_CLIPS), "--batch-size", "16", "--workers", "2"])
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(tracking, "track_source", _fake_track_source)
+    out = _cli(["data", "extract-motion", "--face-basis", _basis_path(), "--datasets",
+                "motion_test_clips/r32,motion_test_clips/r48", "--data-dir", data_dir,
+                "--source-data-dir", src_dir, "--name", "t", "--max-clips", str(MAX_CLIPS),
+                "--workers", "1"])
   assert out[0] == 0, out
-  return data_dir, src_dir, ckpt, fc, jax.device_get(state["ema"]), json.loads(out[1])
+  return data_dir, src_dir, json.loads(out[1])
 
 
 def _cli(argv):
@@ -83,16 +98,13 @@ def _cli(argv):
   return rc, o.getvalue(), e.getvalue()
 
 
-def test_stored_motion_is_encode_motion(built):
-  from vasa_jax.models import face_latent as fl
-  data_dir, src_dir, _, fc, ema, summary = built
-  d = 6 + fc.model.dyn_dim
-  assert summary["motion_dim"] == d
+def test_stored_motion_is_the_tracked_mesh_codes_and_keeps_the_clip(built):
+  from vasa_jax.geometry import codes as codes_lib
+  data_dir, src_dir, summary = built
+  basis = codes_lib.FaceBasis.load(summary["face_basis"])
+  assert summary["motion_dim"] == 6 + basis.dyn_dim == MOTION_DIM
   assert {k: v["clips"] for k, v in summary["splits"].items()} == {
       "train": 2 * MAX_CLIPS, "test": 2 * CLIPS["test"]}
-  model = fl.FaceLatentModel(fc.model)
-  encode = jax.jit(lambda x: model.apply({"params": ema}, x,
-                                         method=fl.FaceLatentModel.encode_motion))
   ids = {}
   for split, n in (("train", 2 * MAX_CLIPS), ("test", 2 * CLIPS["test"])):
     src = tfds.data_source("motion_latents/t", split=split, data_dir=data_dir)
@@ -102,14 +114,14 @@ def test_stored_motion_is_encode_motion(built):
       dataset, clip_id = ex["dataset"].decode(), ex["clip_id"].decode()
       clips = tfds.data_source(dataset, split=split, data_dir=src_dir)
       rec = next(clips[j] for j in range(len(clips)) if clips[j]["clip_id"].decode() == clip_id)
-      frames = np.stack([records.decode_jpeg(f) for f in rec["frames"]])
-      x = fl.images_to_float(frames)
-      if frames.shape[1] != fc.model.image_size:
-        x = jax.image.resize(x, (len(x), 32, 32, 3), method="linear", antialias=True)
-      z = encode(x)
-      ref = np.concatenate([z["z_pose"], z["z_dyn"]], axis=-1)
-      assert ex["motion"].shape == (12, d) and ex["motion"].dtype == np.float32
-      np.testing.assert_allclose(ex["motion"], ref, rtol=1e-4, atol=1e-5)
+      size = int(rec["size"])
+      assert int(ex["size"]) == size
+      pts = np.asarray(ex["landmarks"], np.float32).reshape(12, -1, 3)
+      c = codes_lib.encode(pts, basis, size)
+      assert ex["motion"].shape == (12, MOTION_DIM) and ex["motion"].dtype == np.float32
+      np.testing.assert_allclose(ex["motion"], np.concatenate([c.pose, c.dyn], -1),
+                                 atol=0.01)           # the landmarks are stored in float16
+      np.testing.assert_array_equal(ex["landmarks_valid"], [0] + [1] * 11)
       assert int(ex["num_frames"]) == 12
       np.testing.assert_array_equal(ex["audio"], rec["audio"])
       for k in (*records.TRACKS, *records.LABEL_FLAGS, "control_gaze", "control_emotion",
@@ -123,39 +135,43 @@ def test_stored_motion_is_encode_motion(built):
 
 
 def test_stats_file_and_cli_info(built):
-  data_dir, _, ckpt, fc, _, summary = built
+  data_dir, _, summary = built
   src = tfds.data_source("motion_latents/t", split="train", data_dir=data_dir)
-  allm = np.concatenate([src[i]["motion"] for i in range(len(src))]).astype(np.float64)
+  # statistics over the measured frames (landmarks_valid) of train
+  allm = np.concatenate([src[i]["motion"][np.asarray(src[i]["landmarks_valid"]) > 0]
+                         for i in range(len(src))]).astype(np.float64)
   stats = ml.load_dataset_stats(data_dir, "motion_latents/t")
   assert summary["stats"] == os.path.join(ml.dataset_dir(data_dir, "motion_latents/t"),
                                           "motion_stats.json")
   np.testing.assert_allclose(stats["mean"], allm.mean(0), rtol=1e-6, atol=1e-9)
   np.testing.assert_allclose(stats["std"], np.maximum(allm.std(0), 1e-2), rtol=1e-5)
-  assert stats["count"] == len(allm) == 2 * MAX_CLIPS * 12 and stats["split"] == "train"
-  assert stats["face_latent_checkpoint"] == os.path.abspath(ckpt)
+  assert stats["count"] == len(allm) == 2 * MAX_CLIPS * 11 and stats["split"] == "train"
+  assert stats["motion_source"] == "geometry"
+  assert ml.load_dataset_basis(data_dir, "motion_latents/t").dyn_dim == MOTION_DIM - 6
   rc, out, _ = _cli(["data", "info", "motion_latents/t", "--data-dir", data_dir])
   info = json.loads(out)
-  assert rc == 0 and info["motion_dim"] == 6 + fc.model.dyn_dim
+  assert rc == 0 and info["motion_dim"] == MOTION_DIM
   assert info["splits"]["train"]["clips"] == 2 * MAX_CLIPS
   assert info["splits"]["train"]["identities"] == 6
 
 
 def test_cli_errors(built, tmp_path):
-  data_dir, src_dir, ckpt, *_ = built
-  base = ["data", "extract-motion", "--face-latent-config", FL_SPEC, "--data-dir",
-          str(tmp_path), "--source-data-dir", src_dir]
+  data_dir, src_dir, _ = built
+  base = ["data", "extract-motion", "--data-dir", str(tmp_path), "--source-data-dir", src_dir,
+          "--face-basis", _basis_path()]
   for argv, msg in (
-      (["--face-latent-checkpoint", str(tmp_path / "nope"), "--datasets", "motion_test_clips/r32"],
-       "not a folder"),
-      (["--face-latent-checkpoint", str(tmp_path), "--datasets", "motion_test_clips/r32"],
-       "no checkpoint"),
-      (["--face-latent-checkpoint", ckpt, "--datasets", "nope/r32"], "unknown source dataset"),
-      (["--face-latent-checkpoint", ckpt, "--datasets", "synthetic_talking_heads/tiny"],
-       "not built"),
-      (["--face-latent-checkpoint", ckpt, "--datasets", "motion_test_clips/r32", "--data-dir",
-        data_dir, "--name", "t"], "already exists"),
-      (["--face-latent-checkpoint", ckpt, "--datasets", "motion_test_clips/r32",
-        "--face-latent-config", FL_SPEC.replace(":tiny", ":demo")], "no readable checkpoint")):
+      (["--datasets", "motion_test_clips/r32", "--face-basis", str(tmp_path / "nope.npz")],
+       "--face-basis"),
+      (["--datasets", "motion_test_clips/r32", "--exp-dim", "0"], "--exp-dim"),
+      (["--datasets", "motion_test_clips/r32", "--name", "a/b"], "--name"),
+      (["--datasets", "motion_test_clips/r32", "--max-clips", "0"], "--max-clips"),
+      (["--datasets", "nope/r32"], "unknown source dataset"),
+      (["--datasets", "synthetic_talking_heads/tiny"], "not built"),
+      (["--datasets", "motion_test_clips/r32", "--data-dir", data_dir, "--name", "t"],
+       "already exists"),
+      # the retired learned-flow options are gone
+      (["--datasets", "motion_test_clips/r32", "--face-latent-checkpoint", data_dir],
+       "unrecognised arguments")):
     rc, out, err = _cli(base + argv)
     assert rc == 2 and out == "", (argv, err)
     lines = err.strip().splitlines()
@@ -164,32 +180,6 @@ def test_cli_errors(built, tmp_path):
   assert not (tmp_path / "motion_latents").exists()
   rc, _, err = _cli(["data", "info", "motion_latents/none", "--data-dir", data_dir])
   assert rc == 2 and "extract-motion" in err
-
-
-def test_encode_stream_packs_fixed_batches():
-  calls = []
-
-  def encode(x):            # [1, N, S, S, 3] -> [1, N, 2]: (frame id, frame size)
-    calls.append(x.shape)
-    return np.stack([x[..., 0].mean(axis=(2, 3)), np.full(x.shape[:2], x.shape[2])], -1)
-
-  lengths = [3, 7, 1, 5, 4]
-  sizes = [8, 8, 8, 16, 16]    # a new frame size flushes the pending batch
-  items, n = [], 0
-  for i, (t, sz) in enumerate(zip(lengths, sizes)):
-    f = np.zeros((t, sz, sz, 3), np.uint8)
-    f[..., 0] = (n + np.arange(t))[:, None, None]
-    n += t
-    items.append((i, f))
-  out = list(ml.encode_stream(items, encode, batch=4))
-  assert [p for p, _ in out] == list(range(5))
-  n = 0
-  for (i, m), t, sz in zip(out, lengths, sizes):
-    np.testing.assert_array_equal(m[:, 0], n + np.arange(t))
-    np.testing.assert_array_equal(m[:, 1], sz)
-    n += t
-  assert all(c[:2] == (1, 4) for c in calls)
-  assert len(calls) == 3 + 3      # 11 frames of size 8 -> 3 batches; 9 of size 16 -> 3
 
 
 def test_stage2_window_slices_motion_like_tracks(built):
@@ -220,7 +210,7 @@ def _stage2_config(data_dir, **kw):
     c.async_checkpoint = False
     c.data.data_dir = data_dir
     c.data.motion_dataset = "motion_latents/t"
-    c.face_latent_checkpoint = ""     # not needed with a motion dataset
+    c.model.dyn_dim = MOTION_DIM - 6
     for k, v in kw.items():
       node, leaf = (c, k) if "." not in k else (c[k.split(".")[0]], k.split(".")[1])
       node[leaf] = v
@@ -243,7 +233,7 @@ def test_train_motion_dit_on_stored_latents(built, tmp_path):
   assert np.isfinite(out["loss/loss"])
   assert os.path.isdir(os.path.join(workdir, "checkpoints", "3"))
   # A model whose motion_dim differs from the dataset's: a clear error before any work.
-  with pytest.raises(trainer.ConfigError, match="model.dyn_dim=8"):
+  with pytest.raises(trainer.ConfigError, match="model.dyn_dim=44"):
     trainer.train_and_evaluate(_stage2_config(data_dir, **{"model.dyn_dim": 4}),
                                str(tmp_path / "bad"))
 

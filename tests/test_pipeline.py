@@ -1,4 +1,4 @@
-"""grain pipelines: stage-1 triplets, stage-2 windows, sharding, checkpointable iterators."""
+"""grain pipelines: stage-2 windows, sharding, checkpointable iterators."""
 
 import jax
 import numpy as np
@@ -11,38 +11,6 @@ from vasa_jax.data import pipeline, records
 def _clip_frame(image):
   """Recovers (clip, frame) from the fake frame colours (see conftest.make_fake_records)."""
   return int(round((image[..., 0].mean() - 5) / 10)), int(round((image[..., 1].mean() - 5) / 10))
-
-
-def test_stage1_triplets(fake_source):
-  it = iter(pipeline.stage1_loader(fake_source, batch_size=4, seed=1, augment=None,
-                                   shard_index=0, shard_count=1))
-  for _ in range(3):
-    b = next(it)
-    assert b["source"]["image"].shape == (4, 32, 32, 3) and b["source"]["image"].dtype == np.uint8
-    for n in range(4):
-      c_s, f_s = _clip_frame(b["source"]["image"][n])
-      c_d, f_d = _clip_frame(b["driving"]["image"][n])
-      c_x, _ = _clip_frame(b["cross"]["image"][n])
-      assert c_s == c_d and f_s != f_d                      # same clip, other frame
-      assert c_x % 3 != c_s % 3                              # other identity (3 identities)
-      assert b["cross_identity_index"][n] != b["identity_index"][n]
-      assert list(b["frame_index"][n]) == [f_s, f_d]
-      # Labels belong to the sampled frames.
-      np.testing.assert_allclose(b["source"]["pose"][n, 0], np.linspace(-0.2, 0.2, 12)[f_s], atol=1e-6)
-    assert b["has_pose"].tolist() == [1] * 4
-
-
-def test_stage1_flip_mirrors_image_and_labels(fake_source):
-  aug = pipeline.AugmentConfig.none()
-  aug = pipeline.AugmentConfig(**{**aug.__dict__, "flip": 1.0})
-  b = next(iter(pipeline.stage1_loader(fake_source, batch_size=2, seed=0, augment=aug,
-                                       shard_index=0, shard_count=1)))
-  img = b["source"]["image"][0]
-  assert img[:16, -8:, 2].mean() > 200 and img[:16, :8, 2].mean() < 50  # patch moved right
-  f = b["frame_index"][0, 0]
-  assert b["source"]["pose"][0, 0] == pytest.approx(-np.linspace(-0.2, 0.2, 12)[f], abs=1e-6)
-  assert b["source"]["pose"][0, 1] == pytest.approx(np.linspace(-0.2, 0.2, 12)[f], abs=1e-6)
-  assert b["source"]["gaze"][0, 0] == pytest.approx(-0.1)
 
 
 def test_stage2_windows(fake_source):
@@ -140,16 +108,6 @@ def test_worker_processes_give_the_same_batches(fake_source):
   for a, b in zip(batches(0), batches(1)):
     np.testing.assert_array_equal(a["frames"], b["frames"])
     np.testing.assert_array_equal(a["prev_audio"], b["prev_audio"])
-
-
-def test_stage1_min_gap_longer_than_clip_falls_back(fake_source):
-  tr = pipeline.Stage1Transform(fake_source, augment=None, min_gap=100)
-  out = tr.random_map(fake_source[0], np.random.default_rng(0))
-  assert out["frame_index"][0] == out["frame_index"][1]
-  tr = pipeline.Stage1Transform(fake_source, augment=None, min_gap=4)   # 12 frames: always possible
-  for seed in range(20):
-    i, j = tr.random_map(fake_source[1], np.random.default_rng(seed))["frame_index"]
-    assert abs(int(i) - int(j)) >= 4
 
 
 def test_stage2_controls_measured_from_geometry_motion(fake_source):

@@ -8,8 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import (ListSource, fast_tiny_config, load_stage_config, make_fake_motion_records,
-                      make_fake_records)
+from conftest import ListSource, fast_tiny_config, make_fake_motion_records
 from vasa_jax import sharding
 from vasa_jax.data import motion as motion_lib
 from vasa_jax.train import motion_dit as trainer
@@ -60,30 +59,17 @@ def test_normalization_stats_match_numpy():
   assert c["std"] == [1e-2, 1e-2]
 
 
-def test_ground_truth_motion_layout(source):
-  from vasa_jax.data import pipeline
-  b = next(iter(pipeline.stage2_loader(source, batch_size=2, window=8, context=2,
-                                       shard_index=0, shard_count=1)))
-  m, prev = motion_lib.ground_truth_motion(b, 14)
-  assert m.shape == (2, 8, 14) and prev.shape == (2, 2, 14)
-  np.testing.assert_allclose(m[..., :6], b["pose"])
-  np.testing.assert_allclose(m[..., 6:9], b["mouth"])
-  np.testing.assert_allclose(m[..., 9], b["blink"])
-  np.testing.assert_allclose(m[..., 10:12], b["gaze"])
-  np.testing.assert_allclose(m[..., 12], b["emotion_intensity"])
-  np.testing.assert_allclose(m[..., 13], 0.0)
-
-
-def test_latent_source_requires_stage1_fields():
-  config = tiny_config(motion_source="latent", **{"model.dyn_dim": 8})   # learned-flow codes
-  with pytest.raises(trainer.ConfigError, match="face_latent_checkpoint"):
-    trainer.make_motion_fn(config, sharding.make_mesh())
-  config.face_latent_checkpoint = "/nonexistent"
-  with pytest.raises(FileNotFoundError, match="no checkpoint in /nonexistent"):
-    trainer.make_motion_fn(config, sharding.make_mesh())
-  config.face_latent_config = ""
-  with pytest.raises(trainer.ConfigError, match="face_latent_config"):
-    trainer.make_motion_fn(config, sharding.make_mesh())
+def test_only_stored_motion_is_a_source(source):
+  """Stage 2 trains on stored motion only: the retired sources are refused in one line, and
+  without an injected source a motion dataset is required."""
+  mesh = sharding.make_mesh()
+  mfn, frames = trainer.make_motion_fn(tiny_config(), mesh)
+  assert mfn is motion_lib.stored_motion and frames is False
+  for retired in ("latent", "ground_truth"):
+    with pytest.raises(trainer.ConfigError, match=f"motion_source='{retired}' is retired"):
+      trainer.make_motion_fn(tiny_config(motion_source=retired), mesh)
+  with pytest.raises(trainer.ConfigError, match="data.motion_dataset is empty"):
+    trainer.make_source(tiny_config())
 
 
 def test_sharded_step_equals_single_device(source):
@@ -152,34 +138,9 @@ def test_injected_motion_fn(source, tmp_path):
                          batch["blink"][..., None], batch["emotion_intensity"][..., None],
                          jnp.zeros(batch["pose"].shape[:2] + (1,))], axis=-1)
     return m, None             # no previous-window context
-  out = trainer.train_and_evaluate(tiny_config(steps=2, ckpt_every=2, motion_source="latent",
-                                               **{"model.dyn_dim": 8}),
+  out = trainer.train_and_evaluate(tiny_config(steps=2, ckpt_every=2, **{"model.dyn_dim": 8}),
                                    str(tmp_path / "inj"), source=source, motion_fn=mfn)
   assert np.isfinite(out["loss/loss"]) and len(calls) == 2 + 2   # 2 stats batches + 2 steps
-
-
-def test_latent_motion_fn_encodes_every_frame():
-  from vasa_jax.models import face_latent as fl
-  from vasa_jax.train import face_latent as stage1
-  mod = load_stage_config("face_latent")
-  fc = mod.get_config("tiny")
-  model = fl.FaceLatentModel(fc.model)
-  s = int(fc.model.image_size)
-  img = jnp.zeros((1, s, s, 3), jnp.float32)
-  params = model.init(jax.random.key(0, impl="unsafe_rbg"), img, img, img,
-                      method=fl.FaceLatentModel.training_outputs)["params"]
-  params = jax.device_get(stage1.common.unbox(params))
-  opts = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-  mesh = sharding.make_mesh()
-  enc = motion_lib.latent_motion_fn(fc, params, mesh=mesh, compiler_options=opts)
-  frames = np.random.default_rng(0).integers(0, 255, (8, 2, s, s, 3), dtype=np.uint8)
-  out = np.asarray(enc(sharding.to_global(frames, mesh)))
-  assert out.shape == (8, 2, 6 + fc.model.dyn_dim) and enc.motion_dim == out.shape[-1]
-  z = model.apply({"params": params}, fl.images_to_float(frames[3, 1:2]),
-                  method=fl.FaceLatentModel.encode_motion)
-  np.testing.assert_allclose(out[3, 1], np.concatenate([z["z_pose"][0], z["z_dyn"][0]]),
-                             rtol=1e-4, atol=1e-5)
-
 
 
 def test_batch_with_non_finite_input_is_skipped_up_to_the_limit(source, tmp_path, monkeypatch):

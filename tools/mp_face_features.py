@@ -5,8 +5,8 @@
 IN_DIR holds uint8 frame stacks NAME.npy [T, S, S, 3] (RGB, one clip each); OUT_DIR receives
 NAME.npy float32 [T, 5]: inner-lip gap, mouth width (corner to corner), mean eye opening
 (lid gap / eye width), face height (forehead to chin, for scale) -- the first two divided by
-the face height -- and a detected flag (0: no face, the other columns NaN). Used by
-tools/label_mouth.py; mediapipe pins protobuf<5, so it lives outside the project's venv.
+the face height -- and a detected flag (0: no face, the other columns NaN). mediapipe pins
+protobuf<5, so it runs outside the project's venv.
 """
 
 import glob

@@ -3,10 +3,10 @@
   vasa-jax synth --out DIR --clips N --seconds S --size PX --seed K
   vasa-jax data build NAME [--data-dir DIR] [--manual-dir DIR]
   vasa-jax data info NAME [--data-dir DIR]
-  vasa-jax data extract-motion --face-latent-checkpoint DIR --face-latent-config SPEC
-      --datasets NAME,NAME [--data-dir DIR] [--source-data-dir DIR] [--name NAME]
-  vasa-jax train --config configs/face_latent.py:demo --workdir DIR [--config.key=value ...]
-  vasa-jax eval reenact --config configs/face_latent.py:demo --workdir DIR --dataset NAME:SPLIT
+  vasa-jax data extract-motion --datasets NAME,NAME [--face-basis BASIS.npz] [--data-dir DIR]
+      [--source-data-dir DIR] [--name NAME]
+  vasa-jax train --config configs/face_latent.py:geo --workdir DIR [--config.key=value ...]
+  vasa-jax eval reenact --checkpoint BUNDLE --data-dir DIR [--dataset NAME:SPLIT]
   vasa-jax eval report [--checkpoint DIR] --data-dir DIR [--max-clips N] [--ablate-...] [--out D]
   vasa-jax eval lipsync|syncnet|meshsync|capp|factors ...   (each: --help)
   vasa-jax animate --image IMG --audio AUDIO --out OUT.mp4 [--checkpoint DIR] [--gaze T,P]
@@ -211,60 +211,44 @@ def cmd_data_build_part_bank(args) -> int:
 
 
 def cmd_data_extract_motion(args) -> int:
-  """Stage-1 motion latents of clip datasets -> the motion_latents/<name> dataset."""
+  """Mesh codes of clip datasets -> the motion_latents/<name> dataset: landmarks of every
+  frame, a face basis (fitted on the train split unless --face-basis), codes."""
   _tfds_progress()
   from vasa_jax.data import motion_latents as ml
   datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
-  if args.batch_size < 1 or (args.max_clips is not None and args.max_clips < 1):
-    raise UsageError("need --batch-size >= 1 and --max-clips >= 1")
-  if args.geometry:
-    return _extract_geometry(args, datasets)
-  if not args.face_latent_checkpoint:
-    raise UsageError("--face-latent-checkpoint is required (or --geometry: codes of the "
-                     "measured face mesh, no stage-1 checkpoint)")
-  if not os.path.isdir(args.face_latent_checkpoint):
-    raise UsageError(f"--face-latent-checkpoint is not a folder: {args.face_latent_checkpoint}")
-  ckpts = os.path.join(args.face_latent_checkpoint, "checkpoints")
-  if not (os.path.isdir(ckpts) and any(n.isdigit() for n in os.listdir(ckpts))):
-    raise UsageError(f"no checkpoint in {ckpts}; train stage 1 first (vasa-jax train --config "
-                     "configs/face_latent.py:<variant>)")
-  if args.dyn_labels and not os.path.isfile(args.dyn_labels):
-    raise UsageError(f"--dyn-labels: no such file: {args.dyn_labels}")
-  from vasa_jax import config_utils
-  try:
-    fl_cfg = config_utils.run_config(args.face_latent_checkpoint, args.face_latent_config)
-  except config_utils.ConfigError as e:
-    raise UsageError(f"{e} (--face-latent-config)") from None
-  variant = (args.face_latent_config or "").partition(":")[2].split(",")[0]
-  name = args.name or variant or str(fl_cfg.get("variant", "") or "default")
-  args.face_latent_config = args.face_latent_config or os.path.join(
-      args.face_latent_checkpoint, config_utils.RUN_CONFIG)
+  if args.max_clips is not None and args.max_clips < 1:
+    raise UsageError("need --max-clips >= 1")
+  name = args.name or "geo"
   if "/" in name or not name.replace("_", "").replace("-", "").isalnum():
     raise UsageError(f"--name {name!r}: use letters, digits, '_' and '-'")
+  if args.face_basis and not os.path.isfile(args.face_basis):
+    raise UsageError(f"--face-basis: no such file: {args.face_basis}")
+  if not 1 <= args.exp_dim <= 200:
+    raise UsageError("--exp-dim must be between 1 and 200")
   src_dir, total = _source_clips(args, datasets)
-  config = ml.make_config(name, datasets, args.face_latent_config, args.max_clips or 0)
+  config = ml.make_config(name, datasets, args.max_clips or 0,
+                          face_basis=os.path.abspath(args.face_basis) if args.face_basis else "",
+                          exp_dim=int(args.exp_dim))
   builder = ml.MotionLatents(config=config, data_dir=args.data_dir)
   if builder.is_prepared():
     raise UsageError(f"{ml.NAME}/{name} already exists in {os.fspath(builder.data_path)}; "
                      "choose another --name or delete that folder")
-  # Bad config spec / a checkpoint of another config: one line, before any output.
-  from vasa_jax.train import common
-  _, params = common.load_stage1(args.face_latent_config, args.face_latent_checkpoint)
-  builder = ml.MotionLatents(
-      config=config, data_dir=args.data_dir, face_latent_checkpoint=args.face_latent_checkpoint,
-      face_latent_params=params, source_data_dir=src_dir, batch_size=args.batch_size,
-      workers=args.workers, progress=_progress(total, "encoding clips"),
-      dyn_labels=args.dyn_labels)
+  from vasa_jax.workers import default_workers
+  builder = ml.MotionLatents(config=config, data_dir=args.data_dir, source_data_dir=src_dir,
+                             track_workers=args.workers or default_workers(),
+                             progress=_progress(total, "tracking clips"))
   t0 = time.perf_counter()
   with contextlib.redirect_stdout(sys.stderr):   # TFDS's progress lines; stdout is the summary
     builder.download_and_prepare(file_format="array_record")
+  from vasa_jax.geometry import codes as codes_lib
   print(json.dumps({
       "dataset": f"{ml.NAME}/{name}", "data_dir": os.fspath(builder.data_path),
       "sources": datasets, "motion_dim": builder.summary.get("motion_dim"),
-      "splits": builder.summary.get("splits", {}),
+      "splits": builder.summary.get("splits", {}), "basis": builder.summary.get("basis", {}),
+      "face_basis": os.path.join(os.fspath(builder.data_path), codes_lib.BASIS_FILE),
       "stats": os.path.join(os.fspath(builder.data_path), ml.STATS_FILE),
       "seconds": round(time.perf_counter() - t0, 1),
-      "train_with": f"--data-dir {args.data_dir} --config.data.motion_dataset={ml.NAME}/{name}",
+      "train_with": f"--data-dir {args.data_dir} --config.data.geometry={ml.NAME}/{name}",
   }, indent=1))
   return 0
 
@@ -280,43 +264,6 @@ def _source_clips(args, datasets) -> tuple[str, int]:
   total = sum(min(si.num_examples, args.max_clips) if args.max_clips else si.num_examples
               for _, b in sources for si in b.info.splits.values())
   return src_dir, total
-
-
-def _extract_geometry(args, datasets) -> int:
-  """extract-motion --geometry: landmarks of every frame, a face basis, codes."""
-  from vasa_jax.data import motion_latents as ml
-  name = args.name or "geo"
-  if "/" in name or not name.replace("_", "").replace("-", "").isalnum():
-    raise UsageError(f"--name {name!r}: use letters, digits, '_' and '-'")
-  if args.face_basis and not os.path.isfile(args.face_basis):
-    raise UsageError(f"--face-basis: no such file: {args.face_basis}")
-  if not 1 <= args.exp_dim <= 200:
-    raise UsageError("--exp-dim must be between 1 and 200")
-  src_dir, total = _source_clips(args, datasets)
-  config = ml.make_config(name, datasets, "", args.max_clips or 0, motion_source="geometry",
-                          face_basis=os.path.abspath(args.face_basis) if args.face_basis else "",
-                          exp_dim=int(args.exp_dim))
-  builder = ml.MotionLatents(config=config, data_dir=args.data_dir)
-  if builder.is_prepared():
-    raise UsageError(f"{ml.NAME}/{name} already exists in {os.fspath(builder.data_path)}; "
-                     "choose another --name or delete that folder")
-  from vasa_jax.workers import default_workers
-  builder = ml.MotionLatents(config=config, data_dir=args.data_dir, source_data_dir=src_dir,
-                             track_workers=args.workers or default_workers(),
-                             progress=_progress(total, "tracking clips"))
-  t0 = time.perf_counter()
-  with contextlib.redirect_stdout(sys.stderr):
-    builder.download_and_prepare(file_format="array_record")
-  from vasa_jax.geometry import codes as codes_lib
-  print(json.dumps({
-      "dataset": f"{ml.NAME}/{name}", "data_dir": os.fspath(builder.data_path),
-      "sources": datasets, "motion_dim": builder.summary.get("motion_dim"),
-      "splits": builder.summary.get("splits", {}), "basis": builder.summary.get("basis", {}),
-      "face_basis": os.path.join(os.fspath(builder.data_path), codes_lib.BASIS_FILE),
-      "seconds": round(time.perf_counter() - t0, 1),
-      "train_with": f"--data-dir {args.data_dir} --config.data.geometry={ml.NAME}/{name}",
-  }, indent=1))
-  return 0
 
 
 # ----------------------------------------------------------------------------- train
@@ -352,6 +299,9 @@ def cmd_train(args, extra) -> int:
   return 0
 
 
+_EVAL_MODULES = {"reenact": "geo_reenact"}
+
+
 def cmd_eval(args, extra) -> int:
   import importlib
   if args.what is None:
@@ -360,7 +310,8 @@ def cmd_eval(args, extra) -> int:
       return 0
     raise UsageError("eval needs what to evaluate: report, reenact, motion, controls, lipsync, "
                      "syncnet, meshsync, capp or factors (vasa-jax eval --help)")
-  module = importlib.import_module(f"vasa_jax.eval.{args.what}")
+  # `eval reenact` is the geometry self-reenactment evaluator (eval/geo_reenact.py)
+  module = importlib.import_module(f"vasa_jax.eval.{_EVAL_MODULES.get(args.what, args.what)}")
   return module.main(extra)
 
 
@@ -592,19 +543,14 @@ def build_parser() -> argparse.ArgumentParser:
   i.add_argument("--workers", type=int, default=None)
   i.set_defaults(func=cmd_data_info)
   x = dsub.add_parser("extract-motion",
-                      help="encode clip datasets with a stage-1 checkpoint into "
-                           "motion_latents/NAME")
-  x.add_argument("--face-latent-checkpoint", default=None, help="stage-1 workdir (EMA weights)")
+                      help="track clip datasets' faces into mesh codes: motion_latents/NAME")
   x.add_argument("--geometry", action="store_true",
-                 help="codes of the measured face mesh (pose, expression basis, eyelids, "
-                      "gaze) and the landmarks, instead of a stage-1 encoder's latents; fits "
-                      "the face basis on the train split unless --face-basis is given")
-  x.add_argument("--face-basis", default=None, help="--geometry: a face_basis.npz to use")
+                 help="accepted for old scripts; codes of the measured face mesh are the only "
+                      "mode")
+  x.add_argument("--face-basis", default=None,
+                 help="a face_basis.npz to use (default: fit one on the train split)")
   x.add_argument("--exp-dim", type=int, default=40,
-                 help="--geometry: expression components of the fitted basis")
-  x.add_argument("--face-latent-config", default=None,
-                 help="the config that checkpoint was trained with (default: the one its "
-                      "workdir recorded, config.json)")
+                 help="expression components of the fitted basis")
   x.add_argument("--datasets", required=True,
                  help="comma-separated clip datasets, e.g. synthetic_talking_heads/r256_n1000,"
                       "talking_face_videos/r256")
@@ -612,15 +558,10 @@ def build_parser() -> argparse.ArgumentParser:
                  help="where motion_latents/NAME is written")
   x.add_argument("--source-data-dir", default=None,
                  help="where the clip datasets are (default: --data-dir)")
-  x.add_argument("--name", default=None, help="dataset config name (default: the stage-1 variant)")
+  x.add_argument("--name", default=None, help="dataset config name (default: geo)")
   x.add_argument("--max-clips", type=int, default=None,
                  help="at most N clips per split of each dataset")
-  x.add_argument("--batch-size", type=int, default=64, help="frames per encoder call")
-  x.add_argument("--workers", type=int, default=None,
-                 help="JPEG decoding threads (--geometry: tracking processes)")
-  x.add_argument("--dyn-labels", default=None,
-                 help="tools/label_mouth.py .npz: z_dyn[0:4] become mouth open/wide/round and "
-                      "blink (ground truth where a clip has it, else these pseudo-labels)")
+  x.add_argument("--workers", type=int, default=None, help="tracking processes")
   x.set_defaults(func=cmd_data_extract_motion)
 
   pb = dsub.add_parser("build-part-bank",
@@ -640,7 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
   pb.set_defaults(func=cmd_data_build_part_bank)
 
   t = sub.add_parser("train", help="train a stage: --config configs/<stage>.py:<variant>")
-  t.add_argument("--config", required=True, help="configs/face_latent.py:demo (plus --config.x=y)")
+  t.add_argument("--config", required=True, help="configs/face_latent.py:geo (plus --config.x=y)")
   t.add_argument("--workdir", required=True, help="checkpoints, TensorBoard logs")
   t.add_argument("--data-dir", default=None, help="TFDS data dir (default: config or ~/tensorflow_datasets)")
   t.set_defaults(func=cmd_train, wants_extra=True)
@@ -651,7 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "lipsync", "syncnet", "meshsync", "capp",
                                              "factors"),
                  help="report: the evaluation suite (generated vs real footage); reenact: "
-                      "stage-1 self/cross reenactment; motion: audio-driven head, blink and "
+                      "stage-1 self-reenactment of held-out clips; motion: audio-driven head, blink and "
                       "mouth motion and the controls vs real footage (geometry bundles); "
                       "controls: gaze, distance, emotion and head-motion asked on many "
                       "portraits and measured on the output; "
@@ -703,8 +644,8 @@ def build_parser() -> argparse.ArgumentParser:
   ex.add_argument("--face-latent", required=True,
                   help="stage-1 workdir, or a bundle whose stage 1 is kept")
   ex.add_argument("--face-latent-config", default=None,
-                  help="the stage-1 run's config (default: the workdir's config.json, else "
-                       "configs/face_latent.py:demo)")
+                  help="the stage-1 run's config, e.g. configs/face_latent.py:geo (default: "
+                       "the workdir's config.json)")
   ex.add_argument("--motion-dit", required=True,
                   help="stage-2 workdir, or a bundle whose stage 2 is kept")
   ex.add_argument("--motion-dit-config", default=None,

@@ -24,7 +24,7 @@ class ConfigError(InputError):
 
 
 def load_config(spec: str, overrides=()):
-  """`configs/face_latent.py:demo` (+ `--config.a.b=value` overrides) -> ConfigDict."""
+  """`configs/face_latent.py:geo` (+ `--config.a.b=value` overrides) -> ConfigDict."""
   path, _, arg = spec.partition(":")
   try:
     module = load_config_module(path)

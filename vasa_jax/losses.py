@@ -1,23 +1,15 @@
-"""Stage-1 losses: pure functions returning scalars, plus `generator_losses` / `discriminator_losses`.
+"""Stage-1 image losses: pure functions returning scalars (the trainers weight and sum them).
 
 Images are float in [-1, 1], [B, H, W, 3]. Nothing here downloads anything: the structural /
 perceptual terms are multi-scale SSIM (gaussian window) and a Laplacian-pyramid L1; a VGG19
 perceptual loss is available only when the user passes a local .npz of weights
-(`make_vgg_loss(path)`).
-
-Consistency (VASA-1's pose/dynamics disentanglement), for frames i (source) and j (driving) of
-one clip, rendered from the source's canonical volume:
-    x_a = render(pose = z_pose_i, dyn = z_dyn_j),   x_b = render(pose = z_pose_j, dyn = z_dyn_i)
-The motion encoder applied to x_a must give back (z_pose_i, z_dyn_j), and applied to x_b
-(z_pose_j, z_dyn_i). If pose leaked into z_dyn (or dynamics into z_pose), the swapped render
-would carry the wrong head pose / expression and the re-encoded codes would not match. Targets
-are stop-gradient; pose uses L1 in its explicit units, dynamics a cosine distance (scale
-invariant, so the encoder cannot satisfy it by shrinking z_dyn).
+(`make_vgg_loss(path)`). The GAN terms are the hinge losses and discriminator feature
+matching; `mouth_region_loss` weights the mouth of the aligned crop.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -26,23 +18,13 @@ from flax import linen as nn
 
 __all__ = [
     "l1", "ssim", "ms_ssim", "ms_ssim_loss", "laplacian_pyramid", "laplacian_l1",
-    "hinge_d_loss", "hinge_g_loss", "feature_matching", "consistency_loss", "identity_loss",
-    "pose_loss", "mouth_mask", "mouth_region_loss", "dyn_label_loss", "cosine_distance", "VGG19", "load_vgg19_params", "make_vgg_loss",
-    "generator_losses", "discriminator_losses",
+    "hinge_d_loss", "hinge_g_loss", "feature_matching", "mouth_mask", "mouth_region_loss",
+    "VGG19", "load_vgg19_params", "make_vgg_loss",
 ]
 
 
 def _f32(x):
   return jnp.asarray(x).astype(jnp.float32)
-
-
-def _masked_mean(per_example, mask=None):
-  """Mean over examples of a [B] vector, restricted to mask == 1 (0 if the mask is empty)."""
-  per_example = _f32(per_example)
-  if mask is None:
-    return jnp.mean(per_example)
-  m = _f32(mask).reshape(per_example.shape)
-  return jnp.sum(per_example * m) / jnp.maximum(jnp.sum(m), 1.0)
 
 
 def l1(x, y):
@@ -276,51 +258,6 @@ def feature_matching(real, fake):
   return sum(terms) / max(len(terms), 1)
 
 
-# ----------------------------------------------------------------------------- latent losses
-
-def cosine_distance(a, b, eps: float = 1e-6):
-  """Per-example 1 - cos(a, b): [B, Z] x [B, Z] -> [B]."""
-  a, b = _f32(a), _f32(b)
-  num = jnp.sum(a * b, axis=-1)
-  den = jnp.sqrt(jnp.sum(a * a, -1) * jnp.sum(b * b, -1) + eps)
-  return 1.0 - num / den
-
-
-def consistency_loss(pose_a, dyn_a, pose_b, dyn_b, pose_i, dyn_i, pose_j, dyn_j, *,
-                     dyn_weight: float = 1.0):
-  """Latent cycle consistency (module docstring).
-
-  (pose_a, dyn_a) = motion encoder of x_a = render(pose_i, dyn_j): must be (pose_i, dyn_j);
-  (pose_b, dyn_b) = motion encoder of x_b = render(pose_j, dyn_i): must be (pose_j, dyn_i).
-  """
-  sg = jax.lax.stop_gradient
-  pose = l1(pose_a, sg(pose_i)) + l1(pose_b, sg(pose_j))
-  dyn = jnp.mean(cosine_distance(dyn_a, sg(dyn_j))) + jnp.mean(cosine_distance(dyn_b, sg(dyn_i)))
-  return 0.5 * (pose + dyn_weight * dyn)
-
-
-def identity_loss(z_id_pred, z_id_target, mask=None):
-  """Cosine distance between the identity of a cross-identity reenactment and the source's.
-
-  The target (the source's z_id) is stop-gradient; `mask` [B] (has_cross) drops examples
-  whose "cross" frame is not another person.
-  """
-  d = cosine_distance(z_id_pred, jax.lax.stop_gradient(z_id_target))
-  return _masked_mean(d, mask)
-
-
-def pose_loss(pred, label, has_pose, *, kind: str = "l1"):
-  """Supervised pose where labels exist: mean over dims, masked mean over examples."""
-  diff = _f32(pred) - _f32(label)
-  if kind == "l1":
-    per = jnp.mean(jnp.abs(diff), axis=-1)
-  elif kind == "l2":
-    per = jnp.mean(jnp.square(diff), axis=-1)
-  else:
-    raise ValueError(f"pose loss kind {kind!r}: use 'l1' or 'l2'")
-  return _masked_mean(per, has_pose)
-
-
 # ----------------------------------------------------------------------------- mouth region
 
 def mouth_mask(height: int, width: int, region: Sequence[float] = (0.6, 0.5, 0.11, 0.17)):
@@ -355,116 +292,3 @@ def mouth_region_loss(x, y, region: Sequence[float] = (0.6, 0.5, 0.11, 0.17)):
   mb = m[:, :bx.shape[1], :bx.shape[2]]
   band = jnp.sum(mb * jnp.abs(bx - by)) / (jnp.sum(mb) * x.shape[0] * x.shape[-1])
   return pix + 2.0 * band
-
-
-def dyn_label_loss(z_dyn, mouth, blink, has_mouth, has_blink):
-  """Semi-supervised dynamics: where a frame has ground-truth face factors (synthetic data),
-  z_dyn[:, 0:3] should equal the mouth (open, wide, round in [0, 1]) and z_dyn[:, 3] the blink
-  (0 open .. 1 closed); L1, masked by the flags. The other dimensions stay free.
-
-  Reconstruction alone taught a small, briefly trained model to encode pose but hardly the
-  mouth (a linear probe of z_dyn found no mouth signal); naming these dimensions gives the
-  encoder that signal directly and the flow generator a clear input to learn mouth motion from.
-  """
-  z = _f32(z_dyn)
-  per_m = jnp.mean(jnp.abs(z[:, :3] - _f32(mouth)), axis=-1)
-  per_b = jnp.abs(z[:, 3] - _f32(blink).reshape(-1))
-  return _masked_mean(per_m, has_mouth) + _masked_mean(per_b, has_blink)
-
-
-# ----------------------------------------------------------------------------- totals
-
-def _w(weights, name, default=0.0) -> float:
-  try:
-    return float(weights[name])
-  except (KeyError, AttributeError):
-    return float(getattr(weights, name, default))
-
-
-def _region(weights):
-  try:
-    region = weights["mouth_region"]
-  except (KeyError, AttributeError, TypeError):
-    region = getattr(weights, "mouth_region", None)
-  return tuple(region) if region is not None else (0.6, 0.5, 0.11, 0.17)
-
-
-def _image(x):
-  x = jnp.asarray(x)
-  return x.astype(jnp.float32) / 127.5 - 1.0 if x.dtype == jnp.uint8 else _f32(x)
-
-
-def generator_losses(outputs: dict, batch: dict, weights, *, disc_fake=None, disc_real=None,
-                     perceptual: Callable | None = None, gan_scale=1.0) -> dict:
-  """Named generator terms and their weighted `total`.
-
-  Args:
-    outputs: FaceLatentModel.training_outputs(...) (image, cons_*, cross_*, poses, ...).
-    batch: the stage-1 batch layout (vasa_jax/data/pipeline.py): batch["driving"]["image"]
-      (uint8 or float in [-1,1]) and ["pose"], batch["source"]["pose"], batch["cross"]["pose"],
-      flags has_pose, cross_has_pose, has_cross (missing flags count as 0 / absent labels).
-    weights: the config's `loss` block (l1, ms_ssim, laplacian, vgg, gan, feature_matching,
-      consistency, identity, pose, mouth + mouth_region, dyn_labels).
-    disc_fake / disc_real: PatchDiscriminator outputs on the reconstruction and on the driving
-      frame (None: GAN terms skipped).
-    perceptual: optional (x, y) -> scalar (make_vgg_loss).
-    gan_scale: multiplies the GAN and feature-matching weights (0 before gan_start_step).
-  """
-  target = _image(batch["driving"]["image"])
-  recon = outputs["image"]
-  terms: dict[str, Any] = {}
-  terms["l1"] = l1(recon, target)
-  terms["ms_ssim"] = ms_ssim_loss(recon, target)
-  terms["laplacian"] = laplacian_l1(recon, target)
-  if perceptual is not None:
-    terms["vgg"] = perceptual(recon, target)
-  if _w(weights, "mouth") > 0:
-    terms["mouth"] = mouth_region_loss(recon, target, _region(weights))
-  if disc_fake is not None:
-    terms["gan"] = hinge_g_loss(disc_fake)
-    if disc_real is not None:
-      terms["feature_matching"] = feature_matching(disc_real, disc_fake)
-  if "cons_a_pose" in outputs:
-    terms["consistency"] = consistency_loss(
-        outputs["cons_a_pose"], outputs["cons_a_dyn"], outputs["cons_b_pose"],
-        outputs["cons_b_dyn"], outputs["source_pose"], outputs["source_dyn"],
-        outputs["driving_pose"], outputs["driving_dyn"])
-  if "cross_z_id" in outputs:
-    terms["identity"] = identity_loss(outputs["cross_z_id"], outputs["z_id"],
-                                      batch.get("has_cross"))
-  if _w(weights, "dyn_labels") > 0 and batch.get("has_mouth") is not None:
-    flags = {k: jnp.concatenate([jnp.reshape(batch[k], (-1,))] * 2) for k in
-             ("has_mouth", "has_blink")}
-    terms["dyn_labels"] = dyn_label_loss(
-        jnp.concatenate([outputs["source_dyn"], outputs["driving_dyn"]]),
-        jnp.concatenate([batch["source"]["mouth"], batch["driving"]["mouth"]]),
-        jnp.concatenate([jnp.reshape(batch["source"]["blink"], (-1,)),
-                         jnp.reshape(batch["driving"]["blink"], (-1,))]),
-        flags["has_mouth"], flags["has_blink"])
-  has_pose = batch.get("has_pose")
-  if has_pose is not None:
-    preds = [outputs["source_pose"], outputs["driving_pose"]]
-    labels = [batch["source"]["pose"], batch["driving"]["pose"]]
-    masks = [has_pose, has_pose]
-    if "cross_pose" in outputs and batch.get("cross_has_pose") is not None:
-      preds.append(outputs["cross_pose"])
-      labels.append(batch["cross"]["pose"])
-      masks.append(batch["cross_has_pose"])
-    terms["pose"] = pose_loss(jnp.concatenate(preds), jnp.concatenate(labels),
-                              jnp.concatenate([jnp.reshape(m, (-1,)) for m in masks]))
-  total = jnp.zeros((), jnp.float32)
-  for name, v in terms.items():
-    w = _w(weights, name)
-    if name in ("gan", "feature_matching"):
-      w = w * gan_scale
-    total = total + w * v
-  terms["total"] = total
-  return terms
-
-
-def discriminator_losses(disc_real, disc_fake) -> dict:
-  """{"d_hinge", "d_real" (mean real logit), "d_fake" (mean fake logit), "total"}."""
-  loss = hinge_d_loss(disc_real, disc_fake)
-  real = sum(jnp.mean(a) for a in _logits(disc_real)) / len(_logits(disc_real))
-  fake = sum(jnp.mean(a) for a in _logits(disc_fake)) / len(_logits(disc_fake))
-  return {"d_hinge": loss, "d_real": real, "d_fake": fake, "total": loss}

@@ -1,4 +1,4 @@
-"""grain input pipelines for both training stages.
+"""grain input pipelines: dataset sources and loaders, and the stage-2 window transform.
 
 Sources are TFDS array_record datasets read with `tfds.data_source` (no TensorFlow), one or
 several concatenated (synthetic + real). Each process reads its own shard
@@ -6,20 +6,17 @@ several concatenated (synthetic + real). Each process reads its own shard
 `sharding.to_global` assembles `jax.Array`s on the mesh. Iterator state is a small JSON blob
 (`iterator.get_state()`), saved with the checkpoint so a restarted run sees the same data.
 
-Stage 1 example (face latent model):
-  source / driving: two frames of one clip; cross: a frame of a clip of another identity.
-  Each is a dict {image uint8 [S,S,3], pose [6], gaze [2], mouth [3], blink [], emotion_intensity []}
-  plus has_* label flags and identity indices.
+(The stage-1 frame pairs are vasa_jax/data/geometry_pairs.py, on these sources and loaders.)
+
 Stage 2 example (motion diffusion):
   a window of W frames: per-frame tracks [W, ...], audio [W*640]; the previous K frames' tracks
   and audio with prev_mask [K] (0 where the window starts before frame K); clip controls.
-  Over a motion_latents dataset (`with_motion=True`) the stored per-frame motion latents [T, D]
+  Over a motion_latents dataset (`with_motion=True`) the stored per-frame motion codes [T, D]
   are sliced the same way into "motion" [W, D] and "prev_motion" [K, D].
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Sequence
 
 import grain.python as grain
@@ -128,125 +125,11 @@ def parse_mix(spec: str) -> list[tuple[str, float]]:
   return out
 
 
-# ----------------------------------------------------------------------------- augmentation
-
-@dataclasses.dataclass(frozen=True)
-class AugmentConfig:
-  flip: float = 0.5          # probability of a horizontal flip (labels mirrored)
-  scale: float = 0.06        # zoom in/out by up to this fraction
-  shift: float = 0.03        # translate by up to this fraction of the side
-  brightness: float = 0.15   # additive, in [0, 1] units
-  contrast: float = 0.15     # multiplicative around the mean
-  saturation: float = 0.2
-  hue: float = 0.03          # channel mixing strength
-
-  @classmethod
-  def none(cls) -> "AugmentConfig":
-    return cls(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-
-  @classmethod
-  def from_dict(cls, d) -> "AugmentConfig":
-    if d is None or d is False:
-      return cls.none()
-    if isinstance(d, AugmentConfig):
-      return d
-    return cls(**dict(d))
-
-
-def _sample_aug(cfg: AugmentConfig, rng: np.random.Generator) -> dict:
-  return {
-      "flip": bool(rng.random() < cfg.flip),
-      "scale": 1.0 + rng.uniform(-cfg.scale, cfg.scale),
-      "shift": rng.uniform(-cfg.shift, cfg.shift, size=2),
-      "brightness": rng.uniform(-cfg.brightness, cfg.brightness),
-      "contrast": 1.0 + rng.uniform(-cfg.contrast, cfg.contrast),
-      "saturation": 1.0 + rng.uniform(-cfg.saturation, cfg.saturation),
-      "mix": np.eye(3) + rng.uniform(-cfg.hue, cfg.hue, size=(3, 3)),
-  }
-
-
-def _apply_aug(image: np.ndarray, a: dict) -> np.ndarray:
-  import cv2
-  s = image.shape[0]
-  if a["scale"] != 1.0 or np.any(a["shift"]):
-    m = np.array([[a["scale"], 0, 0], [0, a["scale"], 0]], np.float64)
-    c = (s - 1) / 2.0
-    m[:, 2] = c - a["scale"] * c + a["shift"] * s
-    image = cv2.warpAffine(image, m, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-  if a["flip"]:
-    image = image[:, ::-1]
-  x = image.astype(np.float32) / 255.0
-  x = x @ a["mix"].T.astype(np.float32)
-  grey = x.mean(axis=-1, keepdims=True)
-  x = grey + (x - grey) * a["saturation"]
-  x = (x - x.mean()) * a["contrast"] + x.mean() + a["brightness"]
-  return (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def _mirror_labels(labels: dict) -> dict:
-  out = dict(labels)
-  pose = np.array(labels["pose"], np.float32, copy=True)
-  pose[..., [0, 2, 3]] *= -1.0    # yaw, roll, tx change sign in a mirror
-  gaze = np.array(labels["gaze"], np.float32, copy=True)
-  gaze[..., 0] *= -1.0
-  out["pose"], out["gaze"] = pose, gaze
-  return out
-
-
-def _frame_labels(rec, t: int) -> dict:
-  return {name: np.asarray(rec[name][t], np.float32) for name in records.TRACKS}
-
+# ----------------------------------------------------------------------------- stage 2
 
 def _flags(rec) -> dict:
   return {f: np.int32(rec[f]) for f in records.LABEL_FLAGS}
 
-
-# ----------------------------------------------------------------------------- stage 1
-
-class Stage1Transform(grain.RandomMapTransform):
-  """Clip record -> {source, driving, cross} frames with labels (see module docstring)."""
-
-  def __init__(self, source, augment: AugmentConfig | dict | None = None,
-               min_gap: int = 1, max_tries: int = 8):
-    self._source = source
-    self._augment = AugmentConfig.from_dict(augment)
-    self._min_gap = min_gap
-    self._max_tries = max_tries
-
-  def random_map(self, rec, rng: np.random.Generator):
-    t = int(rec["num_frames"])
-    i = int(rng.integers(t))
-    far = np.flatnonzero(np.abs(np.arange(t) - i) >= self._min_gap)
-    j = int(rng.choice(far)) if far.size else i   # a clip too short for the gap: same frame
-    other = None
-    for _ in range(self._max_tries):
-      cand = self._source[int(rng.integers(len(self._source)))]
-      if int(cand["identity_index"]) != int(rec["identity_index"]):
-        other = cand
-        break
-    has_cross = other is not None
-    if other is None:   # a single-identity dataset: fall back to the same clip, flagged
-      other = rec
-    k = int(rng.integers(int(other["num_frames"])))
-    a_clip = _sample_aug(self._augment, rng)
-    a_other = _sample_aug(self._augment, rng)
-    out = {}
-    for name, r, t_, a in (("source", rec, i, a_clip), ("driving", rec, j, a_clip),
-                           ("cross", other, k, a_other)):
-      labels = _frame_labels(r, t_)
-      if a["flip"]:
-        labels = _mirror_labels(labels)
-      out[name] = {"image": _apply_aug(records.decode_jpeg(r["frames"][t_]), a), **labels}
-    out.update(_flags(rec))
-    out["cross_has_pose"] = np.int32(other["has_pose"])
-    out["has_cross"] = np.int32(has_cross)
-    out["identity_index"] = np.int64(rec["identity_index"])
-    out["cross_identity_index"] = np.int64(other["identity_index"])
-    out["frame_index"] = np.asarray([i, j], np.int32)
-    return out
-
-
-# ----------------------------------------------------------------------------- stage 2
 
 class Stage2Transform(grain.RandomMapTransform):
   """Clip record -> a window of W frames + previous K frames (see module docstring).
@@ -411,12 +294,6 @@ def make_loader(
       operations=[transform, grain.Batch(batch_size=batch_size, drop_remainder=True)],
       worker_count=worker_count,
       read_options=grain.ReadOptions(num_threads=2, prefetch_buffer_size=64))
-
-
-def stage1_loader(source, *, batch_size: int, seed: int = 0, augment=None, worker_count: int = 0,
-                  **kw) -> grain.DataLoader:
-  return make_loader(source, Stage1Transform(source, augment), batch_size=batch_size, seed=seed,
-                     worker_count=worker_count, **kw)
 
 
 def stage2_loader(source, *, batch_size: int, window: int, context: int, seed: int = 0,

@@ -1,55 +1,40 @@
-r"""Stage-2 trainer: the motion diffusion transformer (MotionDiT) on motion-latent windows.
+r"""Stage-2 trainer: the motion diffusion transformer (MotionDiT) on stored motion windows.
 
-Two commands: encode every frame once with the stage-1 encoder into a stored `motion_latents`
-dataset (vasa_jax/data/motion_latents.py), then train on windows of it:
+Two commands: measure every frame's mesh codes once into a stored `motion_latents` dataset
+(vasa_jax/data/motion_latents.py), then train on windows of it:
 
-    vasa-jax data extract-motion --face-latent-checkpoint STAGE1_WORKDIR \
-        --face-latent-config configs/face_latent.py:demo \
-        --datasets synthetic_talking_heads/r256_n1000,talking_face_videos/r256 \
-        --data-dir DIR --name demo
-    vasa-jax train --config configs/motion_dit.py:demo --workdir WORKDIR --data-dir DIR \
-        --config.data.motion_dataset=motion_latents/demo [--config.steps=1000 ...]
+    vasa-jax data extract-motion --face-basis BASIS.npz \
+        --datasets talking_face_videos/r256 --data-dir DIR --name geo
+    vasa-jax train --config configs/motion_dit.py:geo --workdir WORKDIR --data-dir DIR \
+        [--config.data.motion_dataset=motion_latents/geo --config.steps=1000 ...]
 
-With `data.motion_dataset` set, the loader slices the stored latents like any other track
-(`Stage2Transform(with_motion=True)`), the normalisation statistics are the dataset's
-motion_stats.json (copied to workdir/motion_stats.json on the first start), and no stage-1
-checkpoint is needed. model.motion_dim must equal the dataset's motion dim (6 + dyn_dim).
-
-Without it, motion is encoded from decoded frames inside every step (slow, for small runs):
-
-    vasa-jax train --config configs/motion_dit.py:demo --workdir DIR \
-        --config.face_latent_checkpoint=STAGE1_WORKDIR [--config.steps=1000 ...]
+The loader slices the stored motion like any other track (`Stage2Transform(with_motion=True)`),
+and the normalisation statistics are the dataset's motion_stats.json (copied to
+workdir/motion_stats.json on the first start). model.motion_dim must equal the dataset's
+motion dim (6 + dyn_dim). `train_and_evaluate(source=...)` takes an injected source instead,
+whose records carry `motion` (config.motion_source="dataset"; statistics computed from it).
 
 Fields read with `config.get` (absent from configs/motion_dit.py, defaults in brackets):
-  motion_source        ["latent"] (when data.motion_dataset is empty) "latent": motion =
-                       stage-1 encoder latents z_pose ++ z_dyn of the frames (VASA-1); needs
-                       face_latent_checkpoint (stage-1 workdir) and face_latent_config (a
-                       "configs/face_latent.py:demo" spec or a ConfigDict). "ground_truth":
-                       synthetic tracks, debugging only (vasa_jax/data/motion.py).
-  face_latent_config   [""] see above (required for "latent").
   data.motion_dataset  [""] a built motion_latents dataset ("motion_latents/NAME"), see above.
   data.motion_mix      [""] more motion datasets mixed in, "NAME:SHARE[+NAME:SHARE]" (configs).
   data.stats_batches   [16] batches used for the motion normalisation statistics.
   data.stats_min_std   [1e-2] floor of the per-dimension std.
   data.with_frames     [False] decode frames for an injected motion_fn.
-  latent_chunk         [0] encode frames in chunks of this many (0: all at once).
   optim.eps            [1e-8] Adam epsilon.
 
-Structure as in the stage-1 trainer (face_latent.py): the state is a plain dict
-{params, opt, ema, step}; the update step is one `jax.jit` with explicit shardings (batch over
-the (data, fsdp) mesh axes, parameters by logical axis rules) and donated state. Motion is
-extracted outside the step (on the global, sharded batch), normalised inside it with the
-statistics of workdir/motion_stats.json (computed from data, or copied from the motion
-dataset, at the first start; reused on every restart; `config.data.motion_stats` may point at
-a fixed file instead). Restarting with the same workdir resumes from the newest readable
-checkpoint, data order included. A batch with NaN/Inf inputs is skipped (no update, a
+The state is a plain dict {params, opt, ema, step}; the update step is one `jax.jit` with
+explicit shardings (batch over the (data, fsdp) mesh axes, parameters by logical axis rules)
+and donated state. Motion is taken from the global, sharded batch outside the step, normalised
+inside it with the statistics of workdir/motion_stats.json (copied from the motion dataset, or
+computed from data, at the first start; reused on every restart; `config.data.motion_stats` may
+point at a fixed file instead). Restarting with the same workdir resumes from the newest
+readable checkpoint, data order included. A batch with NaN/Inf inputs is skipped (no update, a
 warning, counted in data/skipped_batches; config.skip_nonfinite_batches,
 config.max_skipped_batches; see common.BadBatches); a non-finite loss stops the run.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from typing import Callable
@@ -83,26 +68,27 @@ class ConfigError(config_utils.ConfigError):
 # ----------------------------------------------------------------------------- input
 
 def motion_dataset_name(config) -> str:
-  """config.data.motion_dataset ("" when motion is encoded from frames)."""
+  """config.data.motion_dataset ("" when the source is injected)."""
   return str(config.data.get("motion_dataset", "") or "")
 
 
 def make_source(config, data_dir: str | None = None):
-  """The stored motion dataset's split if config.data.motion_dataset is set, else the clip
-  training mix (same weighting as stage 1)."""
+  """The stored motion dataset's split (config.data.motion_dataset), with data.motion_mix's
+  datasets mixed in."""
   name = motion_dataset_name(config)
-  if name:
-    data_dir = common.resolve_data_dir(config, data_dir)
-    try:
-      mix = pipeline.parse_mix(config.data.get("motion_mix", ""))
-    except ValueError as e:
-      raise ConfigError(f"data.motion_mix: {e}") from None
-    if mix:
-      _check_same_basis(data_dir, [name] + [m for m, _ in mix])
-    sources = [pipeline.open_source(n, config.data.split, data_dir=data_dir)
-               for n in [name] + [m for m, _ in mix]]
-    return pipeline.weighted_concat(sources, [1.0 - sum(w for _, w in mix)] + [w for _, w in mix])
-  return common.make_clip_mix(config, data_dir)
+  if not name:
+    raise ConfigError("config.data.motion_dataset is empty: build one with `vasa-jax data "
+                      "extract-motion` and pass --config.data.motion_dataset=motion_latents/NAME")
+  data_dir = common.resolve_data_dir(config, data_dir)
+  try:
+    mix = pipeline.parse_mix(config.data.get("motion_mix", ""))
+  except ValueError as e:
+    raise ConfigError(f"data.motion_mix: {e}") from None
+  if mix:
+    _check_same_basis(data_dir, [name] + [m for m, _ in mix])
+  sources = [pipeline.open_source(n, config.data.split, data_dir=data_dir)
+             for n in [name] + [m for m, _ in mix]]
+  return pipeline.weighted_concat(sources, [1.0 - sum(w for _, w in mix)] + [w for _, w in mix])
 
 
 def _check_same_basis(data_dir, names) -> None:
@@ -114,7 +100,7 @@ def _check_same_basis(data_dir, names) -> None:
     try:
       b = motion_latents.load_dataset_basis(data_dir, n)
     except FileNotFoundError:
-      continue                                  # a learned-latent dataset: no basis to compare
+      continue                        # an old learned-latent dataset: no basis to compare
     sig = (b.template.shape, b.exp_basis.shape)
     if ref is None:
       ref = (n, b, sig)
@@ -137,82 +123,45 @@ def check_motion_dataset(config, source) -> None:
     raise ConfigError(
         f"{motion_dataset_name(config)} holds motion latents of {dim} dims (6 + dyn_dim "
         f"{dim - 6}) but model.motion_dim={d}; set --config.model.dyn_dim={dim - 6} or extract "
-        "the motion with the stage-1 model this config expects")
+        "the motion with a face basis of the size this config expects")
 
 
 def motion_source_name(config) -> str:
-  """"dataset" (stored motion: a motion dataset, or an injected source whose records carry
-  `motion`, config.motion_source="dataset"), "latent" or "ground_truth"."""
+  """"dataset": stored motion (a motion dataset, or an injected source whose records carry
+  `motion`), the only source; ConfigError for the retired ones ("latent", "ground_truth")."""
   if motion_dataset_name(config):
     return "dataset"
-  return str(config.get("motion_source", "latent") or "latent")
-
-
-def _face_latent_config(config):
-  """The stage-1 config: the one its workdir recorded (config.face_latent_config is only the
-  fallback for a workdir from before runs recorded theirs)."""
-  spec = config.get("face_latent_config", "")
-  if spec and not isinstance(spec, str):
-    return spec
-  ckpt = config.get("face_latent_checkpoint", "")
-  if ckpt and os.path.isfile(os.path.join(ckpt, config_utils.RUN_CONFIG)):
-    return config_utils.run_config(ckpt, spec or None)
-  if not spec:
-    raise ConfigError(
-        "motion_source='latent' needs the stage-1 run's config: its workdir's "
-        f"{config_utils.RUN_CONFIG}, or config.face_latent_config (e.g. "
-        "'configs/face_latent.py:demo'); set motion_source='ground_truth' only for synthetic "
-        "debugging")
-  return config_utils.load_config(spec)
+  name = str(config.get("motion_source", "dataset") or "dataset")
+  if name != "dataset":
+    raise ConfigError(f"motion_source={name!r} is retired: stage 2 trains on stored motion only "
+                      "(motion_source='dataset'); build a motion dataset with `vasa-jax data "
+                      "extract-motion` and pass --config.data.motion_dataset=motion_latents/NAME")
+  return name
 
 
 def make_motion_fn(config, mesh) -> tuple[Callable, bool]:
-  """(motion_fn(global batch) -> (motion, prev_motion), needs_frames) from config.motion_source."""
-  name = motion_source_name(config)
-  d = int(config.model.motion_dim)
-  if name == "dataset":
-    log.info("motion latents read from %s", motion_dataset_name(config))
-    return motion_lib.stored_motion, False
-  if name == "ground_truth":
-    log.warning("motion_source='ground_truth': training on synthetic label tracks, a debugging "
-                "source; the result cannot drive the stage-1 renderer")
-    return functools.partial(motion_lib.ground_truth_motion, motion_dim=d), False
-  if name != "latent":
-    raise ConfigError(f"unknown motion_source {name!r}; use 'latent' or 'ground_truth'")
-  ckpt = config.get("face_latent_checkpoint", "")
-  if not ckpt:
-    raise ConfigError("motion_source='latent' needs config.face_latent_checkpoint (the stage-1 "
-                      "workdir whose EMA encoder produces the motion latents)")
-  fl_config = _face_latent_config(config)
-  fl_dim = 6 + int(fl_config.model.dyn_dim)
-  if fl_dim != d:
-    raise ConfigError(f"config.model.motion_dim={d} but the stage-1 model gives 6 + dyn_dim = "
-                      f"{fl_dim}; set model.dyn_dim={fl_config.model.dyn_dim}")
-  params, _ = common.restore_params(ckpt, fl_config)
-  log.info("motion latents from the stage-1 EMA encoder of %s", ckpt)
-  enc = motion_lib.latent_motion_fn(fl_config, params, mesh=mesh,
-                                    chunk=int(config.get("latent_chunk", 0)) or None,
-                                    compiler_options=common.compiler_options(config))
-  return motion_lib.latent_motion(enc), True
+  """(motion_fn(global batch) -> (motion, prev_motion), needs_frames): the stored motion."""
+  del mesh
+  motion_source_name(config)
+  log.info("motion read from %s", motion_dataset_name(config) or "the injected source")
+  return motion_lib.stored_motion, False
 
 
 def make_loader(config, source, batch_size: int, *, frames: bool, seed: int | None = None):
-  kw = dict(batch_size=batch_size, window=int(config.data.window),
-            context=int(config.data.context),
-            seed=config.seed if seed is None else seed, worker_count=config.data.worker_count)
-  if frames:
-    return motion_lib.stage2_frames_loader(source, **kw)
   with_motion = motion_source_name(config) == "dataset"
   return pipeline.stage2_loader(
-      source, with_frames=False, with_motion=with_motion,
+      source, batch_size=batch_size, window=int(config.data.window),
+      context=int(config.data.context), seed=config.seed if seed is None else seed,
+      worker_count=config.data.worker_count, with_frames=frames, with_motion=with_motion,
       controls_from_motion=with_motion and bool(config.data.get("controls_from_motion", False)),
-      measured_controls_only=bool(config.data.get("measured_controls_only", False)), **kw)
+      measured_controls_only=bool(config.data.get("measured_controls_only", False)))
 
 
 def step_batch(batch, motion_fn, mesh):
-  """Global pipeline batch -> the update step's batch (raw motion attached, frames dropped)."""
+  """Global pipeline batch -> the update step's batch (raw motion attached, frames dropped).
+  The motion is motion_fn's alone: with prev None, no stored prev_motion stays behind."""
   m, prev = motion_fn(batch)
-  out = {k: batch[k] for k in STEP_KEYS if k in batch}
+  out = {k: batch[k] for k in STEP_KEYS if k in batch and k not in ("motion", "prev_motion")}
   sh = sharding_lib.batch_sharding(mesh)
   out["motion"] = jax.device_put(m, sh)
   if prev is not None:
@@ -353,7 +302,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, sourc
                        data_dir: str | None = None, motion_fn: Callable | None = None) -> dict:
   """Trains to config.steps (resuming from workdir if it holds checkpoints); returns the last
   metrics as floats. `motion_fn(global pipeline batch) -> (motion, prev_motion)` overrides
-  config.motion_source (prev_motion may be None: no previous-window context)."""
+  the stored motion (prev_motion may be None: no previous-window context; with
+  config.data.with_frames the batches carry the window's decoded frames)."""
   # --- logging + mesh -------------------------------------------------------------------------
   mesh, writer = common.open_run(config, workdir)
 
