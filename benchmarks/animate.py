@@ -2,6 +2,9 @@
 
   python benchmarks/animate.py [--checkpoint DIR] [--seconds 8] [--steps 10,25] [--repeats 2]
   python benchmarks/animate.py --tiny      # untrained tiny configs (smoke test)
+  python benchmarks/animate.py --stage1 volume   # another renderer: the bundle's stage 2 with
+                                          # an untrained stage 1 of configs/face_latent.py:VARIANT
+                                          # (speed does not depend on training)
 
 Prints ONE JSON object. For each DDIM step count, after one warm-up call (compilation):
   first_frame_s        streaming latency: call -> first rendered frames (face detection, encode,
@@ -44,6 +47,8 @@ def main(argv=None):
   ap.add_argument("--steps", default="10,25")
   ap.add_argument("--repeats", type=int, default=2)
   ap.add_argument("--image", default=os.path.join(EXAMPLES, "portrait.jpg"))
+  ap.add_argument("--stage1", default=None,
+                  help="a configs/face_latent.py variant rendered with untrained weights")
   args = ap.parse_args(argv)
   t0 = time.perf_counter()
   if args.tiny:
@@ -55,6 +60,19 @@ def main(argv=None):
         "tiny,model.dyn_dim=44")
     basis = codes_lib.FaceBasis.load(os.path.join(bundle_lib.default_dir(), bundle_lib.BASIS_FILE))
     anim = an.Animator.from_configs(fl, md, face_basis=basis)
+  elif args.stage1:
+    import dataclasses
+
+    from vasa_jax import bundle as bundle_lib
+    from vasa_jax import renderers
+    from vasa_jax.config_utils import load_config_module
+    fl = load_config_module(os.path.join(ROOT, "configs", "face_latent.py")).get_config(
+        args.stage1)
+    b = bundle_lib.load(args.checkpoint)
+    params = renderers.renderer_class(renderers.kind_of(fl.model)).init_params(
+        fl.model, jax.random.PRNGKey(0))
+    anim = an.Animator(bundle=dataclasses.replace(b, face_latent_config=fl,
+                                                  face_latent_params=params))
   else:
     anim = an.Animator(args.checkpoint)
   load_s = time.perf_counter() - t0
@@ -64,6 +82,7 @@ def main(argv=None):
   out = {"device": str(jax.devices()[0].device_kind), "platform": jax.default_backend(),
          "cpu_count": os.cpu_count(), "machine": platform.machine(),
          "checkpoint": "tiny (random)" if args.tiny else (args.checkpoint or "bundled demo"),
+         "stage1": args.stage1 or "the bundle's",
          "image_size": anim.size, "window": anim.window, "seconds_of_audio": args.seconds,
          "renderer": anim.kind,
          "load_s": round(load_s, 3), "loadavg_start": os.getloadavg(), "steps": {}}

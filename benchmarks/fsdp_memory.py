@@ -1,9 +1,10 @@
-"""Per-device memory of the stage-1 train state (params, optimizer states, EMA) under fsdp.
+"""Per-device memory of the volume renderer's train state (params, optimizer states, EMA,
+discriminator) under fsdp.
 
 No arrays are allocated: the state is abstract (jax.eval_shape) and each leaf's per-device
 shard shape comes from the NamedSharding the logical axis rules give it.
 
-  XLA_FLAGS=--xla_force_host_platform_device_count=8 python benchmarks/fsdp_memory.py [--variant paper]
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 python benchmarks/fsdp_memory.py [--variant volume_paper]
 """
 
 import argparse
@@ -32,12 +33,12 @@ def per_device_bytes(abstract, shardings) -> dict:
 
 def main():
   ap = argparse.ArgumentParser()
-  ap.add_argument("--variant", default="paper")
+  ap.add_argument("--variant", default="volume_paper")
   ap.add_argument("--fsdp", default="1,8")
   a = ap.parse_args()
   from vasa_jax import sharding
   from vasa_jax.train import common
-  from vasa_jax.train import face_latent as trainer
+  from vasa_jax.train import volume as trainer
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   spec = importlib.util.spec_from_file_location("cfg", os.path.join(root, "configs", "face_latent.py"))
   mod = importlib.util.module_from_spec(spec)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train vasa-jax on this machine (CPU or the local GPUs/TPU chips), single process.
 #
-#   launch/local.sh --config configs/face_latent.py:demo --workdir runs/stage1 [-- --config.steps=2000]
+#   launch/local.sh --config configs/face_latent.py:volume --workdir runs/stage1 [-- --config.steps=2000]
 #   launch/local.sh --config configs/motion_dit.py:demo --workdir runs/stage2 --cpu --dry-run
 #
 # Options: --config (required) --workdir (required) --data-dir DIR --venv DIR (default ./.venv)
@@ -32,7 +32,7 @@ while [[ $# -gt 0 ]]; do
     *) die "unknown option '$1'" ;;
   esac
 done
-[[ -n "$CONFIG" ]] || die "--config is required (e.g. configs/face_latent.py:demo)"
+[[ -n "$CONFIG" ]] || die "--config is required (e.g. configs/face_latent.py:volume)"
 [[ -n "$WORKDIR" ]] || die "--workdir is required"
 
 cmd=(vasa-jax train --config "$CONFIG" --workdir "$WORKDIR")

@@ -4,7 +4,7 @@
 #   launch/tpu_pod.sh create --name vasa --zone us-east5-a --accelerator v5p-64 --version v2-alpha-tpuv5
 #   launch/tpu_pod.sh setup  --name vasa --zone us-east5-a --repo https://github.com/you/vasa-jax.git
 #   launch/tpu_pod.sh train  --name vasa --zone us-east5-a \
-#       --config configs/face_latent.py:demo --workdir gs://bucket/vasa/stage1 [-- --config.steps=100000]
+#       --config configs/face_latent.py:volume --workdir gs://bucket/vasa/stage1 [-- --config.steps=100000]
 #   launch/tpu_pod.sh logs | stop | delete --name vasa --zone us-east5-a
 #
 # Options: --name --zone --accelerator --version --config --workdir --repo --project --spot
@@ -106,7 +106,7 @@ case "$CMD" in
     ;;
 
   train)
-    [[ -n "$CONFIG" ]] || die "--config is required for train (e.g. configs/face_latent.py:demo)"
+    [[ -n "$CONFIG" ]] || die "--config is required for train (e.g. configs/face_latent.py:volume)"
     [[ -n "$WORKDIR" ]] || die "--workdir is required for train (gs://bucket/path works)"
     train="vasa-jax train --config $(printf '%q' "$CONFIG") --workdir $(printf '%q' "$WORKDIR")"
     for a in "${EXTRA[@]}"; do train+=" $(printf '%q' "$a")"; done

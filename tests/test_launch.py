@@ -59,12 +59,12 @@ def test_tpu_setup_dry_run_git_and_local():
 
 
 def test_tpu_train_logs_stop_delete_dry_run():
-  r = _run([TPU, "train", *BASE, "--config", "configs/face_latent.py:demo", "--workdir",
+  r = _run([TPU, "train", *BASE, "--config", "configs/face_latent.py:volume", "--workdir",
             "gs://bucket/run1", "--dry-run", "--", "--config.steps=100"])
   assert r.returncode == 0, r.stderr
   line = r.stdout.strip()
   assert line.startswith("gcloud compute tpus tpu-vm ssh vasa --zone us-east5-a --worker=all --command ")
-  assert ("vasa-jax train --config configs/face_latent.py:demo --workdir gs://bucket/run1 "
+  assert ("vasa-jax train --config configs/face_latent.py:volume --workdir gs://bucket/run1 "
           "--config.steps=100") in line
   assert "VASA_DISTRIBUTED=auto" in line
   for cmd, want in (("logs", "--worker=0"), ("stop", "pkill -TERM"), ("delete", "tpu-vm delete vasa")):
@@ -108,11 +108,11 @@ def test_slurm_dry_run():
 
 
 def test_local_dry_run_and_errors():
-  r = _run(["launch/local.sh", "--config", "configs/face_latent.py:demo", "--workdir", "runs/a",
+  r = _run(["launch/local.sh", "--config", "configs/face_latent.py:volume", "--workdir", "runs/a",
             "--cpu", "--dry-run", "--", "--config.steps=3"])
   assert r.returncode == 0, r.stderr
   assert r.stdout.strip() == ("VASA_DISTRIBUTED=0 JAX_PLATFORMS=cpu vasa-jax train --config "
-                              "configs/face_latent.py:demo --workdir runs/a --config.steps=3")
+                              "configs/face_latent.py:volume --workdir runs/a --config.steps=3")
   r = _run(["launch/local.sh", "--workdir", "runs/a", "--dry-run"])
   assert r.returncode != 0 and "--config is required" in r.stderr
 

@@ -219,7 +219,7 @@ class Animator:
     options: gaze, distance, emotion, cfg_audio, cfg_gaze, cfg_expression, audio_lead, steps,
     seed, head_motion, emotion_intensity, blink_rate (SampleOptions). If `stats` is a dict it receives
     first_frame_s (time from the call to the first yielded frames), frames, seconds, and
-    faces_found."""
+    faces_found and turned_deg (the quarter turns that stood the photo upright)."""
     yield from self._stream(image, engine_lib.load_audio(audio), crop_only=crop_only,
                             stats=stats, opts=self._options(options))
 
@@ -235,7 +235,8 @@ class Animator:
         image, crop_only=crop_only)
     self.engine.renderer.reset(portrait)     # a new video: its own choices over time
     if stats is not None:
-      stats.update(faces_found=portrait.faces_found, seconds=seconds, frames=0)
+      stats.update(faces_found=portrait.faces_found, turned_deg=portrait.turned,
+                   seconds=seconds, frames=0)
     for _, motion in engine_lib.sample_motion(self.engine, portrait.motion, a, opts,
                                               pose_smoothing=self.pose_smoothing,
                                               blink_cfg=self.blink_cfg,
@@ -355,12 +356,15 @@ class Reenactor:
       if len(batch) == anim.render_batch:
         yield np.stack(batch)
         batch = []
-    if batch:
-      yield np.stack(batch)
     if stats is not None:
       stats.update(driver_frames=total, driver_faces=found)
+    if total < 2:
+      raise AnimateError(f"the driver has {total} frame{'s' * (total != 1)}: reenactment "
+                         "needs a video (a still image gives no motion)")
     if ref is None:
       raise AnimateError("no face found in the driving video")
+    if batch:
+      yield np.stack(batch)
 
   def stream(self, image, video: str, *, crop_only: bool = False, stats: dict | None = None,
              max_seconds: float | None = None) -> Iterator[np.ndarray]:

@@ -358,7 +358,28 @@ def _animate_one(anim, image, audio, out, args) -> dict:
           "wall_s": round(wall, 2),
           "seconds_per_second": round(wall / max(stats.get("seconds", 1e-9), 1e-9), 3),
           "first_frame_s": round(stats.get("first_frame_s", float("nan")), 3),
-          "faces_found": stats.get("faces_found")}
+          "faces_found": stats.get("faces_found"), "turned_deg": stats.get("turned_deg", 0)}
+
+
+def _check_paths(inputs, outs, max_seconds: float) -> None:
+  """What can be checked before a model is loaded: the inputs are files, the outputs can be
+  written and overwrite no input, --max-seconds is positive (UsageError, one line)."""
+  from vasa_jax import media
+  if not max_seconds > 0:
+    raise UsageError(f"--max-seconds must be > 0, got {max_seconds}")
+  for path in inputs:
+    if os.path.isdir(path):
+      raise UsageError(f"{path} is a folder, not a file")
+    if not os.path.isfile(path):
+      raise UsageError(f"file not found: {path}")
+  given = {os.path.realpath(p): p for p in inputs}
+  for out in outs:
+    if os.path.realpath(out) in given:
+      raise UsageError(f"--out {out} would overwrite the input {given[os.path.realpath(out)]}")
+    try:
+      media.check_writable(out)
+    except media.MediaError as e:
+      raise UsageError(str(e)) from None
 
 
 def cmd_animate(args) -> int:
@@ -378,28 +399,35 @@ def cmd_animate(args) -> int:
   if not args.out.lower().endswith(".mp4") and not os.path.isdir(args.out) and \
       os.path.splitext(args.out.rstrip("/"))[1]:
     raise UsageError(f"--out {args.out}: give an .mp4 file or a folder")
-  for path in images + audios:
-    if not os.path.isfile(path):
-      raise UsageError(f"file not found: {path}")
+  _check_paths(images + audios, outs, args.max_seconds)
   if args.emotion is not None and args.emotion.lower() not in an.EMOTIONS:
     raise UsageError(f"unknown emotion {args.emotion!r}; use one of {', '.join(an.EMOTIONS)}")
   try:
     anim = an.Animator(args.checkpoint, max_seconds=args.max_seconds)
   except an.AnimateError as e:
     raise UsageError(str(e)) from None
-  results = [_animate_one(anim, i, a, o, args) for (i, a), o in zip(jobs, outs)]
-  print(json.dumps(results[0] if len(results) == 1 else results, indent=1))
-  return 0
+  if len(jobs) == 1:
+    print(json.dumps(_animate_one(anim, *jobs[0], outs[0], args), indent=1))
+    return 0
+  results, failed = [], []     # batch mode: a bad pair is named, and the others are made
+  for (image, audio), out in zip(jobs, outs):
+    try:
+      results.append(_animate_one(anim, image, audio, out, args))
+    except UsageError as e:
+      results.append({"image": str(image), "audio": str(audio), "error": str(e)})
+      failed.append(f"{os.path.basename(image)} + {os.path.basename(audio)}: {e}")
+  print(json.dumps(results, indent=1))
+  for line in failed:
+    print(f"vasa-jax: error: {line}", file=sys.stderr)
+  return 2 if failed else 0
 
 
 def cmd_reenact(args) -> int:
   """Video-driven reenactment: the portrait performs the driving video's motion."""
   from vasa_jax import animate as an
-  for path in (args.image, args.video):
-    if not os.path.isfile(path):
-      raise UsageError(f"file not found: {path}")
   if not args.out.lower().endswith(".mp4"):
     raise UsageError(f"--out must be an .mp4 file, got {args.out}")
+  _check_paths([args.image, args.video], [args.out], args.max_seconds)
   try:
     anim = an.Animator(args.checkpoint, max_seconds=args.max_seconds)
   except an.AnimateError as e:
@@ -746,6 +774,7 @@ def main(argv=None) -> int:
     pass
   argv = join_negative_values(list(sys.argv[1:] if argv is None else argv))
   args, extra = build_parser().parse_known_args(argv)
+  old_term = _on_sigterm()
   try:
     if getattr(args, "wants_extra", False):
       return args.func(args, extra)
@@ -758,12 +787,36 @@ def main(argv=None) -> int:
   except KeyboardInterrupt:
     print("vasa-jax: interrupted", file=sys.stderr)
     return 130
+  except Terminated:
+    print("vasa-jax: terminated", file=sys.stderr)
+    return 143
   except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
     # a path the user gave that is not there or not readable: one line, no traceback (any
     # other exception, a ValueError from numpy included, is a bug and keeps its traceback)
     print(f"vasa-jax: error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}",
           file=sys.stderr)
     return 2
+  finally:
+    if old_term is not None:
+      import signal
+      signal.signal(signal.SIGTERM, old_term)
+
+
+class Terminated(BaseException):
+  """SIGTERM (what timeout, systemd and Docker send) as an exception: the outputs' atomic
+  writers and temporary folders clean up on the way out, as for Ctrl-C."""
+
+
+def _on_sigterm():
+  """Installs the SIGTERM -> Terminated handler (main thread only); returns the old one."""
+  import signal
+  import threading
+  if threading.current_thread() is not threading.main_thread():
+    return None
+
+  def handler(signum, frame):
+    raise Terminated()
+  return signal.signal(signal.SIGTERM, handler)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,9 @@ GAZE_EYE_SHARE = 0.5      # of a gaze correction the eyes take this share, the h
 GAZE_EYE_LIMIT_DEG = 20.0  # eye-in-head rotation kept within this of the data's mean
 RECENTRE_TAU_S = 6.0      # seconds: no gaze asked, the head drifts back to the portrait's own
 DISTANCE_RANGE = (0.3, 1.5)  # the portrait's own head distance held (no distance asked) within
+MAX_STEPS = 50            # DDIM steps a call may ask (the page's slider; the bundles use 10-25)
+MAX_SEED = 2 ** 32 - 1    # seeds are 32-bit (jax.random.PRNGKey)
+MIN_AUDIO_S = 0.2         # shorter audio gives fewer than 5 frames: refused
 
 
 class AnimateError(InputError):
@@ -69,6 +72,9 @@ def load_audio(audio) -> np.ndarray:
   a = np.asarray(a, np.float32).reshape(-1)
   if a.size == 0:
     raise AnimateError("the audio is empty")
+  if a.size < MIN_AUDIO_S * SAMPLE_RATE:
+    raise AnimateError(f"the audio is {a.size / SAMPLE_RATE:.2f} s long; at least "
+                       f"{MIN_AUDIO_S:.1f} s is needed")
   if not np.all(np.isfinite(a)):
     raise AnimateError("the audio contains non-finite samples")
   peak = float(np.max(np.abs(a)))
@@ -171,9 +177,16 @@ class SampleOptions:
   def resolved(self, defaults: "bundle_lib.SamplerDefaults") -> "SampleOptions":
     """These options with the bundle's defaults filled in, every value checked (AnimateError
     names the first bad one)."""
-    steps = defaults.steps if self.steps is None else int(self.steps)
-    if steps < 1:
-      raise AnimateError(f"steps must be >= 1, got {self.steps}")
+    steps = defaults.steps if self.steps is None else self.steps
+    if isinstance(steps, bool) or int(steps) != steps or not 1 <= int(steps) <= MAX_STEPS:
+      raise AnimateError(f"steps must be a whole number in [1, {MAX_STEPS}], got {self.steps}")
+    steps = int(steps)
+    try:
+      seed_ok = int(self.seed) == self.seed and 0 <= int(self.seed) <= MAX_SEED
+    except (TypeError, ValueError, OverflowError):
+      seed_ok = False
+    if isinstance(self.seed, bool) or not seed_ok:
+      raise AnimateError(f"seed must be a whole number in [0, {MAX_SEED}], got {self.seed}")
     cfg_audio = defaults.cfg_audio if self.cfg_audio is None else self.cfg_audio
     cfg_gaze = defaults.cfg_gaze if self.cfg_gaze is None else self.cfg_gaze
     for name, v in (("cfg_audio", cfg_audio), ("cfg_gaze", cfg_gaze)):
@@ -190,7 +203,7 @@ class SampleOptions:
     emotion_index(self.emotion)
     blink_per_minute(self.blink_rate)
     return dataclasses.replace(
-        self, steps=steps, cfg_audio=float(cfg_audio), cfg_gaze=float(cfg_gaze),
+        self, steps=steps, seed=int(self.seed), cfg_audio=float(cfg_audio), cfg_gaze=float(cfg_gaze),
         audio_lead=float(lead), cfg_expression=None if cfg_expr is None else float(cfg_expr),
         mouth_gain=float(gain),
         head_motion=_in_range("head_motion", self.head_motion, 0.0, 3.0, " (still head)"),

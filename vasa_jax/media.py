@@ -44,6 +44,8 @@ def load_audio(path: str, sr: int = SAMPLE_RATE, *, max_seconds: float | None = 
     cmd += ["-t", str(max_seconds)]
   cmd += ["-f", "f32le", "-acodec", "pcm_f32le", "-ac", "1", "-ar", str(sr), "-"]
   proc = subprocess.run(cmd, capture_output=True)
+  if proc.returncode != 0 and _streams(path) and b"Audio:" not in _streams(path):
+    raise MediaError(f"{path} has no audio track")
   if proc.returncode != 0:
     raise MediaError(f"cannot decode audio from {path}: {_last_error_line(proc.stderr)}")
   audio = np.frombuffer(proc.stdout, dtype=np.float32).copy()
@@ -52,6 +54,13 @@ def load_audio(path: str, sr: int = SAMPLE_RATE, *, max_seconds: float | None = 
   if not np.all(np.isfinite(audio)):
     raise MediaError(f"audio in {path} contains non-finite samples")
   return audio
+
+
+def _streams(path: str) -> bytes:
+  """ffmpeg's listing of the file's streams (b"" when it cannot read the file)."""
+  proc = subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", path],
+                        capture_output=True)
+  return b"\n".join(l for l in proc.stderr.splitlines() if b"Stream #" in l)
 
 
 def resample(audio: np.ndarray, sr_in: int, sr_out: int = SAMPLE_RATE) -> np.ndarray:
@@ -83,8 +92,14 @@ def as_audio(audio, sr: int = SAMPLE_RATE) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- images
 
+MAX_MEGAPIXELS = 64.0     # larger images are refused (a 144-MP photo needs 2.3 GB to animate)
+
+
 def load_image(image) -> np.ndarray:
-  """Loads PNG/JPEG/WebP/... (RGB, RGBA, grey, palette; EXIF rotation honoured) as uint8 RGB."""
+  """Loads PNG/JPEG/WebP/... (RGB, RGBA, grey, palette; EXIF rotation honoured) as uint8 RGB.
+  MediaError (one line) for what is not an image, or one larger than MAX_MEGAPIXELS."""
+  import warnings
+
   from PIL import Image, ImageOps, UnidentifiedImageError
   if isinstance(image, np.ndarray):
     arr = image
@@ -100,13 +115,22 @@ def load_image(image) -> np.ndarray:
     img = image
   else:
     path = os.fspath(image)
+    if os.path.isdir(path):
+      raise MediaError(f"{path} is a folder, not an image file")
     if not os.path.isfile(path):
       raise MediaError(f"image file not found: {path}")
     try:
-      img = Image.open(path)
-      img.load()
+      with warnings.catch_warnings():   # PIL's bomb warning: the size is checked below
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        img = Image.open(path)          # reads the header only
+        _check_size(img.size, path)
+        img.load()
+    except Image.DecompressionBombError:
+      raise MediaError(f"{path}: the image is larger than the {MAX_MEGAPIXELS:.0f} megapixels "
+                       "this accepts; downscale it") from None
     except (UnidentifiedImageError, OSError) as e:
       raise MediaError(f"cannot read image {path}: {e}") from None
+  _check_size(img.size, "the image")
   img = ImageOps.exif_transpose(img)
   if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
     rgba = img.convert("RGBA")
@@ -115,23 +139,88 @@ def load_image(image) -> np.ndarray:
   return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
+def _check_size(size, what: str) -> None:
+  mp = size[0] * size[1] / 1e6
+  if mp > MAX_MEGAPIXELS:
+    raise MediaError(f"{what} is {size[0]}x{size[1]} ({mp:.0f} megapixels), more than the "
+                     f"{MAX_MEGAPIXELS:.0f} this accepts; downscale it")
+
+
 # ----------------------------------------------------------------------------- video
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def sweep_partials(path: str) -> list[str]:
+  """Removes the hidden partial files (`atomic_output`'s `.NAME.PID.*.partial.EXT`) of `path`
+  whose writing process is gone (killed with SIGKILL, or a crash); returns what it removed."""
+  import glob
+  import re
+  path = os.path.abspath(path)
+  stem, ext = os.path.splitext(os.path.basename(path))
+  gone = []
+  for f in glob.glob(os.path.join(glob.escape(os.path.dirname(path)),
+                                  f".{glob.escape(stem)}.*.partial{glob.escape(ext)}")):
+    m = re.match(rf"\.{re.escape(stem)}\.(\d+)\.", os.path.basename(f))
+    if m and not _alive(int(m.group(1))):
+      try:
+        os.remove(f)
+        gone.append(f)
+      except OSError:
+        pass
+  return gone
+
+
+def check_writable(path: str) -> None:
+  """MediaError (one line) unless a file can be written at `path` (its folder exists or can be
+  made, and is writable): checked before the work, not found after it."""
+  folder = os.path.dirname(os.path.abspath(path))
+  probe = folder
+  while not os.path.exists(probe):
+    parent = os.path.dirname(probe)
+    if parent == probe:
+      break
+    probe = parent
+  if not os.path.isdir(probe):
+    raise MediaError(f"cannot write {path}: {probe} is not a folder")
+  if not os.access(probe, os.W_OK | os.X_OK):
+    raise MediaError(f"cannot write {path}: {probe} is not writable")
+  if os.path.isdir(path):
+    raise MediaError(f"cannot write {path}: it is a folder")
+
 
 @contextlib.contextmanager
 def atomic_output(path: str) -> Iterator[str]:
-  """Yields a temporary path in the target's folder; renames it onto `path` only on success."""
+  """Yields a temporary path in the target's folder (hidden, named after the target and this
+  process); renames it onto `path` only on success. Partials that dead processes left for the
+  same target are swept first."""
   path = os.path.abspath(path)
   folder = os.path.dirname(path)
-  os.makedirs(folder, exist_ok=True)
-  stem, ext = os.path.splitext(os.path.basename(path))
-  fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".partial{ext}", dir=folder)
+  try:
+    os.makedirs(folder, exist_ok=True)
+    sweep_partials(path)
+    stem, ext = os.path.splitext(os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.{os.getpid()}.", suffix=f".partial{ext}",
+                               dir=folder)
+  except OSError as e:
+    raise MediaError(f"cannot write {path}: {e.strerror or e}") from None
   os.close(fd)
   try:
     yield tmp
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600 files; outputs get normal permissions
-    os.replace(tmp, path)
+    try:
+      os.replace(tmp, path)
+    except OSError as e:
+      raise MediaError(f"cannot write {path}: {e.strerror or e}") from None
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)

@@ -38,6 +38,7 @@ class Portrait:
                              # render size (the mesh renderer warps it at full resolution)
   parts: Any = None          # the mesh renderer's render.PartState: eyes, donor mouth, lids
   prepared: Any = None       # the volume renderer's state: canonical volume, portrait mesh
+  turned: int = 0            # degrees the photo was turned (counter-clockwise) to stand upright
 
 
 class FaceTools:
@@ -101,11 +102,10 @@ def _geometry(engine: Engine, img: np.ndarray, faces: FaceTools, *, crop_only: b
   from vasa_jax.data.video import crop_square
   from vasa_jax.geometry import landmarks, render
   ih, iw = img.shape[:2]
+  turned = 0
   if points is None:
-    try:
-      face = faces.mesh.detect(img, human=True)
-    except landmarks.NoFaceError as e:
-      raise AnimateError(str(e)) from None
+    img, face, turned = upright(img, faces)
+    ih, iw = img.shape[:2]
     box = crop_box(face.box, iw, ih)
     roi, found = face.roi, face.faces
   else:
@@ -127,7 +127,49 @@ def _geometry(engine: Engine, img: np.ndarray, faces: FaceTools, *, crop_only: b
   full = crop_square(img, box, side) if side > r else None
   return _prepared(engine, Portrait(image=None if crop_only else img, crop=crop, box=box,
                                     motion=pg.motion, geometry=pg, full_crop=full,
-                                    faces_found=found))
+                                    faces_found=found, turned=turned))
+
+
+def _roll_deg(points: np.ndarray) -> float:
+  """In-plane angle of a face (degrees; 0 upright): of the line from the subject's right outer
+  eye corner (image left on an upright face) to the left one."""
+  d = points[263, :2] - points[33, :2]
+  return float(np.degrees(np.arctan2(d[1], d[0])))
+
+
+def upright(img: np.ndarray, faces: FaceTools):
+  """(image, face, degrees turned): the photo turned by a multiple of 90 degrees so that its
+  face stands upright (a phone photo saved on its side), its face found there. The photo as
+  it is when its face is clearly upright; otherwise the quarter turn whose upright face (within
+  45 degrees) the face mesh is surest of. AnimateError when no turn shows a face."""
+  from vasa_jax.geometry import landmarks
+  first = best = None
+  try:
+    face = faces.mesh.detect(img, human=True)
+    roll = abs(_roll_deg(face.points))
+    if roll <= 20.0 and face.score >= 0.9:       # clearly upright: the common case, one look
+      return img, face, 0
+    if roll <= 45.0:
+      best = (img, face, 0)
+  except landmarks.NoFaceError as e:
+    first = e
+  for k in (1, 2, 3):                     # np.rot90: k x 90 degrees counter-clockwise
+    turned = np.ascontiguousarray(np.rot90(img, k))
+    try:
+      face = faces.mesh.detect(turned, human=True)
+    except landmarks.NoFaceError:
+      continue
+    if abs(_roll_deg(face.points)) <= 45.0 and (best is None or face.score > best[1].score):
+      best = (turned, face, 90 * k)
+  if best is not None and best[2]:
+    log.info("the face is on its side: the photo is turned %d degrees to stand it upright",
+             best[2])
+  if best is not None:
+    return best
+  if first is not None:
+    raise AnimateError(str(first)) from None
+  raise AnimateError("the face in the image is upside down or on its side, and no quarter "
+                     "turn stands it upright")
 
 
 def _prepared(engine: Engine, p: Portrait) -> Portrait:

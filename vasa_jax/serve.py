@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 MODEL_CHOICE = "model's choice"
 UNREADABLE_IMAGE = "the portrait is not an image this app can read (use JPEG, PNG or WebP)"
+TOO_LARGE_IMAGE = "the portrait is larger than this server's {:.0f} megapixels; downscale it"
 
 
 class ServeError(RuntimeError):
@@ -130,10 +131,15 @@ def check_image(path: str | None, limits: Limits) -> str:
   if not path:
     raise JobError("upload a portrait (or pick the example below)")
   _check_size(path, "portrait", limits)
+  import warnings
   try:
-    with Image.open(path) as im:         # the header only: no decode of a huge image yet
-      w, h = im.size
-  except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+    with warnings.catch_warnings():      # PIL's bomb warning: the size is checked below
+      warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+      with Image.open(path) as im:       # the header only: no decode of a huge image yet
+        w, h = im.size
+  except Image.DecompressionBombError:
+    raise JobError(TOO_LARGE_IMAGE.format(limits.max_pixels / 1e6)) from None
+  except (UnidentifiedImageError, OSError):
     raise JobError(UNREADABLE_IMAGE) from None
   if w * h > limits.max_pixels:
     raise JobError(f"the portrait is {w}x{h} = {w * h / 1e6:.1f} megapixels; this server takes "
@@ -348,8 +354,12 @@ def build_app(anim, *, limits: Limits = Limits(), workdir: str | None = None,
     inner = component.preprocess
 
     def preprocess(payload):
+      from PIL import Image
       try:
         return inner(payload)
+      except Image.DecompressionBombError:
+        raise gr.Error(TOO_LARGE_IMAGE.format(limits.max_pixels / 1e6),
+                       print_exception=False) from None
       except Exception:   # noqa: BLE001 - PIL raises many kinds for a broken file
         raise gr.Error(UNREADABLE_IMAGE, print_exception=False) from None
     component.preprocess = preprocess

@@ -95,18 +95,6 @@ def resolve_data_dir(config, data_dir: str | None = None) -> str | None:
   return data_dir or config.data.get("data_dir") or os.environ.get("VASA_JAX_DATA_DIR") or None
 
 
-def make_clip_mix(config, data_dir: str | None = None):
-  """The clip training mix of config.data.datasets [(name, weight)] on config.data.split:
-  datasets concatenated, repeated in proportion to their weights."""
-  from vasa_jax.data import pipeline
-  data_dir = resolve_data_dir(config, data_dir)
-  sources, weights = [], []
-  for name, weight in config.data.datasets:
-    sources.append(pipeline.open_source(name, config.data.split, data_dir=data_dir))
-    weights.append(float(weight))
-  return pipeline.weighted_concat(sources, weights)
-
-
 def open_geometry_data(config, data_dir: str | None = None, split: str | None = None):
   """(GeometryClips source, FaceBasis) of config.data: a geometry motion_latents dataset
   (`extract-motion --geometry`) joined with its clips; what both stage-1 renderers train on."""
