@@ -6,37 +6,37 @@ import os
 import numpy as np
 import pytest
 
-from vasa_jax.eval import report
+from vasa_jax.eval import metrics, report
 
 
 def test_envelope_and_delay():
-  a = np.zeros(10 * report.SPF, np.float32)
-  a[3 * report.SPF:4 * report.SPF] = 0.5
-  env = report.envelope(a, 10)
+  a = np.zeros(10 * metrics.SPF, np.float32)
+  a[3 * metrics.SPF:4 * metrics.SPF] = 0.5
+  env = metrics.envelope(a, 10)
   assert env.shape == (10,) and env.argmax() == 3 and env[3] == pytest.approx(0.5)
-  d = report.envelope(report.delay_audio(a, 2), 10)
-  assert d.argmax() == 5 and len(report.delay_audio(a, 2)) == len(a)
+  d = metrics.envelope(metrics.delay_audio(a, 2), 10)
+  assert d.argmax() == 5 and len(metrics.delay_audio(a, 2)) == len(a)
 
 
 def test_lagged_corr_finds_the_lag_and_its_sign():
   rng = np.random.default_rng(0)
   y = rng.normal(size=200)
   x = np.roll(y, 3)          # x[t + 3] = y[t]: the "mouth" moves 3 frames after the sound
-  r, lag = report.lagged_corr(x, y)
+  r, lag = metrics.lagged_corr(x, y)
   assert lag == 3 and r > 0.95
-  r0, _ = report.lagged_corr(rng.normal(size=200), y)
+  r0, _ = metrics.lagged_corr(rng.normal(size=200), y)
   assert r0 < 0.4
-  assert np.isnan(report.lagged_corr(np.ones(50), y[:50])[0])
+  assert np.isnan(metrics.lagged_corr(np.ones(50), y[:50])[0])
 
 
 def test_delta_p_and_jitter():
   t = np.arange(50, dtype=np.float64)
   line = np.stack([t, 2 * t, 0 * t], 1)          # constant velocity: 1, 2, 0 deg/frame
-  assert report.delta_p(line) == pytest.approx(1.0)
-  assert report.jitter(line) == pytest.approx(0.0)
+  assert metrics.delta_p(line) == pytest.approx(1.0)
+  assert metrics.jitter(line) == pytest.approx(0.0)
   noisy = line + np.random.default_rng(1).normal(0, 0.5, line.shape)
-  assert report.jitter(noisy) > 0.3
-  assert report.gaze_error_deg(np.radians([3.0, 4.0]), np.zeros(2)) == pytest.approx(5.0)
+  assert metrics.jitter(noisy) > 0.3
+  assert metrics.gaze_error_deg(np.radians([3.0, 4.0]), np.zeros(2)) == pytest.approx(5.0)
 
 
 def test_summarize_skips_missing_and_nan():
@@ -44,13 +44,13 @@ def test_summarize_skips_missing_and_nan():
                                                      "gaze_err_deg": 2.0}]
   s = report.summarize(rows)
   assert s["clips"] == 2 and s["sync_c"] == 2.0 and s["mouth_r"] == 0.5
-  assert s["gaze_err_deg"] == 2.0 and s["gaze_err_deg_n"] == 1 and "capp" not in s
+  assert s["gaze_err_deg"] == 2.0 and s["gaze_err_deg_n"] == 1 and "delta_p" not in s
 
 
 def test_svg_panels_are_wellformed_and_scaled():
   import xml.etree.ElementTree as ET
   x = np.arange(100) / 25.0
-  svg = report.svg_panels([{"title": "a < b & c", "xlabel": "s", "ylabel": "z",
+  svg = metrics.svg_panels([{"title": "a < b & c", "xlabel": "s", "ylabel": "z",
                             "series": [("one", x, np.sin(x)), ("two", x, np.cos(x))]},
                            {"title": "flat", "series": [("c", x, np.zeros_like(x))]}])
   root = ET.fromstring(svg)
@@ -78,8 +78,8 @@ def _clip(name, seed, renderer):
   env = np.clip(np.convolve(rng.uniform(0, 1, t), np.ones(4) / 4, mode="same"), 0, 1)
   env = (env - env.min()) / (env.max() - env.min())
   frames = np.stack([renderer.render(H.FrameParams(mouth_open=float(e))) for e in env])
-  carrier = np.sin(2 * np.pi * 180 * np.arange(t * report.SPF) / 16000)
-  audio = (0.4 * np.repeat(env, report.SPF) * carrier).astype(np.float32)
+  carrier = np.sin(2 * np.pi * 180 * np.arange(t * metrics.SPF) / 16000)
+  audio = (0.4 * np.repeat(env, metrics.SPF) * carrier).astype(np.float32)
   return report.Clip(name=name, group="synthetic", frames=frames, audio=audio,
                      controls={"gaze": np.zeros(2), "distance": 0.65, "emotion": 0})
 
@@ -93,7 +93,7 @@ def test_pose_and_identity_are_read_from_the_frames():
   frames = np.stack([cv2.warpAffine(photo, cv2.getRotationMatrix2D((128, 128), float(a), 1.0),
                                     (256, 256), borderMode=cv2.BORDER_REPLICATE)
                      for a in np.linspace(0, 12, 20)])
-  ev = report.Evaluators(sync=None, capp=None, factors=None, animator=None)
+  ev = report.Evaluators(sync=None, factors=None, animator=None)
   got = ev.measure(frames)
   roll = np.degrees(got["pose"][:, 2])
   assert got["face_found"] == 1.0 and abs(abs(roll[-1] - roll[0]) - 12) < 3

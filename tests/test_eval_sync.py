@@ -1,12 +1,12 @@
-"""The trained evaluators: SyncNet-style Sync-C / Sync-D (`vasa_jax.eval.syncnet`) and CAPP
-(`vasa_jax.eval.capp`)."""
+"""The trained evaluator SyncNet-style Sync-C / Sync-D (`vasa_jax.eval.syncnet`) and the
+two-tower harness it shares (`vasa_jax.eval.contrastive`)."""
 
 import pathlib
 
 import numpy as np
 import pytest
 
-from vasa_jax.eval import capp, contrastive, syncnet
+from vasa_jax.eval import contrastive, meshsync, syncnet
 
 EXAMPLE = pathlib.Path(__file__).parent / "data" / "eval_example.npz"
 
@@ -88,7 +88,7 @@ def test_syncnet_roundtrip_and_score(tmp_path):
   with pytest.raises(ValueError, match="too short"):
     ev.score(frames[:6], audio)
   with pytest.raises(contrastive.EvaluatorError):
-    capp.load(str(tmp_path / "w"))          # a syncnet folder is not a CAPP folder
+    meshsync.load(str(tmp_path / "w"))      # a syncnet folder is not a mesh-sync folder
 
 
 def test_mouth_crops_any_size():
@@ -99,46 +99,6 @@ def test_mouth_crops_any_size():
     c = syncnet.mouth_crops(f, cfg)
     assert c.shape == (2, cfg.crop[0] + 2 * cfg.margin, cfg.crop[1] + 2 * cfg.margin)
     assert c.max() > 30                       # the line falls inside the crop
-
-
-# ----------------------------------------------------------------------------- capp
-
-def _toy_clips(n, t, rng):
-  """Pose yaw follows the audio's loudness envelope (a deterministic function of the audio)."""
-  clips = []
-  for i in range(n):
-    env = (rng.random(t // 5 + 1) < 0.5).astype(np.float32).repeat(5)[:t]
-    audio = (rng.normal(size=t * 640) * np.repeat(0.02 + 0.3 * env, 640)).astype(np.float32)
-    smooth = np.convolve(env, np.ones(5) / 5, mode="same")
-    pose = np.zeros((t, 6), np.float32)
-    pose[:, 0] = 0.1 * smooth
-    pose[:, 1] = 0.05 * np.cumsum(smooth - smooth.mean()) / t
-    clips.append(capp.Clip(pose=pose, audio=audio, feats=None, real=False, clip_id=str(i)))
-  return clips
-
-
-def test_capp_learns_toy_alignment(tmp_path):
-  cfg = capp.Config(window=50, stride=25)     # the default (profile) model, 2-s windows
-  rng = np.random.default_rng(0)
-  train = _toy_clips(48, 100, rng)
-  test = _toy_clips(8, 100, rng)
-  for c in train:
-    c.feats = capp.audio_features(c.audio, cfg)
-  stats = capp.pose_stats([c.pose for c in train], cfg.window)
-  params, info = capp.train([train], [1.0], cfg, stats, steps=150, batch=16, lr=3e-3)
-  assert info["steps"] == 150
-  capp.save(str(tmp_path / "c"), params, cfg, stats)
-  ev = capp.load(str(tmp_path / "c"))
-  assert ev.cfg == cfg and ev.stats == stats
-  matched = [ev.score(c.pose, c.audio)["capp"] for c in test]
-  shuffled = [ev.score(c.pose, test[(i + 1) % 8].audio)["capp"] for i, c in enumerate(test)]
-  assert np.mean(matched) > np.mean(shuffled) + 0.5, (matched, shuffled)
-  s = ev.score(test[0].pose, test[0].audio)
-  assert s["windows"] == 3 and s["padded_frames"] == 0 and np.isfinite(s["capp"])
-  short = ev.score(test[0].pose[:30], test[0].audio)           # < window: one padded window
-  assert short["windows"] == 1 and short["padded_frames"] == 20
-  with pytest.raises(ValueError, match="at least"):
-    ev.score(test[0].pose[:10], test[0].audio)
 
 
 # ----------------------------------------------------------------------------- bundled weights
@@ -161,19 +121,6 @@ def test_bundled_syncnet_on_example():
   assert abs(m["offset"]) <= 1
   assert abs(s["offset"] + 10) <= 1
   assert m["dists"][15] < s["dists"][15]             # distance at offset 0
-
-
-@pytest.mark.skipif(not EXAMPLE.is_file(), reason="tests/data/eval_example.npz missing")
-def test_bundled_capp_on_example():
-  """The shipped CAPP weights score the example's own audio above the same audio 2 s later
-  (a regression check; CAPP is weak on average: docs/evaluators/capp.json)."""
-  ev = capp.load()
-  z = np.load(EXAMPLE)
-  audio = z["audio"].astype(np.float32) / 32767.0
-  m = ev.score(z["pose"], audio)
-  s = ev.score(z["pose"], capp.shifted_audio(audio, len(z["pose"]) // 2))
-  assert m["windows"] == (len(z["pose"]) - 75) // 25 + 1
-  assert m["capp"] > s["capp"]
 
 
 def test_syncnet_train_learns_toy_timing():

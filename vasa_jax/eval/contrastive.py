@@ -1,4 +1,4 @@
-"""Shared pieces of the two trained evaluators (`syncnet`, `capp`): audio features, the
+"""Shared pieces of the trained two-tower evaluators (`syncnet`, `meshsync`): audio features, the
 symmetric contrastive loss, and the weights folder format.
 
 A weights folder holds
@@ -135,7 +135,7 @@ def run_chunked(fn, params, x: np.ndarray, chunk: int, out_dim: int) -> np.ndarr
 
 
 class TwoTowerEvaluator:
-  """Base of the trained two-tower evaluators (syncnet.SyncEvaluator, capp.CappEvaluator):
+  """Base of the trained two-tower evaluators (syncnet.SyncEvaluator, meshsync's):
   holds the params, jits the model's two embedding methods once, and runs them over window
   batches in padded chunks of CHUNK (one compile for every clip length)."""
 

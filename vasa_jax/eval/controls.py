@@ -78,19 +78,19 @@ def measure_run(measure, frames: np.ndarray, audio: np.ndarray) -> dict:
   """The figures of one output (frames uint8 [T, S, S, 3]) with its audio."""
   from vasa_jax.data import pipeline
   from vasa_jax.eval import motion as motion_eval
-  from vasa_jax.eval import report
+  from vasa_jax.eval import metrics
   codes, canon, found = measure(frames)
   if codes is None:
     return {"face_found": 0.0}
   gaze, dist = pipeline.window_controls(codes)
-  gap = motion_eval.mouth_gap(canon)
-  r, _ = report.lagged_corr(gap, report.envelope(audio, len(gap)))
+  gap = metrics.mouth_gap(canon)
+  r, _ = metrics.lagged_corr(gap, metrics.envelope(audio, len(gap)))
   ang = np.degrees(codes[:, :3].astype(np.float64))
   return {"face_found": found, "_gap": gap,
           "gaze_deg": [float(x) for x in np.degrees(gaze)],
           "eye_deg": [float(x) for x in np.degrees(codes[:, -2:].mean(0))],
           "distance": float(dist),
-          "face_px": float(motion_eval.eye_corner_distance(measure.points).mean()),
+          "face_px": float(metrics.eye_corner_distance(measure.points).mean()),
           "rot_std": float(ang.std(0).mean()),
           "rot_std_px": motion_eval.pixel_rot_std(frames, measure.points[0]),
           "mouth_std": float(100 * gap.std()),

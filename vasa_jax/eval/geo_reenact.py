@@ -46,7 +46,7 @@ import time
 import numpy as np
 
 from vasa_jax.data.records import text as _text
-from vasa_jax.eval.motion import mouth_gap
+from vasa_jax.eval.metrics import mouth_gap
 from vasa_jax.errors import InputError
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ real side by side:
   blink_rate       blinks per minute (vasa_jax.data.pipeline.blink_onsets on the lid codes)
   mouth_std        spread of the inner-lip gap, % of the eye-corner distance
   mouth_audio_r    correlation of that gap with the audio's RMS envelope at the best lag in
-                   +-5 frames (vasa_jax.eval.report.lagged_corr): the lips move with the speech
+                   +-5 frames (vasa_jax.eval.metrics.lagged_corr): the lips move with the speech
   phonetic_open_r  the same correlation with the mouth opening that the phonetic front end
                    (vasa_jax/models/phonetic.py) hears in the audio: on the footage row, how
                    well the front end, trained on espeak-ng speech only, transfers to real
@@ -85,28 +85,15 @@ import numpy as np
 
 from vasa_jax.constants import FPS
 from vasa_jax.data.records import text as _text
+from vasa_jax.eval import metrics
+from vasa_jax.eval.metrics import EYE_CORNERS, eye_corner_distance, mouth_gap
 from vasa_jax.errors import InputError
 
 CONTROL_SECONDS = 4.0
-MOUTH = (13, 14)                  # inner upper / lower lip centre
 CORNERS = (61, 291)
 LIP_CENTRE = (0, 17)
 BROWS = (105, 334, 107, 336, 66, 296)
-EYE_CORNERS = (33, 263)
 
-
-
-def eye_corner_distance(points):
-  """Outer eye-corner distance of mesh points [..., N, 3] (pixels or template units)."""
-  p = np.asarray(points)
-  return np.linalg.norm(p[..., EYE_CORNERS[1], :2] - p[..., EYE_CORNERS[0], :2], axis=-1)
-
-
-def mouth_gap(points) -> np.ndarray:
-  """Inner-lip gap / eye-corner distance of mesh points [T, N, 3] -> [T] (image-space or
-  canonical points: the eval measures on the canonical mesh, so head pose does not count)."""
-  p = np.asarray(points)
-  return (p[..., MOUTH[1], 1] - p[..., MOUTH[0], 1]) / eye_corner_distance(p)
 
 
 def expression_measures(points) -> dict:
@@ -136,15 +123,14 @@ def motion_figures(motion: np.ndarray, points: np.ndarray, audio: np.ndarray, se
   """The per-clip figures (see the module docstring) of measured codes [T, D] and mesh points;
   open_pred: the phonetic front end's mouth opening for the audio, per frame."""
   from vasa_jax.data import pipeline
-  from vasa_jax.eval import report
   ang = np.degrees(np.asarray(motion[:, :3], np.float64))
   gap = mouth_gap(points)
-  env = report.envelope(audio, len(gap))
-  r, lag = report.lagged_corr(gap, env)
+  env = metrics.envelope(audio, len(gap))
+  r, lag = metrics.lagged_corr(gap, env)
   extra = {}
   if open_pred is not None:
     n = min(len(gap), len(open_pred))
-    rp, _ = report.lagged_corr(gap[:n], np.asarray(open_pred, np.float64)[:n])
+    rp, _ = metrics.lagged_corr(gap[:n], np.asarray(open_pred, np.float64)[:n])
     extra["phonetic_open_r"] = None if not math.isfinite(rp) else float(rp)
   return {**extra,
       "rot_std": float(ang.std(0).mean()),
@@ -155,7 +141,7 @@ def motion_figures(motion: np.ndarray, points: np.ndarray, audio: np.ndarray, se
       "mouth_std": float(100 * gap.std()),
       "mouth_audio_r": None if not math.isfinite(r) else float(r),
       "mouth_audio_lag": int(lag),
-      "jitter": report.jitter(ang),
+      "jitter": metrics.jitter(ang),
       "seam_ratio": seam_ratio(motion, gap, seams),
   }
 
@@ -384,7 +370,6 @@ def long_audio(anim, image: str, audio: str, measure, *, steps: int, seed: int,
 
 def long_audio_svg(lg: dict) -> str:
   """Pose, face size and identity distance over the long clip, window seams marked."""
-  from vasa_jax.eval import report
   tr = lg["traces"]
   t = np.arange(len(tr["yaw_deg"])) / FPS
   seam_t = np.asarray([s / FPS for s in tr["seams"] if s > 0])
@@ -404,7 +389,7 @@ def long_audio_svg(lg: dict) -> str:
                    "series": [("identity distance", ti, np.asarray(tr["identity_dist"])),
                               ("0.6 threshold", ti[[0, -1]], np.asarray([0.6, 0.6])),
                               ("0", ti[[0, -1]], np.zeros(2))]})
-  return report.svg_panels(panels, width=900, panel_height=190)
+  return metrics.svg_panels(panels, width=900, panel_height=190)
 
 
 def _fmt(v, nd=2):

@@ -20,12 +20,12 @@ controls), and the same measurements are taken on the generated video and on the
   mouth r, lag    Pearson correlation between the mouth opening read from the frames by the
                   factor regressor (vasa_jax/eval/factors.py) and the audio RMS envelope, at
                   the best lag in +-5 frames (lag > 0: the mouth moves after the sound).
-  CAPP            the contrastive audio-pose model (vasa_jax/eval/capp.py): mean cosine
-                  similarity of 3-s head-pose windows and their audio (higher: head motion that
-                  goes with the speech). Pose is read from the frames by the face-mesh tracker
-                  (as the motion dataset measures real clips), for every bundle and for footage.
   delta-P         mean absolute frame-to-frame change of yaw / pitch / roll, degrees per frame
-                  (how much the head moves).
+                  (how much the head moves). Pose is read from the frames by the face-mesh
+                  tracker (as the motion dataset measures real clips), for every bundle and for
+                  footage. No audio-pose alignment score (VASA-1's CAPP) is reported: the one
+                  trained here on the real clips we have stayed at chance on held-out clips
+                  (8-way retrieval 0.14-0.17 against 0.125) and was removed.
   jitter          mean absolute second difference (acceleration) of yaw / pitch / roll in
                   degrees per frame^2, and of the mouth opening (temporal noise).
   identity dist   median dlib face-recognition distance of every 5th frame to the first
@@ -42,7 +42,7 @@ controls), and the same measurements are taken on the generated video and on the
 
 Reference rows on the real footage show that the evaluators mean something: the same clips with
 their audio delayed by 10 frames ("shifted": the best offset moves to ~10, in-sync falls) and
-with another clip's audio ("mismatched": Sync-C, mouth r and CAPP fall to chance).
+with another clip's audio ("mismatched": Sync-C and mouth r fall to chance).
 FVD is not reported: it needs a pretrained video network (I3D) that cannot be downloaded here.
 
 Writes OUT/report.json (settings, per-row means, per-clip values), OUT/report.md (tables and the
@@ -57,7 +57,6 @@ import dataclasses
 import functools
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -69,50 +68,9 @@ log = logging.getLogger(__name__)
 
 from vasa_jax.constants import FPS, SAMPLES_PER_FRAME as SPF  # noqa: E402
 from vasa_jax.data.records import text as _text  # noqa: E402
+from vasa_jax.eval.metrics import (delay_audio, delta_p, envelope, gaze_error_deg,  # noqa: E402
+                                   jitter, lagged_corr, svg_panels)
 SHIFT_FRAMES = 10
-MAX_LAG = 5
-
-
-# ----------------------------------------------------------------------------- small measures
-
-def envelope(audio: np.ndarray, n: int) -> np.ndarray:
-  """Per-frame RMS of 16 kHz audio for n frames (the same envelope as tools/mouth_sync.py)."""
-  a = np.pad(np.asarray(audio, np.float64), (0, max(0, n * SPF - len(audio))))[:n * SPF]
-  return np.sqrt((a.reshape(n, SPF) ** 2).mean(1))
-
-
-def lagged_corr(x: np.ndarray, y: np.ndarray, max_lag: int = MAX_LAG) -> tuple[float, int]:
-  """(best Pearson r, lag) of x[t + lag] against y[t]; (nan, 0) for constant or short input."""
-  best = (-math.inf, 0)
-  n = min(len(x), len(y))
-  for lag in range(-max_lag, max_lag + 1):
-    a, b = (x[lag:n], y[:n - lag]) if lag >= 0 else (x[:n + lag], y[-lag:n])
-    if len(a) < 10 or np.std(a) < 1e-9 or np.std(b) < 1e-9:
-      continue
-    c = float(np.corrcoef(a, b)[0, 1])
-    if c > best[0]:
-      best = (c, lag)
-  return (float("nan"), 0) if best[0] == -math.inf else best
-
-
-def delta_p(angles_deg: np.ndarray) -> float:
-  """Mean absolute frame-to-frame change of the pose angles [T,3] (degrees per frame)."""
-  return float(np.mean(np.abs(np.diff(angles_deg, axis=0)))) if len(angles_deg) > 1 else 0.0
-
-
-def jitter(x: np.ndarray) -> float:
-  """Mean absolute second difference over time (per frame^2) of [T] or [T,k]."""
-  return float(np.mean(np.abs(np.diff(x, n=2, axis=0)))) if len(x) > 2 else 0.0
-
-
-def gaze_error_deg(pred_rad: np.ndarray, target_rad: np.ndarray) -> float:
-  return float(np.degrees(np.linalg.norm(np.asarray(pred_rad) - np.asarray(target_rad))))
-
-
-def delay_audio(audio: np.ndarray, frames: int) -> np.ndarray:
-  """The audio `frames` video frames later (silence first), same length."""
-  a = np.asarray(audio, np.float32)
-  return np.concatenate([np.zeros(frames * SPF, np.float32), a])[:len(a)]
 
 
 # ----------------------------------------------------------------------------- evaluators
@@ -124,7 +82,6 @@ class Evaluators:
   face-recognition network (identity). Neither is a stage-1 model, so the report measures
   every bundle, and real footage, the same way."""
   sync: Any
-  capp: Any
   factors: Any
   animator: Any
 
@@ -159,10 +116,10 @@ class Evaluators:
             "identity_dist": float(np.median(d)) if d else float("nan"), "face_found": found}
 
 
-def load_evaluators(animator, *, sync_path=None, capp_path=None, factors_path=None) -> Evaluators:
-  from vasa_jax.eval import capp, factors, syncnet
-  return Evaluators(sync=syncnet.load(sync_path), capp=capp.load(capp_path),
-                    factors=factors.load(factors_path), animator=animator)
+def load_evaluators(animator, *, sync_path=None, factors_path=None) -> Evaluators:
+  from vasa_jax.eval import factors, syncnet
+  return Evaluators(sync=syncnet.load(sync_path), factors=factors.load(factors_path),
+                    animator=animator)
 
 
 def video_metrics(ev: Evaluators, frames: np.ndarray, audio: np.ndarray, *,
@@ -185,15 +142,10 @@ def video_metrics(ev: Evaluators, frames: np.ndarray, audio: np.ndarray, *,
   out.update(identity_dist=got["identity_dist"], face_found=got["face_found"])
   if pose is None:
     angles = np.full((t, 3), np.nan)
-    out.update(delta_p=float("nan"), pose_jitter=float("nan"), capp=float("nan"))
+    out.update(delta_p=float("nan"), pose_jitter=float("nan"))
   else:
     angles = np.degrees(pose[:, :3])
     out.update(delta_p=delta_p(angles), pose_jitter=jitter(angles))
-    try:
-      out["capp"] = float(ev.capp.score(pose.astype(np.float32), audio)["capp"])
-    except ValueError as e:   # shorter than one CAPP window
-      log.warning("CAPP skipped: %s", e)
-      out["capp"] = float("nan")
   if controls:
     if controls.get("gaze") is not None:
       out["gaze_err_deg"] = gaze_error_deg(np.mean(f["gaze"], axis=0), controls["gaze"])
@@ -282,7 +234,7 @@ def generate(animator, clip: Clip, setting: Setting, *, seed: int = 0) -> tuple[
 # ----------------------------------------------------------------------------- aggregation
 
 METRICS = ("sync_c", "sync_d", "in_sync", "sync_offset", "mouth_r", "mouth_lag", "mouth_std",
-           "capp", "delta_p", "pose_jitter", "mouth_jitter", "identity_dist", "face_found",
+           "delta_p", "pose_jitter", "mouth_jitter", "identity_dist", "face_found",
            "gaze_err_deg",
            "distance_err", "emotion_ok")
 
@@ -301,77 +253,6 @@ def summarize(rows: Sequence[dict]) -> dict:
 
 
 # ----------------------------------------------------------------------------- plots (SVG)
-
-_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
-           "#7f7f7f", "#bcbd22", "#17becf")
-
-
-def svg_panels(panels: Sequence[dict], *, width: int = 720, panel_height: int = 200) -> str:
-  """Stacked line-chart panels: each {"title", "xlabel", "ylabel", "series": [(label, x, y)]}
-  and optionally "vlines": x values marked by thin vertical lines (e.g. window seams).
-  `width` is the plot area plus axes; the legend column is added to it, as wide as the labels."""
-  longest = max((len(str(s[0])) for p in panels for s in p["series"]), default=0)
-  ml, mr, mt, mb = 60, max(150, 40 + int(6.5 * longest)), 26, 34
-  width = width + mr - 150
-  h = len(panels) * panel_height
-  el = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h}" '
-        f'font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="white"/>']
-  for p_i, p in enumerate(panels):
-    y0 = p_i * panel_height
-    pw, ph = width - ml - mr, panel_height - mt - mb
-    xs = np.concatenate([np.asarray(s[1], np.float64) for s in p["series"]])
-    ys = np.concatenate([np.asarray(s[2], np.float64) for s in p["series"]])
-    ok = np.isfinite(xs) & np.isfinite(ys)
-    if not ok.any():
-      continue
-    x_lo, x_hi = float(xs[ok].min()), float(xs[ok].max())
-    y_lo, y_hi = float(ys[ok].min()), float(ys[ok].max())
-    if x_hi - x_lo < 1e-12:
-      x_hi = x_lo + 1.0
-    if y_hi - y_lo < 1e-12:
-      y_lo, y_hi = y_lo - 0.5, y_hi + 0.5
-
-    def px(x):
-      return ml + (x - x_lo) / (x_hi - x_lo) * pw
-
-    def py(y):
-      return y0 + mt + (1.0 - (y - y_lo) / (y_hi - y_lo)) * ph
-
-    el.append(f'<text x="{ml}" y="{y0 + 16}" font-size="13" font-weight="bold">'
-              f'{_esc(p["title"])}</text>')
-    el.append(f'<rect x="{ml}" y="{y0 + mt}" width="{pw}" height="{ph}" fill="none" '
-              f'stroke="#999"/>')
-    for frac in (0.0, 0.5, 1.0):
-      yv = y_lo + frac * (y_hi - y_lo)
-      yv = 0.0 if abs(yv) < 1e-6 * (y_hi - y_lo) else yv
-      el.append(f'<text x="{ml - 4}" y="{py(yv) + 4:.1f}" text-anchor="end">{yv:.3g}</text>')
-      xv = x_lo + frac * (x_hi - x_lo)
-      el.append(f'<text x="{px(xv):.1f}" y="{y0 + mt + ph + 14}" text-anchor="middle">'
-                f'{xv:.3g}</text>')
-    el.append(f'<text x="{ml + pw / 2}" y="{y0 + panel_height - 4}" text-anchor="middle">'
-              f'{_esc(p.get("xlabel", ""))}</text>')
-    el.append(f'<text x="14" y="{y0 + mt + ph / 2}" text-anchor="middle" '
-              f'transform="rotate(-90 14 {y0 + mt + ph / 2})">{_esc(p.get("ylabel", ""))}</text>')
-    for xv in p.get("vlines", ()):
-      if x_lo <= xv <= x_hi:
-        el.append(f'<line x1="{px(xv):.1f}" y1="{y0 + mt}" x2="{px(xv):.1f}" y2="{y0 + mt + ph}" '
-                  f'stroke="#ccc" stroke-width="1"/>')
-    for s_i, (label, x, y) in enumerate(p["series"]):
-      color = _COLORS[s_i % len(_COLORS)]
-      pts = " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in zip(x, y)
-                     if np.isfinite(a) and np.isfinite(b))
-      el.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.4" points="{pts}"/>')
-      ly = y0 + mt + 12 + 16 * s_i
-      el.append(f'<line x1="{width - mr + 8}" y1="{ly - 4}" x2="{width - mr + 26}" '
-                f'y2="{ly - 4}" stroke="{color}" stroke-width="2"/>')
-      el.append(f'<text x="{width - mr + 30}" y="{ly}">{_esc(label)}</text>')
-  el.append("</svg>")
-  return "\n".join(el)
-
-
-def _esc(s: str) -> str:
-  return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
 
 def _z(x):
   x = np.asarray(x, np.float64)
@@ -425,15 +306,15 @@ def markdown(report: dict) -> str:
             f"compute per second of video, compilation included; warm figures: "
             f"benchmarks/animate.py). Rows \"footage\" measure the held-out clips themselves: "
             f"the reference every generated row is compared with.", ""]
-  head = ("| set | row | clips | Sync-C ↑ | Sync-D ↓ | in sync | mouth r (lag) | CAPP ↑ | "
+  head = ("| set | row | clips | Sync-C ↑ | Sync-D ↓ | in sync | mouth r (lag) | "
           "ΔP °/f | pose jitter | identity dist ↓ | gaze err ° | dist err m | emotion acc |")
-  lines += ["## Lip-sync, head motion, controls", "", head, "|" + "---|" * 14]
+  lines += ["## Lip-sync, head motion, controls", "", head, "|" + "---|" * 13]
   for group, rows in report["rows"].items():
     for row, m in rows.items():
       lag = f" ({m['mouth_lag']:+.1f})" if "mouth_lag" in m else ""
       lines.append(
           f"| {group} | {row} | {m['clips']} | {_fmt(m.get('sync_c'))} | {_fmt(m.get('sync_d'))} "
-          f"| {_fmt(m.get('in_sync'), 2)} | {_fmt(m.get('mouth_r'))}{lag} | {_fmt(m.get('capp'))} "
+          f"| {_fmt(m.get('in_sync'), 2)} | {_fmt(m.get('mouth_r'))}{lag} "
           f"| {_fmt(m.get('delta_p'), 2)} | {_fmt(m.get('pose_jitter'), 2)} "
           f"| {_fmt(m.get('identity_dist'))} | {_fmt(m.get('gaze_err_deg'), 1)} "
           f"| {_fmt(m.get('distance_err'), 3)} | {_fmt(m.get('emotion_ok'), 2)} |")
@@ -466,7 +347,7 @@ def _evaluator_summaries() -> dict:
   here = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
       __file__)))), "docs", "evaluators")
   out = {}
-  for name in ("syncnet", "capp", "factors"):
+  for name in ("syncnet", "meshsync", "factors"):
     p = os.path.join(here, f"{name}.json")
     if os.path.exists(p):
       with open(p) as f:

@@ -114,6 +114,81 @@ def open_geometry_data(config, data_dir: str | None = None, split: str | None = 
   return geometry_pairs.GeometryClips(geo, source_dir, repeats=repeats), basis
 
 
+def adversarial_step(state: dict, config, opt, g_loss: Callable, critic: Callable, real_in,
+                     fake_input: Callable, *, gan_scale, use_gan: bool, n_bad,
+                     prefix: str = "loss/") -> tuple[dict, dict]:
+  """One generator + discriminator update of a stage-1 trainer (both renderers').
+
+  g_loss(params) -> (total, (terms, output)); critic(d_params, x) -> the discriminator's
+  output on x; fake_input(output) -> what the critic sees of the generator's output (given
+  without gradient); real_in, what it sees of the target. The discriminator takes a hinge step
+  (scaled by gan_scale: 0 before the GAN starts) when use_gan. A batch with non-finite inputs
+  (n_bad > 0) leaves the state as it was (config.skip_nonfinite_batches). Returns the new
+  state and the metrics: the generator's terms under `prefix`, the discriminator's under
+  disc/, gradient / parameter / update norms."""
+  import optax
+
+  from vasa_jax import losses
+  (_, (terms, out)), grads = jax.value_and_grad(g_loss, has_aux=True)(state["params"])
+  updates, opt_state = opt.update(grads, state["opt"], state["params"])
+  params = optax.apply_updates(state["params"], updates)
+  fake_in = fake_input(jax.lax.stop_gradient(out))
+
+  def d_loss(d_params):
+    real, fake = critic(d_params, real_in), critic(d_params, fake_in)
+    loss = losses.hinge_d_loss(real, fake)
+    first = lambda o: (o[0] if isinstance(o, (list, tuple)) else o)["logits"]
+    return loss * gan_scale, {"hinge": loss, "real": jnp.mean(first(real)),
+                              "fake": jnp.mean(first(fake))}
+
+  if use_gan:
+    (_, d_terms), d_grads = jax.value_and_grad(d_loss, has_aux=True)(state["d_params"])
+    d_updates, opt_d = opt.update(d_grads, state["opt_d"], state["d_params"])
+    d_params = optax.apply_updates(state["d_params"], d_updates)
+  else:
+    d_terms, d_params, opt_d = {}, state["d_params"], state["opt_d"]
+  new_state = {"params": params, "opt": opt_state, "d_params": d_params, "opt_d": opt_d,
+               "ema": ema_update(state["ema"], params, config.ema_decay),
+               "step": state["step"] + 1}
+  if bool(config.get("skip_nonfinite_batches", True)):
+    new_state = keep_if_bad(n_bad, new_state, state)
+  metrics = {f"{prefix}{k}": v for k, v in terms.items()}
+  metrics.update({f"disc/{k}": v for k, v in d_terms.items()})
+  metrics[NONFINITE_INPUTS] = n_bad
+  metrics["norm/grad"] = global_norm(grads)
+  metrics["norm/params"] = global_norm(params)
+  metrics["norm/update"] = global_norm(updates)
+  return new_state, metrics
+
+
+def train_stage1(config, workdir: str, trainer, make_loader: Callable, *, source, basis,
+                 step_keys, what: str) -> dict:
+  """A stage-1 run on geometry clip pairs (both renderers' trainers): the run's workdir, the
+  face basis saved beside its checkpoints (the bundle takes it from there), the data iterator
+  `make_loader(local_batch_size)`, the state (fresh or resumed), and `loop.run` to
+  config.steps; returns the last metrics as floats."""
+  from vasa_jax import sharding as sharding_lib
+  from vasa_jax.geometry import codes as codes_lib
+  from vasa_jax.train import loop
+  mesh, writer = open_run(config, workdir)
+  basis_path = os.path.join(workdir, codes_lib.BASIS_FILE)
+  if jax.process_index() == 0 and not os.path.isfile(basis_path):
+    basis.save(basis_path)
+  local_bs = sharding_lib.per_process_batch_size(config.batch_size, mesh)
+  data_iter = iter(make_loader(local_bs))
+  state, shardings, ckpt, start = start_run(config, workdir, mesh, trainer.create_state,
+                                            data_iter, init_state_fn=trainer.init_state)
+  count = lambda t: sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(t)) / 1e6
+  log.info("%s %.3fM params, discriminator %.3fM params", what, count(state["params"]),
+           count(state["d_params"]))
+  train_step = trainer.make_train_step(config, mesh, shardings)
+  return loop.run(config, state=state, start=start, ckpt=ckpt, writer=writer,
+                  data_iter=data_iter, train_step=train_step,
+                  make_batch=lambda raw: sharding_lib.to_global({k: raw[k] for k in step_keys},
+                                                                mesh),
+                  on_log=[curve_writer(workdir)]).metrics
+
+
 def curve_writer(workdir: str) -> Callable:
   """An on_log hook of loop.run that appends each logged step's scalars to
   workdir/curve.jsonl (the training curve, one JSON line per logged step)."""

@@ -23,19 +23,16 @@ iterator) resume exactly.
 from __future__ import annotations
 
 import logging
-import os
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from vasa_jax import losses
 from vasa_jax import sharding as sharding_lib
 from vasa_jax.models import geo_decoder as gd
 from vasa_jax.train import common
-from vasa_jax.train import loop
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +107,6 @@ def make_train_step(config, mesh, state_shardings):
   gan_start = int(w.get("gan_start_step", 0))
   use_gan = float(w.get("gan", 0.0)) > 0 or float(w.get("feature_matching", 0.0)) > 0
   batch_sharding = sharding_lib.batch_sharding(mesh)
-  skip_bad = bool(config.get("skip_nonfinite_batches", True))
 
   def step_fn(state, batch):
     n_bad = common.count_nonfinite(batch)
@@ -131,37 +127,10 @@ def make_train_step(config, mesh, state_shardings):
       terms["total"] = total
       return total, (terms, comp)
 
-    (_, (terms, comp)), grads = jax.value_and_grad(g_loss, has_aux=True)(state["params"])
-    updates, opt_state = opt.update(grads, state["opt"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    fake_in = critic_input(jax.lax.stop_gradient(comp), x_in)
-
-    def d_loss(d_params):
-      real = critic.apply({"params": d_params}, real_in)
-      fake = critic.apply({"params": d_params}, fake_in)
-      loss = losses.hinge_d_loss([real], [fake])
-      return loss * gan_scale, {"hinge": loss,
-                                "real": jnp.mean(real["logits"]),
-                                "fake": jnp.mean(fake["logits"])}
-
-    if use_gan:
-      (_, d_terms), d_grads = jax.value_and_grad(d_loss, has_aux=True)(state["d_params"])
-      d_updates, opt_d = opt.update(d_grads, state["opt_d"], state["d_params"])
-      d_params = optax.apply_updates(state["d_params"], d_updates)
-    else:
-      d_terms, d_params, opt_d = {}, state["d_params"], state["opt_d"]
-    new_state = {"params": params, "opt": opt_state, "d_params": d_params, "opt_d": opt_d,
-                 "ema": common.ema_update(state["ema"], params, config.ema_decay),
-                 "step": state["step"] + 1}
-    if skip_bad:
-      new_state = common.keep_if_bad(n_bad, new_state, state)
-    metrics = {f"loss/mouth_{k}": v for k, v in terms.items()}
-    metrics.update({f"disc/{k}": v for k, v in d_terms.items()})
-    metrics[common.NONFINITE_INPUTS] = n_bad
-    metrics["norm/grad"] = common.global_norm(grads)
-    metrics["norm/params"] = common.global_norm(params)
-    metrics["norm/update"] = common.global_norm(updates)
-    return new_state, metrics
+    return common.adversarial_step(
+        state, config, opt, g_loss, lambda p, x: critic.apply({"params": p}, x), real_in,
+        lambda comp: critic_input(comp, x_in), gan_scale=gan_scale, use_gan=use_gan,
+        n_bad=n_bad, prefix="loss/mouth_")
 
   return jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding),
                  out_shardings=(state_shardings, None), donate_argnums=(0,),
@@ -179,29 +148,17 @@ def open_data(config, data_dir: str | None = None, split: str | None = None):
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, source=None,
                        basis=None, bank=None, data_dir: str | None = None) -> dict:
   """Trains to config.steps (resuming from workdir); returns the last metrics as floats."""
+  import sys
+
   from vasa_jax.data import geometry_pairs
-  mesh, writer = common.open_run(config, workdir)
   if source is None or basis is None:
     source, basis, bank = open_data(config, data_dir)
-  # The basis this compositor is trained with travels with its workdir (the bundle takes it).
-  from vasa_jax.geometry import codes as codes_lib
-  basis_path = os.path.join(workdir, codes_lib.BASIS_FILE)
-  if jax.process_index() == 0 and not os.path.isfile(basis_path):
-    basis.save(basis_path)
-  local_bs = sharding_lib.per_process_batch_size(config.batch_size, mesh)
-  data_iter = iter(geometry_pairs.pair_loader(source, basis, config, batch_size=local_bs,
-                                              seed=config.seed, bank=bank,
-                                              worker_count=int(config.data.worker_count)))
-  state, shardings, ckpt, start = common.start_run(config, workdir, mesh, create_state,
-                                                    data_iter, init_state_fn=init_state)
-  log.info("mouth compositor %.3fM params, critic %.3fM params",
-           gd.param_count(state["params"]) / 1e6, gd.param_count(state["d_params"]) / 1e6)
-  train_step = make_train_step(config, mesh, shardings)
-  return loop.run(config, state=state, start=start, ckpt=ckpt, writer=writer,
-                  data_iter=data_iter, train_step=train_step,
-                  make_batch=lambda raw: sharding_lib.to_global({k: raw[k] for k in STEP_KEYS},
-                                                                mesh),
-                  on_log=[common.curve_writer(workdir)]).metrics
+  return common.train_stage1(
+      config, workdir, sys.modules[__name__],
+      lambda bs: geometry_pairs.pair_loader(source, basis, config, batch_size=bs,
+                                            seed=config.seed, bank=bank,
+                                            worker_count=int(config.data.worker_count)),
+      source=source, basis=basis, step_keys=STEP_KEYS, what="mouth compositor")
 
 
 def restore_params(workdir: str, config, key: str = "ema"):

@@ -19,19 +19,16 @@ for every trainer here (vasa_jax.train.common / loop).
 from __future__ import annotations
 
 import logging
-import os
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from vasa_jax import losses
 from vasa_jax import sharding as sharding_lib
 from vasa_jax.models import volume as vm
 from vasa_jax.train import common
-from vasa_jax.train import loop
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +97,6 @@ def make_train_step(config, mesh, state_shardings):
   vgg = (losses.make_vgg_loss(w.vgg_weights) if float(w.get("vgg", 0.0)) > 0
          and w.get("vgg_weights") else None)
   batch_sharding = sharding_lib.batch_sharding(mesh)
-  skip_bad = bool(config.get("skip_nonfinite_batches", True))
 
   def step_fn(state, batch):
     n_bad = common.count_nonfinite(batch)
@@ -121,36 +117,11 @@ def make_train_step(config, mesh, state_shardings):
       terms["total"] = total
       return total, (terms, image)
 
-    (_, (terms, image)), grads = jax.value_and_grad(g_loss, has_aux=True)(state["params"])
-    updates, opt_state = opt.update(grads, state["opt"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    fake_img = jax.lax.stop_gradient(image)
-
-    def d_loss(d_params):
-      real = critic.apply({"params": d_params}, target)
-      fake = critic.apply({"params": d_params}, fake_img)
-      loss = losses.hinge_d_loss(real, fake)
-      return loss * gan_scale, {"hinge": loss}
-
-    if use_gan:
-      (_, d_terms), d_grads = jax.value_and_grad(d_loss, has_aux=True)(state["d_params"])
-      d_updates, opt_d = opt.update(d_grads, state["opt_d"], state["d_params"])
-      d_params = optax.apply_updates(state["d_params"], d_updates)
-    else:
-      d_terms, d_params, opt_d = {}, state["d_params"], state["opt_d"]
-    new_state = {"params": params, "opt": opt_state, "d_params": d_params, "opt_d": opt_d,
-                 "ema": common.ema_update(state["ema"], params, config.ema_decay),
-                 "step": state["step"] + 1}
-    if skip_bad:
-      new_state = common.keep_if_bad(n_bad, new_state, state)
-    metrics = {f"loss/{k}": v for k, v in terms.items()}
-    metrics.update({f"disc/{k}": v for k, v in d_terms.items()})
-    # the rigid + mesh warp alone, no decoder: what the learned part has to beat
+    new_state, metrics = common.adversarial_step(
+        state, config, opt, g_loss, lambda p, x: critic.apply({"params": p}, x), target,
+        lambda image: image, gan_scale=gan_scale, use_gan=use_gan, n_bad=n_bad)
+    # the source frame as it is, no warp: what the renderer has to beat
     metrics["loss/l1_source"] = losses.l1(vm.images_to_float(batch["source"]), target)
-    metrics[common.NONFINITE_INPUTS] = n_bad
-    metrics["norm/grad"] = common.global_norm(grads)
-    metrics["norm/params"] = common.global_norm(params)
-    metrics["norm/update"] = common.global_norm(updates)
     return new_state, metrics
 
   return jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding),
@@ -161,28 +132,17 @@ def make_train_step(config, mesh, state_shardings):
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, source=None,
                        basis=None, data_dir: str | None = None) -> dict:
   """Trains to config.steps (resuming from workdir); returns the last metrics as floats."""
+  import sys
+
   from vasa_jax.data import geometry_pairs
-  from vasa_jax.geometry import codes as codes_lib
-  mesh, writer = common.open_run(config, workdir)
   if source is None or basis is None:
     source, basis = common.open_geometry_data(config, data_dir)
-  basis_path = os.path.join(workdir, codes_lib.BASIS_FILE)   # travels with the workdir
-  if jax.process_index() == 0 and not os.path.isfile(basis_path):
-    basis.save(basis_path)
-  local_bs = sharding_lib.per_process_batch_size(config.batch_size, mesh)
-  data_iter = iter(geometry_pairs.volume_pair_loader(
-      source, basis, config, batch_size=local_bs, seed=config.seed,
-      worker_count=int(config.data.worker_count)))
-  state, shardings, ckpt, start = common.start_run(config, workdir, mesh, create_state,
-                                                    data_iter, init_state_fn=init_state)
-  log.info("volume decoder %.3fM params, discriminator %.3fM params",
-           vm.param_count(state["params"]) / 1e6, vm.param_count(state["d_params"]) / 1e6)
-  train_step = make_train_step(config, mesh, shardings)
-  return loop.run(config, state=state, start=start, ckpt=ckpt, writer=writer,
-                  data_iter=data_iter, train_step=train_step,
-                  make_batch=lambda raw: sharding_lib.to_global({k: raw[k] for k in STEP_KEYS},
-                                                                mesh),
-                  on_log=[common.curve_writer(workdir)]).metrics
+  return common.train_stage1(
+      config, workdir, sys.modules[__name__],
+      lambda bs: geometry_pairs.volume_pair_loader(source, basis, config, batch_size=bs,
+                                                   seed=config.seed,
+                                                   worker_count=int(config.data.worker_count)),
+      source=source, basis=basis, step_keys=STEP_KEYS, what="volume decoder")
 
 
 def restore_params(workdir: str, config, key: str = "ema"):
