@@ -151,7 +151,7 @@ def test_help_on_every_subcommand_exits_0():
   found = list(commands(parser))
   assert ("serve",) in found and ("data", "extract-motion") in found and ("eval",) in found
   for cmd in found + [("eval", w) for w in ("report", "reenact", "motion", "controls", "syncnet",
-                                             "meshsync", "factors")]:
+                                             "meshsync")]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
       try:

@@ -8,7 +8,7 @@
   vasa-jax train --config configs/face_latent.py:geo --workdir DIR [--config.key=value ...]
   vasa-jax eval reenact --checkpoint BUNDLE --data-dir DIR [--dataset NAME:SPLIT]
   vasa-jax eval report [--checkpoint DIR] --data-dir DIR [--max-clips N] [--ablate-...] [--out D]
-  vasa-jax eval motion|controls|syncnet|meshsync|factors ...   (each: --help)
+  vasa-jax eval motion|controls|syncnet|meshsync ...   (each: --help)
   vasa-jax animate --image IMG --audio AUDIO --out OUT.mp4 [--checkpoint DIR] [--gaze T,P]
       [--distance D] [--emotion NAME] [--cfg-audio X] [--cfg-gaze X] [--steps N] [--seed S]
       [--stream] [--crop-only]
@@ -309,7 +309,7 @@ def cmd_eval(args, extra) -> int:
       print(args.eval_help)
       return 0
     raise UsageError("eval needs what to evaluate: report, reenact, motion, controls, "
-                     "syncnet, meshsync or factors (vasa-jax eval --help)")
+                     "syncnet or meshsync (vasa-jax eval --help)")
   # `eval reenact` is the geometry self-reenactment evaluator (eval/geo_reenact.py)
   module = importlib.import_module(f"vasa_jax.eval.{_EVAL_MODULES.get(args.what, args.what)}")
   return module.main(extra)
@@ -615,15 +615,15 @@ def build_parser() -> argparse.ArgumentParser:
   t.set_defaults(func=cmd_train, wants_extra=True)
 
   e = sub.add_parser("eval", help="evaluate: `vasa-jax eval report|reenact|motion|controls|"
-                     "syncnet|meshsync|factors --help`", add_help=False)
+                     "syncnet|meshsync --help`", add_help=False)
   e.add_argument("what", nargs="?", choices=("report", "reenact", "motion", "controls",
-                                             "syncnet", "meshsync", "factors"),
+                                             "syncnet", "meshsync"),
                  help="report: the evaluation suite (generated vs real footage); reenact: "
                       "stage-1 self-reenactment of held-out clips; motion: audio-driven head, blink and "
                       "mouth motion and the controls vs real footage (geometry bundles); "
                       "controls: gaze, distance, emotion and head-motion asked on many "
                       "portraits and measured on the output; "
-                      "syncnet / meshsync / factors: train and validate that evaluator")
+                      "syncnet / meshsync: train and validate that evaluator")
   e.set_defaults(func=cmd_eval, wants_extra=True, eval_help=e.format_help())
 
   an = sub.add_parser("animate", help="portrait + speech -> talking video (watermarked mp4)")

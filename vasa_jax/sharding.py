@@ -7,7 +7,6 @@ code runs on 1 CPU, 8 simulated CPU devices, a GPU or a TPU pod slice.
 
 from __future__ import annotations
 
-import math
 
 import jax
 import numpy as np
@@ -59,12 +58,3 @@ def to_global(batch, mesh: Mesh):
     return jax.make_array_from_process_local_data(sharding, x)
 
   return jax.tree_util.tree_map(put, batch)
-
-
-def global_shape(local_shape, process_count: int | None = None):
-  pc = jax.process_count() if process_count is None else process_count
-  return (local_shape[0] * pc, *local_shape[1:])
-
-
-def num_devices(mesh: Mesh) -> int:
-  return math.prod(mesh.devices.shape)

@@ -23,7 +23,7 @@ from vasa_jax import losses as losses_lib
 from vasa_jax.constants import SAMPLES_PER_FRAME as SPF
 
 __all__ = ["PSNR_CAP_DB", "psnr", "ssim", "psnr_image", "ssim_image", "parse_dataset",
-           "open_dataset", "envelope", "lagged_corr", "delta_p", "jitter", "gaze_error_deg",
+           "open_dataset", "envelope", "lagged_corr", "delta_p", "jitter",
            "delay_audio", "eye_corner_distance", "mouth_gap", "svg_panels", "MAX_LAG"]
 
 PSNR_CAP_DB = 100.0
@@ -151,10 +151,6 @@ def delta_p(angles_deg: np.ndarray) -> float:
 def jitter(x: np.ndarray) -> float:
   """Mean absolute second difference over time (per frame^2) of [T] or [T,k]."""
   return float(np.mean(np.abs(np.diff(x, n=2, axis=0)))) if len(x) > 2 else 0.0
-
-
-def gaze_error_deg(pred_rad: np.ndarray, target_rad: np.ndarray) -> float:
-  return float(np.degrees(np.linalg.norm(np.asarray(pred_rad) - np.asarray(target_rad))))
 
 
 def delay_audio(audio: np.ndarray, frames: int) -> np.ndarray:

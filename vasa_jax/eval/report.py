@@ -8,7 +8,9 @@ r"""The evaluation suite: generated video next to real footage, with the project
 
 For every held-out clip (real footage and unseen synthetic identities) the clip's FIRST frame is
 animated with the clip's OWN audio (and, for synthetic clips, its own gaze / distance / emotion
-controls), and the same measurements are taken on the generated video and on the real clip:
+controls), and the same measurements are taken on the generated video and on the real clip.
+How well asked controls are followed is `vasa-jax eval controls` (many portraits, each control
+asked, the output measured by the same tracker):
 
   Sync-C, Sync-D  the project's SyncNet-style model (vasa_jax/eval/syncnet.py; trained here, as
                   no pretrained SyncNet can be downloaded): mean embedding distance between
@@ -17,9 +19,10 @@ controls), and the same measurements are taken on the generated video and on the
                   minimum (higher is better); "in sync" is the share of clips whose best offset
                   is within +-1 frame. Our scale, not the published SyncNet's: compare rows
                   within this report only.
-  mouth r, lag    Pearson correlation between the mouth opening read from the frames by the
-                  factor regressor (vasa_jax/eval/factors.py) and the audio RMS envelope, at
-                  the best lag in +-5 frames (lag > 0: the mouth moves after the sound).
+  mouth r, lag    Pearson correlation between the mouth opening the face-mesh tracker reads
+                  from the frames (inner-lip gap / eye-corner distance on the frontalised mesh,
+                  metrics.mouth_gap) and the audio RMS envelope, at the best lag in +-5 frames
+                  (lag > 0: the mouth moves after the sound).
   delta-P         mean absolute frame-to-frame change of yaw / pitch / roll, degrees per frame
                   (how much the head moves). Pose is read from the frames by the face-mesh
                   tracker (as the motion dataset measures real clips), for every bundle and for
@@ -31,10 +34,6 @@ controls), and the same measurements are taken on the generated video and on the
   identity dist   median dlib face-recognition distance of every 5th frame to the first
                   (vasa_jax/eval/identity.py; < 0.6 is one person to dlib; real footage of one
                   person sits around 0.3-0.45). face_found: share of frames with a face.
-  control errors  (synthetic clips whose controls are known) the factor regressor's clip-mean
-                  gaze against the requested gaze (degrees), distance (metres) and the majority
-                  emotion class against the requested one; on the real row this is the
-                  regressor's own error on ground truth footage, the floor for the others.
   PSNR, SSIM      stage-1 self-reenactment: frame 0 driven by each frame's own measured motion,
                   against the real frame; for a geometry bundle on the clips of --reenact
                   (vasa_jax/eval/geo_reenact.py, the figures of `vasa-jax eval reenact`: also
@@ -68,8 +67,8 @@ log = logging.getLogger(__name__)
 
 from vasa_jax.constants import FPS, SAMPLES_PER_FRAME as SPF  # noqa: E402
 from vasa_jax.data.records import text as _text  # noqa: E402
-from vasa_jax.eval.metrics import (delay_audio, delta_p, envelope, gaze_error_deg,  # noqa: E402
-                                   jitter, lagged_corr, svg_panels)
+from vasa_jax.eval.metrics import (delay_audio, delta_p, envelope, jitter,  # noqa: E402
+                                   lagged_corr, mouth_gap, svg_panels)
 SHIFT_FRAMES = 10
 
 
@@ -82,7 +81,6 @@ class Evaluators:
   face-recognition network (identity). Neither is a stage-1 model, so the report measures
   every bundle, and real footage, the same way."""
   sync: Any
-  factors: Any
   animator: Any
 
   @functools.cached_property
@@ -103,27 +101,27 @@ class Evaluators:
 
   def measure(self, frames: np.ndarray, *, id_stride: int = 5) -> dict:
     """{"pose": [T, 6] (yaw, pitch, roll in radians, then translation) or None where no face
-    is found, "identity_dist": median dlib distance of every id_stride-th frame to the first
-    (NaN without a face), "face_found": share of frames with a face}."""
-    codes, _, found = self._measurer(np.asarray(frames))
+    is found, "mouth": [T] mouth gap of the frontalised mesh (None without a face),
+    "identity_dist": median dlib distance of every id_stride-th frame to the first (NaN
+    without a face), "face_found": share of frames with a face}."""
+    codes, canon, found = self._measurer(np.asarray(frames))
     if codes is None:
-      return {"pose": None, "identity_dist": float("nan"), "face_found": 0.0}
+      return {"pose": None, "mouth": None, "identity_dist": float("nan"), "face_found": 0.0}
     pts = self._measurer.points
     ref = self._embedder.embed(frames[0], pts[0])
     d = [float(np.linalg.norm(self._embedder.embed(frames[i], pts[i]) - ref))
          for i in range(id_stride, len(frames), id_stride)]
-    return {"pose": np.asarray(codes[:, :6], np.float64),
+    return {"pose": np.asarray(codes[:, :6], np.float64), "mouth": mouth_gap(canon),
             "identity_dist": float(np.median(d)) if d else float("nan"), "face_found": found}
 
 
-def load_evaluators(animator, *, sync_path=None, factors_path=None) -> Evaluators:
-  from vasa_jax.eval import factors, syncnet
-  return Evaluators(sync=syncnet.load(sync_path), factors=factors.load(factors_path),
-                    animator=animator)
+def load_evaluators(animator, *, sync_path=None) -> Evaluators:
+  from vasa_jax.eval import syncnet
+  return Evaluators(sync=syncnet.load(sync_path), animator=animator)
 
 
 def video_metrics(ev: Evaluators, frames: np.ndarray, audio: np.ndarray, *,
-                  controls: dict | None = None, keep_traces: bool = False) -> dict:
+                  keep_traces: bool = False) -> dict:
   """Every per-video measure of the module docstring for aligned crops [T,S,S,3] + 16 kHz audio."""
   t = len(frames)
   audio = np.asarray(audio, np.float32)[:t * SPF]
@@ -131,29 +129,19 @@ def video_metrics(ev: Evaluators, frames: np.ndarray, audio: np.ndarray, *,
   s = ev.sync.score(frames, audio)
   out.update(sync_c=float(s["sync_c"]), sync_d=float(s["sync_d"]), sync_offset=int(s["offset"]),
              in_sync=float(abs(int(s["offset"])) <= 1))
-  f = ev.factors.predict(frames)
   env = envelope(audio, t)
-  mouth = np.asarray(f["mouth"], np.float64)[:, 0]
-  r, lag = lagged_corr(mouth, env)
-  out.update(mouth_r=r, mouth_lag=int(lag), mouth_std=float(np.std(mouth)),
-             mouth_jitter=jitter(mouth))
   got = ev.measure(frames)
   pose = got["pose"]
   out.update(identity_dist=got["identity_dist"], face_found=got["face_found"])
   if pose is None:
-    angles = np.full((t, 3), np.nan)
-    out.update(delta_p=float("nan"), pose_jitter=float("nan"))
+    angles, mouth = np.full((t, 3), np.nan), np.full(t, np.nan)
+    out.update(delta_p=float("nan"), pose_jitter=float("nan"), mouth_r=float("nan"),
+               mouth_lag=0, mouth_std=float("nan"), mouth_jitter=float("nan"))
   else:
-    angles = np.degrees(pose[:, :3])
-    out.update(delta_p=delta_p(angles), pose_jitter=jitter(angles))
-  if controls:
-    if controls.get("gaze") is not None:
-      out["gaze_err_deg"] = gaze_error_deg(np.mean(f["gaze"], axis=0), controls["gaze"])
-    if controls.get("distance") is not None:
-      out["distance_err"] = float(abs(np.mean(f["distance"]) - controls["distance"]))
-    if controls.get("emotion") is not None:
-      votes = np.bincount(np.asarray(f["emotion"], np.int64), minlength=8)
-      out["emotion_ok"] = float(int(np.argmax(votes)) == int(controls["emotion"]))
+    angles, mouth = np.degrees(pose[:, :3]), np.asarray(got["mouth"], np.float64)
+    r, lag = lagged_corr(mouth, env)
+    out.update(delta_p=delta_p(angles), pose_jitter=jitter(angles), mouth_r=r,
+               mouth_lag=int(lag), mouth_std=float(np.std(mouth)), mouth_jitter=jitter(mouth))
   if keep_traces:
     out["_traces"] = {"envelope": env, "mouth": mouth, "angles": angles,
                       "sync_offsets": list(s["offsets"]), "sync_dists": list(s["dists"])}
@@ -234,9 +222,7 @@ def generate(animator, clip: Clip, setting: Setting, *, seed: int = 0) -> tuple[
 # ----------------------------------------------------------------------------- aggregation
 
 METRICS = ("sync_c", "sync_d", "in_sync", "sync_offset", "mouth_r", "mouth_lag", "mouth_std",
-           "delta_p", "pose_jitter", "mouth_jitter", "identity_dist", "face_found",
-           "gaze_err_deg",
-           "distance_err", "emotion_ok")
+           "delta_p", "pose_jitter", "mouth_jitter", "identity_dist", "face_found")
 
 
 def summarize(rows: Sequence[dict]) -> dict:
@@ -247,8 +233,6 @@ def summarize(rows: Sequence[dict]) -> dict:
       out[k] = float(np.mean(v))
       if k in ("sync_c", "sync_d", "mouth_r"):
         out[k + "_median"] = float(np.median(v))
-      if k in ("gaze_err_deg", "distance_err", "emotion_ok"):
-        out[k + "_n"] = int(v.size)
   return out
 
 
@@ -307,8 +291,8 @@ def markdown(report: dict) -> str:
             f"benchmarks/animate.py). Rows \"footage\" measure the held-out clips themselves: "
             f"the reference every generated row is compared with.", ""]
   head = ("| set | row | clips | Sync-C ↑ | Sync-D ↓ | in sync | mouth r (lag) | "
-          "ΔP °/f | pose jitter | identity dist ↓ | gaze err ° | dist err m | emotion acc |")
-  lines += ["## Lip-sync, head motion, controls", "", head, "|" + "---|" * 13]
+          "ΔP °/f | pose jitter | identity dist ↓ |")
+  lines += ["## Lip-sync and head motion", "", head, "|" + "---|" * 10]
   for group, rows in report["rows"].items():
     for row, m in rows.items():
       lag = f" ({m['mouth_lag']:+.1f})" if "mouth_lag" in m else ""
@@ -316,8 +300,7 @@ def markdown(report: dict) -> str:
           f"| {group} | {row} | {m['clips']} | {_fmt(m.get('sync_c'))} | {_fmt(m.get('sync_d'))} "
           f"| {_fmt(m.get('in_sync'), 2)} | {_fmt(m.get('mouth_r'))}{lag} "
           f"| {_fmt(m.get('delta_p'), 2)} | {_fmt(m.get('pose_jitter'), 2)} "
-          f"| {_fmt(m.get('identity_dist'))} | {_fmt(m.get('gaze_err_deg'), 1)} "
-          f"| {_fmt(m.get('distance_err'), 3)} | {_fmt(m.get('emotion_ok'), 2)} |")
+          f"| {_fmt(m.get('identity_dist'))} |")
   lines += ["", "## Self-reenactment (stage 1)", "",
             "| set | clips | PSNR dB | SSIM | face PSNR dB | face SSIM | mouth L1 | eye L1 |",
             "|---|---|---|---|---|---|---|---|"]
@@ -347,7 +330,7 @@ def _evaluator_summaries() -> dict:
   here = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
       __file__)))), "docs", "evaluators")
   out = {}
-  for name in ("syncnet", "meshsync", "factors"):
+  for name in ("syncnet", "meshsync"):
     p = os.path.join(here, f"{name}.json")
     if os.path.exists(p):
       with open(p) as f:
@@ -400,7 +383,7 @@ def run(animator, clips_by_group: dict[str, list[Clip]], *, settings: Sequence[S
     for i, clip in enumerate(clips):
       other = clips[(i + 1) % len(clips)]
       add("footage", clip, video_metrics(ev, clip.frames, clip.audio,
-                                              controls=clip.controls, keep_traces=True))
+                                              keep_traces=True))
       add(f"footage, audio delayed {SHIFT_FRAMES} frames", clip,
           video_metrics(ev, clip.frames, delay_audio(clip.audio, SHIFT_FRAMES), keep_traces=True))
       if len(clips) > 1:
@@ -411,8 +394,7 @@ def run(animator, clips_by_group: dict[str, list[Clip]], *, settings: Sequence[S
         frames, secs = generate(animator, clip, st, seed=seed)
         gen_s += secs
         video_s += len(frames) / FPS
-        add(st.name, clip, video_metrics(ev, frames, clip.audio, controls=clip.controls
-                                         if st.use_controls else None, keep_traces=True))
+        add(st.name, clip, video_metrics(ev, frames, clip.audio, keep_traces=True))
       if progress:
         progress(group, i + 1, len(clips))
     rows[group] = {row: summarize(ms) for row, ms in acc.items()}
@@ -488,8 +470,9 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--data-dir", default=None, help="TFDS data dir holding the evaluation sets")
   p.add_argument("--real", default="talking_face_videos/r256:test",
                  help="held-out real footage, NAME:SPLIT ('' to skip)")
-  p.add_argument("--synthetic", default="synthetic_talking_heads/r256_n1000:test",
-                 help="held-out synthetic identities, NAME:SPLIT ('' to skip)")
+  p.add_argument("--synthetic", default="",
+                 help="held-out synthetic identities too, NAME:SPLIT (e.g. "
+                      "synthetic_talking_heads/r256_n1000:test; default: none)")
   p.add_argument("--max-clips", type=int, default=12, help="clips per set")
   p.add_argument("--max-seconds", type=float, default=6.0, help="first seconds of each clip")
   p.add_argument("--steps", type=int, default=None, help="default: the bundle's")

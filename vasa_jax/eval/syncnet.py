@@ -61,7 +61,7 @@ from vasa_jax.eval import contrastive
 log = logging.getLogger(__name__)
 
 NAME = "syncnet"
-from vasa_jax.constants import FPS, SAMPLES_PER_FRAME  # noqa: E402
+from vasa_jax.constants import SAMPLES_PER_FRAME  # noqa: E402
 from vasa_jax.data.records import text as _text  # noqa: E402
 from vasa_jax.errors import InputError
 REAL_DATASET = "talking_face_videos/r256"

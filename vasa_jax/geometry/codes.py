@@ -32,7 +32,7 @@ import dataclasses
 import json
 import math
 import os
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -62,8 +62,6 @@ SKULL_INTERIOR = tuple(i for i in RIGID if i not in SILHOUETTE)
 # Mirror pairs used to find the symmetry plane of the template before all pairs are matched.
 SEED_PAIRS = ((33, 263), (133, 362), (61, 291), (234, 454), (127, 356), (70, 300), (105, 334),
               (98, 327), (50, 280), (172, 397), (58, 288), (159, 386), (145, 374))
-MIDLINE = (10, 151, 9, 8, 168, 6, 197, 195, 5, 4, 1, 19, 94, 2, 164, 0, 11, 12, 13, 14, 15, 16,
-           17, 18, 200, 199, 175, 152)
 # Upper / lower lid points facing each other (middle of the eye), for lid openness.
 LID_PAIRS_A = ((160, 144), (159, 145), (158, 153))
 LID_PAIRS_B = ((387, 373), (386, 374), (385, 380))
@@ -522,11 +520,6 @@ def transfer(portrait: np.ndarray, driver: np.ndarray, driver_ref: np.ndarray, e
   out[:, k:k + 2] = p[k:k + 2] * ratio
   out[:, k + 2:k + 4] = p[k + 2:k + 4] + driver[:, k + 2:k + 4] - ref[k + 2:k + 4]
   return out.astype(np.float32)
-
-
-def rigid_shape(source: Codes, index: int = 0) -> np.ndarray:
-  """The canonical mesh of a portrait frame [N, 3] (template units)."""
-  return source.canonical[index]
 
 
 # ----------------------------------------------------------------------------- fitting

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
@@ -147,13 +146,6 @@ def upsample_nearest(x, factors: Sequence[int]):
   return x
 
 
-def resize_images(x, size: int):
-  """[B,H,W,C] -> [B,size,size,C] (antialiased bilinear); a no-op at the same size."""
-  if x.shape[1] == size and x.shape[2] == size:
-    return x
-  return jax.image.resize(x, (x.shape[0], size, size, x.shape[-1]), "linear", antialias=True)
-
-
 def per_stage(value, n: int, what: str) -> tuple[int, ...]:
   """An int (same for every stage) or a sequence of n ints -> tuple of n ints."""
   if isinstance(value, int):
@@ -162,27 +154,3 @@ def per_stage(value, n: int, what: str) -> tuple[int, ...]:
   if len(value) != n:
     raise ValueError(f"{what} needs {n} entries (one per stage), got {len(value)}")
   return value
-
-
-class ConvEncoder(nn.Module):
-  """Image -> global feature vector: conv stem, [resblocks + stride-2 conv] per width, pool.
-
-  Used by the identity and motion encoders. Returns float features [B, widths[-1]] after a
-  final GN-SiLU and global average pooling.
-  """
-  widths: Sequence[int]
-  blocks: int | Sequence[int] = 1   # resblocks per stage: one int, or one entry per width
-  groups: int = 32
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    x = Conv(self.widths[0], (3, 3), dtype=self.dtype, name="stem")(x.astype(self.dtype))
-    blocks = per_stage(self.blocks, len(self.widths), "blocks")
-    for i, w in enumerate(self.widths):
-      for b in range(blocks[i]):
-        x = ResBlock(w, 2, self.groups, self.dtype, name=f"s{i}_res{b}")(x)
-      x = Conv(self.widths[min(i + 1, len(self.widths) - 1)], (3, 3), strides=2,
-               dtype=self.dtype, name=f"s{i}_down")(x)
-    x = act(GroupNorm(self.groups, self.dtype, name="norm_out")(x))
-    return jnp.mean(x.astype(jnp.float32), axis=(1, 2))
