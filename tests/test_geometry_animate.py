@@ -355,14 +355,15 @@ def test_eval_motion_measures_output_and_footage_alike_and_the_controls_act(geo_
   for name in ("motion_eval.json", "motion_eval.md", "motion_sheet.png"):
     assert os.path.getsize(os.path.join(out, name)) > 300
   # the sync evaluator scored both rows; the bilabial table measured its sentence
-  assert rep["mean"]["real"]["in_sync"] in (0.0, 1.0) and rep["mean"]["generated"]["sync_c"]
-  # ... and so did the mesh lip-sync evaluator, on the tracked meshes of both rows
-  assert rep["mean"]["real"]["mesh_in_sync"] in (0.0, 1.0)
-  assert rep["mean"]["generated"]["mesh_sync_c"] is not None
+  for row in ("real", "generated"):      # a score where a face was tracked, not a placeholder
+    m = rep["mean"][row]
+    assert np.isfinite(m["sync_c"]) and m["sync_c"] >= 0.0
+    # ... and so did the mesh lip-sync evaluator, on the tracked meshes of both rows
+    assert np.isfinite(m["mesh_sync_c"]) and m["mesh_sync_c"] >= 0.0
   assert "mesh_in_sync" in open(os.path.join(out, "motion_eval.md")).read()
-  assert rep["mean"]["real"]["phonetic_open_r"] is not None
+  assert -1.0 <= rep["mean"]["real"]["phonetic_open_r"] <= 1.0
   (bl,) = rep["bilabials"]["sentences"]
-  assert bl["voice"] == "en-us" and bl["bilabials"] >= 8 and bl["closure_ratio"] is not None
+  assert bl["voice"] == "en-us" and bl["bilabials"] >= 8 and 0.0 < bl["closure_ratio"] < 5.0
   assert "Lip closure at bilabials" in open(os.path.join(out, "motion_eval.md")).read()
   # seams: a jump where a window starts is caught, a smooth track is not
   smooth = np.zeros((40, 50), np.float32)

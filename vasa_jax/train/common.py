@@ -114,6 +114,14 @@ def open_geometry_data(config, data_dir: str | None = None, split: str | None = 
   return geometry_pairs.GeometryClips(geo, source_dir, repeats=repeats), basis
 
 
+def adversarial_state(params, d_params, opt) -> dict:
+  """A stage-1 trainer's state: generator and discriminator parameters, their optimizer
+  states (one optimizer), the generator's EMA and the step."""
+  return {"params": params, "opt": opt.init(params), "d_params": d_params,
+          "opt_d": opt.init(d_params), "ema": jax.tree_util.tree_map(lambda x: x, params),
+          "step": jnp.zeros((), jnp.int32)}
+
+
 def adversarial_step(state: dict, config, opt, g_loss: Callable, critic: Callable, real_in,
                      fake_input: Callable, *, gan_scale, use_gan: bool, n_bad,
                      prefix: str = "loss/") -> tuple[dict, dict]:

@@ -52,10 +52,7 @@ def init_state(config, rng, batch_size: int = 1):
   inputs = vm.dummy_inputs(config.model, batch_size)
   params = make_model(config).init(rg, *inputs)["params"]
   d_params = make_critic(config).init(rd, inputs[0])["params"]
-  opt = make_optimizer(config)
-  return {"params": params, "opt": opt.init(params), "d_params": d_params,
-          "opt_d": opt.init(d_params), "ema": jax.tree_util.tree_map(lambda x: x, params),
-          "step": jnp.zeros((), jnp.int32)}
+  return common.adversarial_state(params, d_params, make_optimizer(config))
 
 
 def create_state(config, mesh, rng):
