@@ -170,7 +170,11 @@ def test_a_still_image_as_the_driver_is_refused(geo_tiny_bundle, tmp_path):
   assert _no_partials(tmp_path)
 
 
-def test_sigterm_leaves_nothing_behind_and_a_stale_partial_is_swept(geo_tiny_bundle, tmp_path):
+@pytest.mark.parametrize("sig,code,line", [(signal.SIGTERM, 143, "vasa-jax: terminated"),
+                                           (signal.SIGINT, 130, "vasa-jax: interrupted")])
+def test_a_signal_leaves_nothing_behind_and_a_stale_partial_is_swept(geo_tiny_bundle, tmp_path,
+                                                                      sig, code, line):
+  """SIGTERM (timeout, systemd, Docker) and Ctrl-C (SIGINT) mid-render."""
   import soundfile as sf
   long_speech = str(tmp_path / "long.wav")
   t = np.arange(40 * 16000) / 16000
@@ -193,9 +197,9 @@ def test_sigterm_leaves_nothing_behind_and_a_stale_partial_is_swept(geo_tiny_bun
     time.sleep(0.2)
   assert p.poll() is None, p.communicate()
   assert not stale.exists()                          # swept when the run opened its output
-  p.send_signal(signal.SIGTERM)
+  p.send_signal(sig)
   _, err = p.communicate(timeout=120)
-  assert p.returncode == 143, err
-  assert err.strip().splitlines()[-1] == "vasa-jax: terminated", err
+  assert p.returncode == code, err
+  assert err.strip().splitlines()[-1] == line, err
   assert not out.exists() and _no_partials(tmp_path)
   assert not os.listdir(tmp)                         # the temporary audio.wav went too
