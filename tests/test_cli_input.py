@@ -186,9 +186,12 @@ def test_a_signal_leaves_nothing_behind_and_a_stale_partial_is_swept(geo_tiny_bu
   tmp = tmp_path / "tmp"
   tmp.mkdir()
   env = dict(os.environ, TMPDIR=str(tmp))
+  # a pytest-xdist worker ignores SIGINT, and a child inherits that: give the command the
+  # default disposition a terminal gives it
   p = subprocess.Popen([sys.executable, "-m", "vasa_jax", *_animate(geo_tiny_bundle, PORTRAIT,
                                                                      long_speech, str(out))],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
   deadline = time.time() + 300
   while time.time() < deadline and p.poll() is None:
     mine = [f for f in glob.glob(str(tmp_path / ".o.*.partial.mp4")) if "4000000" not in f]
