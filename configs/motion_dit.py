@@ -21,6 +21,13 @@ paths allowed, e.g. `demo,batch_size=32,model.dtype=bfloat16`):
          (pose, 40 expression coefficients, 2 eyelids, 2 gaze), trained on the geometry
          motion_latents dataset (the bundled demo weights):
            vasa-jax train --config configs/motion_dit.py:geo --workdir RUN --data-dir DATA
+  live   the live (microphone) generator of vasa_jax/live.py: the geo network over windows of
+         live.block = 4 kept frames plus model.window - live.block = 1 frame of audio look-ahead,
+         conditioned on the last 10 frames shown; its audio features are computed over
+         [16 frames before | context | window] as one stretch (data.audio_left), as the live
+         session computes them. Warm-started from the bundled demo weights:
+           vasa-jax train --config configs/motion_dit.py:live --workdir RUN --data-dir DATA
+  live_tiny  the same shape of run at the tiny size (tests).
 
 Any field can also be set from the command line: `--config.train.p_drop=0.2`.
 """
@@ -49,7 +56,7 @@ LOGICAL_AXIS_RULES = (
     ("out_small", None),
 )
 
-VARIANTS = ("tiny", "demo", "paper", "geo")
+VARIANTS = ("tiny", "demo", "paper", "geo", "live", "live_tiny")
 from vasa_jax.constants import EMOTIONS  # noqa: E402  (one definition for the package)
 
 
@@ -94,6 +101,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant, overrides = parts[0].strip() or "demo", [p for p in parts[1:] if p.strip()]
   if variant not in VARIANTS:
     raise ValueError(f"unknown variant {variant!r}; use one of {VARIANTS}")
+  if variant in ("live", "live_tiny"):
+    base = ["geo"] if variant == "live" else ["tiny", "model.blink_control=True"]
+    block, ahead, left = (4, 1, 16) if variant == "live" else (2, 1, 2)
+    c = get_config(",".join(base + [
+        f"model.window={block + ahead}", f"live.block={block}", f"data.audio_left={left}",
+        "train.p_drop_prev=0.05", "train.p_mask_tail=0.0"] + (
+            ["init_from=vasa_jax/assets/demo", "model.audio_features=log_mel+phonetic",
+             "batch_size=128", "steps=3000", "optim.lr=2e-4", "optim.warmup_steps=100",
+             "sampler.steps=8", "sampler.cfg_audio=1.5", "sampler.audio_lead=0.5",
+             "data.motion_stats=vasa_jax/assets/demo/motion_stats.json", "ckpt_every=250"]
+            if variant == "live" else []) + overrides))
+    c.variant = variant
+    return c
   if variant == "geo":
     c = get_config(",".join(["demo", "model.dyn_dim=44", "data.motion_dataset=motion_latents/geo",
                              "steps=3000",
@@ -172,6 +192,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.stats_batches = 16   # batches used to compute the statistics at the first start
   c.data.stats_min_std = 1e-2
   c.data.with_frames = False  # decode window frames for an injected motion function
+  # Raw audio of this many frames before the context, featurised with it and the window as
+  # one stretch ("left_audio"; the live generator's features). 0: window and context apart.
+  c.data.audio_left = 0
+
+  # The live generator (vasa_jax/live.py; variants live / live_tiny): each window of
+  # model.window frames keeps its first live.block frames; the rest is audio look-ahead.
+  c.live = ml_collections.ConfigDict()
+  c.live.block = 0            # 0: not a live model
 
   # The sampler defaults the exported bundle carries (vasa_jax.bundle.SamplerDefaults): what
   # inference uses where a call does not say (DDIM steps, eta, the CFG scales).
@@ -180,6 +208,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.sampler.eta = 0.0
   c.sampler.cfg_audio = 0.5
   c.sampler.cfg_gaze = 1.0
+  c.sampler.audio_lead = 0.0     # frames the audio is advanced by (engine.lead_audio)
 
   c.log_every = {"tiny": 1, "demo": 50, "paper": 100}[variant]
   c.ckpt_every = {"tiny": 1, "demo": 2000, "paper": 5000}[variant]

@@ -154,6 +154,27 @@ def geo_tiny_bundle(tmp_path_factory):
   return path
 
 
+@pytest.fixture(scope="session")
+def geo_tiny_live_bundle(tmp_path_factory, geo_tiny_bundle):
+  """geo_tiny_bundle with an untrained tiny live generator (configs/motion_dit.py:live_tiny)
+  beside its MotionDiT."""
+  import jax
+  from flax import linen as nn
+  from vasa_jax import bundle as bundle_lib
+  from vasa_jax.models import motion_dit as md_lib
+  b = bundle_lib.load(geo_tiny_bundle)
+  live = load_stage_config("motion_dit").get_config("live_tiny,model.dyn_dim=44")
+  params = nn.meta.unbox(md_lib.MotionDiT(live.model).init(
+      jax.random.PRNGKey(1), *md_lib.dummy_inputs(live.model, 1)))["params"]
+  path = str(tmp_path_factory.mktemp("bundle") / "geo_live")
+  bundle_lib.save(path, face_latent_config=b.face_latent_config,
+                  face_latent_params=b.face_latent_params,
+                  motion_dit_config=b.motion_dit_config, motion_dit_params=b.motion_dit_params,
+                  motion_stats=b.motion_stats, face_basis=b.face_basis, dtype="float16",
+                  live_config=live, live_params=params)
+  return path
+
+
 # ----------------------------------------------------------------------------- trainers
 
 def corrupt_call(monkeypatch, at: int, field):

@@ -248,6 +248,15 @@ class Animator:
           stats["frames"] += frames.shape[0]
         yield frames
 
+  def live(self, image, *, delay_s: float | None = None, crop_only: bool = False, **options):
+    """A live session (vasa_jax.live.LiveSession): push audio as it arrives, pull frames as
+    they are drawn, change controls mid-session. Needs a bundle with a live generator (the
+    bundled demo has one). options: SampleOptions' fields (seed and steps fixed for the
+    session); delay_s: how long after a sample arrives the frame showing it is due (default:
+    the generator's look-ahead wait plus one block's compute)."""
+    from vasa_jax import live
+    return live.LiveSession(self, image, delay_s=delay_s, crop_only=crop_only, **options)
+
   def animate(self, image, audio, *, crop_only: bool = False, **options) -> AnimationResult:
     """The whole video in memory: AnimationResult(frames, fps, audio).save(path)."""
     a = engine_lib.load_audio(audio)

@@ -5,6 +5,9 @@ A bundle is what `vasa_jax.Animator` loads (the bundled demo weights are one):
     DIR/bundle.json            format version, configs (JSON), parameter counts, provenance
     DIR/face_latent.msgpack    stage-1 generator EMA parameters (flax.serialization)
     DIR/motion_dit.msgpack     stage-2 MotionDiT EMA parameters
+    DIR/live_motion_dit.msgpack   optional: the live generator (configs/motion_dit.py:live,
+                               vasa_jax/live.py), a MotionDiT over short blocks with audio
+                               look-ahead; same motion codes, statistics and audio front end
     DIR/motion_stats.json      per-dimension mean/std of the motion latents (stage-2 space)
     DIR/face_basis.npz         the face template and expression basis the motion codes live in
                                (vasa_jax.geometry.codes.FaceBasis)
@@ -44,6 +47,7 @@ VERSION = 3            # 3: the part bank; 2: geometry-grounded bundles (face_ba
 META_FILE = "bundle.json"
 FACE_FILE = "face_latent.msgpack"
 DIT_FILE = "motion_dit.msgpack"
+LIVE_FILE = "live_motion_dit.msgpack"
 STATS_FILE = "motion_stats.json"
 BASIS_FILE = "face_basis.npz"
 PHONETIC_DIR = "phonetic"  # the frozen phonetic front end (model.audio_features with phonetic)
@@ -97,6 +101,8 @@ class Bundle:
   face_basis: Any = None
   meta: dict = dataclasses.field(default_factory=dict)
   path: str | None = None            # the folder it was read from (None: built in memory)
+  live_config: Any = None            # the live generator (None: the bundle has none)
+  live_params: Any = None
 
   @property
   def kind(self) -> str:
@@ -172,9 +178,12 @@ def _config_json(config: ml_collections.ConfigDict) -> Any:
 
 def save(out_dir: str, *, face_latent_config, face_latent_params, motion_dit_config,
          motion_dit_params, motion_stats: dict, dtype: str = "float32",
-         provenance: dict | None = None, face_basis=None, phonetic_dir: str | None = None, part_bank=None) -> str:
+         provenance: dict | None = None, face_basis=None, phonetic_dir: str | None = None,
+         part_bank=None, live_config=None, live_params=None) -> str:
   """Writes a bundle atomically (a temporary folder renamed onto out_dir).
 
+  live_config / live_params: the live generator (optional), which must read and write the
+  same motion codes with the same audio front end as the offline MotionDiT.
   face_basis: the FaceBasis the motion codes live in (required).
   part_bank: the PartBank (vasa_jax.geometry.banks) of real mouths and lids a mesh renderer
   renders with; refused unless every donor names its source and a licence that allows
@@ -206,9 +215,13 @@ def save(out_dir: str, *, face_latent_config, face_latent_params, motion_dit_con
     raise BundleError(f"motion_dit motion_dim {md_dim} != 6 + face_latent dyn_dim {fl_dyn}")
   if len(motion_stats["mean"]) != md_dim:
     raise BundleError(f"motion statistics have {len(motion_stats['mean'])} dims, not {md_dim}")
+  check_live(motion_dit_config, live_config, live_params)
   from vasa_jax import artifacts
   fl = _to_host(face_latent_params, dtype)
   md = _to_host(motion_dit_params, dtype)
+  weights = {FACE_FILE: fl, DIT_FILE: md}
+  if live_config is not None:
+    weights[LIVE_FILE] = _to_host(live_params, dtype)
   meta = {
       "format": FORMAT, "version": VERSION, "dtype": dtype,
       "face_latent": {"config": _config_json(face_latent_config),
@@ -217,6 +230,9 @@ def save(out_dir: str, *, face_latent_config, face_latent_params, motion_dit_con
       "motion_dit": {"config": _config_json(motion_dit_config),
                      "params": artifacts.count_params(md)},
       "provenance": provenance or {},
+      **({"live_motion_dit": {"config": _config_json(live_config),
+                              "params": artifacts.count_params(weights[LIVE_FILE])}}
+         if live_config is not None else {}),
       "part_bank": None if part_bank is None else {
           "donors": len(part_bank.donors), "mouth_entries": len(part_bank),
           "lid_entries": part_bank.num_lids},
@@ -237,7 +253,7 @@ def save(out_dir: str, *, face_latent_config, face_latent_params, motion_dit_con
       import shutil
       shutil.copytree(phonetic_dir, os.path.join(tmp, PHONETIC_DIR))
   return artifacts.write_weights_folder(
-      out_dir, weights={FACE_FILE: fl, DIT_FILE: md},
+      out_dir, weights=weights,
       documents={STATS_FILE: stats, META_FILE: meta}, prefix=".bundle.", extra=extra)
 
 
@@ -259,15 +275,19 @@ def load(path: str | None = None) -> Bundle:
     raise BundleError(f"{path}: unsupported bundle format {meta.get('format')!r} "
                       f"version {meta.get('version')!r} (this vasa-jax reads {FORMAT} v{VERSION})")
   parts = {}
-  for stage, fname in (("face_latent", FACE_FILE), ("motion_dit", DIT_FILE)):
+  stages = [("face_latent", FACE_FILE), ("motion_dit", DIT_FILE)]
+  if meta.get("live_motion_dit"):
+    stages.append(("live_motion_dit", LIVE_FILE))
+  for stage, fname in stages:
     fpath = os.path.join(path, fname)
     try:
       with open(fpath, "rb") as f:
         params = serialization.msgpack_restore(f.read())
     except (OSError, ValueError, TypeError) as e:
       raise BundleError(f"cannot read {fpath}: {type(e).__name__}: {e}") from None
-    parts[f"{stage}_params"] = _from_host(params)
-    parts[f"{stage}_config"] = ml_collections.ConfigDict(meta[stage]["config"])
+    name = "live" if stage == "live_motion_dit" else stage
+    parts[f"{name}_params"] = _from_host(params)
+    parts[f"{name}_config"] = ml_collections.ConfigDict(meta[stage]["config"])
   try:
     with open(os.path.join(path, STATS_FILE)) as f:
       stats = json.load(f)
@@ -283,6 +303,24 @@ def load(path: str | None = None) -> Bundle:
     except (OSError, ValueError) as e:
       raise BundleError(f"{path}: cannot read the face basis: {e}") from None
   return Bundle(meta=meta, path=path, **parts)
+
+
+def check_live(motion_dit_config, live_config, live_params) -> None:
+  """BundleError unless a live generator fits beside the offline MotionDiT: a live config
+  (live.block > 0, shorter than its window), the same motion dim and audio features."""
+  if live_config is None and live_params is None:
+    return
+  if live_config is None or live_params is None:
+    raise BundleError("a live generator needs both its config and its parameters")
+  block = int(live_config.get("live", {}).get("block", 0) or 0)
+  window = int(live_config.model.window)
+  if not 0 < block < window:
+    raise BundleError(f"the live generator's live.block {block} must be in 1..window-1 "
+                      f"(window {window}); train it with configs/motion_dit.py:live")
+  for key in ("motion_dim", "audio_features", "audio_in_dim"):
+    if live_config.model.get(key) != motion_dit_config.model.get(key):
+      raise BundleError(f"the live generator's model.{key} {live_config.model.get(key)!r} "
+                        f"differs from the motion model's {motion_dit_config.model.get(key)!r}")
 
 
 def check_params(params, reference, what: str) -> None:

@@ -422,6 +422,102 @@ def cmd_animate(args) -> int:
   return 2 if failed else 0
 
 
+def cmd_live(args) -> int:
+  """Live: audio from the microphone, stdin or a file; frames to a window and/or an mp4."""
+  import threading
+
+  from vasa_jax import animate as an
+  from vasa_jax import live as live_lib
+  from vasa_jax import live_io
+  if args.out and not args.out.lower().endswith(".mp4"):
+    raise UsageError(f"--out must be an .mp4 file, got {args.out}")
+  if args.pace and args.audio in (None, "-"):
+    raise UsageError("--pace plays a file at real-time pace: give --audio FILE")
+  if not args.seconds > 0:
+    raise UsageError(f"--seconds must be > 0, got {args.seconds}")
+  inputs = [args.image] + ([args.audio] if args.audio not in (None, "-") else [])
+  _check_paths(inputs, [args.out] if args.out else [], 3600.0)
+  show = args.show or (not args.out and bool(os.environ.get("DISPLAY")))
+  if not show and not args.out:
+    raise UsageError("nowhere to show the frames: give --out OUT.mp4 (no display for --show)")
+  try:
+    if args.audio == "-":
+      if sys.stdin.isatty():
+        raise UsageError("--audio - reads raw PCM from stdin; pipe audio in (e.g. "
+                         "`ffmpeg -i speech.wav -f s16le -ac 1 -ar 16000 - | vasa-jax live "
+                         "--audio - ...`)")
+      source = live_io.RawPCM(sys.stdin.buffer, rate=args.rate, fmt=args.format,
+                              channels=args.channels)
+    elif args.audio:
+      source = live_io.PacedFile(args.audio, args.pace)
+    else:
+      source = live_io.Microphone(args.device)
+    window = live_io.Window() if show else None
+    anim = an.Animator(args.checkpoint)
+    kw = dict(gaze=_pair(args.gaze, "--gaze") if args.gaze else None, distance=args.distance,
+              emotion=args.emotion, head_motion=args.head_motion,
+              emotion_intensity=args.emotion_intensity, blink_rate=args.blink_rate,
+              mouth_gain=args.mouth_gain, seed=args.seed, steps=args.steps)
+    session = anim.live(args.image, crop_only=args.crop_only, **kw)
+  except an.AnimateError as e:
+    raise UsageError(str(e)) from None
+  recorder = live_io.Recorder(args.out) if args.out else None
+  realtime = args.audio is None or args.pace
+  stop = threading.Event()
+  failure: list = []
+
+  def feed():
+    try:
+      source.run(session, stop, args.seconds)
+    except BaseException as e:       # reported by the main thread
+      failure.append(e)
+    finally:
+      session.close()
+  feeder = threading.Thread(target=feed, daemon=True, name="live-source")
+  pacer = live_lib.Pacer()
+  interrupted = False
+  feeder.start()
+  try:
+    for frame in session.frames():
+      if recorder is not None:
+        recorder.add(frame.image)
+      if window is not None:
+        wait = frame.due_at - time.perf_counter()
+        if realtime and wait > 0:
+          time.sleep(wait)
+        window.show(frame.image)
+      if realtime:
+        pacer.show(frame, now=time.perf_counter() if window is not None else None)
+  except (KeyboardInterrupt, Terminated):
+    interrupted = True               # Ctrl-C ends the session; what was made is kept
+    stop.set()
+  finally:
+    stop.set()
+    feeder.join(timeout=5)
+    if window is not None:
+      window.close()
+  out = None
+  if recorder is not None:
+    recorder.add_audio(session.audio())   # the audio the session heard, at 16 kHz
+    try:
+      out = recorder.close(keep=True)
+    except an.AnimateError as e:
+      raise UsageError(str(e)) from None
+  if failure and not interrupted:
+    e = failure[0]
+    if isinstance(e, an.AnimateError):
+      raise UsageError(str(e)) from None
+    raise e
+  summary = {"out": os.path.abspath(out) if out else None,
+             "frames": session.rendered,
+             "seconds_of_audio": round(session.motion.received / 16000, 3),
+             "interrupted": interrupted, **session.stats()}
+  if realtime:
+    summary["shown"] = pacer.summary()
+  print(json.dumps(summary, indent=1))
+  return 0
+
+
 def cmd_reenact(args) -> int:
   """Video-driven reenactment: the portrait performs the driving video's motion."""
   from vasa_jax import animate as an
@@ -463,7 +559,7 @@ def cmd_export(args) -> int:
                           motion_dit_config=args.motion_dit_config, weights=args.weights,
                           dtype=args.dtype, part_bank=args.part_bank,
                           copy_compositor=args.copy_compositor,
-                          tuned=tuned)
+                          tuned=tuned, live_motion_dit=args.live_motion_dit)
   print(json.dumps(out, indent=1))
   return 0
 
@@ -655,6 +751,38 @@ def build_parser() -> argparse.ArgumentParser:
   an.add_argument("--max-seconds", type=float, default=3600.0, help="longest audio accepted")
   an.set_defaults(func=cmd_animate)
 
+  lv = sub.add_parser("live", help="live: speak (or pipe audio) and the portrait talks, in "
+                      "real time; a window and/or a watermarked mp4")
+  lv.add_argument("--image", required=True, help="portrait photo")
+  lv.add_argument("--audio", default=None,
+                  help="'-': raw PCM on stdin (see --rate/--format/--channels); FILE: an audio "
+                       "file (with --pace at real-time pace); default: the microphone")
+  lv.add_argument("--pace", action="store_true", help="play --audio FILE at real-time pace")
+  lv.add_argument("--rate", type=int, default=16000, help="stdin PCM sample rate (16000)")
+  lv.add_argument("--format", default="s16le", choices=("s16le", "f32le"),
+                  help="stdin PCM sample format")
+  lv.add_argument("--channels", type=int, default=1, help="stdin PCM channels (1)")
+  lv.add_argument("--device", default=None, help="microphone: a device index or name")
+  lv.add_argument("--out", default=None, help="OUT.mp4: record the session (watermarked)")
+  lv.add_argument("--show", action="store_true",
+                  help="show the frames in a window (default when there is a display and no "
+                       "--out)")
+  lv.add_argument("--seconds", type=float, default=600.0, help="stop after this long (600)")
+  lv.add_argument("--checkpoint", default=None, help="bundle folder (default: bundled demo)")
+  lv.add_argument("--gaze", default=None, help="main gaze THETA,PHI in degrees (default: free)")
+  lv.add_argument("--distance", type=float, default=None, help="head-camera distance in metres")
+  lv.add_argument("--emotion", default=None, help="neutral|happy|sad|angry|surprised")
+  lv.add_argument("--emotion-intensity", type=float, default=1.0)
+  lv.add_argument("--blink-rate", type=float, default=None,
+                  help="blinks a minute, 0-60 (default 15)")
+  lv.add_argument("--head-motion", type=float, default=1.0)
+  lv.add_argument("--mouth-gain", type=float, default=None)
+  lv.add_argument("--steps", type=int, default=None,
+                  help="DDIM steps per block (default: the live generator's)")
+  lv.add_argument("--seed", type=int, default=0)
+  lv.add_argument("--crop-only", action="store_true", help="the face crop, no paste-back")
+  lv.set_defaults(func=cmd_live)
+
   re_ = sub.add_parser("reenact", help="portrait + driving video -> the portrait performs the "
                        "video's head motion, expression, blinks and gaze (watermarked mp4)")
   re_.add_argument("--image", required=True, help="portrait photo")
@@ -703,6 +831,10 @@ def build_parser() -> argparse.ArgumentParser:
                   help="geometry bundles: ship the mouth compositor at its initialisation, which "
                        "pastes the donor's real interior onto the driving opening as it is "
                        "(no learned flow, shade or residual), instead of the trained one")
+  ex.add_argument("--live-motion-dit", default=None,
+                  help="the live generator (`vasa-jax live`): its training workdir "
+                       "(configs/motion_dit.py:live) or a bundle holding one (default: the "
+                       "--motion-dit bundle's, if it has one)")
   ex.add_argument("--weights", default="ema", choices=("ema", "raw"),
                   help="EMA parameters (default) or the raw ones (short runs, where the EMA "
                        "still remembers the initialisation)")

@@ -36,6 +36,7 @@ from vasa_jax.geometry.emotion import EMOTIONS   # = configs/motion_dit.EMOTIONS
 POSE_DIM = 6              # motion = pose (yaw, pitch, roll, tx, ty, tz) ++ dynamics
 MAX_TURN_DEG = (18.0, 15.0, 12.0)   # soft limit of yaw, pitch, roll away from the portrait's
 MAX_LID_OPEN = 1.15                 # soft limit of the lid openness, x the portrait's own
+EMOTION_RAMP = 12         # frames over which a live session's new emotion eases in
 SEAM_TAU = 6.0            # frames: how fast a window's start eases from the previous window's
 BLINK_CFG = 2.0           # guidance scale of an asked blink rate (docs/motion_eval)
 MAX_AUDIO_LEAD = 5.0      # frames: the largest audio lead a call may ask (200 ms)
@@ -290,19 +291,21 @@ class Engine:
   def denormalize(self, x) -> np.ndarray:
     return np.asarray(x, np.float32) * self.stats["std"] + self.stats["mean"]
 
-  def controls(self, opts: SampleOptions) -> dict:
+  def controls(self, opts: SampleOptions, model_config=None) -> dict:
     """Unbatched controls for sampling.stream; missing ones are dropped conditions. The
     model has no emotion condition (no labels in real footage): emotion acts as an offset of
-    the codes instead (`MotionPost`)."""
+    the codes instead (`MotionPost`). model_config: the motion model's (default the offline
+    MotionDiT's; the live generator passes its own)."""
+    mcfg = self.md_config.model if model_config is None else model_config
     g, d = gaze_radians(opts.gaze), distance_metres(opts.distance)
     emotion_index(opts.emotion)                 # checked here; applied by MotionPost
     e = None
     r = blink_per_minute(opts.blink_rate)
-    blink_control = bool(self.md_config.model.get("blink_control", False))
+    blink_control = bool(mcfg.get("blink_control", False))
     if r is not None and not blink_control:
       raise AnimateError("this bundle's motion model has no blink-rate control (a geometry "
                          "bundle trained with model.blink_control=True has)")
-    mean_d = float(self.md_config.model.distance_mean)
+    mean_d = float(mcfg.distance_mean)
     out = {
         "gaze": np.zeros(2, np.float32) if g is None else g.astype(np.float32),
         "distance": np.float32(mean_d if d is None else d),
@@ -480,6 +483,35 @@ class MotionPost:
     self.lid_dims = slice(POSE_DIM + k_exp, POSE_DIM + k_exp + 2)
     self.tail = None
     self.pose_state = None
+    self.offset_from, self.ramp_done = None, 0      # an emotion offset being eased in
+    self._engine, self._kw = engine, dict(pose_smoothing=pose_smoothing, mouth_base=mouth_base)
+
+  def retarget(self, opts: SampleOptions) -> "MotionPost":
+    """The steps for new options mid-stream (a live session's controls), carrying this one's
+    state: the seam, the pose EMA and the slow gaze, so nothing jumps; a new emotion offset
+    eases in over EMOTION_RAMP frames."""
+    new = MotionPost(self._engine, self.ref, opts, **self._kw)
+    new.tail, new.pose_state = self.tail, self.pose_state
+    old = self.steer or self.recentre
+    for tgt in (new.steer, new.recentre):
+      if tgt is not None and old is not None:
+        tgt.slow = old.slow
+        if tgt.move_eyes and old.move_eyes:
+          tgt.slow_eye = old.slow_eye
+    now = self._offset_now()
+    if not (now is None and new.offset is None):
+      dim = self._engine.motion_dim - POSE_DIM
+      new.offset_from = np.zeros(dim, np.float32) if now is None else now
+      if new.offset is None:
+        new.offset = np.zeros(dim, np.float32)
+    return new
+
+  def _offset_now(self):
+    """The emotion offset applied to the last frame."""
+    if self.offset_from is None:
+      return self.offset
+    w = min(self.ramp_done / EMOTION_RAMP, 1.0)
+    return self.offset_from + w * (self.offset - self.offset_from)
 
   def __call__(self, m: np.ndarray) -> np.ndarray:
     """De-normalised motion [n, D] of the next window -> the motion shown."""
@@ -494,7 +526,11 @@ class MotionPost:
     if opts.mouth_gain != 1.0:
       m[:, POSE_DIM:] = codes_lib.open_mouth(m[:, POSE_DIM:], ref[POSE_DIM:], self.mouth_base,
                                              self.basis, opts.mouth_gain)
-    if self.offset is not None:
+    if self.offset_from is not None:          # easing into a new emotion (retarget)
+      w = np.minimum((self.ramp_done + 1 + np.arange(len(m))) / EMOTION_RAMP, 1.0)[:, None]
+      m[:, POSE_DIM:] += self.offset_from + w * (self.offset - self.offset_from)
+      self.ramp_done += len(m)
+    elif self.offset is not None:
       m[:, POSE_DIM:] += self.offset
     if self.recentre is not None:
       m = self.recentre(m)

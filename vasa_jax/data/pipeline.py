@@ -143,13 +143,17 @@ class Stage2Transform(grain.RandomMapTransform):
   blink rate ("control_blink_rate", blinks/min, `blink_rate`), so that the controls are
   learned from real footage. measured_controls_only: the measured gaze / distance replace a
   record's own too (a mix of datasets whose own controls are in other units).
+  audio_left: also "left_audio", the raw audio of the `audio_left` frames before the previous
+  K (zeros before the clip), so that a model featurises [left | prev | window] as one
+  contiguous stretch, as the live generator does (vasa_jax/live.py).
   """
 
   def __init__(self, window: int, context: int, with_frames: bool = False,
                with_motion: bool = False, controls_from_motion: bool = False,
-               measured_controls_only: bool = False):
-    if window < 1 or context < 0:
-      raise ValueError("window must be >= 1 and context >= 0")
+               measured_controls_only: bool = False, audio_left: int = 0):
+    if window < 1 or context < 0 or audio_left < 0:
+      raise ValueError("window must be >= 1, context and audio_left >= 0")
+    self.audio_left = int(audio_left)
     if controls_from_motion and not with_motion:
       raise ValueError("controls_from_motion needs with_motion (stored geometry codes)")
     self.window, self.context, self.with_frames = window, context, with_frames
@@ -176,6 +180,8 @@ class Stage2Transform(grain.RandomMapTransform):
       out["prev_" + name] = _take(track, prev_idx, prev_valid)
     out["audio"] = _take_audio(audio, t0, w)
     out["prev_audio"] = _take_audio(audio, t0 - k, k)
+    if self.audio_left:
+      out["left_audio"] = _take_audio(audio, t0 - k - self.audio_left, self.audio_left)
     out["control_gaze"] = np.asarray(rec["control_gaze"], np.float32)
     out["control_distance"] = np.float32(rec["control_distance"])
     out["control_emotion"] = np.int32(rec["control_emotion"])
@@ -299,7 +305,8 @@ def make_loader(
 def stage2_loader(source, *, batch_size: int, window: int, context: int, seed: int = 0,
                   with_frames: bool = False, with_motion: bool = False, worker_count: int = 0,
                   controls_from_motion: bool = False, measured_controls_only: bool = False,
-                  **kw) -> grain.DataLoader:
+                  audio_left: int = 0, **kw) -> grain.DataLoader:
   return make_loader(source, Stage2Transform(window, context, with_frames, with_motion,
-                                             controls_from_motion, measured_controls_only),
+                                             controls_from_motion, measured_controls_only,
+                                             audio_left),
                      batch_size=batch_size, seed=seed, worker_count=worker_count, **kw)

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from vasa_jax.constants import SAMPLES_PER_FRAME
 from vasa_jax.models import audio_encoder
 from vasa_jax import diffusion
 from vasa_jax.models import layers
@@ -385,6 +386,17 @@ def training_loss(params, model: MotionDiT, batch: Mapping, rng, config):
 
 # ----------------------------------------------------------------------------- input pipeline
 
+def contiguous_features(audio_features_fn: Callable, left, prev, window):
+  """Raw audio [B, L*640], [B, K*640], [B, W*640] of consecutive frames -> the features of
+  the window [B, W, A] and of the previous K frames [B, K, A], computed over the whole
+  stretch at once (the left frames only give the front end its context)."""
+  spf = SAMPLES_PER_FRAME
+  left, prev, window = (jnp.asarray(a, jnp.float32) for a in (left, prev, window))
+  n_l, n_k = left.shape[-1] // spf, prev.shape[-1] // spf
+  f = jnp.asarray(audio_features_fn(jnp.concatenate([left, prev, window], -1)), jnp.float32)
+  return f[:, n_l + n_k:], f[:, n_l:n_l + n_k]
+
+
 def batch_from_pipeline(pipeline_batch: Mapping, motion_key_fn: Callable,
                         audio_features_fn: Callable) -> dict:
   """A Stage2Transform batch (vasa_jax/data/pipeline.py) -> a `training_loss` batch.
@@ -409,13 +421,19 @@ def batch_from_pipeline(pipeline_batch: Mapping, motion_key_fn: Callable,
   b, w = mask.shape
   prev_mask = jnp.asarray(pipeline_batch["prev_mask"], jnp.float32)
   k = prev_mask.shape[1]
-  audio = jnp.asarray(audio_features_fn(pipeline_batch["audio"]), jnp.float32)
+  if pipeline_batch.get("left_audio") is not None:
+    # [left | prev | window] featurised as one stretch (the live generator's features)
+    audio, prev_audio = contiguous_features(
+        audio_features_fn, pipeline_batch["left_audio"], pipeline_batch["prev_audio"],
+        pipeline_batch["audio"])
+  else:
+    audio = jnp.asarray(audio_features_fn(pipeline_batch["audio"]), jnp.float32)
+    if k > 0:
+      prev_audio = jnp.asarray(audio_features_fn(pipeline_batch["prev_audio"]), jnp.float32)
+    else:
+      prev_audio = jnp.zeros((b, 0, audio.shape[-1]), jnp.float32)
   if audio.shape[1] != w:
     raise ValueError(f"audio_features_fn gave {audio.shape[1]} frames for a window of {w}")
-  if k > 0:
-    prev_audio = jnp.asarray(audio_features_fn(pipeline_batch["prev_audio"]), jnp.float32)
-  else:
-    prev_audio = jnp.zeros((b, 0, audio.shape[-1]), jnp.float32)
   if prev_motion is None:
     prev_motion = jnp.zeros((b, k, motion.shape[-1]), jnp.float32)
     prev_mask = jnp.zeros_like(prev_mask)

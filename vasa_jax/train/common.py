@@ -591,8 +591,9 @@ def graft(fresh, old):
   """`old` parameters on the tree of `fresh` (host arrays): a leaf of the same shape is
   copied; a leaf that grew (every dim >= old's) gets old's values in its leading block --
   kernels with zeros elsewhere, so new inputs start with no effect; vectors (biases, norm
-  scales) with the fresh values elsewhere; any other leaf stays fresh. Returns (tree, the
-  paths of leaves not copied whole)."""
+  scales) with the fresh values elsewhere; a positional table ("pos*") of a shorter window
+  gets old's leading rows; any other leaf stays fresh.
+  Returns (tree, the paths of leaves not copied whole)."""
   flat_old = {jax.tree_util.keystr(k): np.asarray(v)
               for k, v in jax.tree_util.tree_flatten_with_path(old)[0]}
   changed = []
@@ -603,6 +604,10 @@ def graft(fresh, old):
     if o is not None and o.shape == x.shape:
       return o.astype(x.dtype)
     changed.append(jax.tree_util.keystr(path))
+    name = str(getattr(path[-1], "key", path[-1])) if path else ""
+    if (name.startswith("pos") and o is not None and o.ndim == x.ndim == 2
+        and o.shape[1] == x.shape[1] and o.shape[0] > x.shape[0]):
+      return o[:x.shape[0]].astype(x.dtype)
     if o is None or o.ndim != x.ndim or any(a > b for a, b in zip(o.shape, x.shape)):
       return x
     out = np.zeros_like(x) if x.ndim >= 2 else x.copy()

@@ -23,7 +23,7 @@ def _bundle_at(path: str):
 def export(face_latent: str, motion_dit: str, out: str, *, face_latent_config: str | None = None,
            motion_dit_config: str | None = None, weights: str = "ema", dtype: str = "float32",
            part_bank: str | None = None, copy_compositor: bool = False,
-           tuned: dict | None = None) -> dict:
+           tuned: dict | None = None, live_motion_dit: str | None = None) -> dict:
   """Writes a bundle to `out` from a stage-1 source and a stage-2 source; returns {"bundle":
   path, "bytes": size}. Each source is a training workdir (its EMA or raw weights, the config
   it recorded, else the given spec) or a bundle (its stage kept as it is). `tuned`: sampler
@@ -32,7 +32,9 @@ def export(face_latent: str, motion_dit: str, out: str, *, face_latent_config: s
   part bank when its renderer uses one (`part_bank`, else the stage-1 bundle's or the run
   config's data.part_bank);
   copy_compositor ships the copy compositor (the donor reference pasted on the opening)
-  instead of trained weights. InputError (one line) for anything the user can fix."""
+  instead of trained weights. live_motion_dit: the live generator's workdir or a bundle
+  holding one (default: the stage-2 bundle's, if it has one). InputError (one line) for
+  anything the user can fix."""
   tuned = dict(tuned or {})
   stage1_bundle = _bundle_at(face_latent)   # a bundle: its stage 1 kept, its stage 2 swapped
   if stage1_bundle is not None:
@@ -82,6 +84,26 @@ def export(face_latent: str, motion_dit: str, out: str, *, face_latent_config: s
       md_params, md_step = common.restore_params(motion_dit, md_cfg, key=key)
   except FileNotFoundError as e:
     raise InputError(str(e)) from None
+  live_cfg = live_params = live_step = None
+  live_src = live_motion_dit or (motion_dit if stage2_bundle is not None
+                                 and stage2_bundle.live_config is not None else None)
+  if live_src:
+    live_bundle = _bundle_at(live_src)
+    if live_bundle is not None:
+      if live_bundle.live_config is None:
+        raise InputError(f"--live-motion-dit: the bundle {live_src} has no live generator")
+      live_cfg, live_params = live_bundle.live_config, live_bundle.live_params
+      live_step = live_bundle.meta.get("provenance", {}).get("live_motion_dit_step")
+    else:
+      if not os.path.isfile(os.path.join(live_src, config_utils.RUN_CONFIG)):
+        raise InputError(f"--live-motion-dit: {live_src} is neither a bundle nor a training "
+                         f"workdir with its {config_utils.RUN_CONFIG}")
+      live_cfg = config_utils.run_config(live_src, None)
+      try:
+        live_params, live_step = common.restore_params(
+            live_src, live_cfg, key="ema" if weights == "ema" else "params")
+      except FileNotFoundError as e:
+        raise InputError(str(e)) from None
   if copy_compositor:
     if not hasattr(renderer_cls, "copy_params"):
       raise InputError("--copy-compositor is for mesh-renderer (geometry) stage 1 bundles")
@@ -111,6 +133,7 @@ def export(face_latent: str, motion_dit: str, out: str, *, face_latent_config: s
                         motion_dit_config=md_cfg, motion_dit_params=md_params,
                         motion_stats=stats, dtype=dtype,
                         face_basis=face_basis, part_bank=bank,
+                        live_config=live_cfg, live_params=live_params,
                         phonetic_dir=None if stage2_bundle is None else stage2_bundle.phonetic_dir,
                         provenance={"face_latent_workdir": (
                                         stage1_bundle.meta.get("provenance", {}).get(
@@ -129,6 +152,9 @@ def export(face_latent: str, motion_dit: str, out: str, *, face_latent_config: s
                                        if stage2_bundle is not None else {}),
                                     "motion_dit_config": motion_dit_config,
                                     "motion_dit_step": md_step, "weights": weights,
+                                    **({"live_motion_dit": os.path.abspath(live_src),
+                                        "live_motion_dit_step": live_step}
+                                       if live_src else {}),
                                     **({"compositor": "copy"} if copy_compositor else {}),
                                     **tuned})
   except bundle_lib.BundleError as e:

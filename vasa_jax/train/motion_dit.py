@@ -55,7 +55,7 @@ from vasa_jax.train import loop
 log = logging.getLogger(__name__)
 
 # Pipeline keys the update step consumes (frames stay out of it).
-STEP_KEYS = ("motion", "prev_motion", "mask", "prev_mask", "audio", "prev_audio",
+STEP_KEYS = ("motion", "prev_motion", "mask", "prev_mask", "audio", "prev_audio", "left_audio",
              "control_gaze", "control_distance", "control_emotion", "control_emotion_intensity",
              "has_control_gaze", "has_control_distance", "has_control_emotion",
              "control_blink_rate", "has_control_blink_rate")
@@ -154,7 +154,8 @@ def make_loader(config, source, batch_size: int, *, frames: bool, seed: int | No
       context=int(config.data.context), seed=config.seed if seed is None else seed,
       worker_count=config.data.worker_count, with_frames=frames, with_motion=with_motion,
       controls_from_motion=with_motion and bool(config.data.get("controls_from_motion", False)),
-      measured_controls_only=bool(config.data.get("measured_controls_only", False)))
+      measured_controls_only=bool(config.data.get("measured_controls_only", False)),
+      audio_left=int(config.data.get("audio_left", 0)))
 
 
 def step_batch(batch, motion_fn, mesh):
