@@ -59,10 +59,11 @@ class Limits:
   max_pixels: int = 25_000_000      # portrait width x height
   job_timeout_s: float = 600.0      # wall time of one job, queueing excluded
   max_output_side: int = 1024       # pasted-back frames are downscaled to this
+  live_time_limit_s: float = 120.0  # one live session (the live tab), from its connection
 
   def check(self):
     for name in ("max_upload_mb", "max_seconds", "max_pixels", "job_timeout_s",
-                 "max_output_side"):
+                 "max_output_side", "live_time_limit_s"):
       v = getattr(self, name)
       if not (math.isfinite(float(v)) and float(v) > 0):
         raise ServeError(f"{name} must be positive, got {v}")
@@ -287,6 +288,7 @@ class App:
   blocks: object           # gradio.Blocks
   workdir: str
   owns_workdir: bool
+  seat: object = None      # the live tab's live_web.Seat (None: no live sessions)
 
   def close(self):
     try:
@@ -366,13 +368,14 @@ def build_app(anim, *, limits: Limits = Limits(), workdir: str | None = None,
     return component
 
   example_image, example_audio = EXAMPLE_PORTRAIT, EXAMPLE_SPEECH
+  seat = _live_seat(anim, limits)
   with gr.Blocks(title="vasa-jax", delete_cache=(3600, 3600)) as blocks:
     gr.Markdown(
         "# vasa-jax: a talking face from one portrait and a speech clip\n"
         "Upload a portrait and speech (or record it), then **Generate**. The video streams in "
         "as it renders. Every video carries an invisible watermark and metadata that mark it "
         "as synthetic (`vasa-jax verify`).")
-    with gr.Row():
+    with gr.Tab("Generate"), gr.Row():
       with gr.Column():
         image = readable(gr.Image(label="Portrait", type="filepath",
                                   sources=["upload", "clipboard"], height=320))
@@ -419,8 +422,62 @@ def build_app(anim, *, limits: Limits = Limits(), workdir: str | None = None,
                          cfg_audio, cfg_gaze, seed, crop_only],
                  outputs=[live, result, verified, status], api_name="generate",
                  concurrency_limit=int(concurrency))
+    with gr.Tab("Live"):
+      _live_tab(gr, seat, limits, readable, example_image)
   blocks.queue(max_size=int(queue_size))
-  return App(blocks=blocks, workdir=workdir, owns_workdir=owns)
+  return App(blocks=blocks, workdir=workdir, owns_workdir=owns, seat=seat)
+
+
+def _live_seat(anim, limits: Limits):
+  """The live tab's seat, or None with the reason when this server cannot run live sessions."""
+  if anim.engine.bundle.live_config is None:
+    return None
+  try:
+    import aiortc  # noqa: F401
+  except ImportError:
+    return None
+  from vasa_jax import live_web
+  return live_web.Seat(anim, time_limit_s=limits.live_time_limit_s)
+
+
+def _live_tab(gr, seat, limits: Limits, readable, example_image) -> None:
+  """Talk to the portrait: the browser's microphone in, the portrait back over WebRTC."""
+  if seat is None:
+    gr.Markdown("Live sessions need a bundle with a live generator and the `aiortc` package "
+                "(`pip install \"vasa-jax[serve]\"`).")
+    return
+  from vasa_jax import live_web
+  gr.Markdown(
+      "Talk to the portrait. **Take the seat** with a portrait (one live session at a time, "
+      f"up to {limits.live_time_limit_s:.0f} s), then **Start talking** and allow the "
+      "microphone. The portrait answers about a quarter of a second behind your voice.")
+  with gr.Row():
+    with gr.Column():
+      portrait = readable(gr.Image(label="Portrait", type="filepath", value=example_image,
+                                   sources=["upload", "clipboard"], height=320))
+      take = gr.Button("Take the seat", variant="primary")
+      seat_status = gr.Markdown(seat.status())
+    with gr.Column():
+      async def live_offer(token, sdp, kind):
+        try:
+          return await live_web.answer(seat, str(token), str(sdp), str(kind))
+        except InputError as e:           # the seat is gone: one line on the page
+          return {"error": str(e)}
+      panel = gr.HTML(value="", html_template=live_web.TAB_HTML, js_on_load=live_web.TAB_JS,
+                      server_functions=[live_offer])
+
+  def take_seat(image):
+    if not image:
+      raise gr.Error("upload a portrait first", print_exception=False)
+    try:
+      check_image(image, limits)
+      token = seat.take(image)
+    except InputError as e:               # a bad image, the seat taken
+      raise gr.Error(str(e), print_exception=False) from None
+    return token, seat.status()
+  take.click(take_seat, inputs=[portrait], outputs=[panel, seat_status], api_name=False,
+             concurrency_limit=1)
+  gr.Timer(2.0).tick(seat.status, outputs=seat_status, api_name=False, queue=False)
 
 
 def launch(app: App, *, host: str = "127.0.0.1", port: int = 7860, limits: Limits = Limits(),
