@@ -43,6 +43,7 @@ class Seat:
     self._lock = threading.Lock()
     self.token = self.session = self.pc = None
     self.taken_at = self.connected_at = None
+    self.last_stats: dict = {}      # the last session's figures (frames sent, latency)
 
   def _expired(self, now: float) -> bool:
     if self.token is None or self.session is None:     # free, or still preparing
@@ -103,6 +104,11 @@ class Seat:
 
   def _release_locked(self) -> None:
     session, pc = self.session, self.pc
+    if session is not None and getattr(session, "sent", None):
+      lat = np.asarray([x for _, x in session.sent])
+      self.last_stats = {**session.stats(), "frames_sent": int(lat.size),
+                         "sent_latency_ms": {q: round(float(np.percentile(lat, v)) * 1000, 1)
+                                             for q, v in (("p50", 50), ("p95", 95))}}
     self.token = self.session = self.pc = self.taken_at = self.connected_at = None
     if session is not None:
       session.close()
@@ -137,6 +143,7 @@ def _video_track(session):
       wait = f.due_at - time.perf_counter()
       if wait > 0:
         await asyncio.sleep(wait)
+      session.sent.append((f.index, time.perf_counter() - f.arrived_at))
       frame = av.VideoFrame.from_ndarray(provenance.embed(f.image), format="rgb24")
       frame.pts = int(round(f.audio_time_s * VIDEO_CLOCK))
       frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
@@ -171,6 +178,7 @@ async def answer(seat: Seat, token: str, sdp: str, kind: str = "offer") -> dict:
   sendonly from the browser, video recvonly)."""
   from aiortc import RTCPeerConnection, RTCSessionDescription
   session = seat.session_for(token)
+  session.sent = []                      # (frame index, audio arrival -> handed to WebRTC s)
   pc = RTCPeerConnection()               # no iceServers: host candidates only
   seat.pc = pc
   seat.connected_at = time.monotonic()
@@ -221,6 +229,7 @@ async function start() {
   try {
     mic = await navigator.mediaDevices.getUserMedia({audio: {echoCancellation: true}});
     pc = new RTCPeerConnection();
+    window.vasaLive = {pc: pc};            // for tools/live_browser.py's figures
     mic.getTracks().forEach((t) => pc.addTrack(t, mic));
     pc.addTransceiver('video', {direction: 'recvonly'});
     pc.ontrack = (e) => {
@@ -234,7 +243,8 @@ async function start() {
         if (pc.iceGatheringState === 'complete') { ok(); } });
       setTimeout(ok, 2000);
     });
-    const ans = await server.live_offer(token, pc.localDescription.sdp, pc.localDescription.type);
+    const ans = await server.live_offer({token: token, sdp: pc.localDescription.sdp,
+                                         type: pc.localDescription.type});
     if (ans.error) { status(ans.error); await stop(); return; }
     await pc.setRemoteDescription(ans);
     status('connecting');

@@ -458,9 +458,15 @@ def _live_tab(gr, seat, limits: Limits, readable, example_image) -> None:
       take = gr.Button("Take the seat", variant="primary")
       seat_status = gr.Markdown(seat.status())
     with gr.Column():
-      async def live_offer(token, sdp, kind):
+      async def live_offer(data):
+        # the page calls server.live_offer({token, sdp, type}) (one argument: Gradio's
+        # component server passes the call's data as one value)
+        data = data[0] if isinstance(data, list) and len(data) == 1 else data
+        if not isinstance(data, dict):
+          return {"error": "bad offer"}
         try:
-          return await live_web.answer(seat, str(token), str(sdp), str(kind))
+          return await live_web.answer(seat, str(data.get("token")), str(data.get("sdp")),
+                                       str(data.get("type", "offer")))
         except InputError as e:           # the seat is gone: one line on the page
           return {"error": str(e)}
       panel = gr.HTML(value="", html_template=live_web.TAB_HTML, js_on_load=live_web.TAB_JS,
