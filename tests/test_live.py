@@ -224,3 +224,41 @@ def test_live_cli_refuses_what_it_cannot_do(geo_tiny_live_bundle, tmp_path):
                  stdin=b"", env=env)
     err = r.stderr.decode().strip().splitlines()
     assert r.returncode == 2 and len(err) == 1 and line in err[0], (args, err)
+
+
+def test_the_live_generator_trains_on_windows_featurised_as_the_session_does(tmp_path):
+  """Training batches carry the audio before the context (data.audio_left), and the window's
+  and context's features come from one stretch [left | context | window], which is what a live
+  block computes; a live-shaped tiny run trains."""
+  import jax.numpy as jnp
+
+  from conftest import ListSource, fast_tiny_config, make_fake_motion_records
+  from vasa_jax import audio as audio_lib
+  from vasa_jax.data import records
+  from vasa_jax.models import motion_dit as md
+  from vasa_jax.train import motion_dit as trainer
+  recs = make_fake_motion_records(n_clips=4, frames=25, motion_dim=50, identities=2)
+  source = ListSource(recs)
+  config = fast_tiny_config("motion_dit", {
+      "motion_source": "dataset", "model.dyn_dim": 44, "data.stats_batches": 2,
+      "model.window": 3, "live.block": 2, "data.audio_left": 2, "steps": 2})
+  batch = next(iter(trainer.make_loader(config, source, 4, frames=False)))
+  k, w, left = 2, 3, 2
+  for i in range(4):
+    t0 = int(batch["start"][i])
+    clip = next(r for r in recs if np.array_equal(
+        records.audio_to_float(r["audio"])[t0 * 640:(t0 + w) * 640], batch["audio"][i]))
+    a = records.audio_to_float(clip["audio"])
+    lo = (t0 - k - left) * 640
+    idx = lo + np.arange(left * 640)
+    ok = (idx >= 0) & (idx < a.size)
+    want = np.where(ok, a[np.clip(idx, 0, a.size - 1)], 0.0).astype(np.float32)
+    np.testing.assert_array_equal(batch["left_audio"][i], want)
+  feats = lambda x: audio_lib.log_mel(x)
+  tb = md.batch_from_pipeline(
+      batch, lambda b: (jnp.asarray(b["motion"]), jnp.asarray(b["prev_motion"])), feats)
+  whole = feats(np.concatenate([batch["left_audio"], batch["prev_audio"], batch["audio"]], -1))
+  np.testing.assert_array_equal(tb["audio"], whole[:, left + k:])
+  np.testing.assert_array_equal(tb["prev_audio"], whole[:, left:left + k])
+  out = trainer.train_and_evaluate(config, str(tmp_path / "live"), source=source)
+  assert np.isfinite(out["loss/loss"])
