@@ -59,8 +59,8 @@ def _pct(x, scale=1000.0):
           "max": round(float(x.max()) * scale, 1)}
 
 
-def run_live(anim, image, audio, *, steps=None):
-  s = anim.live(image, steps=steps)
+def run_live(anim, image, audio, *, steps=None, lead=None, delay=None):
+  s = anim.live(image, steps=steps, audio_lead=lead, delay_s=delay)
   pacer = live.Pacer()
   ready_lat, t_first = [], []
   t0 = time.perf_counter() + 0.05
@@ -120,6 +120,10 @@ def main(argv=None):
   ap.add_argument("--image", default=os.path.join(EXAMPLES, "portrait.jpg"))
   ap.add_argument("--seconds", type=float, default=60.0)
   ap.add_argument("--steps", type=int, default=None, help="DDIM steps per live block")
+  ap.add_argument("--lead", type=float, default=None, help="audio lead in frames (default: "
+                  "the live generator's)")
+  ap.add_argument("--delay", type=float, default=None, help="display delay in s (default: "
+                  "the session's)")
   ap.add_argument("--no-baseline", action="store_true")
   ap.add_argument("--quick", action="store_true")
   args = ap.parse_args(argv)
@@ -135,7 +139,8 @@ def main(argv=None):
   out = {"benchmark": "live", "quick": bool(args.quick), "audio": os.path.basename(path),
          "seconds": round(audio.size / SAMPLE_RATE, 2), "load_s": round(load_s, 2),
          "cpu_count": os.cpu_count(), "machine": platform.machine()}
-  out["live"] = run_live(anim, args.image, audio, steps=args.steps)
+  out["live"] = run_live(anim, args.image, audio, steps=args.steps, lead=args.lead,
+                         delay=args.delay)
   if not args.no_baseline:
     out["stream"] = run_stream(anim, args.image, audio, steps=args.steps)
   print(json.dumps(out, indent=1))

@@ -109,7 +109,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "train.p_drop_prev=0.05", "train.p_mask_tail=0.0"] + (
             ["init_from=vasa_jax/assets/demo", "model.audio_features=log_mel+phonetic",
              "batch_size=128", "steps=3000", "optim.lr=2e-4", "optim.warmup_steps=100",
-             "sampler.steps=8", "sampler.cfg_audio=1.5", "sampler.audio_lead=0.5",
+             "sampler.steps=4", "sampler.cfg_audio=1.5", "sampler.audio_lead=0.0",
              "data.motion_stats=vasa_jax/assets/demo/motion_stats.json", "ckpt_every=250"]
             if variant == "live" else []) + overrides))
     c.variant = variant

@@ -262,3 +262,39 @@ def test_the_live_generator_trains_on_windows_featurised_as_the_session_does(tmp
   np.testing.assert_array_equal(tb["prev_audio"], whole[:, left:left + k])
   out = trainer.train_and_evaluate(config, str(tmp_path / "live"), source=source)
   assert np.isfinite(out["loss/loss"])
+
+
+@pytest.mark.parametrize("level", [0.0, 1e-3])
+def test_silence_gives_a_listening_face(level):
+  """The bundled live generator on 20 s of silence (digital zeros, and -60 dBFS noise): the eyes
+  blink (vasa_jax.live.BlinkKeeper keeps them at the asked rate), the mouth stays near the
+  portrait's own lips in 95% of frames (within a tenth of how far speech opens it), the head
+  still moves a little."""
+  from vasa_jax.data.pipeline import blink_onsets
+  anim = an.Animator()
+  if anim.engine.bundle.live_config is None:
+    pytest.skip("the bundled weights carry no live generator")
+  model = live.live_model(anim.engine)
+  eng = anim.engine
+  ref = anim.prepare_portrait(PORTRAIT).motion                 # the bundled portrait
+  audio = (np.random.default_rng(0).standard_normal(16000 * 20) * level).astype(np.float32)
+  opts = an.SampleOptions(blink_rate=live.DEFAULT_BLINK_RATE)
+  motion = live.live_motion(model, ref, audio, opts)
+  assert len(blink_onsets(motion)) >= 2
+  basis = eng.basis
+  k = basis.exp_dim
+  a = basis.exp_basis[:, 14, 1] - basis.exp_basis[:, 13, 1]      # inner-lip gap per code
+  gap = motion[:, 6:6 + k] @ a
+  speech = media_speech()
+  talk = live.live_motion(model, ref, speech, opts)[:, 6:6 + k] @ a
+  # the mouth during silence stays within a tenth of the speech's opening of the closed lips
+  closed = ref[6:6 + k] @ a
+  spread = np.percentile(talk, 90) - closed
+  assert spread > 0
+  assert np.mean(gap - closed <= 0.1 * spread + 1e-6) >= 0.95
+  assert np.degrees(motion[:, :3]).std(0).max() > 0.2
+
+
+def media_speech():
+  from vasa_jax import media
+  return media.load_audio(os.path.join(REPO, "vasa_jax", "assets", "examples", "speech.flac"))

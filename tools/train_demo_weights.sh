@@ -122,3 +122,26 @@ $VJ train --config configs/face_latent.py:geo --workdir "$RUN/face_geo_v7" --dat
 #    against 0.12 pasted, contrast and flicker fail), the failure this design set out to avoid.
 $VJ export --face-latent "$RUN/face_geo_v7" --motion-dit "$RUN/bundle_v6" \
   --out vasa_jax/assets/demo --dtype float16 --part-bank "$RUN/part_bank" --copy-compositor
+
+# 9. The live generator (`vasa-jax live`, the web page's Live tab): the v6 MotionDiT
+#    warm-started on 5-frame windows (4 kept + 1 of audio look-ahead) whose audio features are
+#    computed over [16 frames | context | window], as a live session computes them
+#    (configs/motion_dit.py:live). Run again, it resumes from its last checkpoint (every 250
+#    steps); about 0.7-0.9 steps/s at batch 128 on the CPU box (2500 steps: ~50 min):
+$VJ train --config configs/motion_dit.py:live --workdir "$RUN/live_md" --data-dir "$DATA" \
+  --config.steps=2500 --config.data.worker_count=2
+#    Added to the bundle beside the offline model (the other files unchanged):
+$VJ export --face-latent vasa_jax/assets/demo --motion-dit vasa_jax/assets/demo \
+  --live-motion-dit "$RUN/live_md" --out "$RUN/bundle_v8" --dtype float16
+python - "$RUN/bundle_v8" <<'PY'
+import json, shutil, sys
+new, demo = sys.argv[1], "vasa_jax/assets/demo"
+shutil.copy(f"{new}/live_motion_dit.msgpack", demo)
+meta, add = json.load(open(f"{demo}/bundle.json")), json.load(open(f"{new}/bundle.json"))
+meta["live_motion_dit"] = add["live_motion_dit"]
+# 4 DDIM steps a block, no audio lead: set on this CPU with benchmarks/live.py (8 steps and the
+# offline 0.5-frame lead put the 95th-percentile latency at 283 ms; 4 steps and no lead: 228)
+meta["live_motion_dit"]["config"]["sampler"].update(steps=4, audio_lead=0.0)
+meta["provenance"].update({k: add["provenance"][k] for k in ("live_motion_dit", "live_motion_dit_step")})
+json.dump(meta, open(f"{demo}/bundle.json", "w"), indent=1)
+PY

@@ -594,7 +594,8 @@ def cmd_serve(args) -> int:
     raise UsageError(f"--port must be 1-65535, got {args.port}")
   limits = serve.Limits(max_upload_mb=args.max_upload_mb, max_seconds=args.max_seconds,
                         max_pixels=int(args.max_megapixels * 1e6),
-                        job_timeout_s=args.job_timeout, max_output_side=args.max_output_side)
+                        job_timeout_s=args.job_timeout, max_output_side=args.max_output_side,
+                        live_time_limit_s=args.live_time_limit)
   try:
     limits.check()
     if args.workdir and os.path.exists(args.workdir) and not os.path.isdir(args.workdir):
@@ -868,6 +869,8 @@ def build_parser() -> argparse.ArgumentParser:
   sv.add_argument("--max-megapixels", type=float, default=25.0, help="largest portrait")
   sv.add_argument("--max-output-side", type=int, default=1024,
                   help="pasted-back video is downscaled to this longer side")
+  sv.add_argument("--live-time-limit", type=float, default=120.0,
+                  help="seconds one live session (the Live tab) may last (120)")
   sv.add_argument("--job-timeout", type=float, default=600.0,
                   help="seconds one job may render")
   sv.add_argument("--no-warmup", action="store_true",

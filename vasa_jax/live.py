@@ -128,6 +128,53 @@ def live_renderer(engine: engine_lib.Engine):
   return engine.__dict__["_live_renderer"]
 
 
+# ----------------------------------------------------------------------------- blinks
+
+BLINK_PROFILE = np.asarray([0.6, 0.2, 0.06, 0.12, 0.4, 0.75, 0.93], np.float32)  # x open lids
+MIN_BLINK_GAP_S = 1.2
+
+
+class BlinkKeeper:
+  """Keeps a live face blinking at `rate` a minute. A window of a few frames rarely starts a
+  blink on its own (a blink spans two or three blocks), so when the generated lids have not
+  closed for the next interval (drawn, seeded, from an exponential law over a 1.2 s floor, as
+  real blink intervals are), a blink is played on the lids: the shown openness times
+  BLINK_PROFILE over 7 frames (280 ms: close, shut, reopen). A blink the model makes itself
+  (lids under half the portrait's openness) restarts the clock. Causal and deterministic."""
+
+  def __init__(self, rate: float, own_lids: np.ndarray, lid_dims: slice, seed: int):
+    self.rate = float(rate)
+    self.open = float(np.mean(own_lids))
+    self.dims = lid_dims
+    self.rng = np.random.default_rng([int(seed), 7919])
+    self.since = 0
+    self.phase = -1                    # index into BLINK_PROFILE while a blink plays
+    self.next_gap = self._draw()
+
+  def _draw(self) -> int:
+    if self.rate <= 0:
+      return 1 << 30
+    mean = 60.0 / self.rate - MIN_BLINK_GAP_S
+    return int(round(FPS * (MIN_BLINK_GAP_S + self.rng.exponential(max(mean, 0.1)))))
+
+  def __call__(self, m: np.ndarray) -> np.ndarray:
+    m = np.array(m, np.float32, copy=True)
+    for i in range(len(m)):
+      if self.phase < 0:
+        if m[i, self.dims].mean() < 0.5 * self.open:        # the model blinked
+          self.since, self.next_gap = 0, self._draw()
+          continue
+        self.since += 1
+        if self.since >= self.next_gap:
+          self.phase = 0
+      if self.phase >= 0:
+        m[i, self.dims] *= BLINK_PROFILE[self.phase]
+        self.phase += 1
+        if self.phase == len(BLINK_PROFILE):
+          self.phase, self.since, self.next_gap = -1, 0, self._draw()
+    return m
+
+
 # ----------------------------------------------------------------------------- motion
 
 class LiveMotion:
@@ -179,6 +226,13 @@ class LiveMotion:
       self.post = engine_lib.MotionPost(eng, self.ref, opts, **kw)
     else:
       self.post = self.post.retarget(opts)
+    rate = opts.blink_rate if opts.blink_rate is not None else DEFAULT_BLINK_RATE
+    if first or self.blinks.rate != rate:
+      old = None if first else self.blinks
+      self.blinks = BlinkKeeper(rate, self.ref[self.post.lid_dims], self.post.lid_dims,
+                                opts.seed)
+      if old is not None:                   # a blink under way finishes
+        self.blinks.since, self.blinks.phase = old.since, old.phase
     self.opts, self.ctrl = opts, jax.tree_util.tree_map(jnp.asarray, ctrl)
     self.scales = {n: jnp.asarray(scales[n]) for n in branches}
     self.sample = self.model.sampler_for(tuple(branches), opts.steps)
@@ -264,7 +318,7 @@ class LiveMotion:
     x0 = np.asarray(self.sample(m.params, cond, rng, self.scales))[0]   # [W, D]
     kept = x0[:m.block]
     self.prev = np.concatenate([self.prev, kept])[-m.context:]
-    return self.post(eng.denormalize(kept))
+    return self.blinks(self.post(eng.denormalize(kept)))
 
 
 def live_motion(model: LiveModel, portrait_motion, audio_16k, opts=SampleOptions(), *,
