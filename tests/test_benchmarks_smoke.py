@@ -25,3 +25,12 @@ def test_motion_dit_train_step_benchmark_quick():
   assert t["frames_per_s"] > 0 and "mfu" in t and "memory_analysis" in t
   if t["flops_per_call"] is not None:
     assert t["flops_per_window"] > 0
+
+
+def test_live_benchmark_quick():
+  """4 s of speech pushed at real-time pace into a live session of the bundled weights."""
+  out = _quick("live.py", 600)
+  live = out["live"]
+  assert out["quick"] is True and live["frames_shown"] == live["frames_expected"] == 100
+  assert live["latency_ms"]["p50"] > 0 and live["fps_delivered"] > 0
+  assert live["dropped"] >= 0 and live["block"] == 4 and live["lookahead_frames"] == 1

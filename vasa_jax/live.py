@@ -44,6 +44,9 @@ from vasa_jax import sampling
 from vasa_jax.constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from vasa_jax.engine import AnimateError, SampleOptions
 
+QUIET_DBFS = -45.0        # a frame quieter than this (RMS) is a pause ...
+QUIET_HANGOVER = 5        # ... once this many such frames follow the last voiced one (200 ms)
+CLOSE_FRAMES = 3          # then the lips ease to the portrait's own over this many frames
 DELAY_MARGIN_S = 0.06     # the pacer's delay past the look-ahead wait: one block's compute
 DEFAULT_BLINK_RATE = 15.0  # blinks a minute asked of a live face unless a call says otherwise
 
@@ -195,6 +198,7 @@ class LiveMotion:
     self.received = 0                       # samples pushed
     self.block_index = 0                    # the next block to compute
     self.ended = False
+    self.quiet, self.mouth_gain = QUIET_HANGOVER, 0.0     # before any audio: at rest
     k, d = model.context, self.engine.motion_dim
     self.prev = np.tile(self.engine.normalize(self.ref)[None], (k, 1)).astype(np.float32)
     self.post = None
@@ -318,7 +322,31 @@ class LiveMotion:
     x0 = np.asarray(self.sample(m.params, cond, rng, self.scales))[0]   # [W, D]
     kept = x0[:m.block]
     self.prev = np.concatenate([self.prev, kept])[-m.context:]
-    return self.blinks(self.post(eng.denormalize(kept)))
+    shown = self.post(eng.denormalize(kept))
+    return self.blinks(self._rest_mouth(b, shown))
+
+  def _rest_mouth(self, b: int, m: np.ndarray) -> np.ndarray:
+    """In a pause (QUIET_DBFS for QUIET_HANGOVER frames) the lips ease to the portrait's own
+    over CLOSE_FRAMES frames; they open again with the first voiced frame. A model trained
+    on talking footage rests with its lips a little apart; a listening face closes them."""
+    from vasa_jax.geometry import codes as codes_lib
+    m = np.array(m, np.float32, copy=True)
+    n0 = SAMPLES_PER_FRAME * self.model.block * b + self.lead
+    for i in range(len(m)):
+      lo = n0 + SAMPLES_PER_FRAME * i
+      x = self._buf[max(lo, 0):max(min(lo + SAMPLES_PER_FRAME, self.received), 0)]
+      rms = float(np.sqrt(np.mean(np.square(x)))) if x.size else 0.0
+      voiced = 20 * np.log10(max(rms, 1e-9)) > QUIET_DBFS
+      self.quiet = 0 if voiced else self.quiet + 1
+      target = 1.0 if self.quiet < QUIET_HANGOVER else 0.0
+      self.mouth_gain = target if target > self.mouth_gain else max(
+          target, self.mouth_gain - 1.0 / CLOSE_FRAMES)
+      if self.mouth_gain < 1.0:
+        base = self.post.mouth_base
+        m[i:i + 1, engine_lib.POSE_DIM:] = codes_lib.open_mouth(
+            m[i:i + 1, engine_lib.POSE_DIM:], self.ref[engine_lib.POSE_DIM:], base,
+            self.engine.basis, self.mouth_gain, about=base)
+    return m
 
 
 def live_motion(model: LiveModel, portrait_motion, audio_16k, opts=SampleOptions(), *,
