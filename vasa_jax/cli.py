@@ -435,6 +435,8 @@ def cmd_live(args) -> int:
     raise UsageError("--pace plays a file at real-time pace: give --audio FILE")
   if not args.seconds > 0:
     raise UsageError(f"--seconds must be > 0, got {args.seconds}")
+  if not 128 <= args.max_side <= 4096:
+    raise UsageError(f"--max-side must be 128-4096, got {args.max_side}")
   inputs = [args.image] + ([args.audio] if args.audio not in (None, "-") else [])
   _check_paths(inputs, [args.out] if args.out else [], 3600.0)
   show = args.show or (not args.out and bool(os.environ.get("DISPLAY")))
@@ -458,7 +460,7 @@ def cmd_live(args) -> int:
               emotion=args.emotion, head_motion=args.head_motion,
               emotion_intensity=args.emotion_intensity, blink_rate=args.blink_rate,
               mouth_gain=args.mouth_gain, seed=args.seed, steps=args.steps)
-    session = anim.live(args.image, crop_only=args.crop_only, **kw)
+    session = anim.live(args.image, crop_only=args.crop_only, max_side=args.max_side, **kw)
   except an.AnimateError as e:
     raise UsageError(str(e)) from None
   recorder = live_io.Recorder(args.out) if args.out else None
@@ -782,6 +784,8 @@ def build_parser() -> argparse.ArgumentParser:
                   help="DDIM steps per block (default: the live generator's)")
   lv.add_argument("--seed", type=int, default=0)
   lv.add_argument("--crop-only", action="store_true", help="the face crop, no paste-back")
+  lv.add_argument("--max-side", type=int, default=512,
+                  help="longer side of the frames (512; larger photos are downscaled)")
   lv.set_defaults(func=cmd_live)
 
   re_ = sub.add_parser("reenact", help="portrait + driving video -> the portrait performs the "
