@@ -108,8 +108,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         f"model.window={block + ahead}", f"live.block={block}", f"data.audio_left={left}",
         "train.p_drop_prev=0.05", "train.p_mask_tail=0.0"] + (
             ["init_from=vasa_jax/assets/demo", "model.audio_features=log_mel+phonetic",
-             "batch_size=128", "steps=3000", "optim.lr=2e-4", "optim.warmup_steps=100",
+             "batch_size=128", "steps=2500", "optim.lr=2e-4", "optim.warmup_steps=100",
              "sampler.steps=4", "sampler.cfg_audio=1.5", "sampler.audio_lead=0.0",
+             "sampler.head_gain=1.6", "sampler.pose_smoothing=1.0",
              "data.motion_stats=vasa_jax/assets/demo/motion_stats.json", "ckpt_every=250"]
             if variant == "live" else []) + overrides))
     c.variant = variant
@@ -209,6 +210,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.sampler.cfg_audio = 0.5
   c.sampler.cfg_gaze = 1.0
   c.sampler.audio_lead = 0.0     # frames the audio is advanced by (engine.lead_audio)
+  # the live generator's (vasa_jax/live.py): head motion x this about the portrait's pose, and
+  # the pose EMA weight (1: none)
+  c.sampler.head_gain = 1.0
+  c.sampler.pose_smoothing = 0.3
 
   c.log_every = {"tiny": 1, "demo": 50, "paper": 100}[variant]
   c.ckpt_every = {"tiny": 1, "demo": 2000, "paper": 5000}[variant]

@@ -142,6 +142,9 @@ meta["live_motion_dit"] = add["live_motion_dit"]
 # 4 DDIM steps a block, no audio lead: set on this CPU with benchmarks/live.py (8 steps and the
 # offline 0.5-frame lead put the 95th-percentile latency at 283 ms; 4 steps and no lead: 228)
 meta["live_motion_dit"]["config"]["sampler"].update(steps=4, audio_lead=0.0)
+# head motion x1.6 and no pose EMA: the offline sampler's spread and most of its speed, set in
+# the motion codes on clips the evaluation does not use (tools/live_calibrate.py)
+meta["live_motion_dit"]["config"]["sampler"].update(head_gain=1.6, pose_smoothing=1.0)
 meta["provenance"].update({k: add["provenance"][k] for k in ("live_motion_dit", "live_motion_dit_step")})
 json.dump(meta, open(f"{demo}/bundle.json", "w"), indent=1)
 PY
