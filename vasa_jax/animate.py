@@ -249,16 +249,17 @@ class Animator:
         yield frames
 
   def live(self, image, *, delay_s: float | None = None, crop_only: bool = False,
-           max_side: int = 512, **options):
+           max_side: int = 512, drop_late: bool = False, **options):
     """A live session (vasa_jax.live.LiveSession): push audio as it arrives, pull frames as
     they are drawn, change controls mid-session. Needs a bundle with a live generator (the
     bundled demo has one). options: SampleOptions' fields (seed and steps fixed for the
     session); delay_s: how long after a sample arrives the frame showing it is due (default:
     the generator's look-ahead wait plus one block's compute); max_side: the longer side of
-    the frames (the photo is downscaled to it, so that frames keep up in real time)."""
+    the frames (the photo is downscaled to it, so that frames keep up in real time);
+    drop_late: skip drawing frames already past their slot (a live display)."""
     from vasa_jax import live
     return live.LiveSession(self, image, delay_s=delay_s, crop_only=crop_only,
-                            max_side=max_side, **options)
+                            max_side=max_side, drop_late=drop_late, **options)
 
   def animate(self, image, audio, *, crop_only: bool = False, **options) -> AnimationResult:
     """The whole video in memory: AnimationResult(frames, fps, audio).save(path)."""

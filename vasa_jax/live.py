@@ -451,12 +451,14 @@ class LiveSession:
   beside the caller: motion (blocks, as soon as their audio is in) and render (frame by
   frame). `frames()` yields rendered frames in order, pasted back into the photo downscaled
   to `max_side` (512: a frame is drawn in about 25 ms on a 2-core CPU). Silence pushed gives
-  a listening face:
-  the generator's own idle motion and blinks (a blink rate is always asked, 15 a minute
-  unless set) with the mouth closed."""
+  a listening face: the generator's own idle motion, blinks (BlinkKeeper, 18 a minute unless
+  set) and lips at rest (`LiveMotion._rest_mouth`). drop_late (a display that cannot wait,
+  e.g. WebRTC): a frame already past its slot is not drawn while a newer one waits, so a slow
+  machine keeps the latency and shows fewer frames; otherwise (recording, evaluation) every
+  frame is drawn."""
 
   def __init__(self, anim, image, *, delay_s: float | None = None, crop_only: bool = False,
-               max_side: int = 512, **options):
+               max_side: int = 512, drop_late: bool = False, **options):
     eng = anim.engine
     self.model = live_model(eng)
     opts = anim._options(options)
@@ -488,6 +490,8 @@ class LiveSession:
     self.started_at = None
     self.times = {"block_s": [], "render_s": []}
     self.rendered = 0
+    self.skipped = 0                 # frames not drawn because they were late (drop_late)
+    self.drop_late = bool(drop_late)
     self._warm()
     self._workers = [threading.Thread(target=self._motion_worker, daemon=True, name="live-motion"),
                      threading.Thread(target=self._render_worker, daemon=True, name="live-render")]
@@ -604,11 +608,18 @@ class LiveSession:
           break
         start, motion = item
         for i in range(len(motion)):
+          t = start + i
+          if self.drop_late and (i + 1 < len(motion) or not self._render_q.empty()):
+            # a display that cannot wait: a frame already a frame past its slot is skipped
+            # while a newer one waits, so a slow machine shows fewer frames, not later ones
+            due = self.arrival(int((t + 0.5) * SAMPLES_PER_FRAME)) + self.delay_s
+            if time.perf_counter() > due + 1.0 / FPS:
+              self.skipped += 1
+              continue
           t0 = time.perf_counter()
           img = next(iter(self.renderer.render(self.portrait, motion[i:i + 1])))[0]
           now = time.perf_counter()
           self.times["render_s"].append(now - t0)
-          t = start + i
           arrived = self.arrival(int((t + 0.5) * SAMPLES_PER_FRAME))
           self._out_q.put(LiveFrame(index=t, audio_time_s=(t + 0.5) / FPS, image=img,
                                     motion=motion[i], arrived_at=arrived, ready_at=now,
@@ -622,7 +633,8 @@ class LiveSession:
   def stats(self) -> dict:
     def pct(x, q):
       return round(float(np.percentile(x, q)) * 1000, 1) if len(x) else None
-    return {"frames_rendered": self.rendered, "blocks": self.motion.block_index,
+    return {"frames_rendered": self.rendered, "frames_skipped_late": self.skipped,
+            "blocks": self.motion.block_index,
             "block_ms_p50": pct(self.times["block_s"], 50),
             "block_ms_p95": pct(self.times["block_s"], 95),
             "render_ms_p50": pct(self.times["render_s"], 50),

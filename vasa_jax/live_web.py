@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import json
 import logging
 import secrets
 import threading
@@ -79,7 +80,7 @@ class Seat:
       self.taken_at = time.monotonic()
       token = self.token
     try:
-      session = self.anim.live(image, **options)
+      session = self.anim.live(image, drop_late=True, **options)
     except BaseException:
       self.release(token)
       raise
@@ -109,6 +110,7 @@ class Seat:
       self.last_stats = {**session.stats(), "frames_sent": int(lat.size),
                          "sent_latency_ms": {q: round(float(np.percentile(lat, v)) * 1000, 1)
                                              for q, v in (("p50", 50), ("p95", 95))}}
+      log.warning("live session: %s", json.dumps(self.last_stats))
     self.token = self.session = self.pc = self.taken_at = self.connected_at = None
     if session is not None:
       session.close()
