@@ -38,11 +38,19 @@ def test_config_variants_and_overrides():
     assert c.model.motion_dim == 6 + c.model.dyn_dim
     assert c.model.width % c.model.heads == 0
     assert c.data.window == c.model.window and c.data.context == c.model.context
+    if v.startswith("live"):     # short windows that always have their context
+      assert 0 < c.live.block < c.model.window and c.data.audio_left > 0
+      assert c.train.p_drop == 0.1 and c.train.p_drop_prev == 0.05 and c.train.p_mask_tail == 0
+      continue
+    assert c.live.block == 0 and c.data.audio_left == 0
     assert c.train.p_drop == 0.1 and c.train.p_drop_prev == 0.5
     assert c.sampler.steps == 25 and c.sampler.cfg_audio == 0.5 and c.sampler.cfg_gaze == 1.0
   assert cfg_lib.get_config("tiny").model.motion_dim == 14
   assert cfg_lib.get_config("demo").model.motion_dim == 70
   assert cfg_lib.get_config("paper").model.motion_dim == 262
+  live = cfg_lib.get_config("live")
+  assert (live.model.window, live.live.block, live.data.audio_left, live.sampler.steps) == \
+      (5, 4, 16, 4)
   c = cfg_lib.get_config("demo,batch_size=4,model.dtype=bfloat16,model.dyn_dim=64,optim.lr=1")
   assert c.batch_size == 4 and c.model.dtype == "bfloat16" and c.optim.lr == 1.0
   assert c.model.motion_dim == 70
