@@ -65,28 +65,6 @@ def make_videos(anim, pairs, work: str, max_seconds: float) -> list[dict]:
   return rows
 
 
-def judge(rows, py: str, cache: str) -> list[dict]:
-  done = {}
-  if os.path.isfile(cache):
-    for line in open(cache):
-      d = json.loads(line)
-      done[d["video"]] = d
-  with open(cache, "a") as f:
-    for row in rows:
-      if row["video"] in done:
-        row.update({k: v for k, v in done[row["video"]].items() if k not in row})
-        continue
-      row["mouth"] = part_eval._judge(py, "mouthjudge.py", [row["video"]])
-      row["av"] = part_eval._judge(py, "avjudge.py", [
-          row["video"], "--portrait", os.path.join(part_eval.REAL, "images", row["portrait"])])
-      if row["english"]:
-        row["bilabial"] = part_eval._judge(py, "bilabial.py", [row["video"]])
-      f.write(json.dumps(row) + "\n")
-      f.flush()
-      print(f"judged {row['mode']} {os.path.basename(row['video'])}", file=sys.stderr, flush=True)
-  return rows
-
-
 def summary(rows) -> dict:
   out = {}
   for mode in ("offline", "live"):
@@ -105,6 +83,9 @@ def summary(rows) -> dict:
     a, b = out["offline"].get(k), out["live"].get(k)
     ratio[k] = round(b / a, 3) if a and b is not None else None
   out["live / offline"] = ratio
+  # the inside of the mouth and the blinks of each, next to the judges' real-clip references
+  out["vs_real"] = {mode: part_eval.summary([r for r in rows if r["mode"] == mode])
+                    for mode in ("offline", "live")}
   rot = {k: ratio[k] for k in ("yaw_std", "pitch_std", "roll_std", "rot_speed",
                                "blinks_per_min", "gap_p90")}
   out["criteria"] = {
@@ -117,7 +98,8 @@ def summary(rows) -> dict:
 
 
 def sheet(rows, out_png: str, n: int = 4) -> None:
-  """For n pairs: the offline video's close-up rows above the live one's (same tile size)."""
+  """For n pairs: the offline video's close-up rows above the live one's, then real
+  footage's (part_eval.REAL_CLIPS), all at the same tile size."""
   import cv2
   body = []
   pairs = sorted({(r["portrait"], r["audio"]) for r in rows})[:n]
@@ -129,6 +111,11 @@ def sheet(rows, out_png: str, n: int = 4) -> None:
         body.append(np.concatenate(got, 1))
     if body:
       body.append(np.full((6, body[-1].shape[1], 3), 255, np.uint8))
+  for clip in part_eval.REAL_CLIPS:        # real footage's close-ups at the same tile size
+    got = part_eval.closeup_rows(os.path.join(part_eval.REAL, clip),
+                                 "REAL " + part_eval._stem(clip)[:9])
+    if got is not None:
+      body.append(np.concatenate(got, 1))
   if body:
     width = max(b.shape[1] for b in body)
     body = [np.pad(b, ((0, 0), (0, width - b.shape[1]), (0, 0)), constant_values=255)
@@ -149,7 +136,7 @@ def main(argv=None) -> int:
   anim = an.Animator(args.checkpoint)
   os.makedirs(args.out, exist_ok=True)
   rows = make_videos(anim, part_eval.pairs(args.grid), args.work, args.max_seconds)
-  rows = judge(rows, args.judge, os.path.join(args.work, "judge.jsonl"))
+  rows = part_eval.judge_all(rows, args.judge, os.path.join(args.work, "judge.jsonl"))
   s = summary(rows)
   with open(os.path.join(args.out, "live_eval.json"), "w") as f:
     json.dump({"summary": s, "videos": rows}, f, indent=1)
@@ -160,6 +147,17 @@ def main(argv=None) -> int:
     fmt = lambda v: "-" if v is None else f"{v:.4g}"
     lines.append(f"| {k} | {fmt(s['offline'].get(k))} | {fmt(s['live'].get(k))} | "
                  f"{fmt(s['live / offline'].get(k))} |")
+  real = s["vs_real"]["live"]["real"]
+  lines += ["", "Inside the mouth and blinks next to the judges' real clips (mouthjudge.py and "
+            "its mouth_reference.jsonl; avjudge.py):", "",
+            "| figure | offline | live | real p25 | real median |", "|---|---|---|---|---|"]
+  for k in ("open_share", "gap_p90", "dark", "contrast", "grad", "teeth"):
+    g = lambda mode: s["vs_real"][mode]["generated"].get(k)
+    fmt = lambda v: "-" if v is None else f"{v:.4g}"
+    lines.append(f"| {k} | {fmt(g('offline'))} | {fmt(g('live'))} | "
+                 f"{fmt(real.get(k + '_p25'))} | {fmt(real.get(k + '_median'))} |")
+  lines.append(f"| blinks in 5-45/min | {s['vs_real']['offline']['generated']['blinks_in_5_45']}"
+               f" | {s['vs_real']['live']['generated']['blinks_in_5_45']} | | |")
   lines += ["", "| criterion | holds |", "|---|---|"] + [
       f"| {k} | {'yes' if v else 'no'} |" for k, v in s["criteria"].items()]
   with open(os.path.join(args.out, "live.md"), "w") as f:

@@ -99,6 +99,8 @@ def _judge(py: str, script: str, args: list[str]) -> dict:
 
 
 def judge_all(rows, py: str, cache: str) -> list[dict]:
+  """Every row's video measured by mouthjudge, avjudge and (English speech) bilabial, each
+  video once: results are kept in the JSON-lines `cache` and read back on a rerun."""
   done = {}
   if os.path.isfile(cache):
     for line in open(cache):
