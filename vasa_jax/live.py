@@ -205,12 +205,11 @@ class LiveMotion:
     self.block_index = 0                    # the next block to compute
     self.ended = False
     self.quiet, self.mouth_gain = QUIET_HANGOVER, 0.0     # before any audio: at rest
-    k, d = model.context, self.engine.motion_dim
+    k = model.context
     self.prev = np.tile(self.engine.normalize(self.ref)[None], (k, 1)).astype(np.float32)
     self.post = None
     self._apply(opts, mouth_base=mouth_base, first=True,
                 pose_smoothing=model.pose_smoothing if pose_smoothing is None else pose_smoothing)
-    del d
 
   # -- options
   def _apply(self, opts: SampleOptions, *, first: bool = False, **kw) -> None:
@@ -246,7 +245,8 @@ class LiveMotion:
                                 opts.seed)
       if old is not None:                   # a blink under way finishes
         self.blinks.since, self.blinks.phase = old.since, old.phase
-    self.opts, self.ctrl = opts, jax.tree_util.tree_map(jnp.asarray, ctrl)
+    # the controls with their batch axis, once per change (not per block)
+    self.opts, self.ctrl = opts, jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], ctrl)
     self.scales = {n: jnp.asarray(scales[n]) for n in branches}
     self.sample = self.model.sampler_for(tuple(branches), opts.steps)
     self.lead = int(round(opts.audio_lead * SAMPLES_PER_FRAME))
@@ -324,9 +324,6 @@ class LiveMotion:
     cond.update(audio=feats[:, m.left + m.context:], audio_mask=jnp.ones((1, m.window)),
                 prev_audio=feats[:, m.left:m.left + m.context],
                 prev_motion=jnp.asarray(self.prev)[None], prev_mask=jnp.ones((1, m.context)))
-    cond = {k: (v if k in ("audio", "audio_mask", "prev_audio", "prev_motion", "prev_mask")
-                else jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], v))
-            for k, v in cond.items()}
     rng = jax.random.fold_in(jax.random.PRNGKey(self.opts.seed), b)
     x0 = np.asarray(self.sample(m.params, cond, rng, self.scales))[0]   # [W, D]
     kept = x0[:m.block]
@@ -360,17 +357,17 @@ class LiveMotion:
 
 def live_motion(model: LiveModel, portrait_motion, audio_16k, opts=SampleOptions(), *,
                 chunks=None, **kw) -> np.ndarray:
-    """The whole live motion [T, D] of a clip pushed in `chunks` (sizes; default one push)."""
-    lm = LiveMotion(model, portrait_motion, opts, **kw)
-    a = np.asarray(audio_16k, np.float32).reshape(-1)
-    parts, pos = [], 0
-    for n in (chunks or [a.size]):
-      parts += lm.push(a[pos:pos + n])
-      pos += n
-    if pos < a.size:
-      parts += lm.push(a[pos:])
-    parts += lm.finish()
-    return np.concatenate([m for _, m in parts if len(m)], 0)
+  """The whole live motion [T, D] of a clip pushed in `chunks` (sizes; default one push)."""
+  lm = LiveMotion(model, portrait_motion, opts, **kw)
+  a = np.asarray(audio_16k, np.float32).reshape(-1)
+  parts, pos = [], 0
+  for n in (chunks or [a.size]):
+    parts += lm.push(a[pos:pos + n])
+    pos += n
+  if pos < a.size:
+    parts += lm.push(a[pos:])
+  parts += lm.finish()
+  return np.concatenate([m for _, m in parts if len(m)], 0)
 
 
 # ----------------------------------------------------------------------------- resampling

@@ -96,8 +96,6 @@ class RawPCM:
       whole = len(data) // frame * frame
       data, pending = data[:whole], data[whole:]
       x = np.frombuffer(data, self.dtype).reshape(-1, self.channels)
-      if self.dtype.kind == "i":
-        x = x.astype(np.int16)
       session.push(x, rate=self.rate)
       got += len(x)
 
