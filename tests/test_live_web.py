@@ -68,9 +68,9 @@ def test_a_webrtc_client_sends_speech_and_gets_the_portrait_talking(geo_tiny_liv
   got = asyncio.run(run())
   pts = [p for p, _ in got]
   assert len(got) == 40 and pts == sorted(pts) and len(set(pts)) == len(pts)
-  # frames are stamped with the audio time they show (frame t: (t + 0.5) / 25 s on the 90 kHz
-  # clock); a loaded machine skips late frames (drop_late), so gaps are whole frames
-  assert all(p % 3600 == 1800 for p in pts) and all(d % 3600 == 0 for d in np.diff(pts))
+  # frames are stamped with the audio time they show, 1/25 s apart on the 90 kHz clock (RTP
+  # adds a random offset); a loaded machine skips late frames (drop_late): whole-frame gaps
+  assert all(d > 0 and d % 3600 == 0 for d in np.diff(pts))
   img = got[-1][1]
   assert img.ndim == 3 and img.shape[2] == 3 and img.std() > 10
   seat.release(token)
